@@ -1,0 +1,60 @@
+"""One root error and the exit codes the README lists."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; the README's table is generated from the same names."""
+
+    OK = 0
+    ERROR = 1  # an unexpected failure (a bug): shown with --debug
+    USAGE = 2  # bad flags or arguments (typer/click uses 2 as well)
+    BAD_INPUT = 3  # a profile, probe report or OpenAPI document that cannot be used
+    TARGET_UNREACHABLE = 4  # connection refused, DNS failure, the server died
+    REFUSED = 5  # unsafe request: non-loopback target, overwriting a file without consent
+    SERVER_FAILED = 6  # a server fastapi-tune started (demo, verify) failed to boot
+    INTERRUPTED = 130  # Ctrl-C: what was measured is kept
+
+
+class FastapiTuneError(Exception):
+    """Root of every error the user is meant to read; its text is the message."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+
+class UsageError(FastapiTuneError):
+    """Options that do not fit together."""
+
+    exit_code = ExitCode.USAGE
+
+
+class BadInputError(FastapiTuneError):
+    """A file or document that cannot be used as given."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class TargetUnreachableError(FastapiTuneError):
+    """The app under test could not be reached or went away."""
+
+    exit_code = ExitCode.TARGET_UNREACHABLE
+
+
+class RefusedError(FastapiTuneError):
+    """fastapi-tune refuses to do something unsafe without explicit consent."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class ServerFailedError(FastapiTuneError):
+    """A server started by fastapi-tune did not come up."""
+
+    exit_code = ExitCode.SERVER_FAILED
+
+
+class Interrupted(FastapiTuneError):
+    """Ctrl-C during long work; the message says where the partial results went."""
+
+    exit_code = ExitCode.INTERRUPTED
