@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from typing import Annotated, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec
 
 import typer
 from rich.console import Console
 
 from fastapi_tune import __version__
-from fastapi_tune.errors import ExitCode, FastapiTuneError
+from fastapi_tune.errors import ExitCode, FastapiTuneError, Interrupted, UsageError
+from fastapi_tune.fileio import atomic_write
 from fastapi_tune.host import host_to_json, read_host
+from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, run_probe
 from fastapi_tune.render_host import print_host
+from fastapi_tune.render_probe import LiveProgress, print_report
+from fastapi_tune.report import report_to_json
 
 app = typer.Typer(
     name="fastapi-tune",
@@ -51,13 +58,37 @@ def _root(
     _state["debug"] = debug
 
 
+P = ParamSpec("P")
+
+
+def command(f: Callable[P, None]) -> Callable[P, None]:
+    """Register a command whose errors become one red line and the README's exit code.
+
+    Done per command rather than only in main() so that in-process runs (typer's CliRunner,
+    the tests) see the same exit codes as the installed script.
+    """
+
+    @functools.wraps(f)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            f(*args, **kwargs)
+        except FastapiTuneError as e:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(int(e.exit_code)) from None
+
+    app.command()(wrapper)
+    return wrapper
+
+
 def print_json(data: Any) -> None:
     """One JSON document on stdout and nothing else there."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
     sys.stdout.flush()
 
 
-@app.command()
+@command
 def host(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
 ) -> None:
@@ -72,6 +103,101 @@ def host(
         print_json(host_to_json(facts))
     else:
         print_host(out, facts)
+
+
+def _parse_levels(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        levels = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--levels {text!r}: expected positive integers such as 1,8,64") from None
+    if not levels or min(levels) < 1:
+        raise UsageError(f"--levels {text!r}: expected positive integers such as 1,8,64")
+    return levels
+
+
+@command
+def probe(
+    url: Annotated[str, typer.Argument(help="The running app, e.g. http://127.0.0.1:8000 (loopback only).")],
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option("-e", "--endpoint", help="Probe exactly this 'METHOD /path' (repeatable); any method."),
+    ] = None,
+    openapi: Annotated[
+        str | None, typer.Option(help="Where the OpenAPI document is (URL or path on the app).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Skip paths matching this glob, e.g. '/admin/*' (repeatable).")
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-H", "--header", help="'Name: value' sent with every request (repeatable); secrets are redacted."
+        ),
+    ] = None,
+    levels: Annotated[
+        str | None, typer.Option(help="Fixed concurrency levels, e.g. 1,8,64 (no adaptive stop).")
+    ] = None,
+    max_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Highest level of the ladder [default: {DEFAULT_MAX_CONCURRENCY}, more if still flat]."
+        ),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Counted seconds per level [default: adaptive, 0.5 s or more].")
+    ] = None,
+    max_seconds: Annotated[float, typer.Option(help="Time budget for the whole probe.")] = 60.0,
+    max_requests: Annotated[int, typer.Option(help="Request budget for the whole probe.")] = 500_000,
+    timeout: Annotated[float, typer.Option(help="Seconds before a request counts as a timeout.")] = 10.0,
+    insecure: Annotated[bool, typer.Option(help="Accept a self-signed TLS certificate.")] = False,
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow a target that is not on this machine (a server you own).")
+    ] = False,
+    out_path: Annotated[Path, typer.Option("--out", help="Where the report is saved (always).")] = Path(
+        "fastapi-tune-probe.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Also print the report as JSON on stdout.")] = False,
+) -> None:
+    """Measure how each endpoint of a running app scales, and classify it.
+
+    Finds the endpoints in the app's OpenAPI document (or takes them from -e), drives each with
+    closed-loop bursts at rising concurrency (1, 2, 4 ... 128), watches the server's CPU and
+    memory when it runs on this machine, and tells each endpoint's class: io-bound, cpu-bound,
+    loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence and the fix.
+    The report is saved to --out for `fastapi-tune recommend`.
+    """
+    options = ProbeOptions(
+        url=url,
+        openapi=openapi,
+        endpoints=tuple(endpoint or ()),
+        excludes=tuple(exclude or ()),
+        headers=tuple(header or ()),
+        levels=_parse_levels(levels),
+        max_concurrency=max_concurrency,
+        duration_s=duration,
+        max_seconds=max_seconds,
+        max_requests=max_requests,
+        timeout_s=timeout,
+        verify_tls=not insecure,
+        allow_remote=allow_remote,
+    )
+    facts = read_host()
+    with LiveProgress(err) as progress:
+        outcome = run_probe(options, facts, progress)
+    report = outcome.report
+    atomic_write(out_path, json.dumps(report_to_json(report), indent=2) + "\n")
+    if as_json:
+        print_json(report_to_json(report))
+    else:
+        print_report(out, report)
+    err.print(f"Report saved to [bold]{out_path}[/] (next: fastapi-tune recommend --probe {out_path})")
+    if outcome.error is not None:
+        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+    if report.interrupted:
+        levels_kept = sum(len(e.levels) for e in report.endpoints)
+        raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")
 
 
 def main() -> None:

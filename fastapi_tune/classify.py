@@ -1,0 +1,600 @@
+"""What limits an endpoint: a pure judgement over the levels the probe measured.
+
+The closed-loop model (field notes, "Telling endpoints apart"): at concurrency N with service time S
+and P worker processes, throughput grows as N/S until something caps the requests in flight at C,
+then stays at C/S while latency grows as N*S/C. The cap C says what the limit is:
+
+- C ~ P (one request per worker): serialised. Server CPU ~ one core per busy worker means cpu-bound,
+  low CPU means a blocking call inside `async def` (loop-blocking); without server CPU, `serialized`.
+- C ~ 40*P: AnyIO's default thread limiter (40 tokens per event loop) in front of `def` routes.
+- no cap within the ladder, or one far beyond 40*P: io-bound (the async path scaled).
+
+C is found by fitting that hockey stick, X(N) = x1 * min(N, C), to the clean levels in log space,
+which uses every level at once and so tolerates the noise of a single one. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from fastapi_tune.report import (
+    CPU_BOUND,
+    INCONCLUSIVE,
+    IO_BOUND,
+    LOOP_BLOCKING,
+    SERIALIZED,
+    THREADPOOL_BOUND,
+    Level,
+    Verdict,
+)
+
+# ---------------------------------------------------------------------------------------
+# Thresholds
+
+# AnyIO's default thread limiter: 40 tokens per event loop, i.e. per worker process.
+THREAD_TOKENS_PER_WORKER: Final = 40
+# Above 2% failed requests the successes we count (throughput) and time (latency) are a biased
+# sample: timeouts drop exactly the slow requests. Such a level is shown but is not evidence.
+MAX_ERROR_RATIO: Final = 0.02
+# Fewer than three points cannot tell a line from a bend.
+MIN_CLEAN_LEVELS: Final = 3
+# The USL has three parameters; the field notes (usl4j, R `usl`) ask for >= 6 points.
+USL_MIN_POINTS: Final = 6
+# A plateau counts as seen only when the ladder went 30% past the fitted knee: closer than that, a
+# +-10% jitter on one level can fake or hide the bend.
+PLATEAU_MARGIN: Final = 1.3
+# Serialised: the cap is at most 3 requests per worker. A cpu-bound route reaches ~1 (~0.75 per
+# worker when two workers share two cores with the load generator); 3 leaves room for noise and for
+# a partly GIL-free handler, and stays far below the thread limiter's 40.
+SERIAL_MAX_PER_WORKER: Final = 3.0
+# With the worker count unknown (remote server) a serial cap can be any small worker count; 16 is
+# more workers than a single host usually runs and still well below one thread limiter (40*0.65).
+SERIAL_MAX_UNKNOWN_WORKERS: Final = 16.0
+# Threadpool: the cap lies within [0.65, 1.3] x 40*P. The limiter caps at exactly 40*P, so the
+# band only absorbs fit noise; its upper edge keeps an io-bound route whose latency inflates late
+# from the server's own CPU (knee ~75-95 with one worker, see the field notes' 40 ms route) out.
+THREADPOOL_BAND: Final = (0.65, 1.3)
+# A flat ladder rules the threadpool out only if it reached 1.2 x 40*P: past the knee with margin.
+THREADPOOL_RULE_OUT: Final = 1.2
+# Server CPU per busy worker splitting cpu-bound (~1.0; ~0.75 on a shared 2-core box) from
+# loop-blocking (measured 0.03 for time.sleep in async def): the midpoint, with room either side.
+CPU_BOUND_SPLIT: Final = 0.5
+# Within this distance of the split a route is mixed (CPU and blocking): lower the confidence.
+CPU_AMBIGUOUS_WIDTH: Final = 0.25
+# A worker this close to one full core is CPU-saturated whatever else limits it.
+CPU_SATURATED: Final = 0.85
+# Residual RMS (log throughput) of the hockey-stick fit: +-10% uniform jitter gives ~0.06, so up to
+# 0.1 is ordinary noise; at 0.4 (~50%) the curve says little.
+NOISE_OK: Final = 0.10
+NOISE_BAD: Final = 0.40
+# Little's law (X * mean R / N) outside [0.7, 1.3] means the client measured something else.
+LITTLE_TOLERANCE: Final = 0.3
+# Thread tokens to suggest: at least twice the default (a smaller raise is not worth a deploy),
+# with 25% headroom over the highest concurrency per worker the probe offered.
+MIN_SUGGESTED_TOKENS: Final = 2 * THREAD_TOKENS_PER_WORKER
+TOKENS_HEADROOM: Final = 1.25
+# Confidence never claims certainty from a black-box measurement, nor drops to nothing.
+CONFIDENCE_RANGE: Final = (0.05, 0.95)
+# Unknown worker count: P=1 is a guess that moves both knees.
+UNKNOWN_WORKERS_FACTOR: Final = 0.8
+
+# ---------------------------------------------------------------------------------------
+# Evidence names (the keys of Verdict.evidence), for the renderer.
+
+EV_EFFICIENCY_AT_MAX: Final = "efficiency_at_max"
+EV_LATENCY_INFLATION: Final = "latency_inflation"
+EV_KNEE_CONCURRENCY: Final = "knee_concurrency"
+EV_PLATEAU_RPS: Final = "plateau_rps"
+EV_SERVICE_TIME_MS: Final = "service_time_ms"
+EV_SERVER_CPU_PER_WORKER: Final = "server_cpu_per_worker"
+EV_USL_SIGMA: Final = "usl_sigma"
+EV_USL_KAPPA: Final = "usl_kappa"
+EV_USL_PEAK: Final = "usl_peak_concurrency"
+EV_CLEAN_LEVELS: Final = "clean_levels"
+EV_WORKERS: Final = "workers"
+EV_MAX_CLEAN_CONCURRENCY: Final = "max_clean_concurrency"
+EV_THREADPOOL_KNEE: Final = "threadpool_knee_expected"
+EV_FIT_RMS: Final = "fit_rms"
+EV_EXCLUDED_CLIENT: Final = "excluded_client_saturated"
+EV_EXCLUDED_ERRORS: Final = "excluded_errors"
+EV_SUGGESTED_TOKENS: Final = "suggested_thread_tokens"
+
+EVIDENCE_LABELS: Final[Mapping[str, str]] = {
+    EV_EFFICIENCY_AT_MAX: "throughput per client at the top level vs. at the lowest",
+    EV_LATENCY_INFLATION: "p50 latency at the top level / at the lowest",
+    EV_KNEE_CONCURRENCY: "requests in flight where throughput stops growing",
+    EV_PLATEAU_RPS: "throughput past the knee (req/s)",
+    EV_SERVICE_TIME_MS: "p50 latency at the lowest level (ms)",
+    EV_SERVER_CPU_PER_WORKER: "server CPU per busy worker (cores)",
+    EV_USL_SIGMA: "USL contention (sigma)",
+    EV_USL_KAPPA: "USL coherency (kappa)",
+    EV_USL_PEAK: "USL peak concurrency",
+    EV_CLEAN_LEVELS: "levels used as evidence",
+    EV_WORKERS: "worker processes (None: unknown, 1 assumed)",
+    EV_MAX_CLEAN_CONCURRENCY: "highest concurrency used as evidence",
+    EV_THREADPOOL_KNEE: "where AnyIO's thread limiter would bend the curve (40 x workers)",
+    EV_FIT_RMS: "noise: RMS of log throughput around the fitted curve",
+    EV_EXCLUDED_CLIENT: "levels left out: the load generator was the limit",
+    EV_EXCLUDED_ERRORS: "levels left out: too many errors or no responses",
+    EV_SUGGESTED_TOKENS: "thread tokens per worker to set",
+}
+
+Evidence = dict[str, float | int | None]
+
+
+# ---------------------------------------------------------------------------------------
+# Levels
+
+
+def exclusion_reason(level: Level) -> str | None:
+    """Why a level is not evidence ("client-saturated", "errors 7.5%", ...), or None when it is."""
+    if level.client_saturated:
+        return "client-saturated"
+    if level.requests <= 0 or level.throughput_rps <= 0 or level.latency_ms is None:
+        return "no successful responses"
+    ratio = level.errors / level.requests
+    if ratio > MAX_ERROR_RATIO:
+        return f"errors {ratio:.1%}"
+    return None
+
+
+def clean_levels(levels: Sequence[Level]) -> tuple[Level, ...]:
+    """The levels that count as evidence, by rising concurrency."""
+    return tuple(sorted((lv for lv in levels if exclusion_reason(lv) is None), key=lambda lv: lv.concurrency))
+
+
+# ---------------------------------------------------------------------------------------
+# Fits
+
+
+def usl_fit(points: Sequence[tuple[int, float]]) -> tuple[float, float, float] | None:
+    """Least-squares (sigma, kappa, lambda) of X(N) = lambda*N / (1 + sigma*(N-1) + kappa*N*(N-1)).
+
+    None with fewer than USL_MIN_POINTS distinct concurrencies or a non-positive value. The error is
+    relative (in X), so high-throughput points do not drown the rest; sigma and kappa are >= 0.
+    """
+    pts = [(float(n), x) for n, x in points if n >= 1 and x > 0]
+    if len({n for n, _ in pts}) < USL_MIN_POINTS or len(pts) != len(points):
+        return None
+    # For a fixed lambda the model is linear in (sigma, kappa) through D = lambda*N/X - 1; search
+    # lambda around the best per-client throughput, golden-section refine the best bracket.
+    start = max(x / n for n, x in pts)
+
+    def cost(lam: float) -> tuple[float, float, float]:
+        sigma, kappa = _usl_linear(pts, lam)
+        sse = 0.0
+        for n, x in pts:
+            pred = lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
+            sse += math.log(pred / x) ** 2
+        return sse, sigma, kappa
+
+    grid = [start * (0.5 + i * 0.01) for i in range(151)]  # 0.5x .. 2x
+    costs = [cost(lam)[0] for lam in grid]
+    best = min(range(len(grid)), key=costs.__getitem__)
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a = hi - ratio * (hi - lo)
+        b = lo + ratio * (hi - lo)
+        if cost(a)[0] <= cost(b)[0]:
+            hi = b
+        else:
+            lo = a
+    lam = (lo + hi) / 2
+    _, sigma, kappa = cost(lam)
+    return sigma, kappa, lam
+
+
+def _usl_linear(pts: Sequence[tuple[float, float]], lam: float) -> tuple[float, float]:
+    """Weighted least squares of D = sigma*(N-1) + kappa*N*(N-1), sigma and kappa clamped to >= 0."""
+    # Weight 1/(1+D)^2 turns the error in the denominator into a relative error in X.
+    rows = []
+    for n, x in pts:
+        d = lam * n / x - 1
+        w = 1 / max(1 + d, 1e-9) ** 2
+        rows.append((n - 1, n * (n - 1), d, w))
+    saa = sum(w * a * a for a, _, _, w in rows)
+    sbb = sum(w * b * b for _, b, _, w in rows)
+    sab = sum(w * a * b for a, b, _, w in rows)
+    sad = sum(w * a * d for a, _, d, w in rows)
+    sbd = sum(w * b * d for _, b, d, w in rows)
+    det = saa * sbb - sab * sab
+    if det > 1e-12:
+        sigma = (sad * sbb - sbd * sab) / det
+        kappa = (sbd * saa - sad * sab) / det
+        if sigma >= 0 and kappa >= 0:
+            return sigma, kappa
+    # The unconstrained optimum left the feasible set: the best lies on an edge (one of them 0).
+    only_sigma = (max(sad / saa, 0.0), 0.0) if saa > 0 else (0.0, 0.0)
+    only_kappa = (0.0, max(sbd / sbb, 0.0)) if sbb > 0 else (0.0, 0.0)
+
+    def sse(sk: tuple[float, float]) -> float:
+        return sum(w * (d - sk[0] * a - sk[1] * b) ** 2 for a, b, d, w in rows)
+
+    return min(only_sigma, only_kappa, key=sse)
+
+
+def usl_peak(sigma: float, kappa: float) -> float | None:
+    """The concurrency of peak throughput, sqrt((1-sigma)/kappa); None when throughput never falls."""
+    if kappa <= 0 or sigma >= 1:
+        return None
+    return math.sqrt((1 - sigma) / kappa)
+
+
+@dataclass(frozen=True)
+class KneeFit:
+    """The hockey stick X(N) = per_client_rps * min(N, knee) fitted in log space."""
+
+    per_client_rps: float  # 1/S: throughput per client before the knee
+    knee: float  # requests in flight at the cap; the highest level when no bend was found
+    rms: float  # residual RMS of log throughput
+    bent: bool  # the fit found a cap below the highest level
+
+
+def knee_fit(points: Sequence[tuple[int, float]]) -> KneeFit:
+    """Fit the linear-then-flat closed-loop curve; the knee is searched between the lowest and top N."""
+    pts = sorted((n, x) for n, x in points if n >= 1 and x > 0)
+    if not pts:
+        raise ValueError("knee_fit needs at least one point with N >= 1 and X > 0")
+    n_lo, n_hi = pts[0][0], pts[-1][0]
+    steps = 400
+    # From the top down so that among equal fits the larger knee (the plainer "no cap") wins.
+    candidates = [n_hi * (n_lo / n_hi) ** (i / steps) for i in range(steps + 1)] if n_hi > n_lo else [n_hi]
+    best: tuple[float, float, float] | None = None
+    for c in candidates:
+        offsets = [math.log(x) - math.log(min(n, c)) for n, x in pts]
+        a = sum(offsets) / len(offsets)
+        sse = sum((o - a) ** 2 for o in offsets)
+        if best is None or sse < best[0] - 1e-12:
+            best = (sse, a, c)
+    assert best is not None
+    sse, a, c = best
+    return KneeFit(per_client_rps=math.exp(a), knee=c, rms=math.sqrt(sse / len(pts)), bent=c < n_hi * 0.999)
+
+
+# ---------------------------------------------------------------------------------------
+# Classification
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """The numbers every verdict draws on."""
+
+    levels: tuple[Level, ...]
+    fit: KneeFit
+    plateau: bool  # the ladder went PLATEAU_MARGIN past the knee
+    n_max: int
+    service_ms: float
+    efficiency_at_max: float
+    latency_inflation: float
+    plateau_rps: float | None
+    cpu_per_worker: float | None  # past the knee when there is a plateau, else at the top level
+    little_ok: bool
+
+
+def _median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def _p50(level: Level) -> float:
+    assert level.latency_ms is not None  # clean levels have latency
+    return level.latency_ms.p50
+
+
+def _curve(levels: tuple[Level, ...], workers: int) -> _Curve:
+    fit = knee_fit([(lv.concurrency, lv.throughput_rps) for lv in levels])
+    base, top = levels[0], levels[-1]
+    n_max = top.concurrency
+    plateau = fit.bent and n_max >= PLATEAU_MARGIN * fit.knee
+    past = [lv for lv in levels if lv.concurrency >= fit.knee * PLATEAU_MARGIN] if plateau else [top]
+    # Busy workers: no more than the requests in flight, the workers, or the cap (a cpu-bound app on
+    # fewer cores than workers keeps only as many busy as it has cores).
+    busy_cap = max(1.0, fit.knee) if plateau else float(workers)
+    cpu = [
+        lv.server_cpu_cores / min(float(lv.concurrency), float(workers), busy_cap)
+        for lv in past
+        if lv.server_cpu_cores is not None
+    ]
+    littles = [lv.littles_law_ratio for lv in levels if lv.littles_law_ratio is not None]
+    return _Curve(
+        levels=levels,
+        fit=fit,
+        plateau=plateau,
+        n_max=n_max,
+        service_ms=_p50(base),
+        efficiency_at_max=(top.throughput_rps / n_max) / (base.throughput_rps / base.concurrency),
+        latency_inflation=_p50(top) / _p50(base) if _p50(base) > 0 else 1.0,
+        plateau_rps=_median([lv.throughput_rps for lv in past]) if plateau else None,
+        cpu_per_worker=_median(cpu) if cpu else None,
+        little_ok=not littles or abs(_median(littles) - 1) <= LITTLE_TOLERANCE,
+    )
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def _evidence(curve: _Curve | None, clean: int, workers: int | None, levels: Sequence[Level]) -> Evidence:
+    p = workers or 1
+    excluded = [exclusion_reason(lv) for lv in levels]
+    ev: Evidence = {
+        EV_EFFICIENCY_AT_MAX: None,
+        EV_LATENCY_INFLATION: None,
+        EV_KNEE_CONCURRENCY: None,
+        EV_PLATEAU_RPS: None,
+        EV_SERVICE_TIME_MS: None,
+        EV_SERVER_CPU_PER_WORKER: None,
+        EV_USL_SIGMA: None,
+        EV_USL_KAPPA: None,
+        EV_USL_PEAK: None,
+        EV_CLEAN_LEVELS: clean,
+        EV_WORKERS: workers,
+        EV_MAX_CLEAN_CONCURRENCY: None,
+        EV_THREADPOOL_KNEE: THREAD_TOKENS_PER_WORKER * p,
+        EV_FIT_RMS: None,
+        EV_EXCLUDED_CLIENT: sum(r == "client-saturated" for r in excluded),
+        EV_EXCLUDED_ERRORS: sum(r is not None and r != "client-saturated" for r in excluded),
+    }
+    if curve is None:
+        return ev
+    ev[EV_EFFICIENCY_AT_MAX] = _round(curve.efficiency_at_max)
+    ev[EV_LATENCY_INFLATION] = _round(curve.latency_inflation)
+    ev[EV_KNEE_CONCURRENCY] = max(1, round(curve.fit.knee)) if curve.plateau else None
+    ev[EV_PLATEAU_RPS] = _round(curve.plateau_rps, 2)
+    ev[EV_SERVICE_TIME_MS] = _round(curve.service_ms, 3)
+    ev[EV_SERVER_CPU_PER_WORKER] = _round(curve.cpu_per_worker, 3)
+    ev[EV_MAX_CLEAN_CONCURRENCY] = curve.n_max
+    ev[EV_FIT_RMS] = _round(curve.fit.rms)
+    if clean >= USL_MIN_POINTS:
+        usl = usl_fit([(lv.concurrency, lv.throughput_rps) for lv in curve.levels])
+        if usl is not None:
+            sigma, kappa, _ = usl
+            ev[EV_USL_SIGMA] = _round(sigma, 6)
+            ev[EV_USL_KAPPA] = _round(kappa, 8)
+            ev[EV_USL_PEAK] = _round(usl_peak(sigma, kappa), 1)
+    return ev
+
+
+def _inconclusive(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None) -> Verdict | None:
+    """The verdict when the clean levels cannot support a judgement, else None."""
+    if len(clean) >= MIN_CLEAN_LEVELS:
+        return None
+    reasons = [exclusion_reason(lv) for lv in levels]
+    n_client = sum(r == "client-saturated" for r in reasons)
+    errored = [lv for lv, r in zip(levels, reasons, strict=True) if r is not None and r != "client-saturated"]
+    if not levels:
+        why, advice = "no levels were measured", ("Probe the endpoint again; nothing completed.",)
+    elif n_client == len(levels):
+        why = f"all {len(levels)} levels were limited by the load generator, not the app"
+        advice = (
+            "The load generator ran out of CPU: probe from another machine or with fewer concurrent clients.",
+        )
+    else:
+        kinds: dict[str, int] = {}
+        for lv in errored:
+            for kind, count in lv.errors_by_kind.items():
+                kinds[kind] = kinds.get(kind, 0) + count
+        why = (
+            f"only {len(clean)} of {len(levels)} levels are clean (need {MIN_CLEAN_LEVELS}): "
+            f"{n_client} client-saturated, {len(errored)} with errors above {MAX_ERROR_RATIO:.0%} "
+            "or no responses"
+        )
+        if errored and len(errored) >= n_client:
+            detail = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()) if v) or "none completed"
+            advice = (f"Fix the failing requests first ({detail}), then probe again.",)
+        else:
+            advice = ("Probe again with more concurrency levels (the ladder needs at least 3 usable ones).",)
+    curve = _curve(clean, workers or 1) if clean else None
+    return Verdict(
+        cls=INCONCLUSIVE,
+        confidence=0.0,
+        summary=f"Inconclusive: {why}.",
+        evidence=_evidence(curve, len(clean), workers, levels),
+        advice=advice,
+    )
+
+
+def _suggested_tokens(n_max: int, workers: int) -> int:
+    need = max(TOKENS_HEADROOM * n_max / workers, MIN_SUGGESTED_TOKENS)
+    step = 10 if need <= 100 else 20 if need <= 200 else 50 if need <= 500 else 100
+    return int(math.ceil(need / step) * step)
+
+
+def _clamp(conf: float) -> float:
+    lo, hi = CONFIDENCE_RANGE
+    return round(min(max(conf, lo), hi), 3)
+
+
+def classify(levels: Sequence[Level], workers: int | None, server_observed: bool) -> Verdict:
+    """Judge what limits an endpoint from its ladder of levels (see the module docstring)."""
+    clean = clean_levels(levels)
+    early = _inconclusive(levels, clean, workers)
+    if early is not None:
+        return early
+    p = workers if workers and workers > 0 else 1
+    curve = _curve(clean, p)
+    ev = _evidence(curve, len(clean), workers, levels)
+    fit = curve.fit
+    tp_knee = THREAD_TOKENS_PER_WORKER * p
+    s_ms = curve.service_ms
+    knee = fit.knee
+    plateau = curve.plateau_rps or 0.0
+
+    # Confidence common to every class: the number of levels, the noise, Little's law, the workers.
+    conf = 0.95 * min(1.0, 0.55 + 0.15 * (len(clean) - MIN_CLEAN_LEVELS))
+    noise = min(max((fit.rms - NOISE_OK) / (NOISE_BAD - NOISE_OK), 0.0), 1.0)
+    conf *= 1 - 0.5 * noise
+    if not curve.little_ok:
+        conf *= 0.85
+    notes: list[str] = []
+    if workers is None:
+        conf *= UNKNOWN_WORKERS_FACTOR
+        notes.append("worker count unknown, 1 assumed")
+    note = f" ({'; '.join(notes)})" if notes else ""
+
+    serial_max = SERIAL_MAX_UNKNOWN_WORKERS if workers is None else SERIAL_MAX_PER_WORKER * p
+    lo, hi = THREADPOOL_BAND
+    cpu = curve.cpu_per_worker
+    cpu_known = server_observed and cpu is not None
+
+    if curve.plateau and knee <= serial_max:
+        per = f"~{p}/S with {p} worker{'s' if p > 1 else ''}" if workers else f"~{knee:.0f}/S"
+        head = (
+            f"throughput plateaus at {plateau:.0f} req/s from c~{knee:.0f} ({per}, S={s_ms:.1f} ms), "
+            f"latency x{curve.latency_inflation:.1f} at c={curve.n_max}"
+        )
+        if not cpu_known:
+            return Verdict(
+                cls=SERIALIZED,
+                confidence=_clamp(conf * 0.85),
+                summary=(
+                    f"Serialized: {head}{note}; without the server's CPU this cannot tell cpu-bound from "
+                    "loop-blocking: suspect loop-blocking if the handler is `async def` and calls a "
+                    "blocking client (requests, time.sleep, a sync DB driver), cpu-bound if it computes."
+                ),
+                evidence=ev,
+                advice=(
+                    "Probe with the server running on this machine so its CPU is measured.",
+                    "If it blocks in `async def`: use an async driver or declare the route `def`.",
+                    "If it computes: one worker per effective CPU; move heavy work to a process pool.",
+                ),
+            )
+        assert cpu is not None
+        ambiguity = min(abs(cpu - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, 1.0)
+        conf *= 0.6 + 0.4 * ambiguity
+        if cpu >= CPU_BOUND_SPLIT:
+            return Verdict(
+                cls=CPU_BOUND,
+                confidence=_clamp(conf),
+                summary=f"CPU-bound: {head}, server CPU {cpu:.2f} cores per busy worker{note}.",
+                evidence=ev,
+                advice=(
+                    "Run one worker process per effective CPU: more workers than cores add memory, not "
+                    "throughput.",
+                    "Move heavy, non-critical work to a process pool (ProcessPoolExecutor) or a task queue; "
+                    "threads and async do not help CPU work under the GIL.",
+                ),
+            )
+        return Verdict(
+            cls=LOOP_BLOCKING,
+            confidence=_clamp(conf),
+            summary=(
+                f"Loop-blocking: {head}, yet server CPU only {cpu:.2f} cores per busy worker: a blocking "
+                f"call inside `async def` holds the event loop{note}."
+            ),
+            evidence=ev,
+            advice=(
+                "Use an async driver for the blocking call (asyncpg, httpx.AsyncClient, aiofiles, "
+                "redis.asyncio), or declare the route `def` so it runs in the thread pool.",
+                "More workers only multiply the plateau; they do not remove the block.",
+            ),
+        )
+
+    # Unknown workers: the knee must sit near 40 x some whole number of workers.
+    implied = max(1, round(knee / THREAD_TOKENS_PER_WORKER)) if workers is None else p
+    band_knee = THREAD_TOKENS_PER_WORKER * implied
+    if curve.plateau and lo * band_knee <= knee <= hi * band_knee:
+        if workers is None:
+            conf *= 0.9
+            notes.append(f"the knee fits {implied} worker{'s' if implied > 1 else ''} x 40 threads")
+            note = f" ({'; '.join(notes)})"
+        tokens = _suggested_tokens(curve.n_max, implied)
+        ev[EV_SUGGESTED_TOKENS] = tokens
+        advice = [
+            "Raise AnyIO's thread limit in the app's lifespan (40 per worker by default):",
+            "import anyio.to_thread",
+            f"anyio.to_thread.current_default_thread_limiter().total_tokens = {tokens}",
+            "Or make the route `async def` with an async driver, which needs no threads.",
+        ]
+        if cpu_known and cpu is not None and cpu >= CPU_SATURATED:
+            conf *= 0.7
+            advice.append(
+                f"Server CPU is already {cpu:.2f} cores per worker at the plateau: more threads alone may "
+                "not help, add workers too."
+            )
+        return Verdict(
+            cls=THREADPOOL_BOUND,
+            confidence=_clamp(conf),
+            summary=(
+                f"Threadpool-bound: flat latency ({s_ms:.1f} ms) until c~{knee:.0f}, then throughput "
+                f"plateaus at {plateau:.0f} req/s, matching AnyIO's 40 threads x "
+                f"{implied} worker{'s' if implied > 1 else ''}{note}."
+            ),
+            evidence=ev,
+            advice=tuple(advice),
+        )
+
+    if curve.plateau and knee < lo * tp_knee:
+        # Capped well above one request per worker yet well below the thread limiter.
+        if cpu_known and cpu is not None and cpu >= CPU_BOUND_SPLIT:
+            return Verdict(
+                cls=CPU_BOUND,
+                confidence=_clamp(conf * 0.7),
+                summary=(
+                    f"CPU-bound: throughput plateaus at {plateau:.0f} req/s from c~{knee:.0f} with server "
+                    f"CPU {cpu:.2f} cores per worker: each request needs about "
+                    f"{1000 * cpu * p / max(plateau, 1e-9):.1f} ms of CPU within S={s_ms:.1f} ms{note}."
+                ),
+                evidence=ev,
+                advice=(
+                    "Run one worker process per effective CPU: the workers' CPU is the limit.",
+                    "Profile the handler's CPU (serialisation, validation) and move heavy, non-critical work "
+                    "to a process pool or a task queue.",
+                ),
+            )
+        return Verdict(
+            cls=INCONCLUSIVE,
+            confidence=_clamp(conf * 0.5),
+            summary=(
+                f"Inconclusive: throughput plateaus at {plateau:.0f} req/s with ~{knee:.0f} "
+                f"requests in flight, neither ~{p} (one per worker) nor ~{tp_knee} (40 threads per worker), "
+                f"with {'low' if cpu_known else 'unmeasured'} server CPU{note}."
+            ),
+            evidence=ev,
+            advice=(
+                f"Look for a limit of ~{knee / p:.0f} per worker: a connection pool, a semaphore, a rate "
+                "limit downstream, or a thread limiter set by the app.",
+            ),
+        )
+
+    # io-bound: no cap within the ladder, or one far past the thread limiter.
+    advice_io = [
+        "The async path scales: a few workers suffice (about one per core leaves CPU headroom).",
+        "Watch downstream pool sizes (database, HTTP client): they, not the workers, cap concurrency.",
+    ]
+    if curve.plateau:
+        conf *= 0.85
+        cpu_txt = f", server CPU {cpu:.2f} cores per worker" if cpu_known and cpu is not None else ""
+        notes.append(
+            f"growth slowed past c~{knee:.0f}{cpu_txt}, far beyond the thread limiter (~{tp_knee}): "
+            "the server's own per-request CPU or a downstream limit"
+        )
+    elif curve.n_max < THREADPOOL_RULE_OUT * tp_knee:
+        conf *= 0.6
+        notes.append(
+            f"the ladder stopped at c={curve.n_max}, below 1.2 x the thread limiter's knee (~{tp_knee}): "
+            "threadpool-bound cannot be ruled out"
+        )
+        advice_io.append(
+            f"To rule out the thread limiter, probe up to c>={math.ceil(THREADPOOL_RULE_OUT * tp_knee)}."
+        )
+    if not curve.plateau and curve.n_max < SERIAL_MAX_PER_WORKER * p:
+        conf *= 0.6
+        notes.append(f"the ladder never went past the {p} workers, so a serial limit is not ruled out")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return Verdict(
+        cls=IO_BOUND,
+        confidence=_clamp(conf),
+        summary=(
+            f"IO-bound: throughput grows to {curve.levels[-1].throughput_rps:.0f} req/s at c={curve.n_max} "
+            f"(efficiency {curve.efficiency_at_max:.2f}), p50 latency {s_ms:.1f} ms at "
+            f"c={curve.levels[0].concurrency} and x{curve.latency_inflation:.2f} at c={curve.n_max}{note}."
+        ),
+        evidence=ev,
+        advice=tuple(advice_io),
+    )

@@ -1,0 +1,99 @@
+"""Writing files safely: never a half-written config, never a lost backup.
+
+Consent (may this file be overwritten?) is the CLI's question; these functions only write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Final
+
+from fastapi_tune.errors import RefusedError
+
+# A new file gets the usual mode for a config file (the umask cannot be read without racing).
+_NEW_FILE_MODE: Final = 0o644
+_MAX_BACKUPS: Final = 1000
+
+
+def atomic_write(path: Path | str, text: str) -> None:
+    """Replace `path` with `text` in one step: readers see the old file or the new, never half.
+
+    The temp file sits in the same directory so os.replace is a rename on one filesystem;
+    fsync before the rename so a crash cannot leave an empty file under the real name.
+    An existing file's permission bits are kept.
+    """
+    target = Path(path)
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = _NEW_FILE_MODE
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # The rename itself is only durable once the directory is synced (POSIX only).
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def backup_path(path: Path | str) -> Path:
+    """The first free backup name: FILE.bak, then FILE.bak.1, FILE.bak.2, ... (never an existing one)."""
+    target = Path(path)
+    candidate = target.with_name(target.name + ".bak")
+    for n in range(1, _MAX_BACKUPS + 1):
+        if not candidate.exists() and not candidate.is_symlink():
+            return candidate
+        candidate = target.with_name(f"{target.name}.bak.{n}")
+    raise RefusedError(f"{target}: {_MAX_BACKUPS} backups already exist; remove some first")
+
+
+def _copy_to_fresh_backup(target: Path) -> Path:
+    # Open the backup with O_EXCL: another writer taking the same name between the check in
+    # backup_path and the copy must not be clobbered; take the next name instead.
+    for _ in range(_MAX_BACKUPS):
+        backup = backup_path(target)
+        try:
+            with target.open("rb") as src, backup.open("xb") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except FileExistsError:
+            continue
+        shutil.copystat(target, backup)  # the backup keeps the old file's mode and times
+        return backup
+    raise RefusedError(f"{target}: could not find a free backup name")
+
+
+def write_with_backup(path: Path | str, text: str) -> Path | None:
+    """Write `text` to `path` atomically, first copying an existing file to a fresh backup.
+
+    Returns the backup written, or None when there was nothing to back up (no file, or the
+    file already holds exactly `text`).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise RefusedError(f"{target}: is a directory, not a file")
+    backup: Path | None = None
+    if target.exists():
+        if target.read_text(encoding="utf-8", errors="replace") == text:
+            return None
+        backup = _copy_to_fresh_backup(target)
+    atomic_write(target, text)
+    return backup

@@ -1,0 +1,197 @@
+"""Watching the server under test when it runs on this machine: its processes, CPU and memory.
+
+Only local targets are observed; a remote server gets None everywhere, never a guess.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import psutil
+
+from fastapi_tune.report import ServerInfo
+
+# Sampling often enough to catch a 0.5 s level's window edges without costing the load
+# generator measurable CPU (one psutil read of a handful of processes is ~0.1 ms).
+_SAMPLE_INTERVAL_S: Final = 0.05
+
+
+def _listening_pids(port: int) -> set[int]:
+    pids: set[int] = set()
+    try:
+        system_conns = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, PermissionError):
+        # Without root, psutil can still read sockets of our own user's processes.
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                for c in proc.net_connections(kind="inet"):
+                    if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
+                        pids.add(proc.pid)
+            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+        return pids
+    for sc in system_conns:
+        if sc.status == psutil.CONN_LISTEN and sc.laddr and sc.laddr.port == port and sc.pid:
+            pids.add(sc.pid)
+    return pids
+
+
+def _kind(cmdline: list[str]) -> str:
+    text = " ".join(cmdline)
+    for name in ("gunicorn", "uvicorn", "granian", "hypercorn"):
+        if name in text:
+            return name
+    return "uvicorn" if "fastapi" in text else "other"
+
+
+def find_server(port: int) -> ServerInfo:
+    """The process tree listening on a local port: a gunicorn/uvicorn master and its workers."""
+    pids = _listening_pids(port)
+    if not pids:
+        return ServerInfo(local=True)
+    procs: dict[int, psutil.Process] = {}
+    for pid in pids:
+        try:
+            procs[pid] = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+    # The root is the listener whose parent does not listen too (a master that forked its
+    # workers after binding shares the socket with them).
+    roots = [p for p in procs.values() if p.ppid() not in procs]
+    if not roots:
+        return ServerInfo(local=True)
+    root = min(roots, key=lambda p: p.pid)
+    try:
+        cmdline = root.cmdline()
+        children = root.children(recursive=False)
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return ServerInfo(local=True, pid=root.pid)
+    kind = _kind(cmdline)
+    listening_children = [c.pid for c in children if c.pid in procs]
+    if kind == "gunicorn" or len(listening_children) > 0:
+        workers = tuple(sorted(c.pid for c in children if _is_worker(c)))
+    else:
+        workers = ()
+    if not workers:
+        workers = (root.pid,)  # a single process serves requests itself
+    return ServerInfo(
+        local=True,
+        pid=root.pid,
+        kind=kind,
+        cmdline=" ".join(cmdline)[:500],
+        workers=len(workers),
+        worker_pids=workers,
+    )
+
+
+def _is_worker(child: psutil.Process) -> bool:
+    """Leave out helpers such as multiprocessing's resource tracker."""
+    try:
+        text = " ".join(child.cmdline())
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return False
+    return "resource_tracker" not in text and "semaphore_tracker" not in text
+
+
+@dataclass(frozen=True)
+class ServerSample:
+    cpu_cores: float
+    rss_bytes: tuple[int, ...]
+
+
+class ServerWatcher:
+    """Samples the server's total CPU time in the background so a level's window can be cut out.
+
+    The load generator reports its counted window in monotonic time; `cpu_between` interpolates
+    the server's CPU seconds at both edges from the samples around them.
+    """
+
+    def __init__(self, info: ServerInfo) -> None:
+        self._procs: list[psutil.Process] = []
+        for pid in {info.pid, *info.worker_pids} - {None}:
+            try:
+                self._procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
+        self._workers = [p for p in self._procs if p.pid in info.worker_pids]
+        self._samples: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="server-watcher", daemon=True)
+        self.alive = True
+
+    def __enter__(self) -> ServerWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+    def _total_cpu(self) -> float | None:
+        total = 0.0
+        alive = 0
+        for p in self._procs:
+            try:
+                t = p.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            total += t.user + t.system
+            alive += 1
+        if alive == 0:
+            self.alive = False
+            return None
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            cpu = self._total_cpu()
+            if cpu is not None:
+                with self._lock:
+                    self._samples.append((time.perf_counter(), cpu))
+                    if len(self._samples) > 4000:  # keep memory bounded on long probes
+                        del self._samples[:2000]
+            self._stop.wait(_SAMPLE_INTERVAL_S)
+
+    def _at(self, t: float) -> float | None:
+        with self._lock:
+            samples = list(self._samples)
+        if not samples:
+            return None
+        before = [s for s in samples if s[0] <= t]
+        after = [s for s in samples if s[0] >= t]
+        if not before:
+            return after[0][1]
+        if not after:
+            return before[-1][1]
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        if t1 == t0:
+            return c0
+        return c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+
+    def cpu_cores_between(self, start: float, end: float) -> float | None:
+        """Average cores the server used between two monotonic times."""
+        # Give the sampler a chance to take one sample past the window's end.
+        deadline = time.perf_counter() + 3 * _SAMPLE_INTERVAL_S
+        while time.perf_counter() < deadline:
+            with self._lock:
+                if self._samples and self._samples[-1][0] >= end:
+                    break
+            time.sleep(_SAMPLE_INTERVAL_S / 2)
+        a, b = self._at(start), self._at(end)
+        if a is None or b is None or end <= start:
+            return None
+        return max(0.0, (b - a) / (end - start))
+
+    def worker_rss(self) -> tuple[int, ...] | None:
+        """RSS of each live worker now."""
+        sizes: list[int] = []
+        for p in self._workers:
+            try:
+                sizes.append(p.memory_info().rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return tuple(sizes) if sizes else None

@@ -1,0 +1,201 @@
+"""Showing a probe to people: live progress while it runs, then per-endpoint tables and verdicts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from fastapi_tune.discovery import Operation
+from fastapi_tune.report import (
+    CPU_BOUND,
+    INCONCLUSIVE,
+    IO_BOUND,
+    LOOP_BLOCKING,
+    SERIALIZED,
+    THREADPOOL_BOUND,
+    Endpoint,
+    Level,
+    ProbeReport,
+    ServerInfo,
+    Skipped,
+)
+
+CLASS_STYLE: Final = {
+    IO_BOUND: "green",
+    CPU_BOUND: "yellow",
+    LOOP_BLOCKING: "red",
+    THREADPOOL_BOUND: "magenta",
+    SERIALIZED: "yellow",
+    INCONCLUSIVE: "dim",
+}
+_BAR_WIDTH: Final = 16
+_BLOCKS: Final = " ▏▎▍▌▋▊▉█"
+
+
+def bar(value: float, top: float, width: int = _BAR_WIDTH) -> str:
+    """A horizontal bar in eighths of a cell: the per-level chart of the tables."""
+    if top <= 0 or value <= 0:
+        return ""
+    eighths = round(min(1.0, value / top) * width * 8)
+    full, part = divmod(eighths, 8)
+    return "█" * full + (_BLOCKS[part] if part else "")
+
+
+class LiveProgress:
+    """ProbeEvents on a rich progress bar (stderr): endpoint, level, requests, errors."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+        self._done = 0
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def started(self, ops: Sequence[Operation], skipped: Sequence[Skipped], server: ServerInfo) -> None:
+        where = (
+            f"{server.kind or 'a server'} pid {server.pid}, {server.workers} worker(s)"
+            if server.local and server.pid
+            else "not found on this machine (no server CPU or memory)"
+            if server.local
+            else "remote (no server CPU or memory)"
+        )
+        self.console.print(f"[bold]Probing {len(ops)} endpoint(s)[/]; server: {where}")
+        for s in skipped:
+            self.console.print(f"  [dim]skipped {s.method} {s.path}: {s.reason}[/]")
+        self._task = self.progress.add_task("starting", total=len(ops), status="")
+
+    def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None:
+        if self._task is not None:
+            self.progress.update(
+                self._task, description=f"{op.method} {op.path}", status=f"c={concurrency} …"
+            )
+
+    def level_done(self, op: Operation, level: Level) -> None:
+        if self._task is not None:
+            self.progress.update(
+                self._task,
+                status=(
+                    f"c={level.concurrency}: {level.requests} req, {level.errors} err,"
+                    f" {level.throughput_rps:.0f} req/s"
+                ),
+            )
+
+    def endpoint_done(self, endpoint: Endpoint) -> None:
+        if self._task is not None:
+            self._done += 1
+            self.progress.update(self._task, completed=self._done)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
+    """Per level: throughput and p50 with bars (the chart), p99, errors, CPU, memory; plus notes."""
+    t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    t.add_column("c", justify="right")
+    t.add_column("req/s", justify="right")
+    t.add_column("", justify="left", no_wrap=True)
+    t.add_column("p50 ms", justify="right")
+    t.add_column("", justify="left", no_wrap=True)
+    t.add_column("p99", justify="right")
+    t.add_column("errors", justify="left")
+    t.add_column("srv CPU", justify="right")
+    t.add_column("RSS/wkr", justify="right")
+    top_x = max((lv.throughput_rps for lv in ep.levels), default=0.0)
+    top_r = max((lv.latency_ms.p50 for lv in ep.levels if lv.latency_ms), default=0.0)
+    notes: list[str] = []
+    thin = [lv.concurrency for lv in ep.levels if lv.latency_ms is not None and not lv.p99_supported]
+    if thin:
+        notes.append(f"p99 '-' at c={','.join(map(str, thin))}: fewer than 200 samples cannot support it")
+    for lv in ep.levels:
+        lat = lv.latency_ms
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(lv.errors_by_kind.items())) or "0"
+        mark = ""
+        if lv.client_saturated:
+            mark = " [red]![/]"
+            notes.append(
+                f"c={lv.concurrency}: the load generator used {lv.client_cpu_cores:.2f} cores and was the"
+                " limit; not used as evidence"
+            )
+        if lv.littles_law_ratio is not None and not 0.7 <= lv.littles_law_ratio <= 1.3:
+            notes.append(
+                f"c={lv.concurrency}: Little's law check off (throughput x mean latency / c ="
+                f" {lv.littles_law_ratio:.2f}, ~1 expected): requests stalled or the window was short"
+            )
+        t.add_row(
+            f"{lv.concurrency}{mark}",
+            f"{lv.throughput_rps:.1f}",
+            f"[cyan]{bar(lv.throughput_rps, top_x, 10)}[/]",
+            _ms(lat.p50 if lat else None),
+            f"[blue]{bar(lat.p50, top_r, 8) if lat else ''}[/]",
+            _ms(lat.p99 if lat else None),
+            errs if lv.errors == 0 else f"[red]{errs}[/]",
+            "-" if lv.server_cpu_cores is None else f"{lv.server_cpu_cores:.2f}",
+            f"{max(lv.server_rss_bytes) / 2**20:.0f} MiB" if lv.server_rss_bytes else "-",
+        )
+    return t, notes
+
+
+def endpoint_panel(ep: Endpoint) -> Panel:
+    """One endpoint: its levels, its verdict with confidence, the evidence and the advice."""
+    table, notes = level_table(ep)
+    parts: list[Table | Text] = [table, *(Text(n, style="dim") for n in notes)]
+    v = ep.verdict
+    if v is not None:
+        style = CLASS_STYLE.get(v.cls, "")
+        head = Text.assemble(
+            ("verdict: ", "bold"),
+            (v.cls, f"bold {style}"),
+            (f"  (confidence {v.confidence:.0%})", "dim"),
+        )
+        parts += [Text(""), head, Text(v.summary)]
+        parts += [Text(f"  → {a}") for a in v.advice]
+    parts.append(Text(f"ladder stopped: {ep.stop_reason}", style="dim"))
+    title = f"[bold]{ep.method} {ep.path}[/]"
+    return Panel(Group(*parts), title=title, title_align="left", expand=True)
+
+
+def print_report(console: Console, report: ProbeReport) -> None:
+    """Every endpoint's panel, then a one-line-per-endpoint summary of the verdicts."""
+    for ep in report.endpoints:
+        console.print(endpoint_panel(ep))
+    summary = Table(title="Verdicts", title_justify="left")
+    summary.add_column("endpoint")
+    summary.add_column("class")
+    summary.add_column("confidence", justify="right")
+    summary.add_column("peak req/s", justify="right")
+    for ep in report.endpoints:
+        peak = max((lv.throughput_rps for lv in ep.levels), default=0.0)
+        cls = ep.verdict.cls if ep.verdict else "-"
+        summary.add_row(
+            f"{ep.method} {ep.path}",
+            Text(cls, style=CLASS_STYLE.get(cls, "")),
+            f"{ep.verdict.confidence:.0%}" if ep.verdict else "-",
+            f"{peak:.1f}",
+        )
+    console.print(summary)
+    for s in report.skipped:
+        console.print(f"[dim]skipped {s.method} {s.path}: {s.reason}[/]")
+    if report.interrupted:
+        console.print("[yellow]Interrupted: the report holds the levels measured before Ctrl-C.[/]")

@@ -1,0 +1,141 @@
+"""fastapi_tune.loadgen against a real uvicorn on a loopback port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fastapi_tune.loadgen import BurstResult, RequestSpec, run_burst
+
+APPS_DIR = Path(__file__).parent / "apps"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "loadgen_app:app", "--app-dir", str(APPS_DIR)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ok", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("uvicorn did not come up") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        # Killed outright: a graceful shutdown would wait for the abandoned /slow requests.
+        proc.kill()
+        proc.wait()
+
+
+def _burst(url: str, concurrency: int = 4, duration_s: float = 0.4) -> BurstResult:
+    return run_burst(RequestSpec("GET", url), concurrency, warmup_s=0.1, duration_s=duration_s)
+
+
+def test_counts_ok_responses(base_url: str) -> None:
+    result = _burst(f"{base_url}/ok")
+    assert result.concurrency == 4
+    assert result.status_counts.get(200, 0) > 20
+    assert set(result.status_counts) == {200}
+    assert sum(result.status_counts.values()) == len(result.latencies_ms)
+    assert dict(result.errors_by_kind) == {}
+    assert 0.3 < result.duration_s < 0.6
+    assert all(lat > 0 for lat in result.latencies_ms)
+    assert result.client_cpu_s > 0
+    assert result.retry_after_s is None
+
+
+def test_server_errors_are_statuses_not_transport_errors(base_url: str) -> None:
+    result = _burst(f"{base_url}/fail")
+    assert set(result.status_counts) == {500}
+    assert result.status_counts[500] > 20
+    assert dict(result.errors_by_kind) == {}
+
+
+def test_chunked_streaming_response(base_url: str) -> None:
+    result = _burst(f"{base_url}/stream")
+    assert set(result.status_counts) == {200}
+    assert result.status_counts[200] > 20
+    assert dict(result.errors_by_kind) == {}
+
+
+def test_connection_close_reconnects(base_url: str) -> None:
+    result = _burst(f"{base_url}/close", concurrency=2)
+    # Far more responses than connections proves every slot reconnected after each close.
+    assert result.status_counts.get(200, 0) > 20
+    assert dict(result.errors_by_kind) == {}
+
+
+def test_retry_after_is_reported(base_url: str) -> None:
+    result = _burst(f"{base_url}/limited", concurrency=2, duration_s=0.2)
+    assert set(result.status_counts) == {429}
+    assert result.retry_after_s == pytest.approx(7.0)
+
+
+def test_timeout_counted_and_connection_replaced(base_url: str) -> None:
+    result = run_burst(
+        RequestSpec("GET", f"{base_url}/slow", timeout_s=0.2), concurrency=2, warmup_s=0.0, duration_s=1.0
+    )
+    assert result.latencies_ms == ()
+    # Each slot must time out more than once, which only happens if the connection was replaced.
+    assert result.errors_by_kind.get("timeout", 0) >= 4
+    assert set(result.errors_by_kind) == {"timeout"}
+
+
+def test_connection_refused_is_counted_and_backs_off() -> None:
+    port = _free_port()  # nothing listens here any more
+    started = time.monotonic()
+    result = run_burst(RequestSpec("GET", f"http://127.0.0.1:{port}/"), 4, warmup_s=0.0, duration_s=0.5)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0
+    assert result.latencies_ms == ()
+    connects = result.errors_by_kind.get("connect", 0)
+    # The per-slot back-off caps attempts near 4 slots * 0.5 s / 50 ms; a busy spin would be thousands.
+    assert 4 <= connects <= 200
+
+
+def test_stop_event_returns_promptly(base_url: str) -> None:
+    stop = threading.Event()
+    threading.Timer(0.4, stop.set).start()
+    started = time.monotonic()
+    result = run_burst(RequestSpec("GET", f"{base_url}/ok"), 4, warmup_s=0.1, duration_s=30.0, stop=stop)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5
+    assert 0.1 < result.duration_s < 1.0
+    assert result.status_counts.get(200, 0) > 0
+
+
+def test_stop_during_warmup_returns_empty(base_url: str) -> None:
+    stop = threading.Event()
+    stop.set()
+    result = run_burst(RequestSpec("GET", f"{base_url}/ok"), 2, warmup_s=5.0, duration_s=5.0, stop=stop)
+    assert result.duration_s == 0.0
+    assert result.latencies_ms == ()
+
+
+def test_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        run_burst(RequestSpec("GET", "http://127.0.0.1:1/"), 0, 0.0, 0.1)
+    with pytest.raises(ValueError, match="unsupported URL"):
+        run_burst(RequestSpec("GET", "ftp://127.0.0.1/"), 1, 0.0, 0.1)

@@ -1,0 +1,233 @@
+"""The probe end to end: a real app under a real uvicorn on loopback, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fastapi_tune.cli import app
+from fastapi_tune.discovery import discover, resolve_target
+from fastapi_tune.errors import BadInputError, ExitCode, RefusedError
+from fastapi_tune.probe import default_levels
+from tests.servers import REPO, Server, free_port, serve
+
+QUICK = ["--levels", "1,2", "--duration", "0.15"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with serve("tests.apps.probe_app:app") as s:
+        yield s
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def load(path: Path) -> dict[str, object]:
+    data = json.loads(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_discovery_fills_parameters_and_skips_unsafe(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code, _, stderr = run_cli(
+        "probe", server.url, *QUICK, "--out", str(out), "--exclude", "/broken", "--exclude", "GET /slow",
+        "--exclude", "/limited", "--exclude", "/private",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = load(out)
+    eps = {e["path"]: e for e in report["endpoints"]}  # type: ignore[attr-defined]
+    assert set(eps) == {"/fast", "/items/{item_id}", "/search"}
+    assert eps["/items/{item_id}"]["url"] == f"{server.url}/items/1?colour=red"
+    assert eps["/search"]["url"] == f"{server.url}/search?q=test"
+    # Every request answered 200: the filled parameters were accepted by the app.
+    for ep in eps.values():
+        assert [lv["errors"] for lv in ep["levels"]] == [0, 0]
+        assert all(lv["requests"] > 0 for lv in ep["levels"])
+    reasons = {(s["method"], s["path"]): s["reason"] for s in report["skipped"]}  # type: ignore[attr-defined]
+    assert "not a safe method" in reasons[("POST", "/items")]
+    assert "excluded" in reasons[("GET", "/broken")]
+
+
+def test_report_has_the_documented_names(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code, stdout, stderr = run_cli("probe", server.url, "-e", "/fast", *QUICK, "--out", str(out), "--json")
+    assert code == 0, stderr
+    printed = json.loads(stdout)  # --json: the report and nothing else on stdout
+    assert printed == load(out)
+    assert printed["schema_version"] == 1
+    assert printed["target"] == server.url
+    assert printed["host"]["cpu"]["effective"] > 0
+    assert printed["server"]["local"] is True
+    assert printed["server"]["pid"] == server.proc.pid
+    assert printed["server"]["workers"] == 1
+    (ep,) = printed["endpoints"]
+    assert (ep["method"], ep["path"]) == ("GET", "/fast")
+    assert "class" in ep
+    for lv in ep["levels"]:
+        for key in ("concurrency", "requests", "errors", "throughput_rps", "server_cpu_cores",
+                    "client_cpu_cores", "client_saturated"):  # fmt: skip
+            assert key in lv
+        assert set(lv["latency_ms"]) >= {"p50", "p90", "p99", "max"}
+        assert lv["p99_supported"] == (lv["latency_ms"]["p99"] is not None)
+        assert lv["server_rss_bytes"][0] > 10 * 2**20
+    assert [lv["concurrency"] for lv in ep["levels"]] == [1, 2]
+
+
+def test_sensitive_headers_are_sent_but_never_saved(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code, stdout, stderr = run_cli(
+        "probe", server.url, "-e", "/private", "-H", "Authorization: Bearer s3cret-token", "-H", "X-Trace: 7",
+        *QUICK, "--out", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "s3cret" not in out.read_text() + stdout + stderr
+    report = load(out)
+    assert report["settings"]["headers"] == ["Authorization: <redacted>", "X-Trace: 7"]  # type: ignore[index]
+    levels = report["endpoints"][0]["levels"]  # type: ignore[index]
+    assert levels[0]["errors"] == 0  # the header reached the app
+
+
+def test_server_errors_are_counted_by_kind_and_end_the_ladder(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code, _, stderr = run_cli("probe", server.url, "-e", "/broken", "--duration", "0.2", "--out", str(out))
+    assert code == 0, stderr
+    (ep,) = load(out)["endpoints"]  # type: ignore[misc]
+    assert len(ep["levels"]) == 1
+    assert ep["levels"][0]["errors_by_kind"]["5xx"] == ep["levels"][0]["errors"] > 0
+    assert ep["stop_reason"].startswith("errors")
+    assert ep["class"] == "inconclusive"
+
+
+def test_429_ends_the_ladder_politely(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code, _, stderr = run_cli("probe", server.url, "-e", "/limited", "--duration", "0.2", "--out", str(out))
+    assert code == 0, stderr
+    (ep,) = load(out)["endpoints"]  # type: ignore[misc]
+    assert len(ep["levels"]) == 1
+    assert ep["stop_reason"] == "rate limited (429, Retry-After 3 s)"
+
+
+def test_timeouts_are_counted(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code, _, stderr = run_cli(
+        "probe", server.url, "-e", "/slow", "--timeout", "0.2", "--levels", "2", "--duration", "0.5",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, stderr
+    (lv,) = load(out)["endpoints"][0]["levels"]  # type: ignore[index]
+    assert lv["errors_by_kind"]["timeout"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        pytest.param("http://10.20.30.40:8000", "not a loopback address", id="private-ip"),
+        pytest.param("http://203.0.113.9", "not a loopback address", id="public-ip"),
+        pytest.param("http://no-such-host.invalid:8000", "cannot resolve", id="dns-failure"),
+    ],
+)
+def test_non_loopback_is_refused_before_any_request(url: str, needle: str, tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, _, stderr = run_cli("probe", url, "--out", str(tmp_path / "r.json"))
+    assert code == ExitCode.REFUSED
+    assert needle in stderr
+    assert "--allow-remote" in stderr
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_loopback_names_are_accepted() -> None:
+    assert resolve_target("http://localhost:8000", allow_remote=False).loopback
+    assert resolve_target("http://[::1]:8000/api/", allow_remote=False).base_url == "http://[::1]:8000/api"
+    with pytest.raises(RefusedError):
+        resolve_target("http://192.168.1.10:8000", allow_remote=False)
+
+
+def test_connection_refused_is_one_line(tmp_path: Path) -> None:
+    code, _, stderr = run_cli("probe", f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path / "r.json"))
+    assert code == ExitCode.TARGET_UNREACHABLE
+    assert "connection refused" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_missing_openapi_suggests_e(tmp_path: Path) -> None:
+    with serve("tests.apps.plain_app:app", extra=()) as s:
+        code, _, stderr = run_cli(
+            "probe", s.url, "--openapi", "/nope.json", "--out", str(tmp_path / "r.json")
+        )
+    assert code == ExitCode.BAD_INPUT
+    assert "-e" in stderr
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param([1, 2], id="not-an-object"),
+        pytest.param({"openapi": "3.1.0"}, id="no-paths"),
+    ],
+)
+def test_junk_openapi_documents(doc: object) -> None:
+    with pytest.raises(BadInputError, match="not an OpenAPI document"):
+        discover(doc, "http://127.0.0.1:1", "x.json")
+
+
+def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
+    code, _, stderr = run_cli("probe", "http://127.0.0.1:1", "--levels", "1,x")
+    assert code == ExitCode.USAGE
+    assert "--levels" in stderr
+    code, _, stderr = run_cli("probe", "http://127.0.0.1:1", "-e", "FETCH /x")
+    assert code == ExitCode.USAGE
+
+
+def test_default_levels() -> None:
+    assert default_levels(128) == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert default_levels(48) == [1, 2, 4, 8, 16, 32, 48]
+
+
+def test_server_dying_mid_probe_keeps_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with serve("tests.apps.probe_app:app") as s:
+        code, _, stderr = run_cli("probe", s.url, "-e", "/fast", "-e", "/die", *QUICK, "--out", str(out))
+    assert code == ExitCode.TARGET_UNREACHABLE
+    assert "stopped answering" in stderr
+    assert str(out) in stderr
+    eps = load(out)["endpoints"]
+    assert [e["path"] for e in eps] == ["/fast", "/die"]  # type: ignore[index]
+    assert eps[1]["stop_reason"] == "server died"  # type: ignore[index]
+
+
+def test_ctrl_c_saves_what_was_measured_and_exits_130(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with serve("fastapi_tune.sample_app:app") as s:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastapi_tune", "probe", s.url, "--out", str(out)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(4)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+        waited = time.monotonic() - sent
+    assert proc.returncode == ExitCode.INTERRUPTED, stderr
+    assert waited < 2.0, waited
+    assert str(out) in stderr
+    report = load(out)
+    assert report["interrupted"] is True
+    assert sum(len(e["levels"]) for e in report["endpoints"]) >= 1  # type: ignore[attr-defined]
