@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +14,16 @@ import typer
 from rich.console import Console
 
 from fastapi_tune import __version__
+from fastapi_tune.conf import render_gunicorn_conf
 from fastapi_tune.errors import ExitCode, FastapiTuneError, Interrupted, UsageError
 from fastapi_tune.fileio import atomic_write
-from fastapi_tune.host import host_to_json, read_host
+from fastapi_tune.host import CPUS_ENV, MEMORY_ENV, host_to_json, read_host
+from fastapi_tune.plan import Choices, make_plan
 from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, run_probe
+from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
+from fastapi_tune.recommend import DEFAULT_OUTPUT, Overwrite, existing_state, load_report, write_output
 from fastapi_tune.render_host import print_host
+from fastapi_tune.render_plan import plan_to_json, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
 from fastapi_tune.report import report_to_json
 
@@ -198,6 +204,119 @@ def probe(
     if report.interrupted:
         levels_kept = sum(len(e.levels) for e in report.endpoints)
         raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")
+
+
+def _ask_profile() -> Profile:
+    for name, description in list_profiles():
+        err.print(f"  [cyan]{name}[/]: {description}")
+    while True:
+        answer = typer.prompt(
+            "Deployment profile (a name above or a .yaml path)", default=DEFAULT_PROFILE, err=True
+        )
+        try:
+            return load_profile(answer)
+        except FastapiTuneError as e:
+            err.print(f"[red]{e}[/]")
+
+
+def _interactive(yes: bool, as_json: bool) -> bool:
+    """Prompts only for a person at a terminal: never with --yes, --json or piped input."""
+    return not yes and not as_json and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+@command
+def recommend(
+    app_module: Annotated[
+        str | None, typer.Option("--app", help="The app to serve, as module:attribute [default: main:app].")
+    ] = None,
+    probe_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--probe", help="Probe report to plan from [default: ./fastapi-tune-probe.json if present]."
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Deployment profile: vm, container, kubernetes, small-memory, or a path to a .yaml."
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Where to write the gunicorn config.")] = DEFAULT_OUTPUT,
+    bind: Annotated[str | None, typer.Option(help="Address to listen on [default: the profile's].")] = None,
+    worker_class: Annotated[
+        str | None, typer.Option(help="uvicorn-worker (default) or asgi (gunicorn's native worker, >= 24).")
+    ] = None,
+    preload: Annotated[
+        bool, typer.Option(help="Agree to preload_app (saves memory with several workers).")
+    ] = False,
+    target_rps: Annotated[
+        float | None, typer.Option(help="Requests/s to size replicas for (kubernetes profile).")
+    ] = None,
+    cpus: Annotated[
+        str | None, typer.Option(help="CPUs of the deployment target if not this machine, e.g. 2 or 1.5.")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory of the deployment target if not this machine, e.g. 512M or 4G.")
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Take the defaults, never prompt; replace --output (kept as .bak)."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+) -> None:
+    """Turn host facts + the probe report + a profile into gunicorn.conf.py and a command.
+
+    Every number comes with what was measured and why (no (2 x cores) + 1). At a terminal it asks
+    for what it cannot know (app module, deployment profile, bind, overwrite); with --yes or
+    without a terminal it takes the defaults and never replaces an existing file unless --yes.
+    """
+    ask = _interactive(yes, as_json)
+    if ask:
+        app_module = app_module or typer.prompt(
+            "App to serve (module:attribute)", default="main:app", err=True
+        )
+    chosen = _ask_profile() if ask and profile is None else load_profile(profile or DEFAULT_PROFILE)
+    if ask and bind is None:
+        bind = typer.prompt("Bind address", default=chosen.bind, err=True)
+    env = dict(os.environ)
+    if cpus is not None:
+        env[CPUS_ENV] = cpus
+    if memory is not None:
+        env[MEMORY_ENV] = memory
+    facts = read_host(env=env)
+    report = load_report(probe_path)
+    plan = make_plan(
+        facts,
+        report,
+        chosen,
+        Choices(
+            app=app_module or "main:app",
+            bind=bind,
+            worker_class=worker_class,
+            preload=preload,
+            target_rps=target_rps,
+            gunicorn_version=facts.versions.get("gunicorn"),
+        ),
+    )
+    text = render_gunicorn_conf(plan)
+    if as_json:
+        print_json(plan_to_json(plan))
+    else:
+        print_plan(out, plan)
+    consent = yes
+    if existing_state(output, text) is Overwrite.ASK and ask:
+        consent = typer.confirm(
+            f"{output} exists and differs. Replace it (the old one is kept as a backup)?", err=True
+        )
+        if not consent:
+            err.print(f"Left {output} as it was; the new config was not written.")
+            return
+    written = write_output(output, text, consent)
+    if written.unchanged:
+        err.print(f"{output} already holds this config; nothing written.")
+    else:
+        saved = f" (previous version kept as {written.backup})" if written.backup else ""
+        err.print(f"Wrote [bold]{output}[/]{saved}. Check it: gunicorn --check-config -c {output}")
 
 
 def main() -> None:

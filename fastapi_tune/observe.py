@@ -5,9 +5,11 @@ Only local targets are observed; a remote server gets None everywhere, never a g
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import psutil
@@ -19,23 +21,43 @@ from fastapi_tune.report import ServerInfo
 _SAMPLE_INTERVAL_S: Final = 0.05
 
 
-def _listening_pids(port: int) -> set[int]:
+def _listening_inodes(port: int, proc: Path) -> set[str]:
+    """Inodes of the sockets listening on a port, from /proc/net/tcp and tcp6."""
+    inodes: set[str] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; column 9 is the inode.
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
+def _listening_pids(port: int, proc: Path = Path("/proc")) -> set[int]:
+    """Every process holding the listening socket: a master and the workers that inherited it.
+
+    psutil.net_connections names one pid per socket, so a gunicorn master and its workers,
+    which share one socket, would show as a single process; the fds in /proc tell them all.
+    """
+    inodes = _listening_inodes(port, proc)
+    if not inodes:
+        return set()
+    wanted = {f"socket:[{i}]" for i in inodes}
     pids: set[int] = set()
-    try:
-        system_conns = psutil.net_connections(kind="inet")
-    except (psutil.AccessDenied, PermissionError):
-        # Without root, psutil can still read sockets of our own user's processes.
-        for proc in psutil.process_iter(["pid"]):
-            try:
-                for c in proc.net_connections(kind="inet"):
-                    if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
-                        pids.add(proc.pid)
-            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-                continue
-        return pids
-    for sc in system_conns:
-        if sc.status == psutil.CONN_LISTEN and sc.laddr and sc.laddr.port == port and sc.pid:
-            pids.add(sc.pid)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in wanted:
+                    pids.add(int(entry.name))
+                    break
+        except OSError:  # gone, or not ours to read without root
+            continue
     return pids
 
 
@@ -70,13 +92,9 @@ def find_server(port: int) -> ServerInfo:
     except (psutil.AccessDenied, psutil.NoSuchProcess):
         return ServerInfo(local=True, pid=root.pid)
     kind = _kind(cmdline)
-    listening_children = [c.pid for c in children if c.pid in procs]
-    if kind == "gunicorn" or len(listening_children) > 0:
-        workers = tuple(sorted(c.pid for c in children if _is_worker(c)))
-    else:
-        workers = ()
-    if not workers:
-        workers = (root.pid,)  # a single process serves requests itself
+    # Workers are the root's children that share its socket (gunicorn, uvicorn --workers);
+    # a lone listener serves requests itself.
+    workers = tuple(sorted(c.pid for c in children if c.pid in procs and _is_worker(c))) or (root.pid,)
     return ServerInfo(
         local=True,
         pid=root.pid,

@@ -1,0 +1,784 @@
+"""The plan: host facts + probe report + profile -> gunicorn settings, each with its reason.
+
+Pure: no I/O, no clock, no environment. Every value carries the evidence it came from, so
+the renderers (rich table, JSON, gunicorn.conf.py comments) only format what is decided here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from fastapi_tune.errors import UsageError
+from fastapi_tune.host import HostFacts
+from fastapi_tune.profiles import Profile
+from fastapi_tune.report import (
+    CPU_BOUND,
+    INCONCLUSIVE,
+    LOOP_BLOCKING,
+    SERIALIZED,
+    THREADPOOL_BOUND,
+    Endpoint,
+    Level,
+    ProbeReport,
+)
+
+UVICORN_WORKER: Final = "uvicorn_worker.UvicornWorker"
+ASGI_WORKER: Final = "asgi"
+DEPRECATED_WORKER: Final = "uvicorn.workers.UvicornWorker"
+# gunicorn's native ASGI worker appeared in 24.0 (FIELD-NOTES).
+ASGI_MIN_GUNICORN: Final = (24, 0)
+
+# Routes whose throughput only grows with processes that can each use a CPU.
+CPU_LIMITED: Final = (CPU_BOUND, SERIALIZED, LOOP_BLOCKING)
+# A worker using this much of a core at the busiest level is CPU-limited, whatever its class.
+CPU_SATURATED_PER_WORKER: Final = 0.8
+# AnyIO's default thread limiter: 40 tokens per event loop (FIELD-NOTES).
+ANYIO_DEFAULT_TOKENS: Final = 40
+# Above this, threads mostly queue on the database pool or the GIL instead of working.
+LIMITER_MAX_TOKENS: Final = 400
+# Queueing theory: latency climbs steeply past ~70% utilisation, and a rolling update or a
+# lost node removes capacity; size replicas so the target load is 70% of the measured peak.
+REPLICA_UTILISATION: Final = 0.7
+# One replica means downtime on every node drain.
+MIN_REPLICAS: Final = 2
+# A single Python process rarely uses more than one core (the GIL).
+# gunicorn's arbiter without preload is typically 20-30 MB: an assumption, stated where used.
+MASTER_RSS_MIB: Final = 32
+MAX_CPU_REQUEST_MILLI: Final = 1000
+# Keep-alive must outlive the load balancer's idle timeout so the balancer closes idle
+# connections first; otherwise it may send a request down a socket gunicorn is closing (502).
+LB_KEEPALIVE_MARGIN_S: Final = 5
+_MIB: Final = 1 << 20
+_GIB: Final = 1 << 30
+
+Value = int | float | str | bool | None
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the user chose on the command line (the rest comes from evidence and profile)."""
+
+    app: str = "main:app"
+    bind: str | None = None  # None: the profile's bind
+    worker_class: str | None = None  # None: the profile's preference
+    preload: bool = False  # the user agreed to preload_app
+    target_rps: float | None = None  # for replica sizing (profiles with a fixed process count)
+    gunicorn_version: str | None = None  # installed gunicorn; None when unknown
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One gunicorn setting: its name in gunicorn.conf.py, its value and the evidence for it."""
+
+    name: str
+    value: Value
+    why: str
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Something to do that is not a gunicorn setting; `code` is Python to paste."""
+
+    text: str
+    code: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplicaSizing:
+    """Replicas and resource requests for a fixed-process-per-pod deployment."""
+
+    target_rps: float
+    per_worker_rps: float
+    basis: str  # which route and level the throughput came from
+    replicas: int
+    cpu_request_milli: int | None  # None when the server's CPU was not measured
+    memory_request_mib: int
+    why: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `recommend` decided, ready for any renderer."""
+
+    profile: str
+    profile_description: str
+    app: str
+    inputs: tuple[str, ...]  # what the plan was computed from, one line each
+    settings: tuple[Setting, ...]
+    workers: int
+    worker_formula: str
+    rule_of_thumb: int
+    rule_of_thumb_note: str
+    limiter_tokens: int | None  # AnyIO thread tokens to set, when threadpool-bound routes need more
+    advice: tuple[Advice, ...]
+    unknowns: tuple[str, ...]
+    gunicorn_argv: tuple[str, ...]
+    uvicorn_command: str
+    fastapi_command: str
+    replicas: ReplicaSizing | None
+
+    def setting(self, name: str) -> Setting:
+        """The setting called `name` (KeyError when the plan has none)."""
+        for s in self.settings:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def gunicorn_command(self) -> str:
+        return shlex.join(self.gunicorn_argv)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the evidence
+
+
+def _levels(report: ProbeReport | None) -> Iterable[tuple[Endpoint, Level]]:
+    """Levels that are evidence: the client was not the limit."""
+    if report is None:
+        return
+    for e in report.endpoints:
+        for lv in e.levels:
+            if not lv.client_saturated:
+                yield e, lv
+
+
+def _route(e: Endpoint) -> str:
+    return f"{e.method} {e.path}"
+
+
+def _classes(report: ProbeReport | None) -> dict[str, list[Endpoint]]:
+    out: dict[str, list[Endpoint]] = {}
+    if report is not None:
+        for e in report.endpoints:
+            if e.verdict is not None:
+                out.setdefault(e.verdict.cls, []).append(e)
+    return out
+
+
+def _max_rss(report: ProbeReport | None) -> int | None:
+    values = [max(lv.server_rss_bytes) for _, lv in _levels(report) if lv.server_rss_bytes]
+    return max(values) if values else None
+
+
+def _slowest(report: ProbeReport | None) -> tuple[float, str] | None:
+    """(max latency in ms, where) over every evidence level."""
+    best: tuple[float, str] | None = None
+    for e, lv in _levels(report):
+        if lv.latency_ms is not None and (best is None or lv.latency_ms.max > best[0]):
+            best = (lv.latency_ms.max, f"{_route(e)} at concurrency {lv.concurrency}")
+    return best
+
+
+def _probe_workers(report: ProbeReport) -> int:
+    return report.server.workers or 1
+
+
+def _max_cpu_per_worker(report: ProbeReport | None) -> float | None:
+    if report is None:
+        return None
+    values = [
+        lv.server_cpu_cores / _probe_workers(report) for _, lv in _levels(report) if lv.server_cpu_cores
+    ]
+    return max(values) if values else None
+
+
+def _mib(n: float) -> str:
+    return f"{n / _MIB:.0f} MiB"
+
+
+def _size(n: float) -> str:
+    return f"{n / _GIB:.1f} GiB" if n >= _GIB else _mib(n)
+
+
+def _cpus(x: float) -> str:
+    return f"{x:g} CPU" + ("" if x == 1 else "s")
+
+
+def _paths(eps: list[Endpoint]) -> str:
+    names = [_route(e) for e in eps[:3]]
+    return ", ".join(names) + (f" and {len(eps) - 3} more" if len(eps) > 3 else "")
+
+
+# ---------------------------------------------------------------------------------------
+# Workers
+
+
+def cpu_processes(effective: float, per_cpu: float) -> int:
+    """Processes for CPU-limited routes: effective CPUs x per_cpu, rounded half up, at least 1.
+
+    A 1.5-CPU quota lets two processes run at once for 75% of each period, so the second
+    process turns the spare half CPU into throughput; 1.2 CPUs would only get the second
+    process throttled (CFS stalls every thread of a cgroup that used up its quota) for
+    0.2 CPU of gain, at the cost of a whole process's memory.
+    """
+    return max(1, math.floor(effective * per_cpu + 0.5))
+
+
+@dataclass(frozen=True)
+class _WorkerDecision:
+    workers: int
+    formula: str
+    why: str
+    notes: tuple[Advice, ...]
+
+
+def _decide_workers(host: HostFacts, report: ProbeReport | None, profile: Profile) -> _WorkerDecision:
+    eff = float(host.cpu.effective)
+    pol = profile.workers
+    by_cls = _classes(report)
+    cpu_n = cpu_processes(eff, pol.per_cpu)
+    cpu_text = (
+        f"{pol.per_cpu:g} per effective CPU x {_cpus(eff)} ({host.cpu.source}), rounded half up = {cpu_n}"
+    )
+    notes: list[Advice] = []
+
+    # 1. What the routes want.
+    if pol.fixed is not None:
+        want, basis = pol.fixed, f"profile {profile.name} fixes {pol.fixed} per instance; scale with replicas"
+    elif not by_cls or set(by_cls) <= {INCONCLUSIVE}:
+        want = cpu_n
+        basis = f"route classes unknown, so the CPU rule: {cpu_text}"
+    elif limited := [e for c in CPU_LIMITED for e in by_cls.get(c, [])]:
+        want, basis = cpu_n, f"CPU-limited routes ({_paths(limited)}): {cpu_text}"
+    else:
+        busy = _max_cpu_per_worker(report)
+        if busy is not None and busy >= CPU_SATURATED_PER_WORKER:
+            want = cpu_n
+            basis = f"I/O-bound routes, but a worker used {busy:.2f} cores at the busiest level: {cpu_text}"
+        else:
+            # One event loop holds thousands of waiting requests; processes only add CPU.
+            want = max(1, math.ceil(cpu_n / 2))
+            used = f"measured {busy:.2f} cores per worker at most" if busy is not None else "CPU not measured"
+            basis = f"only I/O-bound or threadpool-bound routes ({used}): ceil({cpu_n} / 2) = {want}"
+    formula = basis
+
+    # 2. The profile's bounds (a fixed count is already the profile's word).
+    n = want
+    if pol.fixed is None:
+        n = min(max(want, pol.min), pol.max)
+        if n != want:
+            formula += f"; profile {profile.name} bounds {pol.min}..{pol.max} -> {n}"
+
+    # 3. Memory: never more workers than fit.
+    rss = _max_rss(report)
+    rss_used = rss if rss is not None else profile.assumed_worker_rss_mib * _MIB
+    rss_text = f"{_mib(rss_used)} per worker " + (
+        "(largest measured RSS)" if rss is not None else "(ASSUMED: no RSS was measured)"
+    )
+    usable = host.memory.effective_bytes * (1 - profile.memory_headroom)
+    mem_cap = math.floor(usable / rss_used)
+    formula += (
+        f"; memory allows floor({_size(host.memory.effective_bytes)} x (1 - {profile.memory_headroom:g})"
+        f" / {_mib(rss_used)}) = {mem_cap}"
+    )
+    if mem_cap < n:
+        if pol.fixed is not None or mem_cap < 1:
+            notes.append(
+                Advice(
+                    f"{n} worker(s) of {_mib(rss_used)} do not fit in {_size(host.memory.effective_bytes)} "
+                    "with "
+                    f"{profile.memory_headroom:.0%} headroom: raise the memory limit or cut the app's "
+                    "footprint."
+                )
+            )
+            n = n if pol.fixed is not None else 1
+        else:
+            n = mem_cap
+            formula += f" -> {n}"
+    formula += f" => {n} worker" + ("" if n == 1 else "s")
+    why = f"{basis}; memory: {rss_text}, {mem_cap} fit."
+    return _WorkerDecision(n, formula, why, tuple(notes))
+
+
+def _rule_of_thumb(
+    host: HostFacts, workers: int, report: ProbeReport | None, profile: Profile
+) -> tuple[int, str]:
+    logical = host.cpu.logical
+    n = 2 * logical + 1
+    rss = _max_rss(report) or profile.assumed_worker_rss_mib * _MIB
+    if n == workers:
+        return n, f"2 x {logical} + 1 = {n}: the same as this plan."
+    extra = n - workers
+    text = f"2 x {logical} logical CPUs + 1 = {n}"
+    if float(host.cpu.effective) < logical:
+        text += f" (it counts the host's {logical} CPUs, not the {_cpus(float(host.cpu.effective))} allowed)"
+    if extra > 0:
+        text += (
+            f": {extra} more processes and ~{_mib(extra * rss)} more memory than this plan, for no more CPU "
+            "to run them on (measured here: 5 workers on 2 cores served 92 req/s, 2 served 93)."
+        )
+    else:
+        text += f": {-extra} fewer than this plan."
+    return n, text
+
+
+# ---------------------------------------------------------------------------------------
+# Other settings
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:2])
+
+
+def _worker_class(profile: Profile, choices: Choices) -> tuple[str, str, list[str]]:
+    """(gunicorn worker class, why, unknowns)."""
+    asked = choices.worker_class
+    if asked in (DEPRECATED_WORKER, "uvicorn"):
+        raise UsageError(
+            f"worker class {asked!r}: uvicorn.workers.UvicornWorker is deprecated since uvicorn 0.30; "
+            f"use 'uvicorn-worker' ({UVICORN_WORKER}) or 'asgi'"
+        )
+    if asked not in (None, "uvicorn-worker", UVICORN_WORKER, ASGI_WORKER):
+        raise UsageError(f"worker class {asked!r}: expected 'uvicorn-worker' or 'asgi'")
+    want_asgi = asked == ASGI_WORKER or (asked is None and profile.worker_class == "asgi")
+    source = "you asked for it" if asked is not None else f"profile {profile.name} prefers it"
+    if not want_asgi:
+        return (
+            UVICORN_WORKER,
+            f"uvicorn under gunicorn's process management ({source}); the uvicorn-worker package "
+            "replaces the deprecated uvicorn.workers.UvicornWorker.",
+            [],
+        )
+    version = choices.gunicorn_version
+    if version is not None and _version_tuple(version) >= ASGI_MIN_GUNICORN:
+        return ASGI_WORKER, f"gunicorn {version}'s native ASGI worker ({source}; needs gunicorn >= 24).", []
+    if asked == ASGI_WORKER:
+        raise UsageError(
+            f"worker class 'asgi' needs gunicorn >= 24 (installed: {version or 'unknown'}); "
+            "upgrade gunicorn or use 'uvicorn-worker'"
+        )
+    return (
+        UVICORN_WORKER,
+        f"profile {profile.name} prefers gunicorn's native 'asgi' worker, but it needs gunicorn >= 24 "
+        f"(installed: {version or 'unknown'}), so uvicorn-worker.",
+        [] if version else ["gunicorn version: unknown, so the native 'asgi' worker was not chosen"],
+    )
+
+
+def _limiter_tokens(report: ProbeReport, eps: list[Endpoint], workers: int) -> tuple[int, str]:
+    """Thread tokens per worker for threadpool-bound routes, and the reasoning."""
+    peak = max((lv.concurrency for e in eps for lv in e.levels), default=ANYIO_DEFAULT_TOKENS)
+    # The probe drove `peak` concurrent requests; each of `workers` processes should hold its
+    # share in threads, with 25% to spare. At least double the default, since the default
+    # was measured to be the limit.
+    need = math.ceil(peak * 1.25 / workers)
+    tokens = min(LIMITER_MAX_TOKENS, max(2 * ANYIO_DEFAULT_TOKENS, math.ceil(need / 10) * 10))
+    why = (
+        f"{_paths(eps)} plateaued at AnyIO's default of {ANYIO_DEFAULT_TOKENS} threads per worker "
+        f"(probe server: {_probe_workers(report)} worker(s)); the probe drove {peak} concurrent requests, "
+        f"so {peak} x 1.25 / {workers} workers = {need}, rounded to {tokens} tokens per worker "
+        f"(at least 2 x {ANYIO_DEFAULT_TOKENS}, at most {LIMITER_MAX_TOKENS}). More threads than your "
+        "database pool has connections only move the queue there."
+    )
+    return tokens, why
+
+
+def _replicas(
+    report: ProbeReport | None, target: float, workers: int, rss: int, profile: Profile
+) -> tuple[ReplicaSizing | None, list[str]]:
+    if report is None:
+        return None, [f"replicas for {target:g} req/s: no probe report, so no measured per-worker throughput"]
+    pw = _probe_workers(report)
+    best_per_route: list[tuple[float, Endpoint, Level]] = []
+    for e in report.endpoints:
+        if e.verdict is not None and e.verdict.cls == INCONCLUSIVE:
+            continue
+        levels = [lv for lv in e.levels if not lv.client_saturated and lv.throughput_rps > 0]
+        if levels:
+            top = max(levels, key=lambda lv: lv.throughput_rps)
+            best_per_route.append((top.throughput_rps / pw, e, top))
+    if not best_per_route:
+        return None, [f"replicas for {target:g} req/s: no route had a usable throughput measurement"]
+    # The slowest route's peak: as if all traffic were that route. Conservative, since the
+    # request mix is not known; a route that is rarely called can be excluded with -e.
+    per_worker, e, lv = min(best_per_route, key=lambda t: t[0])
+    per_pod = per_worker * workers
+    replicas = max(MIN_REPLICAS, math.ceil(target / (per_pod * REPLICA_UTILISATION)))
+    cpu_milli: int | None = None
+    cpu_text = "CPU request: unknown (the server's CPU was not measured)"
+    if lv.server_cpu_cores is not None and lv.throughput_rps > 0:
+        cpu_per_request = lv.server_cpu_cores / lv.throughput_rps
+        raw = cpu_per_request * target / replicas * 1000
+        cpu_milli = min(MAX_CPU_REQUEST_MILLI * workers, max(100, math.ceil(raw / 50) * 50))
+        cpu_text = (
+            f"CPU request: {cpu_per_request * 1000:.2f} ms CPU per request x {target / replicas:.0f} req/s "
+            "per pod "
+            f"= {raw:.0f}m, rounded to {cpu_milli}m (one Python process rarely uses more than 1000m)"
+        )
+    mem_mib = (
+        math.ceil((rss * workers + MASTER_RSS_MIB * _MIB) / (1 - profile.memory_headroom) / _MIB / 16) * 16
+    )
+    why = (
+        f"slowest route's peak: {_route(e)} at {lv.throughput_rps:.1f} req/s with {pw} worker(s) "
+        f"= {per_worker:.1f} req/s per worker; {target:g} / ({per_pod:.1f} x {REPLICA_UTILISATION:g}) "
+        f"-> {replicas} replicas (at least {MIN_REPLICAS}); {cpu_text}; memory request: "
+        f"({_mib(rss)} x {workers} + {MASTER_RSS_MIB} MiB master, assumed) / (1 - "
+        f"{profile.memory_headroom:g}) "
+        f"= {mem_mib} MiB, rounded up to 16."
+    )
+    sizing = ReplicaSizing(
+        target_rps=target,
+        per_worker_rps=round(per_worker, 3),
+        basis=f"{_route(e)} at concurrency {lv.concurrency}",
+        replicas=replicas,
+        cpu_request_milli=cpu_milli,
+        memory_request_mib=mem_mib,
+        why=why,
+    )
+    return sizing, []
+
+
+def _split_bind(bind: str) -> tuple[str, str]:
+    host, _, port = bind.rpartition(":")
+    return host, port
+
+
+def _fastapi_path(app: str) -> tuple[str, str]:
+    module, _, attr = app.partition(":")
+    return module.replace(".", "/") + ".py", attr or "app"
+
+
+# Command-line flags for the settings that have one, in gunicorn's spelling.
+_FLAGS: Final = {
+    "worker_class": "--worker-class",
+    "workers": "--workers",
+    "bind": "--bind",
+    "timeout": "--timeout",
+    "graceful_timeout": "--graceful-timeout",
+    "keepalive": "--keep-alive",
+    "max_requests": "--max-requests",
+    "max_requests_jitter": "--max-requests-jitter",
+    "backlog": "--backlog",
+    "worker_tmp_dir": "--worker-tmp-dir",
+    "accesslog": "--access-logfile",
+}
+
+
+def _gunicorn_argv(app: str, settings: tuple[Setting, ...]) -> tuple[str, ...]:
+    argv = ["gunicorn", app]
+    for s in settings:
+        if s.name == "preload_app":
+            if s.value:
+                argv.append("--preload")
+        elif s.name in _FLAGS and s.value is not None:
+            argv += [_FLAGS[s.name], str(s.value)]
+    return tuple(argv)
+
+
+# ---------------------------------------------------------------------------------------
+# The plan
+
+
+def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, choices: Choices) -> Plan:
+    """Decide every setting from the evidence and the profile's policy."""
+    if ":" not in choices.app:
+        raise UsageError(f"app {choices.app!r}: expected MODULE:ATTRIBUTE, e.g. main:app")
+    by_cls = _classes(report)
+    unknowns: list[str] = []
+    advice: list[Advice] = []
+    settings: list[Setting] = []
+
+    inputs = [
+        f"host: {_cpus(float(host.cpu.effective))} effective ({host.cpu.source}; {host.cpu.logical} "
+        "logical), "
+        f"{_size(host.memory.effective_bytes)} memory ({host.memory.source})",
+        f"profile: {profile.name} ({profile.source})",
+    ]
+    if report is None:
+        inputs.append("probe report: none")
+        unknowns += [
+            "route classes: no probe report, so the worker count follows the CPU rule (one per effective "
+            "CPU)",
+            f"per-worker memory: assumed {profile.assumed_worker_rss_mib} MiB (profile), not measured",
+            "slowest request: not measured, so timeouts are the profile's floor",
+            "thread-pool need: not measured; AnyIO's default of 40 threads per worker applies",
+        ]
+    else:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_cls.items()))
+        inputs.append(
+            f"probe report: {report.target}, {len(report.endpoints)} route(s) ({counts or 'unclassified'})"
+        )
+        cpu = report.host.get("cpu")
+        measured_eff = cpu.get("effective") if isinstance(cpu, Mapping) else None
+        if measured_eff is not None and measured_eff != host.cpu.effective:
+            unknowns.append(
+                f"the probe ran on a host with {_cpus(float(measured_eff))}; this plan is for "
+                f"{_cpus(float(host.cpu.effective))}: per-worker figures carry over, totals may not"
+            )
+        if _max_rss(report) is None:
+            unknowns.append(
+                "per-worker memory: not measured (server not local?), assumed "
+                f"{profile.assumed_worker_rss_mib} MiB"
+            )
+        if report.interrupted:
+            unknowns.append("the probe was interrupted: some routes have fewer levels than planned")
+        if INCONCLUSIVE in by_cls:
+            unknowns.append(
+                f"inconclusive routes ({_paths(by_cls[INCONCLUSIVE])}) did not inform the worker count"
+            )
+
+    settings.append(
+        Setting(
+            "wsgi_app",
+            choices.app,
+            "the application gunicorn loads (so `gunicorn -c FILE` needs no argument).",
+        )
+    )
+
+    # Bind
+    bind = choices.bind or profile.bind
+    bind_why = (
+        "you chose it."
+        if choices.bind
+        else (
+            "loopback: a reverse proxy on the same host forwards to it, and gunicorn stays off the network."
+            if bind.startswith("127.")
+            else "all interfaces: port publishing and Services forward to the container's interface, not "
+            "its loopback."
+        )
+    )
+    settings.append(Setting("bind", bind, bind_why))
+
+    # Worker class
+    wc, wc_why, wc_unknown = _worker_class(profile, choices)
+    unknowns += wc_unknown
+    settings.append(Setting("worker_class", wc, wc_why))
+
+    # Workers
+    wd = _decide_workers(host, report, profile)
+    workers = wd.workers
+    advice += wd.notes
+    settings.append(Setting("workers", workers, wd.why))
+
+    # Timeouts
+    slowest = _slowest(report)
+    tp = profile.timeout
+    heartbeat = (
+        "The arbiter kills a worker whose heartbeat stops that long: for async workers, a blocked event "
+        "loop or a slow start-up (imports, model loading), not a slow awaited request."
+    )
+    if slowest is None:
+        timeout = min(max(30, tp.min), tp.max)
+        settings.append(
+            Setting(
+                "timeout",
+                timeout,
+                f"no latency measured: gunicorn's default 30 s within the profile's {tp.min}..{tp.max}. "
+                f"{heartbeat}",
+            )
+        )
+        graceful = profile.graceful_timeout
+        g_why = f"profile {profile.name}; no latency measured to check it against."
+    else:
+        ms, where = slowest
+        raw = math.ceil(ms / 1000 * tp.factor)
+        timeout = min(max(raw, tp.min), tp.max)
+        settings.append(
+            Setting(
+                "timeout",
+                timeout,
+                f"slowest measured request {ms:.0f} ms ({where}) x {tp.factor:g} = {raw} s, "
+                f"clamped to {tp.min}..{tp.max}. {heartbeat}",
+            )
+        )
+        need = math.ceil(ms / 1000) + 1
+        graceful = max(profile.graceful_timeout, need)
+        g_why = (
+            f"profile {profile.name} says {profile.graceful_timeout} s; the slowest request ({ms:.0f} ms) "
+            f"needs {need} s to finish on restart."
+        )
+    if profile.stop_grace_period is not None:
+        g_why += f" It must end before the orchestrator's SIGKILL at {profile.stop_grace_period} s."
+        if graceful >= profile.stop_grace_period:
+            advice.append(
+                Advice(
+                    f"graceful_timeout is {graceful} s but the orchestrator kills at "
+                    f"{profile.stop_grace_period} s: "
+                    "raise its grace period (stop_grace_period / terminationGracePeriodSeconds) to "
+                    f"{graceful + 5} s."
+                )
+            )
+    settings.append(Setting("graceful_timeout", graceful, g_why))
+
+    # Keep-alive
+    if profile.behind_load_balancer and profile.lb_idle_timeout is not None:
+        keepalive = max(profile.keepalive, profile.lb_idle_timeout + LB_KEEPALIVE_MARGIN_S)
+        ka_why = (
+            f"behind a load balancer with a {profile.lb_idle_timeout} s idle timeout: keep connections "
+            f"{LB_KEEPALIVE_MARGIN_S} s longer so the balancer closes first (else it may reuse a closing "
+            "socket: 502)."
+        )
+        advice.append(
+            Advice(
+                "Behind a proxy, set forwarded_allow_ips to the balancer's addresses (or '*' when only it "
+                "can "
+                "reach the pod) so request.client and the scheme are the caller's."
+            )
+        )
+    else:
+        keepalive = profile.keepalive
+        ka_why = f"profile {profile.name}: idle connections held {keepalive} s (gunicorn's default is 2)."
+    settings.append(Setting("keepalive", keepalive, ka_why))
+
+    # Recycling
+    if profile.max_requests:
+        mr_why = (
+            f"recycle each worker after ~{profile.max_requests} requests to bound slow memory leaks "
+            f"(profile {profile.name})."
+        )
+        j_why = (
+            f"spread recycling by up to {profile.max_requests_jitter} requests so workers never "
+            "restart together."
+        )
+    else:
+        mr_why = f"no recycling (profile {profile.name}): a lone worker restarting stalls the instance."
+        j_why = "no recycling, so no jitter."
+    settings.append(Setting("max_requests", profile.max_requests, mr_why))
+    settings.append(Setting("max_requests_jitter", profile.max_requests_jitter, j_why))
+
+    settings.append(
+        Setting(
+            "backlog",
+            profile.backlog,
+            f"connections queued while all workers are busy (profile {profile.name}); the kernel caps it at "
+            "net.core.somaxconn.",
+        )
+    )
+
+    # Heartbeat files
+    if host.dev_shm:
+        settings.append(
+            Setting(
+                "worker_tmp_dir",
+                "/dev/shm",
+                "/dev/shm is a writable tmpfs here: heartbeat writes never wait on a disk or an overlay "
+                "filesystem (a stalled write looks like a dead worker).",
+            )
+        )
+    else:
+        unknowns.append("no writable /dev/shm on this host: worker heartbeats go to the default temp dir")
+
+    if profile.access_log is None:
+        al_why = f"off (profile {profile.name}): the reverse proxy already logs each request."
+    elif profile.access_log == "-":
+        al_why = f"stdout (profile {profile.name}): the container runtime collects it."
+    else:
+        al_why = f"profile {profile.name}."
+    settings.append(Setting("accesslog", profile.access_log, al_why))
+
+    # Preload
+    if workers < 2:
+        preload, p_why = False, "one worker: nothing to share copy-on-write."
+    elif profile.preload == "never":
+        preload, p_why = False, f"profile {profile.name} never preloads."
+    elif not choices.preload:
+        preload = False
+        p_why = (
+            f"off: preloading imports the app once in the master and shares it with {workers} workers "
+            "copy-on-write, but connections or threads opened at import time break after fork; "
+            "enable it with --preload once you have checked that."
+        )
+    else:
+        preload = True
+        p_why = (
+            f"you agreed: {workers} workers share the imported app copy-on-write instead of each loading "
+            "it; code changes now need a full restart, not a HUP."
+        )
+    settings.append(Setting("preload_app", preload, p_why))
+
+    # Advice that is not a gunicorn setting.
+    limiter: int | None = None
+    if THREADPOOL_BOUND in by_cls and report is not None:
+        limiter, l_why = _limiter_tokens(report, by_cls[THREADPOOL_BOUND], workers)
+        advice.append(
+            Advice(
+                f"Raise AnyIO's thread limiter to {limiter} per worker, in the app's lifespan: {l_why}",
+                (
+                    "import anyio.to_thread",
+                    f"anyio.to_thread.current_default_thread_limiter().total_tokens = {limiter}",
+                ),
+            )
+        )
+    for cls, verb in ((LOOP_BLOCKING, "block the event loop"), (SERIALIZED, "serialise requests")):
+        for e in by_cls.get(cls, []):
+            assert e.verdict is not None
+            text = f"{_route(e)} {verb}: {e.verdict.summary}"
+            if cls == LOOP_BLOCKING:
+                text += " Fix the route (make it `def`, or await an async client); more workers only hide it."
+            advice.append(Advice(" ".join([text, *e.verdict.advice])))
+    if wc == UVICORN_WORKER:
+        advice.append(
+            Advice(
+                "uvicorn-worker does not pass worker_connections (-> limit_concurrency) or graceful_timeout "
+                "(-> timeout_graceful_shutdown) to uvicorn; subclass it to set them, and use "
+                "-k myapp.workers.Worker:",
+                (
+                    "from uvicorn_worker import UvicornWorker",
+                    "class Worker(UvicornWorker):",
+                    "    CONFIG_KWARGS = "
+                    f"{{**UvicornWorker.CONFIG_KWARGS, 'timeout_graceful_shutdown': {graceful}}}",
+                    "    # add 'limit_concurrency': N to answer 503 at once beyond N connections instead "
+                    "of queueing",
+                ),
+            )
+        )
+
+    replicas: ReplicaSizing | None = None
+    if choices.target_rps is not None:
+        if profile.workers.fixed is None:
+            unknowns.append(
+                f"target {choices.target_rps:g} req/s: replica sizing applies to profiles with a fixed "
+                "worker "
+                "count per instance (e.g. kubernetes)"
+            )
+        else:
+            rss = _max_rss(report) or profile.assumed_worker_rss_mib * _MIB
+            replicas, r_unknown = _replicas(report, choices.target_rps, workers, rss, profile)
+            unknowns += r_unknown
+            if replicas is not None:
+                advice.append(
+                    Advice(
+                        "Kubernetes: set no CPU limit below 1 core: CFS throttling stalls the worker's event "
+                        "loop, heartbeats included, for the rest of each 100 ms period."
+                    )
+                )
+
+    rot, rot_note = _rule_of_thumb(host, workers, report, profile)
+    final = tuple(settings)
+    h, port = _split_bind(bind)
+    path, attr = _fastapi_path(choices.app)
+    uv = [
+        "uvicorn", choices.app, "--host", h, "--port", port, "--workers", str(workers),
+        "--timeout-keep-alive", str(keepalive), "--backlog", str(profile.backlog),
+        "--timeout-graceful-shutdown", str(graceful),
+    ]  # fmt: skip
+    if profile.max_requests:
+        uv += ["--limit-max-requests", str(profile.max_requests)]
+        uv += ["--limit-max-requests-jitter", str(profile.max_requests_jitter)]
+    if profile.access_log is None:
+        uv.append("--no-access-log")
+    fa = ["fastapi", "run", path, "--app", attr, "--host", h, "--port", port, "--workers", str(workers)]
+    return Plan(
+        profile=profile.name,
+        profile_description=profile.description,
+        app=choices.app,
+        inputs=tuple(inputs),
+        settings=final,
+        workers=workers,
+        worker_formula=wd.formula,
+        rule_of_thumb=rot,
+        rule_of_thumb_note=rot_note,
+        limiter_tokens=limiter,
+        advice=tuple(advice),
+        unknowns=tuple(unknowns),
+        gunicorn_argv=_gunicorn_argv(choices.app, final),
+        uvicorn_command=shlex.join(uv),
+        fastapi_command=shlex.join(fa),
+        replicas=replicas,
+    )

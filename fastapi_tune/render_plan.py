@@ -1,0 +1,83 @@
+"""Show a Plan: rich text for people, a JSON object for `--json`. Formatting only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fastapi_tune.conf import render_command
+from fastapi_tune.plan import Plan
+
+
+def print_plan(console: Console, plan: Plan) -> None:
+    """Print the plan: settings with reasons, the worker formula, advice, unknowns, commands."""
+    console.print(f"[bold]Plan for {escape(plan.app)}[/] (profile [cyan]{escape(plan.profile)}[/])")
+    for line in plan.inputs:
+        console.print(f"  {escape(line)}", style="dim")
+
+    table = Table(show_header=True, header_style="bold", expand=False)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", no_wrap=True, style="cyan")
+    table.add_column("why", overflow="fold")
+    for s in plan.settings:
+        table.add_row(
+            s.name, escape(repr(s.value) if not isinstance(s.value, str) else s.value), escape(s.why)
+        )
+    console.print(table)
+
+    console.print(f"[bold]Workers:[/] {escape(plan.worker_formula)}")
+    console.print(f"[bold]Rule of thumb:[/] {escape(plan.rule_of_thumb_note)}")
+
+    if plan.replicas is not None:
+        r = plan.replicas
+        cpu = f"{r.cpu_request_milli}m" if r.cpu_request_milli is not None else "unknown"
+        console.print(
+            f"[bold]Replicas:[/] {r.replicas} for {r.target_rps:g} req/s "
+            f"(cpu request {cpu}, memory request {r.memory_request_mib}Mi)"
+        )
+        console.print(f"  {escape(r.why)}", style="dim")
+
+    if plan.advice:
+        console.print("[bold]Advice[/]")
+        for a in plan.advice:
+            console.print(f"  - {escape(a.text)}")
+            for line in a.code:
+                console.print(f"      {escape(line)}", style="green", highlight=False)
+
+    if plan.unknowns:
+        console.print("[bold yellow]Unknown[/]")
+        for u in plan.unknowns:
+            console.print(f"  - {escape(u)}", style="yellow")
+
+    console.print("[bold]Commands[/]")
+    console.print(escape(render_command(plan)), highlight=False, soft_wrap=True)
+    console.print("[dim]# or with uvicorn's own process manager (no preload), or fastapi run:[/]")
+    console.print(escape(plan.uvicorn_command), highlight=False, soft_wrap=True)
+    console.print(escape(plan.fastapi_command), highlight=False, soft_wrap=True)
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as the JSON object `recommend --json` prints."""
+    return {
+        "profile": plan.profile,
+        "profile_description": plan.profile_description,
+        "app": plan.app,
+        "inputs": list(plan.inputs),
+        "workers": plan.workers,
+        "worker_formula": plan.worker_formula,
+        "rule_of_thumb": {"workers": plan.rule_of_thumb, "note": plan.rule_of_thumb_note},
+        "settings": [{"name": s.name, "value": s.value, "why": s.why} for s in plan.settings],
+        "limiter_tokens": plan.limiter_tokens,
+        "advice": [{"text": a.text, "code": list(a.code)} for a in plan.advice],
+        "unknowns": list(plan.unknowns),
+        "commands": {
+            "gunicorn": plan.gunicorn_command,
+            "uvicorn": plan.uvicorn_command,
+            "fastapi": plan.fastapi_command,
+        },
+        "replicas": asdict(plan.replicas) if plan.replicas is not None else None,
+    }
