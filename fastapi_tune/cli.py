@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec
@@ -15,17 +16,18 @@ from rich.console import Console
 
 from fastapi_tune import __version__
 from fastapi_tune.conf import render_gunicorn_conf
+from fastapi_tune.demo import SAMPLE_APP, sample_server
 from fastapi_tune.errors import ExitCode, FastapiTuneError, Interrupted, UsageError
 from fastapi_tune.fileio import atomic_write
-from fastapi_tune.host import CPUS_ENV, MEMORY_ENV, host_to_json, read_host
-from fastapi_tune.plan import Choices, make_plan
+from fastapi_tune.host import CPUS_ENV, MEMORY_ENV, HostFacts, host_to_json, read_host
+from fastapi_tune.plan import Choices, Plan, make_plan
 from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, run_probe
 from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
 from fastapi_tune.recommend import DEFAULT_OUTPUT, Overwrite, existing_state, load_report, write_output
 from fastapi_tune.render_host import print_host
 from fastapi_tune.render_plan import plan_to_json, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
-from fastapi_tune.report import report_to_json
+from fastapi_tune.report import ProbeReport, report_to_json
 
 app = typer.Typer(
     name="fastapi-tune",
@@ -189,7 +191,11 @@ def probe(
         verify_tls=not insecure,
         allow_remote=allow_remote,
     )
-    facts = read_host()
+    _probe_and_save(options, read_host(), out_path, as_json)
+
+
+def _probe_and_save(options: ProbeOptions, facts: HostFacts, out_path: Path, as_json: bool) -> ProbeReport:
+    """Run a probe with live progress, save the report always, show it, and raise on a bad end."""
     with LiveProgress(err) as progress:
         outcome = run_probe(options, facts, progress)
     report = outcome.report
@@ -198,12 +204,13 @@ def probe(
         print_json(report_to_json(report))
     else:
         print_report(out, report)
-    err.print(f"Report saved to [bold]{out_path}[/] (next: fastapi-tune recommend --probe {out_path})")
+    err.print(f"Report saved to [bold]{out_path}[/]")
     if outcome.error is not None:
         raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
     if report.interrupted:
         levels_kept = sum(len(e.levels) for e in report.endpoints)
         raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")
+    return report
 
 
 def _ask_profile() -> Profile:
@@ -298,12 +305,16 @@ def recommend(
             gunicorn_version=facts.versions.get("gunicorn"),
         ),
     )
+    _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json)
+
+
+def _show_and_write(plan: Plan, output: Path, consent: bool, ask: bool, as_json: bool) -> None:
+    """Print the plan, then write gunicorn.conf.py without ever replacing a file silently."""
     text = render_gunicorn_conf(plan)
     if as_json:
         print_json(plan_to_json(plan))
     else:
         print_plan(out, plan)
-    consent = yes
     if existing_state(output, text) is Overwrite.ASK and ask:
         consent = typer.confirm(
             f"{output} exists and differs. Replace it (the old one is kept as a backup)?", err=True
@@ -317,6 +328,44 @@ def recommend(
     else:
         saved = f" (previous version kept as {written.backup})" if written.backup else ""
         err.print(f"Wrote [bold]{output}[/]{saved}. Check it: gunicorn --check-config -c {output}")
+
+
+@command
+def demo(
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Directory for the probe report and gunicorn.conf.py [default: a temp dir]."),
+    ] = None,
+    max_seconds: Annotated[float, typer.Option(help="Time budget for the probe.")] = 45.0,
+) -> None:
+    """Run the whole loop on a bundled sample app: start it, probe, classify, recommend, stop it.
+
+    The sample app (fastapi_tune.sample_app) has one route of each kind: async I/O, a `def` route
+    doing blocking I/O, a blocking call inside `async def`, and CPU-heavy work. It is served by one
+    uvicorn worker on a free loopback port, and stopped whatever happens (Ctrl-C included).
+    """
+    facts = read_host()
+    directory = output or Path(tempfile.mkdtemp(prefix="fastapi-tune-demo-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    with sample_server() as running:
+        err.print(f"[bold]Sample app[/] fastapi_tune.sample_app:app on {running.url} (1 uvicorn worker)")
+        report = _probe_and_save(
+            ProbeOptions(url=running.url, max_seconds=max_seconds),
+            facts,
+            directory / "fastapi-tune-probe.json",
+            False,
+        )
+    plan = make_plan(
+        facts,
+        report,
+        load_profile(DEFAULT_PROFILE),
+        Choices(app=SAMPLE_APP, gunicorn_version=facts.versions.get("gunicorn")),
+    )
+    out.rule("Recommendation")
+    _show_and_write(plan, directory / "gunicorn.conf.py", consent=True, ask=False, as_json=False)
+    err.print(
+        f"Demo files are in [bold]{directory}[/]. Try: fastapi-tune verify {SAMPLE_APP} --config {directory / 'gunicorn.conf.py'}"
+    )
 
 
 def main() -> None:

@@ -85,9 +85,9 @@ def _encode(spec: RequestSpec) -> _Target:
     port = parts.port or (443 if tls else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     method = spec.method.upper()
-    host_hdr = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    if ":" in parts.hostname and parts.port is None:
-        host_hdr = f"[{parts.hostname}]"
+    host_hdr = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if parts.port is not None:
+        host_hdr += f":{parts.port}"
     names = {name.lower() for name, _ in spec.headers}
     lines = [f"{method} {target} HTTP/1.1"]
     if "host" not in names:

@@ -71,7 +71,7 @@ def test_report_has_the_documented_names(server: Server, tmp_path: Path) -> None
     assert printed["target"] == server.url
     assert printed["host"]["cpu"]["effective"] > 0
     assert printed["server"]["local"] is True
-    assert printed["server"]["pid"] == server.proc.pid
+    assert printed["server"]["pid"] == server.pid
     assert printed["server"]["workers"] == 1
     (ep,) = printed["endpoints"]
     assert (ep["method"], ep["path"]) == ("GET", "/fast")

@@ -1,0 +1,127 @@
+"""Starting and always stopping the servers fastapi-tune runs itself (demo, verify)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import httpx
+import psutil
+
+from fastapi_tune.errors import ServerFailedError
+
+_STDERR_TAIL: Final = 1500
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Running:
+    url: str
+    port: int
+    pid: int
+
+
+def _tail(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return text[-_STDERR_TAIL:]
+
+
+def _worker_count(pid: int) -> int:
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return 0
+    return sum(1 for k in kids if "resource_tracker" not in " ".join(k.cmdline()))
+
+
+@contextmanager
+def run_server(
+    argv: Sequence[str],
+    port: int,
+    *,
+    ready_path: str = "/openapi.json",
+    workers: int = 0,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    boot_timeout_s: float = 60.0,
+    name: str = "server",
+) -> Iterator[Running]:
+    """Start argv in its own process group, wait until it answers (and `workers` children are up),
+    yield, then stop the whole group whatever happened (error, Ctrl-C).
+
+    A server that exits or never answers raises ServerFailedError with the end of its stderr,
+    so a config that fails to boot shows gunicorn's own words, not a traceback.
+    """
+    log = tempfile.NamedTemporaryFile(prefix="fastapi-tune-", suffix=".log", delete=False)  # noqa: SIM115
+    log_path = Path(log.name)
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C at the terminal reaches us, not the server: we stop it
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + boot_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise ServerFailedError(
+                    f"{name} exited with code {proc.returncode} before answering:\n{_tail(log_path)}"
+                )
+            answered = False
+            with contextlib.suppress(httpx.HTTPError):
+                answered = httpx.get(url + ready_path, timeout=1.0).status_code < 500
+            if answered and (workers <= 1 or _worker_count(proc.pid) >= workers):
+                if workers > 1:
+                    time.sleep(0.5)  # one worker answered; let the others finish importing the app
+                break
+            if time.monotonic() > deadline:
+                raise ServerFailedError(
+                    f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
+                )
+            time.sleep(0.1)
+        yield Running(url=url, port=port, pid=proc.pid)
+    finally:
+        stop_group(proc)
+        log.close()
+        log_path.unlink(missing_ok=True)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    else:
+        # The leader is gone; make sure no orphaned worker of its group survives.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
