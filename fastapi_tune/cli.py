@@ -362,10 +362,9 @@ def demo(
         Choices(app=SAMPLE_APP, gunicorn_version=facts.versions.get("gunicorn")),
     )
     out.rule("Recommendation")
-    _show_and_write(plan, directory / "gunicorn.conf.py", consent=True, ask=False, as_json=False)
-    err.print(
-        f"Demo files are in [bold]{directory}[/]. Try: fastapi-tune verify {SAMPLE_APP} --config {directory / 'gunicorn.conf.py'}"
-    )
+    conf = directory / "gunicorn.conf.py"
+    _show_and_write(plan, conf, consent=True, ask=False, as_json=False)
+    err.print(f"Demo files are in [bold]{directory}[/]. Next: fastapi-tune verify {SAMPLE_APP} -c {conf}")
 
 
 def main() -> None:
