@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
@@ -38,11 +38,15 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 _new_loop = _loop_factory()
 
-__all__ = ["BurstResult", "RequestSpec", "run_burst"]
+__all__ = ["BurstResult", "LiveCount", "RequestSpec", "run_burst"]
 
 _CONNECT_BACKOFF_S = 0.05
 # The watchdog tick bounds how late a timeout or a stop request is noticed.
 _TICK_S = 0.05
+# The first connections of a burst open this far apart (see _run); beyond 16 the workers are
+# already busy and the kernel's accept spreads the rest.
+_STAGGERED = 16
+_STAGGER_S = 0.003
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,25 @@ class BurstResult:
     errors_by_kind: Mapping[str, int]
     client_cpu_s: float
     retry_after_s: float | None
+    window_start: float = 0.0  # time.perf_counter() at the counted window's edges, so a server
+    window_end: float = 0.0  # watcher can cut the same window out of its own samples
+
+
+class LiveCount:
+    """Requests and errors of the burst under way, readable from another thread for progress."""
+
+    def __init__(self) -> None:
+        self._burst: _Burst | None = None
+
+    def read(self) -> tuple[int, int]:
+        """(requests completed, errors) in the counted window so far."""
+        b = self._burst
+        if b is None:
+            return 0, 0
+        # Plain reads of a list length and dict values: safe enough across threads in CPython for
+        # a progress display, and free for the hot loop.
+        bad = sum(c for st, c in list(b.statuses.items()) if st >= 400)
+        return len(b.latencies) + sum(b.errors.values()), bad + sum(b.errors.values())
 
 
 @dataclass(frozen=True)
@@ -128,8 +151,7 @@ def _parse_retry_after(raw: bytes) -> float | None:
 class _Burst:
     """State shared by all connections of one burst; only touched from the loop thread."""
 
-    def __init__(self, target: _Target, timeout_s: float) -> None:
-        self.target = target
+    def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.running = True
         self.counting = False
@@ -147,10 +169,10 @@ class _Burst:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection running the closed loop from its callbacks."""
 
-    def __init__(self, burst: _Burst) -> None:
+    def __init__(self, burst: _Burst, target: _Target) -> None:
         self.burst = burst
-        self.request = burst.target.request
-        self.is_head = burst.target.is_head
+        self.request = target.request
+        self.is_head = target.is_head
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.sent_at = 0.0  # 0.0 while no request is in flight
@@ -262,12 +284,11 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
-async def _connection_loop(burst: _Burst) -> None:
+async def _connection_loop(burst: _Burst, t: _Target) -> None:
     """Keeps one closed-loop slot alive: (re)connects and waits for the connection to end."""
     loop = asyncio.get_running_loop()
-    t = burst.target
     while burst.running:
-        conn = _Conn(burst)
+        conn = _Conn(burst, t)
         try:
             await asyncio.wait_for(
                 loop.create_connection(
@@ -303,14 +324,31 @@ class _Window:
 
 
 async def _run(
-    spec: RequestSpec, concurrency: int, warmup_s: float, duration_s: float, stop: threading.Event | None
+    specs: Sequence[RequestSpec],
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    stop: threading.Event | None,
+    live: LiveCount | None,
 ) -> BurstResult:
-    burst = _Burst(_encode(spec), spec.timeout_s)
+    targets = [_encode(spec) for spec in specs]
+    burst = _Burst(max(spec.timeout_s for spec in specs))
+    if live is not None:
+        live._burst = burst
     window = _Window()
     t0 = time.perf_counter()
     start_at, end_at = t0 + warmup_s, t0 + warmup_s + duration_s
-    slots = [asyncio.ensure_future(_connection_loop(burst)) for _ in range(concurrency)]
+    slots: list[asyncio.Future[None]] = []
     try:
+        for i in range(concurrency):
+            # Connection i drives spec i mod k: a mix in the proportions of the specs given.
+            slots.append(asyncio.ensure_future(_connection_loop(burst, targets[i % len(targets)])))
+            if i < _STAGGERED:
+                # Opened all at once, a burst's connections can all be accepted by one gunicorn
+                # worker (keep-alive then pins them there) and the server looks half its size.
+                # A short gap lets the first request make that worker busy, so an idle one
+                # accepts the next connection.
+                await asyncio.sleep(_STAGGER_S)
         while True:
             now = time.perf_counter()
             if not burst.counting and now >= start_at:
@@ -343,29 +381,39 @@ async def _run(
         errors_by_kind=MappingProxyType(dict(burst.errors)),
         client_cpu_s=window.cpu_end - window.cpu_start,
         retry_after_s=burst.retry_after,
+        window_start=window.start,
+        window_end=window.end,
     )
 
 
 def run_burst(
-    spec: RequestSpec,
+    spec: RequestSpec | Sequence[RequestSpec],
     concurrency: int,
     warmup_s: float,
     duration_s: float,
     stop: threading.Event | None = None,
+    live: LiveCount | None = None,
 ) -> BurstResult:
     """Run one closed-loop burst and block until it is over (or ``stop`` is set).
+
+    Several specs make a mix: connection i drives spec i mod len(specs).
 
     The event loop gets a thread of its own so callers may hold a running loop themselves, and so
     ``client_cpu_s`` (that thread's CPU clock over the counted window) excludes the caller's work.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
+    specs = [spec] if isinstance(spec, RequestSpec) else list(spec)
+    if not specs:
+        raise ValueError("at least one request spec is needed")
     outcome: list[BurstResult | BaseException] = []
 
     def main() -> None:
         loop = _new_loop()
         try:
-            outcome.append(loop.run_until_complete(_run(spec, concurrency, warmup_s, duration_s, stop)))
+            outcome.append(
+                loop.run_until_complete(_run(specs, concurrency, warmup_s, duration_s, stop, live))
+            )
         except BaseException as exc:  # re-raised in the caller's thread
             outcome.append(exc)
         finally:

@@ -35,7 +35,7 @@ from fastapi_tune.discovery import (
 )
 from fastapi_tune.errors import TargetUnreachableError, UsageError
 from fastapi_tune.host import HostFacts, host_to_json
-from fastapi_tune.loadgen import BurstResult, RequestSpec, run_burst
+from fastapi_tune.loadgen import BurstResult, LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import ServerWatcher, find_server
 from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, Skipped
 
@@ -277,17 +277,16 @@ def run_ladder(
         if budget.requests >= budget.max_requests:
             stop_reason = "request budget"
             break
-        live = _LiveCount()
+        live = LiveCount()
         events.level_started(op, n, live.read)
-        result = run_burst(spec, n, options.warmup_s, duration, budget.stop)
+        result = run_burst(spec, n, options.warmup_s, duration, budget.stop, live)
         if result.duration_s <= 0:  # stopped during the warm-up: nothing was counted
             stop_reason = "interrupted"
             break
         server_cpu = None
         rss = None
         if watcher is not None:
-            end = time.perf_counter()
-            server_cpu = watcher.cpu_cores_between(end - result.duration_s, end)
+            server_cpu = watcher.cpu_cores_between(result.window_start, result.window_end)
             rss = watcher.worker_rss()
         level = make_level(result, server_cpu, rss)
         levels.append(level)
@@ -329,13 +328,6 @@ def run_ladder(
             # beyond, so keep doubling until past it.
             plan.append(n * 2)
     return Endpoint(method=op.method, path=op.path, url=op.url, levels=tuple(levels), stop_reason=stop_reason)
-
-
-class _LiveCount:
-    """Placeholder for live counts until the generator reports them mid-burst."""
-
-    def read(self) -> tuple[int, int]:
-        return 0, 0
 
 
 class ServerDied(Exception):

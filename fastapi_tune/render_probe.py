@@ -7,7 +7,16 @@ from typing import Final
 
 from rich.console import Console, Group
 from rich.panel import Panel
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -47,6 +56,20 @@ def bar(value: float, top: float, width: int = _BAR_WIDTH) -> str:
     return "█" * full + (_BLOCKS[part] if part else "")
 
 
+class _StatusColumn(ProgressColumn):
+    """The level under way with its live request and error counts, read at each refresh."""
+
+    def __init__(self, owner: LiveProgress) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def render(self, task: Task) -> Text:
+        if self.owner.live is None:
+            return Text(self.owner.last)
+        requests, errors = self.owner.live()
+        return Text(f"c={self.owner.concurrency}: {requests} req, {errors} err")
+
+
 class LiveProgress:
     """ProbeEvents on a rich progress bar (stderr): endpoint, level, requests, errors."""
 
@@ -56,13 +79,16 @@ class LiveProgress:
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(bar_width=20),
-            TextColumn("{task.fields[status]}"),
+            _StatusColumn(self),
             TimeElapsedColumn(),
             console=console,
             transient=False,
         )
         self._task: TaskID | None = None
         self._done = 0
+        self.live: Callable[[], tuple[int, int]] | None = None
+        self.concurrency = 0
+        self.last = ""
 
     def __enter__(self) -> LiveProgress:
         self.progress.start()
@@ -82,23 +108,16 @@ class LiveProgress:
         self.console.print(f"[bold]Probing {len(ops)} endpoint(s)[/]; server: {where}")
         for s in skipped:
             self.console.print(f"  [dim]skipped {s.method} {s.path}: {s.reason}[/]")
-        self._task = self.progress.add_task("starting", total=len(ops), status="")
+        self._task = self.progress.add_task("starting", total=len(ops))
 
     def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None:
+        self.live, self.concurrency = live, concurrency
         if self._task is not None:
-            self.progress.update(
-                self._task, description=f"{op.method} {op.path}", status=f"c={concurrency} …"
-            )
+            self.progress.update(self._task, description=f"{op.method} {op.path}")
 
     def level_done(self, op: Operation, level: Level) -> None:
-        if self._task is not None:
-            self.progress.update(
-                self._task,
-                status=(
-                    f"c={level.concurrency}: {level.requests} req, {level.errors} err,"
-                    f" {level.throughput_rps:.0f} req/s"
-                ),
-            )
+        self.live = None
+        self.last = f"c={level.concurrency}: {level.requests} req, {level.errors} err, {level.throughput_rps:.0f} req/s"
 
     def endpoint_done(self, endpoint: Endpoint) -> None:
         if self._task is not None:
