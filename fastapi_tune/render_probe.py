@@ -117,7 +117,10 @@ class LiveProgress:
 
     def level_done(self, op: Operation, level: Level) -> None:
         self.live = None
-        self.last = f"c={level.concurrency}: {level.requests} req, {level.errors} err, {level.throughput_rps:.0f} req/s"
+        self.last = (
+            f"c={level.concurrency}: {level.requests} req, {level.errors} err,"
+            f" {level.throughput_rps:.0f} req/s"
+        )
 
     def endpoint_done(self, endpoint: Endpoint) -> None:
         if self._task is not None:
