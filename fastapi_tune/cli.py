@@ -27,7 +27,9 @@ from fastapi_tune.recommend import DEFAULT_OUTPUT, Overwrite, existing_state, lo
 from fastapi_tune.render_host import print_host
 from fastapi_tune.render_plan import plan_to_json, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
+from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
 from fastapi_tune.report import ProbeReport, report_to_json
+from fastapi_tune.verify import VerifyOptions, run_verify
 
 app = typer.Typer(
     name="fastapi-tune",
@@ -365,6 +367,67 @@ def demo(
     conf = directory / "gunicorn.conf.py"
     _show_and_write(plan, conf, consent=True, ask=False, as_json=False)
     err.print(f"Demo files are in [bold]{directory}[/]. Next: fastapi-tune verify {SAMPLE_APP} -c {conf}")
+
+
+@command
+def verify(
+    app_module: Annotated[str, typer.Argument(help="The app, as module:attribute (e.g. main:app).")],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="The gunicorn.conf.py to verify.")
+    ] = DEFAULT_OUTPUT,
+    probe_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--probe", help="Report whose endpoints make the load [default: ./fastapi-tune-probe.json]."
+        ),
+    ] = None,
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option("-e", "--endpoint", help="Drive this 'GET /path' instead (repeatable)."),
+    ] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("-H", "--header", help="'Name: value' sent with every request.")
+    ] = None,
+    python: Annotated[
+        str, typer.Option(help="Python of the environment where the app imports.")
+    ] = sys.executable,
+    app_dir: Annotated[Path, typer.Option(help="Directory the app imports from.")] = Path(),
+    concurrency: Annotated[int, typer.Option(help="Concurrent connections for every run.")] = 64,
+    duration: Annotated[float, typer.Option(help="Counted seconds per run (after 1 s warm-up).")] = 5.0,
+    sweep: Annotated[
+        bool, typer.Option(help="Also try 1 .. 2 x effective CPUs workers and show which was best.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print runs[] and the verdict as JSON.")] = False,
+) -> None:
+    """Prove a recommendation: run it against the rule of thumb and a single worker on the real app.
+
+    Starts gunicorn with --config on a free loopback port (only --bind, and --workers for the
+    baselines, are overridden; WEB_CONCURRENCY, BIND and PORT are ignored), drives the probed
+    endpoints mixed as in the probe report with the same load, stops it, and moves to the next:
+    recommended, rule-of-thumb (2 x cores + 1), single-worker, and with --sweep every count from
+    1 to 2 x effective CPUs.
+    """
+    facts = read_host()
+    report = None if endpoint else load_report(probe_path)
+    options = VerifyOptions(
+        app=app_module,
+        config=config,
+        python=python,
+        app_dir=app_dir,
+        endpoints=tuple(endpoint or ()),
+        headers=tuple(header or ()),
+        concurrency=concurrency,
+        duration_s=duration,
+        sweep=sweep,
+    )
+    with VerifyProgress(err) as progress:
+        result = run_verify(options, facts, report, progress)
+    if as_json:
+        print_json(verify_to_json(result))
+    else:
+        print_verify(out, result)
+    if result.interrupted:
+        raise Interrupted(f"interrupted after {len(result.runs)} run(s); every server started was stopped")
 
 
 def main() -> None:

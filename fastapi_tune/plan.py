@@ -37,6 +37,10 @@ ASGI_MIN_GUNICORN: Final = (24, 0)
 CPU_LIMITED: Final = (CPU_BOUND, SERIALIZED, LOOP_BLOCKING)
 # A worker using this much of a core at the busiest level is CPU-limited, whatever its class.
 CPU_SATURATED_PER_WORKER: Final = 0.8
+# A worker stalled by a blocking call uses almost no CPU (measured: 0.03-0.05 cores), so several
+# can share a core; beyond 4 per core the workers' own event-loop work and memory outweigh
+# the gain, whatever the measured CPU says.
+BLOCKED_WORKERS_PER_CPU: Final = 4
 # AnyIO's default thread limiter: 40 tokens per event loop (FIELD-NOTES).
 ANYIO_DEFAULT_TOKENS: Final = 40
 # Above this, threads mostly queue on the database pool or the GIL instead of working.
@@ -228,6 +232,18 @@ class _WorkerDecision:
     notes: tuple[Advice, ...]
 
 
+def _block_hiding_workers(effective: float, blocking: list[Endpoint]) -> int:
+    """Workers until loop-blocking routes' own CPU fills the machine, from their measured CPU."""
+    measured = [
+        float(v)
+        for e in blocking
+        if e.verdict is not None
+        and isinstance(v := e.verdict.evidence.get("server_cpu_per_worker"), (int, float))
+    ]
+    per_worker = max([*measured, 1 / BLOCKED_WORKERS_PER_CPU])
+    return max(1, math.ceil(effective / per_worker))
+
+
 def _decide_workers(host: HostFacts, report: ProbeReport | None, profile: Profile) -> _WorkerDecision:
     eff = float(host.cpu.effective)
     pol = profile.workers
@@ -246,6 +262,24 @@ def _decide_workers(host: HostFacts, report: ProbeReport | None, profile: Profil
         basis = f"route classes unknown, so the CPU rule: {cpu_text}"
     elif limited := [e for c in CPU_LIMITED for e in by_cls.get(c, [])]:
         want, basis = cpu_n, f"CPU-limited routes ({_paths(limited)}): {cpu_text}"
+        blocking = by_cls.get(LOOP_BLOCKING, [])
+        if blocking:
+            hide = _block_hiding_workers(eff, blocking)
+            if hide > want:
+                notes.append(
+                    Advice(
+                        f"{hide} workers only hide the loop-blocking route(s) ({_paths(blocking)}): once they"
+                        f" no longer block the event loop, {cpu_n} worker(s) ({cpu_text}) do the same work"
+                        " with less memory. Regenerate this file after the fix."
+                    )
+                )
+                want = hide
+                basis = (
+                    f"loop-blocking routes ({_paths(blocking)}) serialise each worker while using little"
+                    f" CPU, so each extra worker adds throughput until their CPU fills {_cpus(eff)}:"
+                    f" ceil({eff:g} / max(measured cores per busy worker, 1/{BLOCKED_WORKERS_PER_CPU}))"
+                    f" = {hide}"
+                )
     else:
         busy = _max_cpu_per_worker(report)
         if busy is not None and busy >= CPU_SATURATED_PER_WORKER:
@@ -705,7 +739,7 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
                 ),
             )
         )
-    for cls, verb in ((LOOP_BLOCKING, "block the event loop"), (SERIALIZED, "serialise requests")):
+    for cls, verb in ((LOOP_BLOCKING, "blocks the event loop"), (SERIALIZED, "serialises requests")):
         for e in by_cls.get(cls, []):
             assert e.verdict is not None
             text = f"{_route(e)} {verb}: {e.verdict.summary}"

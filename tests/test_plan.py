@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -367,7 +368,7 @@ def test_loop_blocking_routes_are_named_with_the_fix() -> None:
     report = make_report([make_endpoint("/inventory", LOOP_BLOCKING, lv, summary="32 req/s flat, CPU 3%.")])
     plan = plan_for(make_host(2), report, "vm")
     text = " ".join(a.text for a in plan.advice)
-    assert "GET /inventory block the event loop" in text
+    assert "GET /inventory blocks the event loop" in text
     assert "32 req/s flat" in text
 
 
@@ -426,3 +427,26 @@ def test_every_setting_says_why() -> None:
         plan = plan_for(make_host(2), cpu_report(), profile)
         for s in plan.settings:
             assert len(s.why) > 20, (profile, s.name)
+
+
+@pytest.mark.parametrize(
+    ("cpu_per_worker", "effective", "expected"),
+    [
+        pytest.param(0.03, 2, 8, id="idle-blocker-capped-at-4-per-cpu"),
+        pytest.param(0.5, 2, 4, id="measured-cpu-decides"),
+        pytest.param(0.03, 1, 4, id="one-cpu"),
+    ],
+)
+def test_loop_blocking_workers_hide_the_block_until_fixed(
+    cpu_per_worker: float, effective: float, expected: int
+) -> None:
+    """A blocked worker idles its CPU: more workers add throughput until their CPU fills the machine."""
+    ep = make_endpoint(
+        "/inventory", LOOP_BLOCKING, [make_level(c, 32.0, 30.0 * c, cpu=0.03) for c in (1, 8, 32)]
+    )
+    ep = replace(ep, verdict=replace(ep.verdict, evidence={"server_cpu_per_worker": cpu_per_worker}))  # type: ignore[arg-type]
+    plan = plan_for(make_host(effective), make_report([ep], effective=effective), "vm")
+    assert plan.workers == expected
+    hint = next(a.text for a in plan.advice if "only hide" in a.text)
+    assert "GET /inventory" in hint
+    assert "Regenerate" in hint

@@ -1,0 +1,286 @@
+"""verify: measure a recommended gunicorn config against the alternatives on the real app.
+
+Each run starts gunicorn from the user's config (only the bind and, for the baselines, the
+worker count are overridden on the command line, which gunicorn ranks above the file), drives
+it with the same closed-loop mix, and stops it before the next one starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+import psutil
+
+from fastapi_tune.discovery import parse_endpoint, parse_header
+from fastapi_tune.errors import ServerFailedError, UsageError
+from fastapi_tune.host import HostFacts
+from fastapi_tune.launch import Running, free_port, run_server
+from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
+from fastapi_tune.probe import ctrl_c_sets, percentile
+from fastapi_tune.report import ProbeReport
+
+RECOMMENDED: Final = "recommended"
+RULE_OF_THUMB: Final = "rule-of-thumb"
+SINGLE_WORKER: Final = "single-worker"
+# Environment the config reads that would silently change what is being verified.
+_OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_ARGS")
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    app: str
+    config: Path
+    python: str = sys.executable
+    app_dir: Path = Path()
+    endpoints: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    concurrency: int = 64
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    sweep: bool = False
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Run:
+    """One server configuration under the same load."""
+
+    label: str
+    workers: int  # worker processes observed after boot
+    requests: int
+    errors: int
+    throughput_rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    rss_mb: float  # total RSS of the worker processes at the end of the run
+    server_cpu_cores: float
+    client_cpu_cores: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    best: Run
+    recommended: Run | None
+    ratio_to_best: float | None  # recommended throughput / best throughput
+    memory_vs_rule: float | None  # recommended RSS / rule-of-thumb RSS
+    line: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    runs: tuple[Run, ...]
+    verdict: Verdict | None
+    endpoints: tuple[str, ...]
+    concurrency: int
+    duration_s: float
+    interrupted: bool
+
+
+class VerifyEvents(Protocol):
+    def run_started(self, label: str, workers: int | None, live: Callable[[], tuple[int, int]]) -> None: ...
+
+    def run_done(self, run: Run) -> None: ...
+
+
+def plan_runs(host: HostFacts, sweep: bool) -> list[tuple[str, int | None]]:
+    """(label, workers) in order; None means the config's own worker count."""
+    runs: list[tuple[str, int | None]] = [
+        (RECOMMENDED, None),
+        (RULE_OF_THUMB, 2 * host.cpu.logical + 1),
+        (SINGLE_WORKER, 1),
+    ]
+    if sweep:
+        top = max(2, math.ceil(2 * float(host.cpu.effective)))
+        runs += [(f"sweep-{n}", n) for n in range(1, top + 1)]
+    return runs
+
+
+def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
+    headers = tuple(parse_header(h) for h in options.headers)
+    paths: list[tuple[str, str]] = []
+    if options.endpoints:
+        paths = [parse_endpoint(e) for e in options.endpoints]
+        urls = [base + p for _, p in paths]
+        if any("{" in u for u in urls):
+            raise UsageError("-e paths for verify must be concrete, e.g. 'GET /orders/1'")
+    elif report is not None and report.endpoints:
+        # The report's URLs point at the server it probed; keep their path and query only.
+        paths = [(e.method, e.url.removeprefix(report.target) or "/") for e in report.endpoints]
+        urls = [base + p for _, p in paths]
+    else:
+        raise UsageError("nothing to drive: pass --probe REPORT (its endpoints are mixed) or -e 'GET /path'")
+    return [
+        RequestSpec(method=m, url=u, headers=headers, timeout_s=options.timeout_s)
+        for (m, _), u in zip(paths, urls, strict=True)
+    ]
+
+
+def _workers(pid: int) -> list[psutil.Process]:
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [k for k in kids if "resource_tracker" not in " ".join(k.cmdline())]
+
+
+def _cpu_total(procs: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _rss_mb(procs: Sequence[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
+def _argv(options: VerifyOptions, port: int, workers: int | None) -> list[str]:
+    argv = [options.python, "-m", "gunicorn", "-c", str(options.config), "--bind", f"127.0.0.1:{port}"]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    return [*argv, options.app]
+
+
+def _measure(
+    label: str,
+    running: Running,
+    specs: Sequence[RequestSpec],
+    options: VerifyOptions,
+    stop: threading.Event,
+    live: LiveCount,
+) -> Run:
+    workers = _workers(running.pid)
+    cpu_before = _cpu_total(workers)
+    result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live)
+    cpu_after = _cpu_total(workers)
+    duration = max(result.duration_s, 1e-9)
+    lat = sorted(result.latencies_ms)
+    ok = sum(c for s, c in result.status_counts.items() if s < 400)
+    errors = sum(c for s, c in result.status_counts.items() if s >= 400) + sum(result.errors_by_kind.values())
+    # The burst's warm-up is inside the CPU window; the counted share is close enough for a
+    # side-by-side column (it is context, not the verdict).
+    wall = options.warmup_s + duration
+    return Run(
+        label=label,
+        workers=len(workers),
+        requests=len(lat) + sum(result.errors_by_kind.values()),
+        errors=errors,
+        throughput_rps=ok / duration,
+        p50_ms=round(percentile(lat, 50), 2) if lat else None,
+        p99_ms=round(percentile(lat, 99), 2) if len(lat) >= 200 else None,
+        rss_mb=round(_rss_mb(workers), 1),
+        server_cpu_cores=round((cpu_after - cpu_before) / wall, 3),
+        client_cpu_cores=round(result.client_cpu_s / duration, 3),
+    )
+
+
+def judge(runs: Sequence[Run]) -> Verdict | None:
+    """Pure: which run was best, and how the recommendation compares with it and the rule of thumb."""
+    clean = [r for r in runs if r.requests and r.errors <= 0.01 * r.requests]
+    if not clean:
+        return None
+    best = max(clean, key=lambda r: r.throughput_rps)
+    rec = next((r for r in runs if r.label == RECOMMENDED), None)
+    rule = next((r for r in runs if r.label == RULE_OF_THUMB), None)
+    ratio = rec.throughput_rps / best.throughput_rps if rec and best.throughput_rps else None
+    memory = rec.rss_mb / rule.rss_mb if rec and rule and rule.rss_mb else None
+    if rec is None or ratio is None:
+        line = f"best: {best.label} ({best.workers} workers), {best.throughput_rps:.1f} req/s"
+    else:
+        line = (
+            f"recommended ({rec.workers} workers): {rec.throughput_rps:.1f} req/s,"
+            f" {ratio:.0%} of the best run ({best.label}, {best.workers} workers,"
+            f" {best.throughput_rps:.1f} req/s)"
+        )
+        if rule is not None and memory is not None:
+            line += (
+                f"; rule of thumb ({rule.workers} workers): {rule.throughput_rps:.1f} req/s with"
+                f" {rule.rss_mb:.0f} MB of workers vs {rec.rss_mb:.0f} MB recommended"
+            )
+        if rec.errors > 0.01 * max(rec.requests, 1):
+            line += f"; the recommended run had {rec.errors} errors"
+    return Verdict(best=best, recommended=rec, ratio_to_best=ratio, memory_vs_rule=memory, line=line)
+
+
+def configured_workers(options: VerifyOptions, env: dict[str, str], cwd: Path) -> int:
+    """The worker count the config resolves to, from `gunicorn --print-config` (which also
+    shows a config that cannot load in gunicorn's own words)."""
+    argv = [options.python, "-m", "gunicorn", "-c", str(options.config), "--print-config", options.app]
+    try:
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ServerFailedError(f"cannot run gunicorn with {options.python}: {e}") from None
+    for line in proc.stdout.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "workers" and value.strip().isdigit():
+            return int(value.strip())
+    tail = (proc.stderr or proc.stdout).strip()[-1500:]
+    raise ServerFailedError(f"gunicorn could not load {options.config} (exit {proc.returncode}):\n{tail}")
+
+
+def run_verify(
+    options: VerifyOptions, host: HostFacts, report: ProbeReport | None, events: VerifyEvents
+) -> VerifyResult:
+    """Start each configuration in turn, drive it, stop it; Ctrl-C keeps the runs done so far."""
+    if not options.config.is_file():
+        raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
+    if options.concurrency < 1 or options.duration_s <= 0:
+        raise UsageError("--concurrency and --duration must be positive")
+    env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES_DROPPED}
+    app_dir = options.app_dir.resolve()
+    env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])
+    planned = configured_workers(options, env, app_dir)
+    stop = threading.Event()
+    runs: list[Run] = []
+    endpoints: tuple[str, ...] = ()
+    with ctrl_c_sets(stop):
+        for label, workers in plan_runs(host, options.sweep):
+            if stop.is_set():
+                break
+            port = free_port()
+            specs = _specs(options, report, f"http://127.0.0.1:{port}")
+            endpoints = tuple(f"{s.method} {s.url.split(str(port), 1)[1]}" for s in specs)
+            live = LiveCount()
+            events.run_started(label, workers, live.read)
+            with run_server(
+                _argv(options, port, workers),
+                port,
+                ready_path=endpoints[0].split(" ", 1)[1],
+                workers=workers or planned,
+                cwd=app_dir,
+                env=env,
+                name=f"gunicorn ({label})",
+            ) as running:
+                time.sleep(0.2)
+                run = _measure(label, running, specs, options, stop, live)
+            if stop.is_set():
+                break
+            runs.append(run)
+            events.run_done(run)
+    return VerifyResult(
+        runs=tuple(runs),
+        verdict=judge(runs),
+        endpoints=endpoints,
+        concurrency=options.concurrency,
+        duration_s=options.duration_s,
+        interrupted=stop.is_set(),
+    )
