@@ -152,18 +152,21 @@ def probe(
     max_concurrency: Annotated[
         int | None,
         typer.Option(
-            help=f"Highest level of the ladder [default: {DEFAULT_MAX_CONCURRENCY}, more if still flat]."
+            help=f"Highest level of the ladder (default: {DEFAULT_MAX_CONCURRENCY}, more if still flat)."
         ),
     ] = None,
     duration: Annotated[
-        float | None, typer.Option(help="Counted seconds per level [default: adaptive, 0.5 s or more].")
+        float | None, typer.Option(help="Counted seconds per level (default: adaptive, 0.5 s or more).")
     ] = None,
     max_seconds: Annotated[float, typer.Option(help="Time budget for the whole probe.")] = 60.0,
     max_requests: Annotated[int, typer.Option(help="Request budget for the whole probe.")] = 500_000,
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as a timeout.")] = 10.0,
-    insecure: Annotated[bool, typer.Option(help="Accept a self-signed TLS certificate.")] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Accept a self-signed TLS certificate.")
+    ] = False,
     allow_remote: Annotated[
-        bool, typer.Option(help="Allow a target that is not on this machine (a server you own).")
+        bool,
+        typer.Option("--allow-remote", help="Allow a target that is not on this machine (a server you own)."),
     ] = False,
     out_path: Annotated[Path, typer.Option("--out", help="Where the report is saved (always).")] = Path(
         "fastapi-tune-probe.json"
@@ -236,12 +239,12 @@ def _interactive(yes: bool, as_json: bool) -> bool:
 @command
 def recommend(
     app_module: Annotated[
-        str | None, typer.Option("--app", help="The app to serve, as module:attribute [default: main:app].")
+        str | None, typer.Option("--app", help="The app to serve, as module:attribute (default: main:app).")
     ] = None,
     probe_path: Annotated[
         Path | None,
         typer.Option(
-            "--probe", help="Probe report to plan from [default: ./fastapi-tune-probe.json if present]."
+            "--probe", help="Probe report to plan from (default: ./fastapi-tune-probe.json if present)."
         ),
     ] = None,
     profile: Annotated[
@@ -251,7 +254,7 @@ def recommend(
         ),
     ] = None,
     output: Annotated[Path, typer.Option(help="Where to write the gunicorn config.")] = DEFAULT_OUTPUT,
-    bind: Annotated[str | None, typer.Option(help="Address to listen on [default: the profile's].")] = None,
+    bind: Annotated[str | None, typer.Option(help="Address to listen on (default: the profile's).")] = None,
     worker_class: Annotated[
         str | None, typer.Option(help="uvicorn-worker (default) or asgi (gunicorn's native worker, >= 24).")
     ] = None,
@@ -336,7 +339,7 @@ def _show_and_write(plan: Plan, output: Path, consent: bool, ask: bool, as_json:
 def demo(
     output: Annotated[
         Path | None,
-        typer.Option(help="Directory for the probe report and gunicorn.conf.py [default: a temp dir]."),
+        typer.Option(help="Directory for the probe report and gunicorn.conf.py (default: a temp dir)."),
     ] = None,
     max_seconds: Annotated[float, typer.Option(help="Time budget for the probe.")] = 45.0,
 ) -> None:
@@ -378,7 +381,7 @@ def verify(
     probe_path: Annotated[
         Path | None,
         typer.Option(
-            "--probe", help="Report whose endpoints make the load [default: ./fastapi-tune-probe.json]."
+            "--probe", help="Report whose endpoints make the load (default: ./fastapi-tune-probe.json)."
         ),
     ] = None,
     endpoint: Annotated[
@@ -395,7 +398,8 @@ def verify(
     concurrency: Annotated[int, typer.Option(help="Concurrent connections for every run.")] = 64,
     duration: Annotated[float, typer.Option(help="Counted seconds per run (after 1 s warm-up).")] = 5.0,
     sweep: Annotated[
-        bool, typer.Option(help="Also try 1 .. 2 x effective CPUs workers and show which was best.")
+        bool,
+        typer.Option("--sweep", help="Also try 1 .. 2 x effective CPUs workers and show which was best."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print runs[] and the verdict as JSON.")] = False,
 ) -> None:
