@@ -138,8 +138,14 @@ def _v1_mount(root: Path, controller: str) -> Path | None:
     return None
 
 
-def _min(values: list[float]) -> float | None:
-    return min(values) if values else None
+def _tightest(version: int, quotas: list[float], cpusets: list[int], mems: list[int]) -> CgroupLimits:
+    """The tightest limit along the cgroup path: a parent's limit binds its children too."""
+    return CgroupLimits(
+        version=version,
+        cpu_quota=min(quotas) if quotas else None,
+        cpuset=min(cpusets) if cpusets else None,
+        memory_limit=min(mems) if mems else None,
+    )
 
 
 def read_cgroup_limits(root: Path = Path("/")) -> CgroupLimits:
@@ -148,8 +154,8 @@ def read_cgroup_limits(root: Path = Path("/")) -> CgroupLimits:
     base = root / "sys/fs/cgroup"
     if v2_path is not None and (base / "cgroup.controllers").exists():
         quotas: list[float] = []
-        cpusets: list[float] = []
-        mems: list[float] = []
+        cpusets: list[int] = []
+        mems: list[int] = []
         for d in _candidates(base, v2_path):
             cpu_max = _read(d / "cpu.max")
             if cpu_max:
@@ -162,14 +168,7 @@ def read_cgroup_limits(root: Path = Path("/")) -> CgroupLimits:
             m = _read(d / "memory.max")
             if m and m != "max":
                 mems.append(int(m))
-        cs_min = _min(cpusets)
-        mem_min = _min(mems)
-        return CgroupLimits(
-            version=2,
-            cpu_quota=_min(quotas),
-            cpuset=int(cs_min) if cs_min is not None else None,
-            memory_limit=int(mem_min) if mem_min is not None else None,
-        )
+        return _tightest(2, quotas, cpusets, mems)
     if not v1:
         return CgroupLimits(version=None, cpu_quota=None, cpuset=None, memory_limit=None)
     quotas = []
@@ -193,14 +192,7 @@ def read_cgroup_limits(root: Path = Path("/")) -> CgroupLimits:
             m = _read(d / "memory.limit_in_bytes")
             if m and int(m) < _V1_UNLIMITED_FLOOR:
                 mems.append(int(m))
-    cs_min = _min(cpusets)
-    mem_min = _min(mems)
-    return CgroupLimits(
-        version=1,
-        cpu_quota=_min(quotas),
-        cpuset=int(cs_min) if cs_min is not None else None,
-        memory_limit=int(mem_min) if mem_min is not None else None,
-    )
+    return _tightest(1, quotas, cpusets, mems)
 
 
 # ---------------------------------------------------------------------------------------

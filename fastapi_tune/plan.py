@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from fastapi_tune.classify import THREAD_TOKENS_PER_WORKER
 from fastapi_tune.errors import UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.profiles import Profile
@@ -41,8 +42,7 @@ CPU_SATURATED_PER_WORKER: Final = 0.8
 # can share a core; beyond 4 per core the workers' own event-loop work and memory outweigh
 # the gain, whatever the measured CPU says.
 BLOCKED_WORKERS_PER_CPU: Final = 4
-# AnyIO's default thread limiter: 40 tokens per event loop (FIELD-NOTES).
-ANYIO_DEFAULT_TOKENS: Final = 40
+ANYIO_DEFAULT_TOKENS: Final = THREAD_TOKENS_PER_WORKER
 # Above this, threads mostly queue on the database pool or the GIL instead of working.
 LIMITER_MAX_TOKENS: Final = 400
 # Queueing theory: latency climbs steeply past ~70% utilisation, and a rolling update or a

@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol
 import httpx
 
 from fastapi_tune import __version__
-from fastapi_tune.classify import classify
+from fastapi_tune.classify import THREAD_TOKENS_PER_WORKER, classify
 from fastapi_tune.discovery import (
     Operation,
     apply_excludes,
@@ -54,7 +54,6 @@ ERROR_STOP_RATIO: Final = 0.05
 _SATURATION_GAIN: Final = 1.15
 # The threadpool knee sits at 40 x workers (AnyIO's default limiter); to see it plateau the
 # ladder must reach well past it.
-THREADPOOL_TOKENS: Final = 40
 _KNEE_MARGIN: Final = 1.5
 _EXTENSION_CAP: Final = 1024
 
@@ -320,7 +319,7 @@ def run_ladder(
             and options.max_concurrency is None
             and i == len(plan)
             and workers is not None
-            and n < _KNEE_MARGIN * THREADPOOL_TOKENS * workers
+            and n < _KNEE_MARGIN * THREAD_TOKENS_PER_WORKER * workers
             and n * 2 <= _EXTENSION_CAP
             and still_flat(levels)
         ):
