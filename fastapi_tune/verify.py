@@ -25,7 +25,7 @@ from fastapi_tune.errors import ServerFailedError, UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.launch import Running, free_port, run_server
 from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
-from fastapi_tune.probe import ctrl_c_sets, percentile
+from fastapi_tune.probe import P99_MIN_SAMPLES, ctrl_c_sets, percentile
 from fastapi_tune.report import ProbeReport
 
 RECOMMENDED: Final = "recommended"
@@ -186,7 +186,7 @@ def _measure(
         errors=errors,
         throughput_rps=ok / duration,
         p50_ms=round(percentile(lat, 50), 2) if lat else None,
-        p99_ms=round(percentile(lat, 99), 2) if len(lat) >= 200 else None,
+        p99_ms=round(percentile(lat, 99), 2) if len(lat) >= P99_MIN_SAMPLES else None,
         rss_mb=round(_rss_mb(workers), 1),
         server_cpu_cores=round((cpu_after - cpu_before) / wall, 3),
         client_cpu_cores=round(result.client_cpu_s / duration, 3),
