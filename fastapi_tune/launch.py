@@ -39,11 +39,22 @@ class Running:
 
 
 def _tail(path: Path) -> str:
+    """The end of a server's output, plus its root cause when a long traceback pushed it out."""
     try:
         text = path.read_text(errors="replace").strip()
     except OSError:
         return ""
-    return text[-_STDERR_TAIL:]
+    tail = text[-_STDERR_TAIL:]
+    # gunicorn's HaltServer traceback can be longer than the tail and bury the real error
+    # (ModuleNotFoundError, SyntaxError ...) that a worker logged before it.
+    causes = [
+        line.strip()
+        for line in text.splitlines()
+        if ("Error" in line or "Exception" in line) and ":" in line and "HaltServer" not in line
+    ]
+    if causes and causes[-1] not in tail:
+        return f"{causes[-1]}\n...\n{tail}"
+    return tail
 
 
 def _worker_count(pid: int) -> int:

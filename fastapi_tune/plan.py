@@ -345,7 +345,7 @@ def _rule_of_thumb(
     if extra > 0:
         text += (
             f": {extra} more processes and ~{_mib(extra * rss)} more memory than this plan, for no more CPU "
-            "to run them on (measured here: 5 workers on 2 cores served 92 req/s, 2 served 93)."
+            "to run them on (`fastapi-tune verify --sweep` measures both on your app)."
         )
     else:
         text += f": {-extra} fewer than this plan."

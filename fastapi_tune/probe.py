@@ -254,14 +254,23 @@ def run_ladder(
     events: ProbeEvents,
     target_host: str,
     target_port: int,
+    prior: Sequence[Level] = (),
 ) -> Endpoint:
-    """Climb the concurrency ladder for one endpoint until it saturates, errs or runs out of budget."""
+    """Climb the concurrency ladder for one endpoint until it saturates, errs or runs out of budget.
+
+    `prior` resumes a ladder that an earlier pass left at its time budget.
+    """
     fixed = options.levels is not None
     top = options.max_concurrency or DEFAULT_MAX_CONCURRENCY
     plan = list(options.levels) if options.levels is not None else default_levels(top)
-    levels: list[Level] = []
+    levels: list[Level] = list(prior)
     stop_reason = "max level"
+    done = {lv.concurrency for lv in levels}
     i = 0
+    while i < len(plan) and plan[i] in done:
+        i += 1
+    if levels and i == len(plan) and not fixed and still_flat(levels):
+        plan.append(levels[-1].concurrency * 2)  # the extension rule below decides again
     while i < len(plan):
         n = plan[i]
         i += 1
@@ -418,51 +427,50 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     error: TargetUnreachableError | None = None
     watcher = ServerWatcher(server) if server.local and server.pid else None
     with ctrl_c_sets(budget.stop), watcher if watcher is not None else _null():
-        for k, op in enumerate(ops):
-            if budget.stop.is_set():
-                break
-            remaining = budget.deadline - time.monotonic()
-            spec = RequestSpec(
-                method=op.method,
-                url=op.url,
-                headers=headers,
-                timeout_s=options.timeout_s,
-                verify_tls=options.verify_tls,
+        results: dict[int, Endpoint] = {}
+        # Pass 1 shares the time evenly; routes that saturate early leave time over, and pass 2
+        # gives it to the ladders that stopped at their share (a 100 ms route needs the time to
+        # climb past the threadpool knee).
+        for first_pass in (True, False):
+            todo = (
+                list(range(len(ops)))
+                if first_pass
+                else [i for i, e in sorted(results.items()) if e.stop_reason == "time budget"]
             )
-            try:
-                ep = run_ladder(
-                    op,
-                    spec,
-                    options,
-                    server.workers,
-                    watcher,
-                    budget,
-                    time.monotonic() + remaining / (len(ops) - k),
-                    events,
-                    target.host,
-                    target.port,
+            for k, i in enumerate(todo):
+                if budget.stop.is_set() or error is not None:
+                    break
+                op = ops[i]
+                remaining = budget.deadline - time.monotonic()
+                spec = RequestSpec(
+                    method=op.method,
+                    url=op.url,
+                    headers=headers,
+                    timeout_s=options.timeout_s,
+                    verify_tls=options.verify_tls,
                 )
-            except ServerDied as died:
-                levels = tuple(died.levels)
-                endpoints.append(
-                    Endpoint(
-                        op.method,
-                        op.path,
-                        op.url,
-                        levels,
-                        "server died",
-                        classify(levels, server.workers, False),
+                prior = results[i].levels if i in results else ()
+                try:
+                    ep = run_ladder(
+                        op, spec, options, server.workers, watcher, budget,
+                        time.monotonic() + remaining / (len(todo) - k), events, target.host, target.port,
+                        prior,
+                    )  # fmt: skip
+                except ServerDied as died:
+                    ep = Endpoint(op.method, op.path, op.url, tuple(died.levels), "server died")
+                    error = TargetUnreachableError(
+                        f"the server stopped answering during {died} (connection refused)"
                     )
-                )
-                error = TargetUnreachableError(
-                    f"the server stopped answering during {died} (connection refused)"
-                )
-                break
-            ep = replace(
-                ep, verdict=classify(ep.levels, server.workers, server.local and server.pid is not None)
+                results[i] = ep
+                if first_pass:
+                    events.endpoint_done(ep)
+        observed = server.local and server.pid is not None
+        endpoints = [
+            replace(
+                e, verdict=classify(e.levels, server.workers, observed and e.stop_reason != "server died")
             )
-            endpoints.append(ep)
-            events.endpoint_done(ep)
+            for _, e in sorted(results.items())
+        ]
     settings: dict[str, Any] = {
         "levels": list(options.levels) if options.levels else None,
         "max_concurrency": options.max_concurrency,

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -153,8 +153,17 @@ def _rss_mb(procs: Sequence[psutil.Process]) -> float:
     return total / 2**20
 
 
-def _argv(options: VerifyOptions, port: int, workers: int | None) -> list[str]:
-    argv = [options.python, "-m", "gunicorn", "-c", str(options.config), "--bind", f"127.0.0.1:{port}"]
+def _argv(options: VerifyOptions, port: int, workers: int | None, control: list[str]) -> list[str]:
+    argv = [
+        options.python,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(options.config),
+        "--bind",
+        f"127.0.0.1:{port}",
+        *control,
+    ]
     if workers is not None:
         argv += ["--workers", str(workers)]
     return [*argv, options.app]
@@ -221,10 +230,39 @@ def judge(runs: Sequence[Run]) -> Verdict | None:
     return Verdict(best=best, recommended=rec, ratio_to_best=ratio, memory_vs_rule=memory, line=line)
 
 
-def configured_workers(options: VerifyOptions, env: dict[str, str], cwd: Path) -> int:
+def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path) -> list[str]:
+    """`--no-control-socket` where the gunicorn that runs the app has one (25.1+).
+
+    Each gunicorn unlinks and recreates ~/.gunicorn/gunicorn.ctl (or $XDG_RUNTIME_DIR's) at
+    start and removes it at exit: without this, verifying next to a production gunicorn of the
+    same user would take away that server's control socket.
+    """
+    argv = [options.python, "-m", "gunicorn", "--help"]
+    try:
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ServerFailedError(f"cannot run gunicorn with {options.python}: {e}") from None
+    if proc.returncode != 0:
+        raise ServerFailedError(
+            f"gunicorn is not installed for {options.python}: pip install gunicorn uvicorn-worker"
+            f" there, or pass --python for the app's environment\n{proc.stderr.strip()[-500:]}"
+        )
+    return ["--no-control-socket"] if "--no-control-socket" in proc.stdout else []
+
+
+def configured_workers(options: VerifyOptions, env: dict[str, str], cwd: Path, control: list[str]) -> int:
     """The worker count the config resolves to, from `gunicorn --print-config` (which also
     shows a config that cannot load in gunicorn's own words)."""
-    argv = [options.python, "-m", "gunicorn", "-c", str(options.config), "--print-config", options.app]
+    argv = [
+        options.python,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(options.config),
+        *control,
+        "--print-config",
+        options.app,
+    ]
     try:
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -241,6 +279,8 @@ def run_verify(
     options: VerifyOptions, host: HostFacts, report: ProbeReport | None, events: VerifyEvents
 ) -> VerifyResult:
     """Start each configuration in turn, drive it, stop it; Ctrl-C keeps the runs done so far."""
+    # gunicorn runs in --app-dir: a relative --config means relative to where the user is.
+    options = replace(options, config=options.config.resolve())
     if not options.config.is_file():
         raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
     if options.concurrency < 1 or options.duration_s <= 0:
@@ -248,7 +288,8 @@ def run_verify(
     env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES_DROPPED}
     app_dir = options.app_dir.resolve()
     env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])
-    planned = configured_workers(options, env, app_dir)
+    control = control_socket_flags(options, env, app_dir)
+    planned = configured_workers(options, env, app_dir, control)
     stop = threading.Event()
     runs: list[Run] = []
     endpoints: tuple[str, ...] = ()
@@ -262,7 +303,7 @@ def run_verify(
             live = LiveCount()
             events.run_started(label, workers, live.read)
             with run_server(
-                _argv(options, port, workers),
+                _argv(options, port, workers, control),
                 port,
                 ready_path=endpoints[0].split(" ", 1)[1],
                 workers=workers or planned,

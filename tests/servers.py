@@ -31,7 +31,7 @@ def _command(app: str, port: int, server: str, workers: int, extra: Sequence[str
         ]  # fmt: skip
     return [
         sys.executable, "-m", "gunicorn", app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
-        "-k", "uvicorn_worker.UvicornWorker", "--log-level", "warning", *extra,
+        "-k", "uvicorn_worker.UvicornWorker", "--log-level", "warning", "--no-control-socket", *extra,
     ]  # fmt: skip
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import socket
 import stat
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from rich.console import Console
 from fastapi_tune.conf import render_command, render_gunicorn_conf
 from fastapi_tune.errors import RefusedError
 from fastapi_tune.fileio import atomic_write, backup_path, write_with_backup
+from fastapi_tune.launch import free_port, run_server
 from fastapi_tune.plan import DEPRECATED_WORKER, Plan
 from fastapi_tune.render_plan import plan_to_json, print_plan
 
@@ -155,37 +155,16 @@ def test_render_command() -> None:
 # A real gunicorn with a generated config
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def gunicorn_server(tmp_path: Path) -> Iterator[str]:
+    """gunicorn started from a generated config; BIND and WEB_CONCURRENCY are its env overrides."""
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text(render_gunicorn_conf(CASES["container-no-report"]()), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(conf), TEST_APP],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--no-control-socket", TEST_APP]
+    with run_server(argv, port, ready_path="/", workers=1, cwd=ROOT, env=env, name="gunicorn") as running:
+        yield running.url + "/"
 
 
 def test_gunicorn_serves_with_the_generated_conf(gunicorn_server: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -14,19 +13,14 @@ from pathlib import Path
 import pytest
 
 from fastapi_tune.loadgen import BurstResult, RequestSpec, run_burst
+from tests.servers import free_port
 
 APPS_DIR = Path(__file__).parent / "apps"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "loadgen_app:app", "--app-dir", str(APPS_DIR)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
     proc = subprocess.Popen(cmd)
@@ -104,7 +98,7 @@ def test_timeout_counted_and_connection_replaced(base_url: str) -> None:
 
 
 def test_connection_refused_is_counted_and_backs_off() -> None:
-    port = _free_port()  # nothing listens here any more
+    port = free_port()  # nothing listens here any more
     started = time.monotonic()
     result = run_burst(RequestSpec("GET", f"http://127.0.0.1:{port}/"), 4, warmup_s=0.0, duration_s=0.5)
     elapsed = time.monotonic() - started

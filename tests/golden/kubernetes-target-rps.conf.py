@@ -24,7 +24,7 @@ import os
 #   GiB x (1 - 0.2) / 60 MiB) = 327 => 1 worker
 # Rule of thumb: 2 x 16 logical CPUs + 1 = 33 (it counts the host's 16 CPUs, not the 2 CPUs
 #   allowed): 32 more processes and ~1920 MiB more memory than this plan, for no more CPU to run
-#   them on (measured here: 5 workers on 2 cores served 92 req/s, 2 served 93).
+#   them on (`fastapi-tune verify --sweep` measures both on your app).
 
 # wsgi_app: the application gunicorn loads (so `gunicorn -c FILE` needs no argument).
 wsgi_app = "main:app"

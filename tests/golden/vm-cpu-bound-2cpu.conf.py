@@ -23,8 +23,7 @@ import os
 # Workers: CPU-limited routes (GET /hash): 1 per effective CPU x 2 CPUs (logical), rounded half up =
 #   2; memory allows floor(24.0 GiB x (1 - 0.25) / 60 MiB) = 307 => 2 workers
 # Rule of thumb: 2 x 2 logical CPUs + 1 = 5: 3 more processes and ~180 MiB more memory than this
-#   plan, for no more CPU to run them on (measured here: 5 workers on 2 cores served 92 req/s, 2
-#   served 93).
+#   plan, for no more CPU to run them on (`fastapi-tune verify --sweep` measures both on your app).
 
 # wsgi_app: the application gunicorn loads (so `gunicorn -c FILE` needs no argument).
 wsgi_app = "main:app"

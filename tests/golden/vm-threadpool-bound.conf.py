@@ -23,8 +23,7 @@ import os
 # Workers: only I/O-bound or threadpool-bound routes (measured 0.30 cores per worker at most):
 #   ceil(4 / 2) = 2; memory allows floor(24.0 GiB x (1 - 0.25) / 60 MiB) = 307 => 2 workers
 # Rule of thumb: 2 x 4 logical CPUs + 1 = 9: 7 more processes and ~420 MiB more memory than this
-#   plan, for no more CPU to run them on (measured here: 5 workers on 2 cores served 92 req/s, 2
-#   served 93).
+#   plan, for no more CPU to run them on (`fastapi-tune verify --sweep` measures both on your app).
 
 # wsgi_app: the application gunicorn loads (so `gunicorn -c FILE` needs no argument).
 wsgi_app = "main:app"

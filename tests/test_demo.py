@@ -1,0 +1,64 @@
+"""demo end to end: serve the sample app, probe it, classify its four routes, write a config, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from fastapi_tune.cli import app
+from tests.servers import REPO
+
+SAMPLE_MODULE = "fastapi_tune.sample_app"
+
+
+def serving_sample() -> set[int]:
+    """Live processes (not this one) with the sample app in their command line."""
+    pids = set()
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.pid == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(SAMPLE_MODULE in part for part in p.info["cmdline"] or ()):
+            pids.add(p.pid)
+    return pids
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = serving_sample()  # other sessions on this machine may serve the sample app too
+    # 40 s of budget: the probe splits it evenly between the routes and the two 100 ms routes
+    # need c=64 (past AnyIO's 40 threads) to tell threadpool-bound from io-bound; the probe
+    # itself finishes in about 17 s because the other two routes saturate early.
+    result = CliRunner().invoke(app, ["demo", "--output", str(out), "--max-seconds", "40"])
+    assert result.exit_code == 0, result.stderr
+
+    report_path = out / "fastapi-tune-probe.json"
+    conf = out / "gunicorn.conf.py"
+    assert report_path.is_file()
+    assert conf.is_file()
+    report = json.loads(report_path.read_text())
+    classes = {e["path"]: e["class"] for e in report["endpoints"]}
+    assert set(classes) == {"/orders/{order_id}", "/report", "/inventory", "/score"}, classes
+    assert set(classes.values()) == {"io-bound", "threadpool-bound", "loop-blocking", "cpu-bound"}, classes
+    assert report["interrupted"] is False
+
+    check = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--check-config", "-c", str(conf)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # The demo's own server is gone, and no other one it might have started is left behind.
+    assert not psutil.pid_exists(report["server"]["pid"]) or report["server"]["pid"] not in serving_sample()
+    assert serving_sample() <= before
