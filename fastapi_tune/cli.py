@@ -352,12 +352,13 @@ def demo(
     facts = read_host()
     directory = output or Path(tempfile.mkdtemp(prefix="fastapi-tune-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
+    report_path = directory / "fastapi-tune-probe.json"
     with sample_server() as running:
         err.print(f"[bold]Sample app[/] fastapi_tune.sample_app:app on {running.url} (1 uvicorn worker)")
         report = _probe_and_save(
             ProbeOptions(url=running.url, max_seconds=max_seconds),
             facts,
-            directory / "fastapi-tune-probe.json",
+            report_path,
             False,
         )
     plan = make_plan(
@@ -369,7 +370,8 @@ def demo(
     out.rule("Recommendation")
     conf = directory / "gunicorn.conf.py"
     _show_and_write(plan, conf, consent=True, ask=False, as_json=False)
-    err.print(f"Demo files are in [bold]{directory}[/]. Next: fastapi-tune verify {SAMPLE_APP} -c {conf}")
+    err.print(f"Demo files are in [bold]{directory}[/]. Prove the recommendation against the alternatives:")
+    err.print(f"  fastapi-tune verify {SAMPLE_APP} -c {conf} --probe {report_path} --sweep", soft_wrap=True)
 
 
 @command

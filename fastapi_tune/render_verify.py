@@ -46,12 +46,12 @@ def print_verify(console: Console, result: VerifyResult) -> None:
     """The side-by-side table (the bars are the chart) and the one-line verdict."""
     title = (
         f"Same load on every run: {', '.join(result.endpoints)} at c={result.concurrency},"
-        f" {result.duration_s:g} s each"
+        f" {result.duration_s:g} s each (latency ms, workers' RSS MB, server CPU cores)"
     )
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     columns = (
-        ("run", "left"), ("wkrs", "right"), ("req/s", "right"), ("", "left"), ("p50 ms", "right"),
-        ("p99 ms", "right"), ("errs", "right"), ("RSS MB", "right"), ("CPU", "right"),
+        ("run", "left"), ("wkrs", "right"), ("req/s", "right"), ("", "left"), ("p50", "right"),
+        ("p99", "right"), ("err", "right"), ("RSS", "right"), ("CPU", "right"),
     )  # fmt: skip
     for name, justify in columns:
         t.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
@@ -64,9 +64,9 @@ def print_verify(console: Console, result: VerifyResult) -> None:
             name,
             str(r.workers),
             f"{r.throughput_rps:.1f}",
-            f"[cyan]{bar(r.throughput_rps, top_x, 10)}[/]",
-            "-" if r.p50_ms is None else f"{r.p50_ms:.1f}",
-            "-" if r.p99_ms is None else f"{r.p99_ms:.1f}",
+            f"[cyan]{bar(r.throughput_rps, top_x, 8)}[/]",
+            "-" if r.p50_ms is None else f"{r.p50_ms:.0f}",
+            "-" if r.p99_ms is None else f"{r.p99_ms:.0f}",
             str(r.errors) if not r.errors else f"[red]{r.errors}[/]",
             f"{r.rss_mb:.0f}",
             f"{r.server_cpu_cores:.2f}",
