@@ -12,7 +12,7 @@ Prints every run and two figures per app:
 The sample app's figures are shown for context only: its mix is dominated by routes that wait.
 Exits 1 if the CPU app misses a bar.
 
-Run from the repo root:  .venv/bin/python benchmarks/verify_sweep.py [--duration 5] [--concurrency 64]
+Run from the repo root:  .venv/bin/python benchmarks/verify_sweep.py [--duration 3] [--repeat 3] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ def measure(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]:
         f"{args.duration:g}",
         "--concurrency",
         str(args.concurrency),
+        "--repeat",
+        str(args.repeat),
     ]
     data: dict[str, Any] = json.loads(tune(*verify))
     classes = {e["path"]: e["class"] for e in json.loads(report.read_text())["endpoints"]}
@@ -142,7 +144,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=5.0, help="counted seconds per verify run")
+    parser.add_argument("--duration", type=float, default=3.0, help="counted seconds per verify run")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; verify reports medians")
     parser.add_argument("--concurrency", type=int, default=64, help="connections for every verify run")
     parser.add_argument("--max-seconds", type=float, default=45.0, help="time budget of each probe")
     args = parser.parse_args()

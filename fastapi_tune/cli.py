@@ -398,7 +398,10 @@ def verify(
     ] = sys.executable,
     app_dir: Annotated[Path, typer.Option(help="Directory the app imports from.")] = Path(),
     concurrency: Annotated[int, typer.Option(help="Concurrent connections for every run.")] = 64,
-    duration: Annotated[float, typer.Option(help="Counted seconds per run (after 1 s warm-up).")] = 5.0,
+    duration: Annotated[float, typer.Option(help="Counted seconds per run (after 1 s warm-up).")] = 3.0,
+    repeat: Annotated[
+        int, typer.Option(help="Rounds through every configuration; the table shows medians.")
+    ] = 3,
     sweep: Annotated[
         bool,
         typer.Option("--sweep", help="Also try 1 .. 2 x effective CPUs workers and show which was best."),
@@ -424,6 +427,7 @@ def verify(
         headers=tuple(header or ()),
         concurrency=concurrency,
         duration_s=duration,
+        repeat=repeat,
         sweep=sweep,
     )
     with VerifyProgress(err) as progress:

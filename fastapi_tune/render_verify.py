@@ -31,9 +31,14 @@ class VerifyProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def run_started(self, label: str, workers: int | None, live: Callable[[], tuple[int, int]]) -> None:
+    def run_started(
+        self, label: str, workers: int | None, round_no: int, rounds: int, live: Callable[[], tuple[int, int]]
+    ) -> None:
         shown = "config's workers" if workers is None else f"{workers} worker(s)"
-        self.progress.update(self.task, description=f"{label} ({shown}): booting gunicorn, then load")
+        self.progress.update(
+            self.task,
+            description=f"round {round_no}/{rounds}: {label} ({shown}): booting gunicorn, then load",
+        )
 
     def run_done(self, run: Run) -> None:
         self.console.print(
@@ -46,7 +51,8 @@ def print_verify(console: Console, result: VerifyResult) -> None:
     """The side-by-side table (the bars are the chart) and the one-line verdict."""
     title = (
         f"Same load on every run: {', '.join(result.endpoints)} at c={result.concurrency},"
-        f" {result.duration_s:g} s each (latency ms, workers' RSS MB, server CPU cores)"
+        f" {result.duration_s:g} s each, median of {result.repeat} interleaved round(s)"
+        " (latency ms, workers' RSS MB, server CPU cores)"
     )
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     columns = (
@@ -86,6 +92,7 @@ def verify_to_json(result: VerifyResult) -> dict[str, Any]:
         "endpoints": list(result.endpoints),
         "concurrency": result.concurrency,
         "duration_s": result.duration_s,
+        "repeat": result.repeat,
         "interrupted": result.interrupted,
         "runs": [
             {
@@ -93,6 +100,7 @@ def verify_to_json(result: VerifyResult) -> dict[str, Any]:
                 "workers": r.workers,
                 "requests": r.requests,
                 "throughput_rps": round(r.throughput_rps, 3),
+                "throughput_rps_rounds": list(r.rounds_rps),
                 "latency_ms": {"p50": r.p50_ms, "p99": r.p99_ms},
                 "errors": r.errors,
                 "rss_mb": r.rss_mb,

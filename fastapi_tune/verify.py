@@ -44,7 +44,8 @@ class VerifyOptions:
     endpoints: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
     concurrency: int = 64
-    duration_s: float = 5.0
+    duration_s: float = 3.0
+    repeat: int = 3
     warmup_s: float = 1.0
     sweep: bool = False
     timeout_s: float = 10.0
@@ -64,6 +65,7 @@ class Run:
     rss_mb: float  # total RSS of the worker processes at the end of the run
     server_cpu_cores: float
     client_cpu_cores: float
+    rounds_rps: tuple[float, ...] = ()  # throughput of each round, for the spread
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,14 @@ class VerifyResult:
     endpoints: tuple[str, ...]
     concurrency: int
     duration_s: float
+    repeat: int
     interrupted: bool
 
 
 class VerifyEvents(Protocol):
-    def run_started(self, label: str, workers: int | None, live: Callable[[], tuple[int, int]]) -> None: ...
+    def run_started(
+        self, label: str, workers: int | None, round_no: int, rounds: int, live: Callable[[], tuple[int, int]]
+    ) -> None: ...
 
     def run_done(self, run: Run) -> None: ...
 
@@ -201,6 +206,32 @@ def _measure(
     )
 
 
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def combine(rounds: Sequence[Run]) -> Run:
+    """Pure: one configuration's rounds as one run: medians of the rates, the sums of the counts."""
+    first = rounds[0]
+    p50s = [r.p50_ms for r in rounds if r.p50_ms is not None]
+    p99s = [r.p99_ms for r in rounds if r.p99_ms is not None]
+    return Run(
+        label=first.label,
+        workers=first.workers,
+        requests=sum(r.requests for r in rounds),
+        errors=sum(r.errors for r in rounds),
+        throughput_rps=_median([r.throughput_rps for r in rounds]),
+        p50_ms=_median(p50s) if p50s else None,
+        p99_ms=_median(p99s) if p99s else None,
+        rss_mb=max(r.rss_mb for r in rounds),
+        server_cpu_cores=round(_median([r.server_cpu_cores for r in rounds]), 3),
+        client_cpu_cores=round(_median([r.client_cpu_cores for r in rounds]), 3),
+        rounds_rps=tuple(round(r.throughput_rps, 1) for r in rounds),
+    )
+
+
 def judge(runs: Sequence[Run]) -> Verdict | None:
     """Pure: which run was best, and how the recommendation compares with it and the rule of thumb."""
     clean = [r for r in runs if r.requests and r.errors <= 0.01 * r.requests]
@@ -224,6 +255,9 @@ def judge(runs: Sequence[Run]) -> Verdict | None:
                 f"; rule of thumb ({rule.workers} workers): {rule.throughput_rps:.1f} req/s with"
                 f" {rule.rss_mb:.0f} MB of workers vs {rec.rss_mb:.0f} MB recommended"
             )
+        if len(rec.rounds_rps) > 1:
+            low, high = min(rec.rounds_rps), max(rec.rounds_rps)
+            line += f"; the recommended config's rounds ranged {low:.1f}-{high:.1f} req/s (noise)"
         if rec.errors > 0.01 * max(rec.requests, 1):
             line += f"; the recommended run had {rec.errors} errors"
     return Verdict(best=best, recommended=rec, ratio_to_best=ratio, memory_vs_rule=memory, line=line)
@@ -282,25 +316,28 @@ def run_verify(
     options = replace(options, config=options.config.resolve())
     if not options.config.is_file():
         raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
-    if options.concurrency < 1 or options.duration_s <= 0:
-        raise UsageError("--concurrency and --duration must be positive")
+    if options.concurrency < 1 or options.duration_s <= 0 or options.repeat < 1:
+        raise UsageError("--concurrency, --duration and --repeat must be positive")
     env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES_DROPPED}
     app_dir = options.app_dir.resolve()
     env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])
     control = control_socket_flags(options, env, app_dir)
     planned = configured_workers(options, env, app_dir, control)
     stop = threading.Event()
-    runs: list[Run] = []
     endpoints: tuple[str, ...] = ()
+    measured: dict[str, list[Run]] = {}
+    plan = plan_runs(host, options.sweep)
     with ctrl_c_sets(stop):
-        for label, workers in plan_runs(host, options.sweep):
+        for (label, workers), round_no in ((p, r) for r in range(options.repeat) for p in plan):
+            # Rounds go through every configuration before repeating any, so a drift on the
+            # machine (another process, CPU steal) touches all of them alike.
             if stop.is_set():
                 break
             port = free_port()
             specs = _specs(options, report, f"http://127.0.0.1:{port}")
             endpoints = tuple(f"{s.method} {s.url.split(str(port), 1)[1]}" for s in specs)
             live = LiveCount()
-            events.run_started(label, workers, live.read)
+            events.run_started(label, workers, round_no + 1, options.repeat, live.read)
             with run_server(
                 _argv(options, port, workers, control),
                 port,
@@ -314,13 +351,15 @@ def run_verify(
                 run = _measure(label, running, specs, options, stop, live)
             if stop.is_set():
                 break
-            runs.append(run)
+            measured.setdefault(label, []).append(run)
             events.run_done(run)
+    runs = [combine(rounds) for rounds in measured.values()]
     return VerifyResult(
         runs=tuple(runs),
         verdict=judge(runs),
         endpoints=endpoints,
         concurrency=options.concurrency,
         duration_s=options.duration_s,
+        repeat=options.repeat,
         interrupted=stop.is_set(),
     )

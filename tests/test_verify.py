@@ -24,7 +24,7 @@ from tests.servers import REPO, serve
 
 SAMPLE = "fastapi_tune.sample_app:app"
 # Short runs: each configuration boots gunicorn, warms up for 1 s, then counts for 0.5 s.
-QUICK = ["--duration", "0.5", "--concurrency", "8"]
+QUICK = ["--duration", "0.5", "--concurrency", "8", "--repeat", "1"]
 FIRST_THREE = ["recommended", "rule-of-thumb", "single-worker"]
 
 
@@ -161,9 +161,17 @@ def sample_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_probe_report_endpoints_are_mixed(sample_report: Path, conf: Path) -> None:
-    r = run_cli("verify", SAMPLE, "-c", str(conf), "--probe", str(sample_report), *QUICK, "--json")
+    r = run_cli(
+        "verify", SAMPLE, "-c", str(conf), "--probe", str(sample_report), *QUICK, "--repeat", "2", "--json"
+    )
     assert r.code == 0, r.stderr
     data = json.loads(r.stdout)
+    # Two interleaved rounds per configuration; the table's figure is their median.
+    assert data["repeat"] == 2
+    for run in data["runs"]:
+        rounds = run["throughput_rps_rounds"]
+        assert len(rounds) == 2
+        assert run["throughput_rps"] == pytest.approx(sum(rounds) / 2, abs=0.1)
     # The report's URLs pointed at the probed server; verify kept their concrete paths only.
     assert data["endpoints"] == ["GET /score", "GET /orders/1"]
     assert [run["label"] for run in data["runs"]] == FIRST_THREE  # no sweep without --sweep
