@@ -12,7 +12,8 @@ Prints every run and two figures per app:
 The sample app's figures are shown for context only: its mix is dominated by routes that wait.
 Exits 1 if the CPU app misses a bar.
 
-Run from the repo root:  .venv/bin/python benchmarks/verify_sweep.py [--duration 3] [--repeat 3] [--concurrency 64]
+Run from the repo root:
+  .venv/bin/python benchmarks/verify_sweep.py [--duration 3] [--repeat 3] [--concurrency 64]
 """
 
 from __future__ import annotations
