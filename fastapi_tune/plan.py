@@ -617,7 +617,8 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
             Setting(
                 "timeout",
                 timeout,
-                f"slowest measured request {ms:.0f} ms ({where}) x {tp.factor:g} = {raw} s, "
+                f"slowest measured request {ms:.0f} ms ({where}) x {tp.factor:g} ="
+                f" {ms / 1000 * tp.factor:.1f} s, rounded up to {raw} s, "
                 f"clamped to {tp.min}..{tp.max}. {heartbeat}",
             )
         )

@@ -41,9 +41,10 @@ worker_class = "uvicorn_worker.UvicornWorker"
 #   (largest measured RSS), 327 fit.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 
-# timeout: slowest measured request 165 ms (GET /hash at concurrency 16) x 3 = 1 s, clamped to
-#   30..120. The arbiter kills a worker whose heartbeat stops that long: for async workers, a
-#   blocked event loop or a slow start-up (imports, model loading), not a slow awaited request.
+# timeout: slowest measured request 165 ms (GET /hash at concurrency 16) x 3 = 0.5 s, rounded up to
+#   1 s, clamped to 30..120. The arbiter kills a worker whose heartbeat stops that long: for async
+#   workers, a blocked event loop or a slow start-up (imports, model loading), not a slow awaited
+#   request.
 timeout = 30
 
 # graceful_timeout: profile kubernetes says 25 s; the slowest request (165 ms) needs 2 s to finish

@@ -40,9 +40,10 @@ worker_class = "uvicorn_worker.UvicornWorker"
 #   2; memory: 60 MiB per worker (largest measured RSS), 307 fit.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 
-# timeout: slowest measured request 325 ms (GET /hash at concurrency 16) x 3 = 1 s, clamped to
-#   30..120. The arbiter kills a worker whose heartbeat stops that long: for async workers, a
-#   blocked event loop or a slow start-up (imports, model loading), not a slow awaited request.
+# timeout: slowest measured request 325 ms (GET /hash at concurrency 16) x 3 = 1.0 s, rounded up to
+#   1 s, clamped to 30..120. The arbiter kills a worker whose heartbeat stops that long: for async
+#   workers, a blocked event loop or a slow start-up (imports, model loading), not a slow awaited
+#   request.
 timeout = 30
 
 # graceful_timeout: profile vm says 30 s; the slowest request (325 ms) needs 2 s to finish on
