@@ -149,6 +149,8 @@ def fetch_json(client: httpx.Client, url: str) -> object:
 
 def _reason(e: Exception) -> str:
     text = str(e)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "its TLS certificate is not trusted (self-signed? pass --insecure)"
     if "refused" in text.lower():
         return "connection refused"
     if "name or service not known" in text.lower() or "nodename nor servname" in text.lower():

@@ -71,6 +71,7 @@ def run_server(
     port: int,
     *,
     ready_path: str = "/openapi.json",
+    scheme: str = "http",
     workers: int = 0,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -94,7 +95,7 @@ def run_server(
         stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C at the terminal reaches us, not the server: we stop it
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + boot_timeout_s
         while True:
@@ -104,7 +105,8 @@ def run_server(
                 )
             answered = False
             with contextlib.suppress(httpx.HTTPError):
-                answered = httpx.get(url + ready_path, timeout=1.0).status_code < 500
+                # verify=False: a server we started ourselves on loopback, maybe with a test certificate.
+                answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
             if answered and (workers <= 1 or _worker_count(proc.pid) >= workers):
                 if workers > 1:
                     time.sleep(0.5)  # one worker answered; let the others finish importing the app

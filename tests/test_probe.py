@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from fastapi_tune.cli import app
 from fastapi_tune.discovery import discover, resolve_target
 from fastapi_tune.errors import BadInputError, ExitCode, RefusedError
+from fastapi_tune.launch import run_server
 from fastapi_tune.probe import default_levels
 from tests.servers import REPO, Server, free_port, serve
 
@@ -231,3 +233,29 @@ def test_ctrl_c_saves_what_was_measured_and_exits_130(tmp_path: Path) -> None:
     report = load(out)
     assert report["interrupted"] is True
     assert sum(len(e["levels"]) for e in report["endpoints"]) >= 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the self-signed certificate")
+def test_self_signed_tls_needs_insecure(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "uvicorn", "tests.apps.probe_app:app", "--host", "127.0.0.1",
+        "--port", str(port), "--ssl-keyfile", str(key), "--ssl-certfile", str(cert), "--log-level", "warning",
+    ]  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with run_server(argv, port, cwd=REPO, env=env, name="uvicorn (TLS)", scheme="https"):
+        code, _, stderr = run_cli("probe", url, "-e", "/fast", *QUICK, "--out", str(tmp_path / "r.json"))
+        assert code == ExitCode.TARGET_UNREACHABLE
+        assert "--insecure" in stderr
+        out = tmp_path / "ok.json"
+        code, _, stderr = run_cli("probe", url, "-e", "/fast", *QUICK, "--insecure", "--out", str(out))
+        assert code == 0, stderr
+    levels = load(out)["endpoints"][0]["levels"]  # type: ignore[index]
+    assert all(lv["errors"] == 0 and lv["requests"] > 0 for lv in levels)
