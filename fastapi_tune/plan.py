@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from fastapi_tune.classify import THREAD_TOKENS_PER_WORKER
+from fastapi_tune.classify import EV_SERVER_CPU_PER_WORKER, THREAD_TOKENS_PER_WORKER
 from fastapi_tune.errors import UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.profiles import Profile
@@ -238,7 +238,7 @@ def _block_hiding_workers(effective: float, blocking: list[Endpoint]) -> int:
         float(v)
         for e in blocking
         if e.verdict is not None
-        and isinstance(v := e.verdict.evidence.get("server_cpu_per_worker"), (int, float))
+        and isinstance(v := e.verdict.evidence.get(EV_SERVER_CPU_PER_WORKER), (int, float))
     ]
     per_worker = max([*measured, 1 / BLOCKED_WORKERS_PER_CPU])
     return max(1, math.ceil(effective / per_worker))
