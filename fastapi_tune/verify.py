@@ -240,10 +240,15 @@ def judge(runs: Sequence[Run]) -> Verdict | None:
     best = max(clean, key=lambda r: r.throughput_rps)
     rec = next((r for r in runs if r.label == RECOMMENDED), None)
     rule = next((r for r in runs if r.label == RULE_OF_THUMB), None)
-    ratio = rec.throughput_rps / best.throughput_rps if rec and best.throughput_rps else None
+    ratio = rec.throughput_rps / best.throughput_rps if rec in clean and best.throughput_rps else None
     memory = rec.rss_mb / rule.rss_mb if rec and rule and rule.rss_mb else None
     if rec is None or ratio is None:
-        line = f"best: {best.label} ({best.workers} workers), {best.throughput_rps:.1f} req/s"
+        line = f"best clean run: {best.label} ({best.workers} workers), {best.throughput_rps:.1f} req/s"
+        if rec is not None:
+            line += (
+                f"; the recommended config failed {rec.errors} of {rec.requests} requests, so its"
+                f" {rec.throughput_rps:.1f} req/s is not comparable"
+            )
     else:
         line = (
             f"recommended ({rec.workers} workers): {rec.throughput_rps:.1f} req/s,"
@@ -255,11 +260,15 @@ def judge(runs: Sequence[Run]) -> Verdict | None:
                 f"; rule of thumb ({rule.workers} workers): {rule.throughput_rps:.1f} req/s with"
                 f" {rule.rss_mb:.0f} MB of workers vs {rec.rss_mb:.0f} MB recommended"
             )
+            if rec.p99_ms is not None and rule.p99_ms is not None and rec.p99_ms > 1.25 * rule.p99_ms:
+                # Fewer workers each queue more of the same load: the tail grows before the median.
+                line += (
+                    f"; but p99 is {rec.p99_ms:.0f} ms vs {rule.p99_ms:.0f} ms with the rule of thumb"
+                    " under this load: if such concurrency is real and the tail matters, weigh it"
+                )
         if len(rec.rounds_rps) > 1:
             low, high = min(rec.rounds_rps), max(rec.rounds_rps)
             line += f"; the recommended config's rounds ranged {low:.1f}-{high:.1f} req/s (noise)"
-        if rec.errors > 0.01 * max(rec.requests, 1):
-            line += f"; the recommended run had {rec.errors} errors"
     return Verdict(best=best, recommended=rec, ratio_to_best=ratio, memory_vs_rule=memory, line=line)
 
 

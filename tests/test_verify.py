@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from fastapi_tune.cli import app
 from fastapi_tune.errors import ExitCode
+from fastapi_tune.verify import Run, judge
 from tests.servers import REPO, serve
 
 SAMPLE = "fastapi_tune.sample_app:app"
@@ -272,3 +273,49 @@ def test_ctrl_c_stops_the_server_and_exits_130(conf: Path, generated: Generated,
     assert data["interrupted"] is True
     assert data["runs"] == []  # the run cut short is not reported as if it were complete
     assert not processes_mentioning(str(conf))
+
+
+def _run(label: str, workers: int, rps: float, p99: float | None, rss: float, errors: int = 0) -> Run:
+    return Run(label, workers, 1000, errors, rps, 200.0, p99, rss, 1.9, 0.05, (rps,))
+
+
+@pytest.mark.parametrize(
+    ("runs", "best", "ratio", "mentions", "absent"),
+    [
+        pytest.param(
+            [_run("recommended", 2, 222, 3157, 93), _run("rule-of-thumb", 5, 206, 1850, 232)],
+            "recommended",
+            1.0,
+            ["93 MB recommended", "p99 is 3157 ms vs 1850 ms"],
+            [],
+            id="worse-tail-is-said",
+        ),
+        pytest.param(
+            [_run("recommended", 2, 200, 1900, 93), _run("sweep-3", 3, 220, 1800, 139)],
+            "sweep-3",
+            200 / 220,
+            ["91% of the best run (sweep-3"],
+            ["p99 is"],
+            id="a-better-sweep-run",
+        ),
+        pytest.param(
+            [_run("recommended", 2, 300, None, 93, errors=50), _run("single-worker", 1, 100, None, 46)],
+            "single-worker",
+            None,
+            ["failed 50 of 1000 requests", "not comparable"],
+            [],
+            id="errors-disqualify-the-best",
+        ),
+    ],
+)
+def test_judge(
+    runs: list[Run], best: str, ratio: float | None, mentions: list[str], absent: list[str]
+) -> None:
+    verdict = judge(runs)
+    assert verdict is not None
+    assert verdict.best.label == best
+    assert verdict.ratio_to_best == (None if ratio is None else pytest.approx(ratio))
+    for text in mentions:
+        assert text in verdict.line
+    for text in absent:
+        assert text not in verdict.line
