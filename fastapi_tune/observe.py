@@ -123,8 +123,8 @@ class ServerSample:
 class ServerWatcher:
     """Samples the server's total CPU time in the background so a level's window can be cut out.
 
-    The load generator reports its counted window in monotonic time; `cpu_between` interpolates
-    the server's CPU seconds at both edges from the samples around them.
+    The load generator reports its counted window in perf_counter time; `cpu_cores_between`
+    interpolates the server's CPU seconds at both edges from the samples around them.
     """
 
     def __init__(self, info: ServerInfo) -> None:
@@ -135,7 +135,8 @@ class ServerWatcher:
             except psutil.NoSuchProcess:
                 continue
         self._workers = [p for p in self._procs if p.pid in info.worker_pids]
-        self._samples: list[tuple[float, float]] = []
+        # (time, (total CPU seconds, worker 1's, worker 2's, ...)), workers in self._workers order
+        self._samples: list[tuple[float, tuple[float, ...]]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="server-watcher", daemon=True)
@@ -149,24 +150,23 @@ class ServerWatcher:
         self._stop.set()
         self._thread.join(timeout=1)
 
-    def _total_cpu(self) -> float | None:
-        total = 0.0
-        alive = 0
+    def _cpu(self) -> tuple[float, ...] | None:
+        """(total, per worker) CPU seconds now; a worker that is gone counts 0."""
+        per: dict[int, float] = {}
         for p in self._procs:
             try:
                 t = p.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            total += t.user + t.system
-            alive += 1
-        if alive == 0:
+            per[p.pid] = t.user + t.system
+        if not per:
             self.alive = False
             return None
-        return total
+        return (sum(per.values()), *(per.get(w.pid, 0.0) for w in self._workers))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            cpu = self._total_cpu()
+            cpu = self._cpu()
             if cpu is not None:
                 with self._lock:
                     self._samples.append((time.perf_counter(), cpu))
@@ -174,7 +174,7 @@ class ServerWatcher:
                         del self._samples[:2000]
             self._stop.wait(_SAMPLE_INTERVAL_S)
 
-    def _at(self, t: float) -> float | None:
+    def _at(self, t: float) -> tuple[float, ...] | None:
         with self._lock:
             samples = list(self._samples)
         if not samples:
@@ -188,10 +188,11 @@ class ServerWatcher:
         (t0, c0), (t1, c1) = before[-1], after[0]
         if t1 == t0:
             return c0
-        return c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+        w = (t - t0) / (t1 - t0)
+        return tuple(a + (b - a) * w for a, b in zip(c0, c1, strict=True))
 
-    def cpu_cores_between(self, start: float, end: float) -> float | None:
-        """Average cores the server used between two monotonic times."""
+    def cpu_cores_between(self, start: float, end: float) -> tuple[float, tuple[float, ...]] | None:
+        """Average cores the server used between two perf_counter times: (total, per worker)."""
         # Give the sampler a chance to take one sample past the window's end.
         deadline = time.perf_counter() + 3 * _SAMPLE_INTERVAL_S
         while time.perf_counter() < deadline:
@@ -202,7 +203,8 @@ class ServerWatcher:
         a, b = self._at(start), self._at(end)
         if a is None or b is None or end <= start:
             return None
-        return max(0.0, (b - a) / (end - start))
+        cores = [max(0.0, (y - x) / (end - start)) for x, y in zip(a, b, strict=True)]
+        return cores[0], tuple(cores[1:])
 
     def worker_rss(self) -> tuple[int, ...] | None:
         """RSS of each live worker now."""

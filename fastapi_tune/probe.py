@@ -50,6 +50,9 @@ P99_MIN_SAMPLES: Final = 200
 CLIENT_SATURATED_CORES: Final = 0.85
 # Above this share of failed requests a level is not evidence and the ladder stops politely.
 ERROR_STOP_RATIO: Final = 0.05
+# A worker below a quarter of the busiest one's CPU, while the server used at least 0.2 cores.
+WORKER_IMBALANCE_RATIO: Final = 0.25
+WORKER_IMBALANCE_MIN_CORES: Final = 0.2
 # Saturated: two doublings of concurrency bought less than this gain in throughput.
 _SATURATION_GAIN: Final = 1.15
 # The threadpool knee sits at 40 x workers (AnyIO's default limiter); to see it plateau the
@@ -139,7 +142,23 @@ def errors_by_kind(result: BurstResult) -> dict[str, int]:
     return kinds
 
 
-def make_level(result: BurstResult, server_cpu: float | None, rss: tuple[int, ...] | None) -> Level:
+def imbalanced(concurrency: int, per_worker: tuple[float, ...] | None) -> bool:
+    """Some workers idled while another worked, with enough connections to keep all busy."""
+    if not per_worker or len(per_worker) < 2 or concurrency < 2 * len(per_worker):
+        return False
+    busiest = max(per_worker)
+    # Below 0.2 cores the server is mostly waiting and the split says nothing.
+    return (
+        sum(per_worker) >= WORKER_IMBALANCE_MIN_CORES and min(per_worker) < WORKER_IMBALANCE_RATIO * busiest
+    )
+
+
+def make_level(
+    result: BurstResult,
+    server_cpu: float | None,
+    rss: tuple[int, ...] | None,
+    per_worker: tuple[float, ...] | None = None,
+) -> Level:
     """Turn one burst's raw counts into a level with its honesty checks."""
     kinds = errors_by_kind(result)
     errors = sum(kinds.values())
@@ -178,6 +197,8 @@ def make_level(result: BurstResult, server_cpu: float | None, rss: tuple[int, ..
         client_saturated=client_cores >= CLIENT_SATURATED_CORES,
         littles_law_ratio=littles,
         p99_supported=bool(lat) and len(lat) >= P99_MIN_SAMPLES,
+        server_cpu_per_worker=None if per_worker is None else tuple(round(c, 3) for c in per_worker),
+        worker_imbalance=imbalanced(result.concurrency, per_worker),
     )
 
 
@@ -291,12 +312,13 @@ def run_ladder(
         if result.duration_s <= 0:  # stopped during the warm-up: nothing was counted
             stop_reason = "interrupted"
             break
-        server_cpu = None
-        rss = None
+        server_cpu = per_worker = rss = None
         if watcher is not None:
-            server_cpu = watcher.cpu_cores_between(result.window_start, result.window_end)
+            cut = watcher.cpu_cores_between(result.window_start, result.window_end)
+            if cut is not None:
+                server_cpu, per_worker = cut
             rss = watcher.worker_rss()
-        level = make_level(result, server_cpu, rss)
+        level = make_level(result, server_cpu, rss, per_worker)
         levels.append(level)
         budget.requests += level.requests
         events.level_done(op, level)

@@ -160,6 +160,12 @@ def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
                 f"c={lv.concurrency}: the load generator used {lv.client_cpu_cores:.2f} cores and was the"
                 " limit; not used as evidence"
             )
+        if lv.worker_imbalance and lv.server_cpu_per_worker:
+            split = ", ".join(f"{c:.2f}" for c in lv.server_cpu_per_worker)
+            notes.append(
+                f"c={lv.concurrency}: workers unevenly loaded (cores per worker: {split}): keep-alive"
+                " connections stayed on the worker that accepted them, so this level understates the server"
+            )
         if lv.littles_law_ratio is not None and not 0.7 <= lv.littles_law_ratio <= 1.3:
             notes.append(
                 f"c={lv.concurrency}: Little's law check off (throughput x mean latency / c ="

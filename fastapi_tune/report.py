@@ -55,6 +55,10 @@ class Level:
     client_saturated: bool  # the generator, not the app, was the limit: never evidence
     littles_law_ratio: float | None  # throughput x mean latency / concurrency; ~1.0 is healthy
     p99_supported: bool
+    server_cpu_per_worker: tuple[float, ...] | None = None  # cores each worker used
+    # Some workers idled while others were busy: keep-alive connections stay on the worker that
+    # accepted them, so one busy worker can make a 2-worker server look like one.
+    worker_imbalance: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,12 @@ def level_to_json(level: Level) -> dict[str, Any]:
         "client_saturated": level.client_saturated,
         "littles_law_ratio": level.littles_law_ratio,
         "p99_supported": level.p99_supported,
+        "server_cpu_per_worker": (
+            None
+            if level.server_cpu_per_worker is None
+            else [round(c, 3) for c in level.server_cpu_per_worker]
+        ),
+        "worker_imbalance": level.worker_imbalance,
     }
 
 
@@ -248,6 +258,7 @@ def _latency_from_json(r: _Reader, raw: object, where: str) -> Latency | None:
 def _level_from_json(r: _Reader, raw: object, where: str) -> Level:
     d = r.obj(raw, where)
     rss = d.get("server_rss_bytes")
+    per_worker = d.get("server_cpu_per_worker")
     kinds = r.obj(d.get("errors_by_kind", {}), f"{where}.errors_by_kind")
     return Level(
         concurrency=r.int_(d.get("concurrency"), f"{where}.concurrency"),
@@ -269,6 +280,15 @@ def _level_from_json(r: _Reader, raw: object, where: str) -> Level:
         client_saturated=bool(d.get("client_saturated", False)),
         littles_law_ratio=r.opt_num(d.get("littles_law_ratio"), f"{where}.littles_law_ratio"),
         p99_supported=bool(d.get("p99_supported", False)),
+        server_cpu_per_worker=(
+            None
+            if per_worker is None
+            else tuple(
+                r.num(x, f"{where}.server_cpu_per_worker")
+                for x in r.list_(per_worker, f"{where}.server_cpu_per_worker")
+            )
+        ),
+        worker_imbalance=bool(d.get("worker_imbalance", False)),
     )
 
 

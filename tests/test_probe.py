@@ -19,7 +19,7 @@ from fastapi_tune.cli import app
 from fastapi_tune.discovery import discover, resolve_target
 from fastapi_tune.errors import BadInputError, ExitCode, RefusedError
 from fastapi_tune.launch import run_server
-from fastapi_tune.probe import default_levels
+from fastapi_tune.probe import default_levels, imbalanced
 from tests.servers import REPO, Server, free_port, serve
 
 QUICK = ["--levels", "1,2", "--duration", "0.15"]
@@ -259,3 +259,18 @@ def test_self_signed_tls_needs_insecure(tmp_path: Path) -> None:
         assert code == 0, stderr
     levels = load(out)["endpoints"][0]["levels"]  # type: ignore[index]
     assert all(lv["errors"] == 0 and lv["requests"] > 0 for lv in levels)
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "per_worker", "flagged"),
+    [
+        pytest.param(8, (0.95, 0.02), True, id="one-worker-idles"),
+        pytest.param(8, (0.95, 0.90), False, id="both-busy"),
+        pytest.param(2, (0.95, 0.0), False, id="too-few-connections-to-load-both"),
+        pytest.param(64, (0.05, 0.0), False, id="server-mostly-waiting"),
+        pytest.param(64, (0.5,), False, id="one-worker"),
+        pytest.param(64, None, False, id="not-observed"),
+    ],
+)
+def test_worker_imbalance(concurrency: int, per_worker: tuple[float, ...] | None, flagged: bool) -> None:
+    assert imbalanced(concurrency, per_worker) is flagged
