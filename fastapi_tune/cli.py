@@ -411,10 +411,10 @@ def verify(
     """Prove a recommendation: run it against the rule of thumb and a single worker on the real app.
 
     Starts gunicorn with --config on a free loopback port (only --bind, and --workers for the
-    baselines, are overridden; WEB_CONCURRENCY, BIND and PORT are ignored), drives the probed
-    endpoints mixed as in the probe report with the same load, stops it, and moves to the next:
-    recommended, rule-of-thumb (2 x cores + 1), single-worker, and with --sweep every count from
-    1 to 2 x effective CPUs.
+    baselines, are overridden; WEB_CONCURRENCY, BIND and PORT are ignored), drives it with the
+    same load (every connection sends the probe report's endpoints in turn), stops it, and moves
+    to the next: recommended, rule-of-thumb (2 x cores + 1), single-worker, and with --sweep every
+    count from 1 to 2 x effective CPUs. --repeat interleaved rounds; the table shows medians.
     """
     facts = read_host()
     report = None if endpoint else load_report(probe_path)
