@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Final
 
 import httpx
-import psutil
 
 from fastapi_tune.errors import ServerFailedError
+from fastapi_tune.observe import worker_children
 
 _STDERR_TAIL: Final = 1500
 
@@ -55,14 +55,6 @@ def _tail(path: Path) -> str:
     if causes and causes[-1] not in tail:
         return f"{causes[-1]}\n...\n{tail}"
     return tail
-
-
-def _worker_count(pid: int) -> int:
-    try:
-        kids = psutil.Process(pid).children()
-    except psutil.NoSuchProcess:
-        return 0
-    return sum(1 for k in kids if "resource_tracker" not in " ".join(k.cmdline()))
 
 
 @contextmanager
@@ -107,7 +99,7 @@ def run_server(
             with contextlib.suppress(httpx.HTTPError):
                 # verify=False: a server we started ourselves on loopback, maybe with a test certificate.
                 answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
-            if answered and (workers <= 1 or _worker_count(proc.pid) >= workers):
+            if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
                 if workers > 1:
                     time.sleep(0.5)  # one worker answered; let the others finish importing the app
                 break

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -105,6 +104,15 @@ def find_server(port: int) -> ServerInfo:
     )
 
 
+def worker_children(pid: int) -> list[psutil.Process]:
+    """A server process's children that serve requests (gunicorn or uvicorn workers)."""
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [k for k in kids if _is_worker(k)]
+
+
 def _is_worker(child: psutil.Process) -> bool:
     """Leave out helpers such as multiprocessing's resource tracker."""
     try:
@@ -112,12 +120,6 @@ def _is_worker(child: psutil.Process) -> bool:
     except (psutil.AccessDenied, psutil.NoSuchProcess):
         return False
     return "resource_tracker" not in text and "semaphore_tracker" not in text
-
-
-@dataclass(frozen=True)
-class ServerSample:
-    cpu_cores: float
-    rss_bytes: tuple[int, ...]
 
 
 class ServerWatcher:

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import FrameType
@@ -445,10 +445,9 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     events.started(ops, skipped, server)
     started = time.monotonic()
     budget = _Budget(deadline=started + options.max_seconds, max_requests=options.max_requests)
-    endpoints: list[Endpoint] = []
     error: TargetUnreachableError | None = None
     watcher = ServerWatcher(server) if server.local and server.pid else None
-    with ctrl_c_sets(budget.stop), watcher if watcher is not None else _null():
+    with ctrl_c_sets(budget.stop), watcher if watcher is not None else nullcontext():
         results: dict[int, Endpoint] = {}
         # Pass 1 shares the time evenly; routes that saturate early leave time over, and pass 2
         # gives it to the ladders that stopped at their share (a 100 ms route needs the time to
@@ -519,8 +518,3 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
         elapsed_s=time.monotonic() - started,
     )
     return ProbeOutcome(report=report, error=error)
-
-
-@contextmanager
-def _null() -> Iterator[None]:
-    yield

@@ -25,6 +25,7 @@ from fastapi_tune.errors import ServerFailedError, UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.launch import Running, free_port, run_server
 from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
+from fastapi_tune.observe import worker_children
 from fastapi_tune.probe import P99_MIN_SAMPLES, ctrl_c_sets, percentile
 from fastapi_tune.report import ProbeReport
 
@@ -129,14 +130,6 @@ def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> lis
     ]
 
 
-def _workers(pid: int) -> list[psutil.Process]:
-    try:
-        kids = psutil.Process(pid).children()
-    except psutil.NoSuchProcess:
-        return []
-    return [k for k in kids if "resource_tracker" not in " ".join(k.cmdline())]
-
-
 def _cpu_total(procs: Sequence[psutil.Process]) -> float:
     total = 0.0
     for p in procs:
@@ -182,7 +175,7 @@ def _measure(
     stop: threading.Event,
     live: LiveCount,
 ) -> Run:
-    workers = _workers(running.pid)
+    workers = worker_children(running.pid)
     cpu_before, started = _cpu_total(workers), time.perf_counter()
     result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live)
     cpu_after, wall = _cpu_total(workers), time.perf_counter() - started
