@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -122,6 +123,18 @@ def _is_worker(child: psutil.Process) -> bool:
     return "resource_tracker" not in text and "semaphore_tracker" not in text
 
 
+def cpu_seconds(procs: Sequence[psutil.Process]) -> dict[int, float]:
+    """User + system CPU seconds of each process still alive, by pid."""
+    per: dict[int, float] = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        per[p.pid] = t.user + t.system
+    return per
+
+
 class ServerWatcher:
     """Samples the server's total CPU time in the background so a level's window can be cut out.
 
@@ -154,13 +167,7 @@ class ServerWatcher:
 
     def _cpu(self) -> tuple[float, ...] | None:
         """(total, per worker) CPU seconds now; a worker that is gone counts 0."""
-        per: dict[int, float] = {}
-        for p in self._procs:
-            try:
-                t = p.cpu_times()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            per[p.pid] = t.user + t.system
+        per = cpu_seconds(self._procs)
         if not per:
             self.alive = False
             return None

@@ -25,7 +25,7 @@ from fastapi_tune.errors import ServerFailedError, UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.launch import Running, free_port, run_server
 from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
-from fastapi_tune.observe import worker_children
+from fastapi_tune.observe import cpu_seconds, worker_children
 from fastapi_tune.probe import P99_MIN_SAMPLES, ctrl_c_sets, percentile
 from fastapi_tune.report import ProbeReport
 
@@ -130,17 +130,6 @@ def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> lis
     ]
 
 
-def _cpu_total(procs: Sequence[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        total += t.user + t.system
-    return total
-
-
 def _rss_mb(procs: Sequence[psutil.Process]) -> float:
     total = 0
     for p in procs:
@@ -151,20 +140,34 @@ def _rss_mb(procs: Sequence[psutil.Process]) -> float:
     return total / 2**20
 
 
+def _gunicorn(options: VerifyOptions, *args: str) -> list[str]:
+    """gunicorn from the app's environment (--python)."""
+    return [options.python, "-m", "gunicorn", *args]
+
+
 def _argv(options: VerifyOptions, port: int, workers: int | None, control: list[str]) -> list[str]:
-    argv = [
-        options.python,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(options.config),
-        "--bind",
-        f"127.0.0.1:{port}",
-        *control,
-    ]
-    if workers is not None:
-        argv += ["--workers", str(workers)]
-    return [*argv, options.app]
+    extra = ["--workers", str(workers)] if workers is not None else []
+    return _gunicorn(
+        options, "-c", str(options.config), "--bind", f"127.0.0.1:{port}", *control, *extra, options.app
+    )
+
+
+def _run_gunicorn(
+    options: VerifyOptions, env: dict[str, str], cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """A short gunicorn command (--help, --print-config), its failure to start as one clear line."""
+    try:
+        return subprocess.run(
+            _gunicorn(options, *args),
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ServerFailedError(f"cannot run gunicorn with {options.python}: {e}") from None
 
 
 def _measure(
@@ -176,9 +179,9 @@ def _measure(
     live: LiveCount,
 ) -> Run:
     workers = worker_children(running.pid)
-    cpu_before, started = _cpu_total(workers), time.perf_counter()
+    cpu_before, started = sum(cpu_seconds(workers).values()), time.perf_counter()
     result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live)
-    cpu_after, wall = _cpu_total(workers), time.perf_counter() - started
+    cpu_after, wall = sum(cpu_seconds(workers).values()), time.perf_counter() - started
     duration = max(result.duration_s, 1e-9)
     lat = sorted(result.latencies_ms)
     ok = sum(c for s, c in result.status_counts.items() if s < 400)
@@ -272,11 +275,7 @@ def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path)
     start and removes it at exit: without this, verifying next to a production gunicorn of the
     same user would take away that server's control socket.
     """
-    argv = [options.python, "-m", "gunicorn", "--help"]
-    try:
-        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ServerFailedError(f"cannot run gunicorn with {options.python}: {e}") from None
+    proc = _run_gunicorn(options, env, cwd, "--help")
     if proc.returncode != 0:
         raise ServerFailedError(
             f"gunicorn is not installed for {options.python}: pip install gunicorn uvicorn-worker"
@@ -288,20 +287,9 @@ def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path)
 def configured_workers(options: VerifyOptions, env: dict[str, str], cwd: Path, control: list[str]) -> int:
     """The worker count the config resolves to, from `gunicorn --print-config` (which also
     shows a config that cannot load in gunicorn's own words)."""
-    argv = [
-        options.python,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(options.config),
-        *control,
-        "--print-config",
-        options.app,
-    ]
-    try:
-        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ServerFailedError(f"cannot run gunicorn with {options.python}: {e}") from None
+    proc = _run_gunicorn(
+        options, env, cwd, "-c", str(options.config), *control, "--print-config", options.app
+    )
     for line in proc.stdout.splitlines():
         name, _, value = line.partition("=")
         if name.strip() == "workers" and value.strip().isdigit():
