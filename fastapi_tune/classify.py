@@ -16,26 +16,18 @@ which uses every level at once and so tolerates the noise of a single one. No I/
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Final
 
-from fastapi_tune.report import (
-    CPU_BOUND,
-    INCONCLUSIVE,
-    IO_BOUND,
-    LOOP_BLOCKING,
-    SERIALIZED,
-    THREADPOOL_BOUND,
-    Level,
-    Verdict,
-)
+from fastapi_tune.report import Endpoint, EndpointClass, Evidence, Level, ProbeReport, Verdict
+from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, littles_law_ok, suggested_thread_tokens
+from fastapi_tune.stats import median
 
 # ---------------------------------------------------------------------------------------
 # Thresholds
 
-# AnyIO's default thread limiter: 40 tokens per event loop, i.e. per worker process.
-THREAD_TOKENS_PER_WORKER: Final = 40
 # Above 2% failed requests the successes we count (throughput) and time (latency) are a biased
 # sample: timeouts drop exactly the slow requests. Such a level is shown but is not evidence.
 MAX_ERROR_RATIO: Final = 0.02
@@ -70,60 +62,10 @@ CPU_SATURATED: Final = 0.85
 # 0.1 is ordinary noise; at 0.4 (~50%) the curve says little.
 NOISE_OK: Final = 0.10
 NOISE_BAD: Final = 0.40
-# Little's law (X * mean R / N) outside [0.7, 1.3] means the client measured something else.
-LITTLE_TOLERANCE: Final = 0.3
-# Thread tokens to suggest: at least twice the default (a smaller raise is not worth a deploy),
-# with 25% headroom over the highest concurrency per worker the probe offered.
-MIN_SUGGESTED_TOKENS: Final = 2 * THREAD_TOKENS_PER_WORKER
-TOKENS_HEADROOM: Final = 1.25
 # Confidence never claims certainty from a black-box measurement, nor drops to nothing.
 CONFIDENCE_RANGE: Final = (0.05, 0.95)
 # Unknown worker count: P=1 is a guess that moves both knees.
 UNKNOWN_WORKERS_FACTOR: Final = 0.8
-
-# ---------------------------------------------------------------------------------------
-# Evidence names (the keys of Verdict.evidence), for the renderer.
-
-EV_EFFICIENCY_AT_MAX: Final = "efficiency_at_max"
-EV_LATENCY_INFLATION: Final = "latency_inflation"
-EV_KNEE_CONCURRENCY: Final = "knee_concurrency"
-EV_PLATEAU_RPS: Final = "plateau_rps"
-EV_SERVICE_TIME_MS: Final = "service_time_ms"
-EV_SERVER_CPU_PER_WORKER: Final = "server_cpu_per_worker"
-EV_USL_SIGMA: Final = "usl_sigma"
-EV_USL_KAPPA: Final = "usl_kappa"
-EV_USL_PEAK: Final = "usl_peak_concurrency"
-EV_CLEAN_LEVELS: Final = "clean_levels"
-EV_WORKERS: Final = "workers"
-EV_MAX_CLEAN_CONCURRENCY: Final = "max_clean_concurrency"
-EV_THREADPOOL_KNEE: Final = "threadpool_knee_expected"
-EV_FIT_RMS: Final = "fit_rms"
-EV_EXCLUDED_CLIENT: Final = "excluded_client_saturated"
-EV_EXCLUDED_ERRORS: Final = "excluded_errors"
-EV_SUGGESTED_TOKENS: Final = "suggested_thread_tokens"
-
-EVIDENCE_LABELS: Final[Mapping[str, str]] = {
-    EV_EFFICIENCY_AT_MAX: "throughput per client at the top level vs. at the lowest",
-    EV_LATENCY_INFLATION: "p50 latency at the top level / at the lowest",
-    EV_KNEE_CONCURRENCY: "requests in flight where throughput stops growing",
-    EV_PLATEAU_RPS: "throughput past the knee (req/s)",
-    EV_SERVICE_TIME_MS: "p50 latency at the lowest level (ms)",
-    EV_SERVER_CPU_PER_WORKER: "server CPU per busy worker (cores)",
-    EV_USL_SIGMA: "USL contention (sigma)",
-    EV_USL_KAPPA: "USL coherency (kappa)",
-    EV_USL_PEAK: "USL peak concurrency",
-    EV_CLEAN_LEVELS: "levels used as evidence",
-    EV_WORKERS: "worker processes (None: unknown, 1 assumed)",
-    EV_MAX_CLEAN_CONCURRENCY: "highest concurrency used as evidence",
-    EV_THREADPOOL_KNEE: "where AnyIO's thread limiter would bend the curve (40 x workers)",
-    EV_FIT_RMS: "noise: RMS of log throughput around the fitted curve",
-    EV_EXCLUDED_CLIENT: "levels left out: the load generator was the limit",
-    EV_EXCLUDED_ERRORS: "levels left out: too many errors or no responses",
-    EV_SUGGESTED_TOKENS: "thread tokens per worker to set",
-}
-
-Evidence = dict[str, float | int | None]
-
 
 # ---------------------------------------------------------------------------------------
 # Levels
@@ -271,14 +213,8 @@ class _Curve:
     efficiency_at_max: float
     latency_inflation: float
     plateau_rps: float | None
-    cpu_per_worker: float | None  # past the knee when there is a plateau, else at the top level
+    cpu_per_busy_worker: float | None  # past the knee when there is a plateau, else at the top level
     little_ok: bool
-
-
-def _median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 def _p50(level: Level) -> float:
@@ -309,9 +245,9 @@ def _curve(levels: tuple[Level, ...], workers: int) -> _Curve:
         service_ms=_p50(base),
         efficiency_at_max=(top.throughput_rps / n_max) / (base.throughput_rps / base.concurrency),
         latency_inflation=_p50(top) / _p50(base) if _p50(base) > 0 else 1.0,
-        plateau_rps=_median([lv.throughput_rps for lv in past]) if plateau else None,
-        cpu_per_worker=_median(cpu) if cpu else None,
-        little_ok=not littles or abs(_median(littles) - 1) <= LITTLE_TOLERANCE,
+        plateau_rps=median([lv.throughput_rps for lv in past]) if plateau else None,
+        cpu_per_busy_worker=median(cpu) if cpu else None,
+        little_ok=not littles or littles_law_ok(median(littles)),
     )
 
 
@@ -319,90 +255,139 @@ def _round(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def _evidence(curve: _Curve | None, clean: int, workers: int | None, levels: Sequence[Level]) -> Evidence:
-    p = workers or 1
+def _evidence(curve: _Curve | None, levels: Sequence[Level], clean: int, workers: int | None) -> Evidence:
     excluded = [exclusion_reason(lv) for lv in levels]
-    ev: Evidence = {
-        EV_EFFICIENCY_AT_MAX: None,
-        EV_LATENCY_INFLATION: None,
-        EV_KNEE_CONCURRENCY: None,
-        EV_PLATEAU_RPS: None,
-        EV_SERVICE_TIME_MS: None,
-        EV_SERVER_CPU_PER_WORKER: None,
-        EV_USL_SIGMA: None,
-        EV_USL_KAPPA: None,
-        EV_USL_PEAK: None,
-        EV_CLEAN_LEVELS: clean,
-        EV_WORKERS: workers,
-        EV_MAX_CLEAN_CONCURRENCY: None,
-        EV_THREADPOOL_KNEE: THREAD_TOKENS_PER_WORKER * p,
-        EV_FIT_RMS: None,
-        EV_EXCLUDED_CLIENT: sum(r == "client-saturated" for r in excluded),
-        EV_EXCLUDED_ERRORS: sum(r is not None and r != "client-saturated" for r in excluded),
-    }
+    base = Evidence(
+        clean_levels=clean,
+        workers=workers,
+        threadpool_knee_expected=THREAD_TOKENS_PER_WORKER * (workers or 1),
+        excluded_client_saturated=sum(r == "client-saturated" for r in excluded),
+        excluded_errors=sum(r is not None and r != "client-saturated" for r in excluded),
+    )
     if curve is None:
-        return ev
-    ev[EV_EFFICIENCY_AT_MAX] = _round(curve.efficiency_at_max)
-    ev[EV_LATENCY_INFLATION] = _round(curve.latency_inflation)
-    ev[EV_KNEE_CONCURRENCY] = max(1, round(curve.fit.knee)) if curve.plateau else None
-    ev[EV_PLATEAU_RPS] = _round(curve.plateau_rps, 2)
-    ev[EV_SERVICE_TIME_MS] = _round(curve.service_ms, 3)
-    ev[EV_SERVER_CPU_PER_WORKER] = _round(curve.cpu_per_worker, 3)
-    ev[EV_MAX_CLEAN_CONCURRENCY] = curve.n_max
-    ev[EV_FIT_RMS] = _round(curve.fit.rms)
-    if clean >= USL_MIN_POINTS:
-        usl = usl_fit([(lv.concurrency, lv.throughput_rps) for lv in curve.levels])
-        if usl is not None:
-            sigma, kappa, _ = usl
-            ev[EV_USL_SIGMA] = _round(sigma, 6)
-            ev[EV_USL_KAPPA] = _round(kappa, 8)
-            ev[EV_USL_PEAK] = _round(usl_peak(sigma, kappa), 1)
-    return ev
+        return base
+    usl = (
+        usl_fit([(lv.concurrency, lv.throughput_rps) for lv in curve.levels])
+        if clean >= USL_MIN_POINTS
+        else None
+    )
+    sigma, kappa = (usl[0], usl[1]) if usl is not None else (None, None)
+    return replace(
+        base,
+        efficiency_at_max=_round(curve.efficiency_at_max),
+        latency_inflation=_round(curve.latency_inflation),
+        knee_concurrency=max(1, round(curve.fit.knee)) if curve.plateau else None,
+        plateau_rps=_round(curve.plateau_rps, 2),
+        service_time_ms=_round(curve.service_ms, 3),
+        server_cpu_per_busy_worker=_round(curve.cpu_per_busy_worker, 3),
+        max_clean_concurrency=curve.n_max,
+        fit_rms=_round(curve.fit.rms),
+        usl_sigma=_round(sigma, 6),
+        usl_kappa=_round(kappa, 8),
+        usl_peak_concurrency=(
+            _round(usl_peak(sigma, kappa), 1) if sigma is not None and kappa is not None else None
+        ),
+    )
 
 
-def _inconclusive(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None) -> Verdict | None:
-    """The verdict when the clean levels cannot support a judgement, else None."""
-    if len(clean) >= MIN_CLEAN_LEVELS:
-        return None
+# ---------------------------------------------------------------------------------------
+# Too little evidence
+
+
+def _inconclusive_why(levels: Sequence[Level], clean: int) -> tuple[str, tuple[str, ...]]:
     reasons = [exclusion_reason(lv) for lv in levels]
     n_client = sum(r == "client-saturated" for r in reasons)
     errored = [lv for lv, r in zip(levels, reasons, strict=True) if r is not None and r != "client-saturated"]
     if not levels:
-        why, advice = "no levels were measured", ("Probe the endpoint again; nothing completed.",)
-    elif n_client == len(levels):
-        why = f"all {len(levels)} levels were limited by the load generator, not the app"
-        advice = (
-            "The load generator ran out of CPU: probe from another machine or with fewer concurrent clients.",
+        return "no levels were measured", ("Probe the endpoint again; nothing completed.",)
+    if n_client == len(levels):
+        return (
+            f"all {len(levels)} levels were limited by the load generator, not the app",
+            (
+                "The load generator ran out of CPU: probe from another machine or with fewer "
+                "concurrent clients.",
+            ),
         )
-    else:
+    why = (
+        f"only {clean} of {len(levels)} levels are clean (need {MIN_CLEAN_LEVELS}): "
+        f"{n_client} client-saturated, {len(errored)} with errors above {MAX_ERROR_RATIO:.0%} or no responses"
+    )
+    if errored and len(errored) >= n_client:
         kinds: dict[str, int] = {}
         for lv in errored:
             for kind, count in lv.errors_by_kind.items():
                 kinds[kind] = kinds.get(kind, 0) + count
-        why = (
-            f"only {len(clean)} of {len(levels)} levels are clean (need {MIN_CLEAN_LEVELS}): "
-            f"{n_client} client-saturated, {len(errored)} with errors above {MAX_ERROR_RATIO:.0%} "
-            "or no responses"
-        )
-        if errored and len(errored) >= n_client:
-            detail = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()) if v) or "none completed"
-            advice = (f"Fix the failing requests first ({detail}), then probe again.",)
-        else:
-            advice = ("Probe again with more concurrency levels (the ladder needs at least 3 usable ones).",)
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()) if v) or "none completed"
+        return why, (f"Fix the failing requests first ({detail}), then probe again.",)
+    return why, ("Probe again with more concurrency levels (the ladder needs at least 3 usable ones).",)
+
+
+def _inconclusive(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None) -> Verdict:
+    why, advice = _inconclusive_why(levels, len(clean))
     curve = _curve(clean, workers or 1) if clean else None
     return Verdict(
-        cls=INCONCLUSIVE,
+        cls=EndpointClass.INCONCLUSIVE,
         confidence=0.0,
         summary=f"Inconclusive: {why}.",
-        evidence=_evidence(curve, len(clean), workers, levels),
+        evidence=_evidence(curve, levels, len(clean), workers),
         advice=advice,
     )
 
 
-def _suggested_tokens(n_max: int, workers: int) -> int:
-    need = max(TOKENS_HEADROOM * n_max / workers, MIN_SUGGESTED_TOKENS)
-    step = 10 if need <= 100 else 20 if need <= 200 else 50 if need <= 500 else 100
-    return int(math.ceil(need / step) * step)
+# ---------------------------------------------------------------------------------------
+# The curve's shape, then one builder per verdict
+
+
+class Shape(Enum):
+    """Where the curve's cap sits, relative to the workers and the thread limiter."""
+
+    SERIAL = "about one request per worker"
+    THREADPOOL = "about 40 requests per worker"
+    BETWEEN = "between one and 40 per worker"
+    UNCAPPED = "no cap, or one far past the thread limiter"
+
+
+@dataclass(frozen=True)
+class _Case:
+    """What every builder reads: the curve, the worker count, the CPU, the shared confidence."""
+
+    curve: _Curve
+    workers: int | None  # as observed; None when unknown
+    p: int  # workers, 1 when unknown
+    cpu: float | None  # server CPU per busy worker, None when not observed
+    confidence: float
+    notes: tuple[str, ...]
+    evidence: Evidence
+
+    def note(self, *extra: str) -> str:
+        parts = [*self.notes, *extra]
+        return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _serial_cap(workers: int | None, p: int) -> float:
+    return SERIAL_MAX_UNKNOWN_WORKERS if workers is None else SERIAL_MAX_PER_WORKER * p
+
+
+def _implied_workers(case: _Case) -> int:
+    """Unknown workers: the knee must sit near 40 x some whole number of workers."""
+    if case.workers is not None:
+        return case.p
+    return max(1, round(case.curve.fit.knee / THREAD_TOKENS_PER_WORKER))
+
+
+def shape(case: _Case) -> Shape:
+    """The curve's kind: a pure decision on the knee, which every builder then explains."""
+    knee, lo, hi = case.curve.fit.knee, THREADPOOL_BAND[0], THREADPOOL_BAND[1]
+    if not case.curve.plateau:
+        return Shape.UNCAPPED
+    if knee <= _serial_cap(case.workers, case.p):
+        return Shape.SERIAL
+    band_knee = THREAD_TOKENS_PER_WORKER * _implied_workers(case)
+    if lo * band_knee <= knee <= hi * band_knee:
+        return Shape.THREADPOOL
+    if knee < lo * THREAD_TOKENS_PER_WORKER * case.p:
+        return Shape.BETWEEN
+    return Shape.UNCAPPED
 
 
 def _clamp(conf: float) -> float:
@@ -410,191 +395,220 @@ def _clamp(conf: float) -> float:
     return round(min(max(conf, lo), hi), 3)
 
 
-def classify(levels: Sequence[Level], workers: int | None, server_observed: bool) -> Verdict:
-    """Judge what limits an endpoint from its ladder of levels (see the module docstring)."""
-    clean = clean_levels(levels)
-    early = _inconclusive(levels, clean, workers)
-    if early is not None:
-        return early
-    p = workers if workers and workers > 0 else 1
-    curve = _curve(clean, p)
-    ev = _evidence(curve, len(clean), workers, levels)
-    fit = curve.fit
+def _verdict(case: _Case, cls: EndpointClass, factor: float, summary: str, advice: Sequence[str]) -> Verdict:
+    return Verdict(
+        cls=cls,
+        confidence=_clamp(case.confidence * factor),
+        summary=summary,
+        evidence=case.evidence,
+        advice=tuple(advice),
+    )
+
+
+def _serial(case: _Case) -> Verdict:
+    c, p = case.curve, case.p
+    per = f"~{p}/S with {p} worker{'s' if p > 1 else ''}" if case.workers else f"~{c.fit.knee:.0f}/S"
+    head = (
+        f"throughput plateaus at {c.plateau_rps or 0:.0f} req/s from c~{c.fit.knee:.0f} ({per}, "
+        f"S={c.service_ms:.1f} ms), latency x{c.latency_inflation:.1f} at c={c.n_max}"
+    )
+    if case.cpu is None:
+        return _verdict(
+            case,
+            EndpointClass.SERIALIZED,
+            0.85,
+            f"Serialized: {head}{case.note()}; without the server's CPU this cannot tell cpu-bound from "
+            "loop-blocking: suspect loop-blocking if the handler is `async def` and calls a blocking client "
+            "(requests, time.sleep, a sync DB driver), cpu-bound if it computes.",
+            (
+                "Probe with the server running on this machine so its CPU is measured.",
+                "If it blocks in `async def`: use an async driver or declare the route `def`.",
+                "If it computes: one worker per effective CPU; move heavy work to a process pool.",
+            ),
+        )
+    ambiguity = min(abs(case.cpu - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, 1.0)
+    factor = 0.6 + 0.4 * ambiguity
+    if case.cpu >= CPU_BOUND_SPLIT:
+        return _verdict(
+            case,
+            EndpointClass.CPU_BOUND,
+            factor,
+            f"CPU-bound: {head}, server CPU {case.cpu:.2f} cores per busy worker{case.note()}.",
+            (
+                "Run one worker process per effective CPU: more workers than cores add memory, "
+                "not throughput.",
+                "Move heavy, non-critical work to a process pool (ProcessPoolExecutor) or a task queue; "
+                "threads and async do not help CPU work under the GIL.",
+            ),
+        )
+    return _verdict(
+        case,
+        EndpointClass.LOOP_BLOCKING,
+        factor,
+        f"Loop-blocking: {head}, yet server CPU only {case.cpu:.2f} cores per busy worker: a blocking call "
+        f"inside `async def` holds the event loop{case.note()}.",
+        (
+            "Use an async driver for the blocking call (asyncpg, httpx.AsyncClient, aiofiles, "
+            "redis.asyncio), "
+            "or declare the route `def` so it runs in the thread pool.",
+            "More workers only multiply the plateau; they do not remove the block.",
+        ),
+    )
+
+
+def _threadpool(case: _Case) -> Verdict:
+    c, implied = case.curve, _implied_workers(case)
+    factor, extra = 1.0, []
+    if case.workers is None:
+        factor *= 0.9
+        extra.append(f"the knee fits {implied} worker{'s' if implied > 1 else ''} x 40 threads")
+    tokens = suggested_thread_tokens(c.n_max, implied)
+    advice = [
+        f"Raise AnyIO's thread limit in the app's lifespan (40 per worker by default; {tokens.why}):",
+        "import anyio.to_thread",
+        f"anyio.to_thread.current_default_thread_limiter().total_tokens = {tokens.tokens}",
+        "Or make the route `async def` with an async driver, which needs no threads.",
+    ]
+    if case.cpu is not None and case.cpu >= CPU_SATURATED:
+        factor *= 0.7
+        advice.append(
+            f"Server CPU is already {case.cpu:.2f} cores per worker at the plateau: more threads alone may "
+            "not help, add workers too."
+        )
+    case = replace(case, evidence=replace(case.evidence, suggested_thread_tokens=tokens.tokens))
+    return _verdict(
+        case,
+        EndpointClass.THREADPOOL_BOUND,
+        factor,
+        f"Threadpool-bound: flat latency ({c.service_ms:.1f} ms) until c~{c.fit.knee:.0f}, then throughput "
+        f"plateaus at {c.plateau_rps or 0:.0f} req/s, matching AnyIO's 40 threads x "
+        f"{implied} worker{'s' if implied > 1 else ''}{case.note(*extra)}.",
+        advice,
+    )
+
+
+def _between(case: _Case) -> Verdict:
+    """Capped well above one request per worker yet well below the thread limiter."""
+    c, p, cpu = case.curve, case.p, case.cpu
+    plateau = c.plateau_rps or 0.0
+    if cpu is not None and cpu >= CPU_BOUND_SPLIT:
+        return _verdict(
+            case,
+            EndpointClass.CPU_BOUND,
+            0.7,
+            f"CPU-bound: throughput plateaus at {plateau:.0f} req/s from c~{c.fit.knee:.0f} with server CPU "
+            f"{cpu:.2f} cores per worker: each request needs about "
+            f"{1000 * cpu * p / max(plateau, 1e-9):.1f} ms "
+            f"of CPU within S={c.service_ms:.1f} ms{case.note()}.",
+            (
+                "Run one worker process per effective CPU: the workers' CPU is the limit.",
+                "Profile the handler's CPU (serialisation, validation) and move heavy, "
+                "non-critical work to a "
+                "process pool or a task queue.",
+            ),
+        )
     tp_knee = THREAD_TOKENS_PER_WORKER * p
-    s_ms = curve.service_ms
-    knee = fit.knee
-    plateau = curve.plateau_rps or 0.0
+    return _verdict(
+        case,
+        EndpointClass.INCONCLUSIVE,
+        0.5,
+        f"Inconclusive: throughput plateaus at {plateau:.0f} req/s with ~{c.fit.knee:.0f} requests "
+        "in flight, "
+        f"neither ~{p} (one per worker) nor ~{tp_knee} (40 threads per worker), with "
+        f"{'low' if cpu is not None else 'unmeasured'} server CPU{case.note()}.",
+        (
+            f"Look for a limit of ~{c.fit.knee / p:.0f} per worker: a connection pool, a semaphore, a rate "
+            "limit downstream, or a thread limiter set by the app.",
+        ),
+    )
 
-    # Confidence common to every class: the number of levels, the noise, Little's law, the workers.
-    conf = 0.95 * min(1.0, 0.55 + 0.15 * (len(clean) - MIN_CLEAN_LEVELS))
-    noise = min(max((fit.rms - NOISE_OK) / (NOISE_BAD - NOISE_OK), 0.0), 1.0)
-    conf *= 1 - 0.5 * noise
-    if not curve.little_ok:
-        conf *= 0.85
-    notes: list[str] = []
-    if workers is None:
-        conf *= UNKNOWN_WORKERS_FACTOR
-        notes.append("worker count unknown, 1 assumed")
-    note = f" ({'; '.join(notes)})" if notes else ""
 
-    serial_max = SERIAL_MAX_UNKNOWN_WORKERS if workers is None else SERIAL_MAX_PER_WORKER * p
-    lo, hi = THREADPOOL_BAND
-    cpu = curve.cpu_per_worker
-    cpu_known = server_observed and cpu is not None
-
-    if curve.plateau and knee <= serial_max:
-        per = f"~{p}/S with {p} worker{'s' if p > 1 else ''}" if workers else f"~{knee:.0f}/S"
-        head = (
-            f"throughput plateaus at {plateau:.0f} req/s from c~{knee:.0f} ({per}, S={s_ms:.1f} ms), "
-            f"latency x{curve.latency_inflation:.1f} at c={curve.n_max}"
-        )
-        if not cpu_known:
-            return Verdict(
-                cls=SERIALIZED,
-                confidence=_clamp(conf * 0.85),
-                summary=(
-                    f"Serialized: {head}{note}; without the server's CPU this cannot tell cpu-bound from "
-                    "loop-blocking: suspect loop-blocking if the handler is `async def` and calls a "
-                    "blocking client (requests, time.sleep, a sync DB driver), cpu-bound if it computes."
-                ),
-                evidence=ev,
-                advice=(
-                    "Probe with the server running on this machine so its CPU is measured.",
-                    "If it blocks in `async def`: use an async driver or declare the route `def`.",
-                    "If it computes: one worker per effective CPU; move heavy work to a process pool.",
-                ),
-            )
-        assert cpu is not None
-        ambiguity = min(abs(cpu - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, 1.0)
-        conf *= 0.6 + 0.4 * ambiguity
-        if cpu >= CPU_BOUND_SPLIT:
-            return Verdict(
-                cls=CPU_BOUND,
-                confidence=_clamp(conf),
-                summary=f"CPU-bound: {head}, server CPU {cpu:.2f} cores per busy worker{note}.",
-                evidence=ev,
-                advice=(
-                    "Run one worker process per effective CPU: more workers than cores add memory, not "
-                    "throughput.",
-                    "Move heavy, non-critical work to a process pool (ProcessPoolExecutor) or a task queue; "
-                    "threads and async do not help CPU work under the GIL.",
-                ),
-            )
-        return Verdict(
-            cls=LOOP_BLOCKING,
-            confidence=_clamp(conf),
-            summary=(
-                f"Loop-blocking: {head}, yet server CPU only {cpu:.2f} cores per busy worker: a blocking "
-                f"call inside `async def` holds the event loop{note}."
-            ),
-            evidence=ev,
-            advice=(
-                "Use an async driver for the blocking call (asyncpg, httpx.AsyncClient, aiofiles, "
-                "redis.asyncio), or declare the route `def` so it runs in the thread pool.",
-                "More workers only multiply the plateau; they do not remove the block.",
-            ),
-        )
-
-    # Unknown workers: the knee must sit near 40 x some whole number of workers.
-    implied = max(1, round(knee / THREAD_TOKENS_PER_WORKER)) if workers is None else p
-    band_knee = THREAD_TOKENS_PER_WORKER * implied
-    if curve.plateau and lo * band_knee <= knee <= hi * band_knee:
-        if workers is None:
-            conf *= 0.9
-            notes.append(f"the knee fits {implied} worker{'s' if implied > 1 else ''} x 40 threads")
-            note = f" ({'; '.join(notes)})"
-        tokens = _suggested_tokens(curve.n_max, implied)
-        ev[EV_SUGGESTED_TOKENS] = tokens
-        advice = [
-            "Raise AnyIO's thread limit in the app's lifespan (40 per worker by default):",
-            "import anyio.to_thread",
-            f"anyio.to_thread.current_default_thread_limiter().total_tokens = {tokens}",
-            "Or make the route `async def` with an async driver, which needs no threads.",
-        ]
-        if cpu_known and cpu is not None and cpu >= CPU_SATURATED:
-            conf *= 0.7
-            advice.append(
-                f"Server CPU is already {cpu:.2f} cores per worker at the plateau: more threads alone may "
-                "not help, add workers too."
-            )
-        return Verdict(
-            cls=THREADPOOL_BOUND,
-            confidence=_clamp(conf),
-            summary=(
-                f"Threadpool-bound: flat latency ({s_ms:.1f} ms) until c~{knee:.0f}, then throughput "
-                f"plateaus at {plateau:.0f} req/s, matching AnyIO's 40 threads x "
-                f"{implied} worker{'s' if implied > 1 else ''}{note}."
-            ),
-            evidence=ev,
-            advice=tuple(advice),
-        )
-
-    if curve.plateau and knee < lo * tp_knee:
-        # Capped well above one request per worker yet well below the thread limiter.
-        if cpu_known and cpu is not None and cpu >= CPU_BOUND_SPLIT:
-            return Verdict(
-                cls=CPU_BOUND,
-                confidence=_clamp(conf * 0.7),
-                summary=(
-                    f"CPU-bound: throughput plateaus at {plateau:.0f} req/s from c~{knee:.0f} with server "
-                    f"CPU {cpu:.2f} cores per worker: each request needs about "
-                    f"{1000 * cpu * p / max(plateau, 1e-9):.1f} ms of CPU within S={s_ms:.1f} ms{note}."
-                ),
-                evidence=ev,
-                advice=(
-                    "Run one worker process per effective CPU: the workers' CPU is the limit.",
-                    "Profile the handler's CPU (serialisation, validation) and move heavy, non-critical work "
-                    "to a process pool or a task queue.",
-                ),
-            )
-        return Verdict(
-            cls=INCONCLUSIVE,
-            confidence=_clamp(conf * 0.5),
-            summary=(
-                f"Inconclusive: throughput plateaus at {plateau:.0f} req/s with ~{knee:.0f} "
-                f"requests in flight, neither ~{p} (one per worker) nor ~{tp_knee} (40 threads per worker), "
-                f"with {'low' if cpu_known else 'unmeasured'} server CPU{note}."
-            ),
-            evidence=ev,
-            advice=(
-                f"Look for a limit of ~{knee / p:.0f} per worker: a connection pool, a semaphore, a rate "
-                "limit downstream, or a thread limiter set by the app.",
-            ),
-        )
-
-    # io-bound: no cap within the ladder, or one far past the thread limiter.
-    advice_io = [
+def _io(case: _Case) -> Verdict:
+    """No cap within the ladder, or one far past the thread limiter: the async path scaled."""
+    c, p = case.curve, case.p
+    tp_knee = THREAD_TOKENS_PER_WORKER * p
+    factor, extra = 1.0, []
+    advice = [
         "The async path scales: a few workers suffice (about one per core leaves CPU headroom).",
         "Watch downstream pool sizes (database, HTTP client): they, not the workers, cap concurrency.",
     ]
-    if curve.plateau:
-        conf *= 0.85
-        cpu_txt = f", server CPU {cpu:.2f} cores per worker" if cpu_known and cpu is not None else ""
-        notes.append(
-            f"growth slowed past c~{knee:.0f}{cpu_txt}, far beyond the thread limiter (~{tp_knee}): "
+    if c.plateau:
+        factor *= 0.85
+        cpu_txt = f", server CPU {case.cpu:.2f} cores per worker" if case.cpu is not None else ""
+        extra.append(
+            f"growth slowed past c~{c.fit.knee:.0f}{cpu_txt}, far beyond the thread limiter (~{tp_knee}): "
             "the server's own per-request CPU or a downstream limit"
         )
-    elif curve.n_max < THREADPOOL_RULE_OUT * tp_knee:
-        conf *= 0.6
-        notes.append(
-            f"the ladder stopped at c={curve.n_max}, below 1.2 x the thread limiter's knee (~{tp_knee}): "
+    elif c.n_max < THREADPOOL_RULE_OUT * tp_knee:
+        factor *= 0.6
+        extra.append(
+            f"the ladder stopped at c={c.n_max}, below 1.2 x the thread limiter's knee (~{tp_knee}): "
             "threadpool-bound cannot be ruled out"
         )
-        advice_io.append(
+        advice.append(
             f"To rule out the thread limiter, probe up to c>={math.ceil(THREADPOOL_RULE_OUT * tp_knee)}."
         )
-    if not curve.plateau and curve.n_max < SERIAL_MAX_PER_WORKER * p:
-        conf *= 0.6
-        notes.append(f"the ladder never went past the {p} workers, so a serial limit is not ruled out")
-    note = f" ({'; '.join(notes)})" if notes else ""
-    return Verdict(
-        cls=IO_BOUND,
-        confidence=_clamp(conf),
-        summary=(
-            f"IO-bound: throughput grows to {curve.levels[-1].throughput_rps:.0f} req/s at c={curve.n_max} "
-            f"(efficiency {curve.efficiency_at_max:.2f}), p50 latency {s_ms:.1f} ms at "
-            f"c={curve.levels[0].concurrency} and x{curve.latency_inflation:.2f} at c={curve.n_max}{note}."
-        ),
-        evidence=ev,
-        advice=tuple(advice_io),
+    if not c.plateau and c.n_max < SERIAL_MAX_PER_WORKER * p:
+        factor *= 0.6
+        extra.append(f"the ladder never went past the {p} workers, so a serial limit is not ruled out")
+    return _verdict(
+        case,
+        EndpointClass.IO_BOUND,
+        factor,
+        f"IO-bound: throughput grows to {c.levels[-1].throughput_rps:.0f} req/s at c={c.n_max} "
+        f"(efficiency {c.efficiency_at_max:.2f}), p50 latency {c.service_ms:.1f} ms at "
+        f"c={c.levels[0].concurrency} and x{c.latency_inflation:.2f} at c={c.n_max}{case.note(*extra)}.",
+        advice,
     )
+
+
+_BUILDERS: Final = {
+    Shape.SERIAL: _serial,
+    Shape.THREADPOOL: _threadpool,
+    Shape.BETWEEN: _between,
+    Shape.UNCAPPED: _io,
+}
+
+
+def _case(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None, observed: bool) -> _Case:
+    """The curve and the confidence every class shares: levels, noise, Little's law, known workers."""
+    p = workers if workers and workers > 0 else 1
+    curve = _curve(clean, p)
+    conf = 0.95 * min(1.0, 0.55 + 0.15 * (len(clean) - MIN_CLEAN_LEVELS))
+    noise = min(max((curve.fit.rms - NOISE_OK) / (NOISE_BAD - NOISE_OK), 0.0), 1.0)
+    conf *= 1 - 0.5 * noise
+    if not curve.little_ok:
+        conf *= 0.85
+    notes: tuple[str, ...] = ()
+    if workers is None:
+        conf *= UNKNOWN_WORKERS_FACTOR
+        notes = ("worker count unknown, 1 assumed",)
+    return _Case(
+        curve=curve,
+        workers=workers,
+        p=p,
+        cpu=curve.cpu_per_busy_worker if observed else None,
+        confidence=conf,
+        notes=notes,
+        evidence=_evidence(curve, levels, len(clean), workers),
+    )
+
+
+def classify(levels: Sequence[Level], workers: int | None, server_observed: bool) -> Verdict:
+    """Judge what limits an endpoint from its ladder of levels (see the module docstring)."""
+    clean = clean_levels(levels)
+    if len(clean) < MIN_CLEAN_LEVELS:
+        return _inconclusive(levels, clean, workers)
+    case = _case(levels, clean, workers, server_observed)
+    return _BUILDERS[shape(case)](case)
+
+
+def classify_report(report: ProbeReport) -> ProbeReport:
+    """The report with every endpoint judged; the server's CPU counts only where it was observed."""
+    observed = report.server.local and report.server.pid is not None
+
+    def judged(e: Endpoint) -> Endpoint:
+        seen = observed and e.stop_reason != "server died"
+        return replace(e, verdict=classify(e.levels, report.server.workers, seen))
+
+    return replace(report, endpoints=tuple(judged(e) for e in report.endpoints))

@@ -15,21 +15,21 @@ import typer
 from rich.console import Console
 
 from fastapi_tune import __version__
-from fastapi_tune.conf import render_gunicorn_conf
-from fastapi_tune.demo import SAMPLE_APP, sample_server
+from fastapi_tune.demo import SAMPLE_APP
 from fastapi_tune.errors import ExitCode, FastapiTuneError, Interrupted, UsageError
-from fastapi_tune.fileio import atomic_write
+from fastapi_tune.fileio import Overwrite, existing_state, write_output
 from fastapi_tune.host import CPUS_ENV, MEMORY_ENV, HostFacts, host_to_json, read_host
 from fastapi_tune.plan import Choices, Plan, make_plan
-from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, run_probe
+from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
-from fastapi_tune.recommend import DEFAULT_OUTPUT, Overwrite, existing_state, load_report, write_output
+from fastapi_tune.render_conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render_host import print_host
 from fastapi_tune.render_plan import plan_to_json, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
 from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
-from fastapi_tune.report import ProbeReport, report_to_json
+from fastapi_tune.report import ProbeReport, load_report, report_to_json
 from fastapi_tune.verify import VerifyOptions, run_verify
+from fastapi_tune.workflow import probe_and_classify, run_demo, save_report
 
 app = typer.Typer(
     name="fastapi-tune",
@@ -41,6 +41,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -83,13 +84,18 @@ def command(f: Callable[P, None]) -> Callable[P, None]:
         try:
             f(*args, **kwargs)
         except FastapiTuneError as e:
-            if _state["debug"]:
-                raise
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(int(e.exit_code)) from None
+            raise typer.Exit(_report_error(e)) from None
 
     app.command()(wrapper)
     return wrapper
+
+
+def _report_error(e: FastapiTuneError) -> int:
+    """One red line for an error the user is meant to read (re-raised with --debug); its exit code."""
+    if _state["debug"]:
+        raise e
+    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    return int(e.exit_code)
 
 
 def print_json(data: Any) -> None:
@@ -202,9 +208,14 @@ def probe(
 def _probe_and_save(options: ProbeOptions, facts: HostFacts, out_path: Path, as_json: bool) -> ProbeReport:
     """Run a probe with live progress, save the report always, show it, and raise on a bad end."""
     with LiveProgress(err) as progress:
-        outcome = run_probe(options, facts, progress)
+        outcome = probe_and_classify(options, facts, progress)
+    return _save_and_show(outcome, out_path, as_json)
+
+
+def _save_and_show(outcome: ProbeOutcome, out_path: Path, as_json: bool) -> ProbeReport:
+    """Save the report always, show it, and raise for a dead server or an interruption."""
     report = outcome.report
-    atomic_write(out_path, json.dumps(report_to_json(report), indent=2) + "\n")
+    save_report(report, out_path)
     if as_json:
         print_json(report_to_json(report))
     else:
@@ -253,7 +264,7 @@ def recommend(
             help="Deployment profile: vm, container, kubernetes, small-memory, or a path to a .yaml."
         ),
     ] = None,
-    output: Annotated[Path, typer.Option(help="Where to write the gunicorn config.")] = DEFAULT_OUTPUT,
+    output: Annotated[Path, typer.Option(help="Where to write the gunicorn config.")] = DEFAULT_CONF,
     bind: Annotated[str | None, typer.Option(help="Address to listen on (default: the profile's).")] = None,
     worker_class: Annotated[
         str | None, typer.Option(help="uvicorn-worker (default) or asgi (gunicorn's native worker, >= 24).")
@@ -353,23 +364,13 @@ def demo(
     directory = output or Path(tempfile.mkdtemp(prefix="fastapi-tune-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
     report_path = directory / "fastapi-tune-probe.json"
-    with sample_server() as running:
-        err.print(f"[bold]Sample app[/] fastapi_tune.sample_app:app on {running.url} (1 uvicorn worker)")
-        report = _probe_and_save(
-            ProbeOptions(url=running.url, max_seconds=max_seconds),
-            facts,
-            report_path,
-            False,
-        )
-    plan = make_plan(
-        facts,
-        report,
-        load_profile(DEFAULT_PROFILE),
-        Choices(app=SAMPLE_APP, gunicorn_version=facts.versions.get("gunicorn")),
-    )
+    err.print(f"[bold]Sample app[/] {SAMPLE_APP} under 1 uvicorn worker on a free loopback port")
+    with LiveProgress(err) as progress:
+        result = run_demo(facts, max_seconds, progress)
+    _save_and_show(result.outcome, report_path, False)
     out.rule("Recommendation")
     conf = directory / "gunicorn.conf.py"
-    _show_and_write(plan, conf, consent=True, ask=False, as_json=False)
+    _show_and_write(result.plan, conf, consent=True, ask=False, as_json=False)
     err.print(f"Demo files are in [bold]{directory}[/]. Prove the recommendation against the alternatives:")
     err.print(f"  fastapi-tune verify {SAMPLE_APP} -c {conf} --probe {report_path} --sweep", soft_wrap=True)
 
@@ -379,7 +380,7 @@ def verify(
     app_module: Annotated[str, typer.Argument(help="The app, as module:attribute (e.g. main:app).")],
     config: Annotated[
         Path, typer.Option("--config", "-c", help="The gunicorn.conf.py to verify.")
-    ] = DEFAULT_OUTPUT,
+    ] = DEFAULT_CONF,
     probe_path: Annotated[
         Path | None,
         typer.Option(
@@ -449,10 +450,7 @@ def main() -> None:
     try:
         app()
     except FastapiTuneError as e:
-        if _state["debug"]:
-            raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
-        sys.exit(int(e.exit_code))
+        sys.exit(_report_error(e))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         sys.exit(int(ExitCode.INTERRUPTED))

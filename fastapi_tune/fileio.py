@@ -1,6 +1,7 @@
 """Writing files safely: never a half-written config, never a lost backup.
 
-Consent (may this file be overwritten?) is the CLI's question; these functions only write.
+Consent (may this file be overwritten?) is the CLI's question; these functions only say what a
+write would replace, and write.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 import shutil
 import stat
 import tempfile
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Final
 
@@ -97,3 +100,45 @@ def write_with_backup(path: Path | str, text: str) -> Path | None:
         backup = _copy_to_fresh_backup(target)
     atomic_write(target, text)
     return backup
+
+
+class Overwrite(Enum):
+    """What to do when the output file exists: decided by the CLI from flags and the prompt."""
+
+    NEW = "new"  # no file there yet
+    SAME = "same"  # the file already holds exactly this text
+    ASK = "ask"  # a different file is there; needs consent
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    backup: Path | None
+    unchanged: bool
+
+
+def existing_state(path: Path, text: str) -> Overwrite:
+    """Whether writing `text` to `path` would replace anything."""
+    if path.is_dir():
+        raise RefusedError(f"{path}: is a directory; pass --output FILE")
+    if not path.exists():
+        return Overwrite.NEW
+    if path.read_text(encoding="utf-8", errors="replace") == text:
+        return Overwrite.SAME
+    return Overwrite.ASK
+
+
+def write_output(path: Path, text: str, consent: bool) -> Written:
+    """Write atomically; replace a different existing file only with consent, keeping a backup."""
+    state = existing_state(path, text)
+    if state is Overwrite.SAME:
+        return Written(path, None, unchanged=True)
+    if state is Overwrite.ASK and not consent:
+        raise RefusedError(
+            f"{path} exists and differs; not replacing it without consent: pass --yes (the old file"
+            " is kept as a backup next to it) or --output OTHER_FILE"
+        )
+    if state is Overwrite.NEW:
+        atomic_write(path, text)
+        return Written(path, None, unchanged=False)
+    return Written(path, write_with_backup(path, text), unchanged=False)

@@ -20,9 +20,18 @@ from typing import Any, Final
 import psutil
 
 from fastapi_tune.errors import UsageError
+from fastapi_tune.jsonread import JsonReader
 
 CPUS_ENV: Final = "FASTAPI_TUNE_CPUS"
 MEMORY_ENV: Final = "FASTAPI_TUNE_MEMORY"
+
+# The range a CPU count may take, from an override or a saved report: below a tenth of a CPU no
+# Python server runs, and beyond 1024 the number is a typo (it would plan thousands of workers).
+MIN_CPUS: Final = 0.1
+MAX_CPUS: Final = 1024.0
+# Memory below 16 MiB cannot hold one Python worker; above 64 TiB the number is a typo.
+MIN_MEMORY_BYTES: Final = 16 << 20
+MAX_MEMORY_BYTES: Final = 64 << 40
 
 # cgroup v1 reports "no limit" as a page-rounded LONG_MAX; anything this large is no limit.
 _V1_UNLIMITED_FLOOR: Final = 1 << 60
@@ -205,8 +214,10 @@ def parse_cpus_override(text: str) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"{CPUS_ENV}={text!r}: expected a positive number of CPUs, e.g. 2 or 1.5") from None
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{CPUS_ENV}={text!r}: expected a positive number of CPUs, e.g. 2 or 1.5")
+    if not math.isfinite(value) or not MIN_CPUS <= value <= MAX_CPUS:
+        raise UsageError(
+            f"{CPUS_ENV}={text!r}: expected a number of CPUs from {MIN_CPUS:g} to {MAX_CPUS:g}, e.g. 2 or 1.5"
+        )
     return value
 
 
@@ -222,8 +233,10 @@ def parse_memory_override(text: str) -> int:
         value = float(number) * _UNITS[unit]
     except ValueError:
         raise UsageError(f"{MEMORY_ENV}={text!r}: expected bytes or a size such as 512M or 2G") from None
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{MEMORY_ENV}={text!r}: expected bytes or a size such as 512M or 2G")
+    if not math.isfinite(value) or not MIN_MEMORY_BYTES <= value <= MAX_MEMORY_BYTES:
+        raise UsageError(
+            f"{MEMORY_ENV}={text!r}: expected a size from 16M to 64T, in bytes or such as 512M or 2G"
+        )
     return int(value)
 
 
@@ -351,31 +364,41 @@ def host_to_json(h: HostFacts) -> dict[str, Any]:
     }
 
 
-def host_from_json(d: Mapping[str, Any]) -> HostFacts:
-    """Rebuild host facts saved in a probe report (already shape-checked by the caller)."""
-    c, m = d["cpu"], d["memory"]
+def host_from_json(raw: object, source: str, where: str = "host") -> HostFacts:
+    """Rebuild host facts saved in a probe report, every value checked (errors name the key)."""
+    r = JsonReader(source)
+    d = r.obj(raw, where)
+    c, m = r.obj(d.get("cpu"), f"{where}.cpu"), r.obj(d.get("memory"), f"{where}.memory")
     la = d.get("load_average")
+    loads = (
+        None
+        if la is None
+        else [r.num(x, f"{where}.load_average", 0) for x in r.list_(la, f"{where}.load_average")]
+    )
+    versions = r.obj(d.get("versions", {}), f"{where}.versions")
     return HostFacts(
         cpu=CpuFacts(
-            logical=int(c["logical"]),
-            physical=c.get("physical"),
-            affinity=int(c["affinity"]),
-            quota=c.get("quota"),
-            cpuset=c.get("cpuset"),
-            override=c.get("override"),
-            effective=c["effective"],
-            source=str(c["source"]),
+            logical=r.int_(c.get("logical"), f"{where}.cpu.logical", 1),
+            physical=r.opt_int(c.get("physical"), f"{where}.cpu.physical", 1),
+            affinity=r.int_(c.get("affinity"), f"{where}.cpu.affinity", 1),
+            quota=r.opt_num(c.get("quota"), f"{where}.cpu.quota", 0),
+            cpuset=r.opt_int(c.get("cpuset"), f"{where}.cpu.cpuset", 1),
+            override=r.opt_num(c.get("override"), f"{where}.cpu.override", 0),
+            effective=r.num(c.get("effective"), f"{where}.cpu.effective", MIN_CPUS, MAX_CPUS),
+            source=r.str_(c.get("source"), f"{where}.cpu.source"),
         ),
         memory=MemoryFacts(
-            total_bytes=int(m["total_bytes"]),
-            available_bytes=int(m["available_bytes"]),
-            cgroup_limit_bytes=m.get("cgroup_limit_bytes"),
-            override_bytes=m.get("override_bytes"),
-            effective_bytes=int(m["effective_bytes"]),
-            source=str(m["source"]),
+            total_bytes=r.int_(m.get("total_bytes"), f"{where}.memory.total_bytes", 1),
+            available_bytes=r.int_(m.get("available_bytes"), f"{where}.memory.available_bytes", 0),
+            cgroup_limit_bytes=r.opt_int(
+                m.get("cgroup_limit_bytes"), f"{where}.memory.cgroup_limit_bytes", 1
+            ),
+            override_bytes=r.opt_int(m.get("override_bytes"), f"{where}.memory.override_bytes", 1),
+            effective_bytes=r.int_(m.get("effective_bytes"), f"{where}.memory.effective_bytes", 1),
+            source=r.str_(m.get("source"), f"{where}.memory.source"),
         ),
-        cgroup_version=d.get("cgroup_version"),
-        load_average=(la[0], la[1], la[2]) if la else None,
+        cgroup_version=r.opt_int(d.get("cgroup_version"), f"{where}.cgroup_version", 1, 2),
+        load_average=(loads[0], loads[1], loads[2]) if loads and len(loads) == 3 else None,
         dev_shm=bool(d.get("dev_shm", False)),
-        versions=dict(d.get("versions", {})),
+        versions={str(k): v if isinstance(v, str) else None for k, v in versions.items()},
     )

@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from fastapi_tune.classify import EV_SERVER_CPU_PER_WORKER, THREAD_TOKENS_PER_WORKER
 from fastapi_tune.errors import UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.profiles import Profile
-from fastapi_tune.report import (
-    CPU_BOUND,
-    INCONCLUSIVE,
-    LOOP_BLOCKING,
-    SERIALIZED,
-    THREADPOOL_BOUND,
-    Endpoint,
-    Level,
-    ProbeReport,
-)
+from fastapi_tune.report import Endpoint, EndpointClass, Level, ProbeReport
+from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, rule_of_thumb_workers, suggested_thread_tokens
 
 UVICORN_WORKER: Final = "uvicorn_worker.UvicornWorker"
 ASGI_WORKER: Final = "asgi"
@@ -35,16 +25,13 @@ DEPRECATED_WORKER: Final = "uvicorn.workers.UvicornWorker"
 ASGI_MIN_GUNICORN: Final = (24, 0)
 
 # Routes whose throughput only grows with processes that can each use a CPU.
-CPU_LIMITED: Final = (CPU_BOUND, SERIALIZED, LOOP_BLOCKING)
+CPU_LIMITED: Final = (EndpointClass.CPU_BOUND, EndpointClass.SERIALIZED, EndpointClass.LOOP_BLOCKING)
 # A worker using this much of a core at the busiest level is CPU-limited, whatever its class.
 CPU_SATURATED_PER_WORKER: Final = 0.8
 # A worker stalled by a blocking call uses almost no CPU (measured: 0.03-0.05 cores), so several
 # can share a core; beyond 4 per core the workers' own event-loop work and memory outweigh
 # the gain, whatever the measured CPU says.
 BLOCKED_WORKERS_PER_CPU: Final = 4
-ANYIO_DEFAULT_TOKENS: Final = THREAD_TOKENS_PER_WORKER
-# Above this, threads mostly queue on the database pool or the GIL instead of working.
-LIMITER_MAX_TOKENS: Final = 400
 # Queueing theory: latency climbs steeply past ~70% utilisation, and a rolling update or a
 # lost node removes capacity; size replicas so the target load is 70% of the measured peak.
 REPLICA_UTILISATION: Final = 0.7
@@ -121,9 +108,6 @@ class Plan:
     limiter_tokens: int | None  # AnyIO thread tokens to set, when threadpool-bound routes need more
     advice: tuple[Advice, ...]
     unknowns: tuple[str, ...]
-    gunicorn_argv: tuple[str, ...]
-    uvicorn_command: str
-    fastapi_command: str
     replicas: ReplicaSizing | None
 
     def setting(self, name: str) -> Setting:
@@ -132,10 +116,6 @@ class Plan:
             if s.name == name:
                 return s
         raise KeyError(name)
-
-    @property
-    def gunicorn_command(self) -> str:
-        return shlex.join(self.gunicorn_argv)
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,8 +136,8 @@ def _route(e: Endpoint) -> str:
     return f"{e.method} {e.path}"
 
 
-def _classes(report: ProbeReport | None) -> dict[str, list[Endpoint]]:
-    out: dict[str, list[Endpoint]] = {}
+def _classes(report: ProbeReport | None) -> dict[EndpointClass, list[Endpoint]]:
+    out: dict[EndpointClass, list[Endpoint]] = {}
     if report is not None:
         for e in report.endpoints:
             if e.verdict is not None:
@@ -183,7 +163,8 @@ def _probe_workers(report: ProbeReport) -> int:
     return report.server.workers or 1
 
 
-def _max_cpu_per_worker(report: ProbeReport | None) -> float | None:
+def _max_cpu_per_worker_avg(report: ProbeReport | None) -> float | None:
+    """The busiest level's server CPU spread over all the probe's workers (busy or not)."""
     if report is None:
         return None
     values = [
@@ -237,14 +218,38 @@ def _block_hiding_workers(effective: float, blocking: list[Endpoint]) -> int:
     measured = [
         float(v)
         for e in blocking
-        if e.verdict is not None
-        and isinstance(v := e.verdict.evidence.get(EV_SERVER_CPU_PER_WORKER), (int, float))
+        if e.verdict is not None and (v := e.verdict.evidence.server_cpu_per_busy_worker) is not None
     ]
     per_worker = max([*measured, 1 / BLOCKED_WORKERS_PER_CPU])
     return max(1, math.ceil(effective / per_worker))
 
 
-def _decide_workers(host: HostFacts, report: ProbeReport | None, profile: Profile) -> _WorkerDecision:
+def _cpu_limited_want(
+    eff: float, cpu_n: int, cpu_text: str, limited: list[Endpoint], blocking: list[Endpoint]
+) -> tuple[int, str, tuple[Advice, ...]]:
+    """CPU-limited routes want one process per CPU, unless loop-blocking ones gain from more."""
+    basis = f"CPU-limited routes ({_paths(limited)}): {cpu_text}"
+    hide = _block_hiding_workers(eff, blocking) if blocking else 0
+    if hide <= cpu_n:
+        return cpu_n, basis, ()
+    note = Advice(
+        f"{hide} workers only hide the loop-blocking route(s) ({_paths(blocking)}): once they"
+        f" no longer block the event loop, {cpu_n} worker(s) ({cpu_text}) do the same work"
+        " with less memory. Regenerate this file after the fix."
+    )
+    basis = (
+        f"loop-blocking routes ({_paths(blocking)}) serialise each worker while using little"
+        f" CPU, so each extra worker adds throughput until their CPU fills {_cpus(eff)}:"
+        f" ceil({eff:g} / max(measured cores per busy worker, 1/{BLOCKED_WORKERS_PER_CPU}))"
+        f" = {hide}"
+    )
+    return hide, basis, (note,)
+
+
+def _wanted_workers(
+    host: HostFacts, report: ProbeReport | None, profile: Profile
+) -> tuple[int, str, tuple[Advice, ...]]:
+    """What the routes want, before the profile's bounds and memory: (workers, basis, notes)."""
     eff = float(host.cpu.effective)
     pol = profile.workers
     by_cls = _classes(report)
@@ -252,90 +257,67 @@ def _decide_workers(host: HostFacts, report: ProbeReport | None, profile: Profil
     cpu_text = (
         f"{pol.per_cpu:g} per effective CPU x {_cpus(eff)} ({host.cpu.source}), rounded half up = {cpu_n}"
     )
-    notes: list[Advice] = []
-
-    # 1. What the routes want.
     if pol.fixed is not None:
-        want, basis = pol.fixed, f"profile {profile.name} fixes {pol.fixed} per instance; scale with replicas"
-    elif not by_cls or set(by_cls) <= {INCONCLUSIVE}:
-        want = cpu_n
-        basis = f"route classes unknown, so the CPU rule: {cpu_text}"
-    elif limited := [e for c in CPU_LIMITED for e in by_cls.get(c, [])]:
-        want, basis = cpu_n, f"CPU-limited routes ({_paths(limited)}): {cpu_text}"
-        blocking = by_cls.get(LOOP_BLOCKING, [])
-        if blocking:
-            hide = _block_hiding_workers(eff, blocking)
-            if hide > want:
-                notes.append(
-                    Advice(
-                        f"{hide} workers only hide the loop-blocking route(s) ({_paths(blocking)}): once they"
-                        f" no longer block the event loop, {cpu_n} worker(s) ({cpu_text}) do the same work"
-                        " with less memory. Regenerate this file after the fix."
-                    )
-                )
-                want = hide
-                basis = (
-                    f"loop-blocking routes ({_paths(blocking)}) serialise each worker while using little"
-                    f" CPU, so each extra worker adds throughput until their CPU fills {_cpus(eff)}:"
-                    f" ceil({eff:g} / max(measured cores per busy worker, 1/{BLOCKED_WORKERS_PER_CPU}))"
-                    f" = {hide}"
-                )
-    else:
-        busy = _max_cpu_per_worker(report)
-        if busy is not None and busy >= CPU_SATURATED_PER_WORKER:
-            want = cpu_n
-            basis = f"I/O-bound routes, but a worker used {busy:.2f} cores at the busiest level: {cpu_text}"
-        else:
-            # One event loop holds thousands of waiting requests; processes only add CPU.
-            want = max(1, math.ceil(cpu_n / 2))
-            used = f"measured {busy:.2f} cores per worker at most" if busy is not None else "CPU not measured"
-            basis = f"only I/O-bound or threadpool-bound routes ({used}): ceil({cpu_n} / 2) = {want}"
-    formula = basis
+        return pol.fixed, f"profile {profile.name} fixes {pol.fixed} per instance; scale with replicas", ()
+    if not by_cls or set(by_cls) <= {EndpointClass.INCONCLUSIVE}:
+        return cpu_n, f"route classes unknown, so the CPU rule: {cpu_text}", ()
+    if limited := [e for c in CPU_LIMITED for e in by_cls.get(c, [])]:
+        return _cpu_limited_want(eff, cpu_n, cpu_text, limited, by_cls.get(EndpointClass.LOOP_BLOCKING, []))
+    busy = _max_cpu_per_worker_avg(report)
+    if busy is not None and busy >= CPU_SATURATED_PER_WORKER:
+        return (
+            cpu_n,
+            f"I/O-bound routes, but a worker used {busy:.2f} cores at the busiest level: {cpu_text}",
+            (),
+        )
+    # One event loop holds thousands of waiting requests; processes only add CPU.
+    want = max(1, math.ceil(cpu_n / 2))
+    used = f"measured {busy:.2f} cores per worker at most" if busy is not None else "CPU not measured"
+    return want, f"only I/O-bound or threadpool-bound routes ({used}): ceil({cpu_n} / 2) = {want}", ()
 
-    # 2. The profile's bounds (a fixed count is already the profile's word).
+
+def _worker_rss(report: ProbeReport | None, profile: Profile) -> tuple[int, str]:
+    rss = _max_rss(report)
+    used = rss if rss is not None else profile.assumed_worker_rss_mib * _MIB
+    source = "(largest measured RSS)" if rss is not None else "(ASSUMED: no RSS was measured)"
+    return used, f"{_mib(used)} per worker {source}"
+
+
+def _decide_workers(host: HostFacts, report: ProbeReport | None, profile: Profile) -> _WorkerDecision:
+    """Workers: what the routes want, within the profile's bounds, never more than memory holds."""
+    pol = profile.workers
+    want, basis, notes = _wanted_workers(host, report, profile)
+    formula = basis
     n = want
     if pol.fixed is None:
         n = min(max(want, pol.min), pol.max)
         if n != want:
             formula += f"; profile {profile.name} bounds {pol.min}..{pol.max} -> {n}"
-
-    # 3. Memory: never more workers than fit.
-    rss = _max_rss(report)
-    rss_used = rss if rss is not None else profile.assumed_worker_rss_mib * _MIB
-    rss_text = f"{_mib(rss_used)} per worker " + (
-        "(largest measured RSS)" if rss is not None else "(ASSUMED: no RSS was measured)"
-    )
-    usable = host.memory.effective_bytes * (1 - profile.memory_headroom)
-    mem_cap = math.floor(usable / rss_used)
+    rss_used, rss_text = _worker_rss(report, profile)
+    mem = host.memory.effective_bytes
+    mem_cap = math.floor(mem * (1 - profile.memory_headroom) / rss_used)
     formula += (
-        f"; memory allows floor({_size(host.memory.effective_bytes)} x (1 - {profile.memory_headroom:g})"
-        f" / {_mib(rss_used)}) = {mem_cap}"
+        f"; memory allows floor({_size(mem)} x (1 - {profile.memory_headroom:g}) / "
+        f"{_mib(rss_used)}) = {mem_cap}"
     )
-    if mem_cap < n:
-        if pol.fixed is not None or mem_cap < 1:
-            notes.append(
-                Advice(
-                    f"{n} worker(s) of {_mib(rss_used)} do not fit in {_size(host.memory.effective_bytes)} "
-                    "with "
-                    f"{profile.memory_headroom:.0%} headroom: raise the memory limit or cut the app's "
-                    "footprint."
-                )
-            )
-            n = n if pol.fixed is not None else 1
-        else:
-            n = mem_cap
-            formula += f" -> {n}"
+    if mem_cap < n and (pol.fixed is not None or mem_cap < 1):
+        notes += (
+            Advice(
+                f"{n} worker(s) of {_mib(rss_used)} do not fit in {_size(mem)} with "
+                f"{profile.memory_headroom:.0%} headroom: raise the memory limit or cut the app's footprint."
+            ),
+        )
+        n = n if pol.fixed is not None else 1
+    elif mem_cap < n:
+        n = mem_cap
+        formula += f" -> {n}"
     formula += f" => {n} worker" + ("" if n == 1 else "s")
-    why = f"{basis}; memory: {rss_text}, {mem_cap} fit."
-    return _WorkerDecision(n, formula, why, tuple(notes))
+    return _WorkerDecision(n, formula, f"{basis}; memory: {rss_text}, {mem_cap} fit.", notes)
 
 
-def _rule_of_thumb(
-    host: HostFacts, workers: int, report: ProbeReport | None, profile: Profile
-) -> tuple[int, str]:
+def _rule_of_thumb(host: HostFacts, workers: int, rss: int) -> tuple[int, str]:
     logical = host.cpu.logical
-    n = 2 * logical + 1
-    rss = _max_rss(report) or profile.assumed_worker_rss_mib * _MIB
+    n = rule_of_thumb_workers(logical)
     if n == workers:
         return n, f"2 x {logical} + 1 = {n}: the same as this plan."
     extra = n - workers
@@ -397,20 +379,16 @@ def _worker_class(profile: Profile, choices: Choices) -> tuple[str, str, list[st
 
 def _limiter_tokens(report: ProbeReport, eps: list[Endpoint], workers: int) -> tuple[int, str]:
     """Thread tokens per worker for threadpool-bound routes, and the reasoning."""
-    peak = max((lv.concurrency for e in eps for lv in e.levels), default=ANYIO_DEFAULT_TOKENS)
-    # The probe drove `peak` concurrent requests; each of `workers` processes should hold its
-    # share in threads, with 25% to spare. At least double the default, since the default
-    # was measured to be the limit.
-    need = math.ceil(peak * 1.25 / workers)
-    tokens = min(LIMITER_MAX_TOKENS, max(2 * ANYIO_DEFAULT_TOKENS, math.ceil(need / 10) * 10))
+    peak = max((lv.concurrency for e in eps for lv in e.levels), default=THREAD_TOKENS_PER_WORKER)
+    # The probe drove `peak` concurrent requests; each of this plan's workers should hold its share.
+    tokens = suggested_thread_tokens(peak, workers)
     why = (
-        f"{_paths(eps)} plateaued at AnyIO's default of {ANYIO_DEFAULT_TOKENS} threads per worker "
+        f"{_paths(eps)} plateaued at AnyIO's default of {THREAD_TOKENS_PER_WORKER} threads per worker "
         f"(probe server: {_probe_workers(report)} worker(s)); the probe drove {peak} concurrent requests, "
-        f"so {peak} x 1.25 / {workers} workers = {need}, rounded to {tokens} tokens per worker "
-        f"(at least 2 x {ANYIO_DEFAULT_TOKENS}, at most {LIMITER_MAX_TOKENS}). More threads than your "
-        "database pool has connections only move the queue there."
+        f"so {tokens.why} tokens per worker. More threads than your database pool has connections only "
+        "move the queue there."
     )
-    return tokens, why
+    return tokens.tokens, why
 
 
 def _replicas(
@@ -421,7 +399,7 @@ def _replicas(
     pw = _probe_workers(report)
     best_per_route: list[tuple[float, Endpoint, Level]] = []
     for e in report.endpoints:
-        if e.verdict is not None and e.verdict.cls == INCONCLUSIVE:
+        if e.verdict is not None and e.verdict.cls == EndpointClass.INCONCLUSIVE:
             continue
         levels = [lv for lv in e.levels if not lv.client_saturated and lv.throughput_rps > 0]
         if levels:
@@ -468,144 +446,105 @@ def _replicas(
     return sizing, []
 
 
-def _split_bind(bind: str) -> tuple[str, str]:
-    host, _, port = bind.rpartition(":")
-    return host, port
-
-
-def _fastapi_path(app: str) -> tuple[str, str]:
-    module, _, attr = app.partition(":")
-    return module.replace(".", "/") + ".py", attr or "app"
-
-
-# Command-line flags for the settings that have one, in gunicorn's spelling.
-_FLAGS: Final = {
-    "worker_class": "--worker-class",
-    "workers": "--workers",
-    "bind": "--bind",
-    "timeout": "--timeout",
-    "graceful_timeout": "--graceful-timeout",
-    "keepalive": "--keep-alive",
-    "max_requests": "--max-requests",
-    "max_requests_jitter": "--max-requests-jitter",
-    "backlog": "--backlog",
-    "worker_tmp_dir": "--worker-tmp-dir",
-    "accesslog": "--access-logfile",
-}
-
-
-def _gunicorn_argv(app: str, settings: tuple[Setting, ...]) -> tuple[str, ...]:
-    argv = ["gunicorn", app]
-    for s in settings:
-        if s.name == "preload_app":
-            if s.value:
-                argv.append("--preload")
-        elif s.name in _FLAGS and s.value is not None:
-            argv += [_FLAGS[s.name], str(s.value)]
-    return tuple(argv)
-
-
 # ---------------------------------------------------------------------------------------
-# The plan
+# One decider per setting (or group): each returns its settings, advice and unknowns.
 
 
-def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, choices: Choices) -> Plan:
-    """Decide every setting from the evidence and the profile's policy."""
-    if ":" not in choices.app:
-        raise UsageError(f"app {choices.app!r}: expected MODULE:ATTRIBUTE, e.g. main:app")
-    by_cls = _classes(report)
-    unknowns: list[str] = []
-    advice: list[Advice] = []
-    settings: list[Setting] = []
+@dataclass(frozen=True)
+class Decided:
+    """What one decider contributes to the plan."""
 
-    inputs = [
-        f"host: {_cpus(float(host.cpu.effective))} effective ({host.cpu.source}; {host.cpu.logical} "
-        "logical), "
+    settings: tuple[Setting, ...] = ()
+    advice: tuple[Advice, ...] = ()
+    unknowns: tuple[str, ...] = ()
+
+
+def _inputs(host: HostFacts, report: ProbeReport | None, profile: Profile) -> tuple[tuple[str, ...], Decided]:
+    """What the plan is computed from, and what that leaves unknown."""
+    inputs = (
+        f"host: {_cpus(float(host.cpu.effective))} effective ({host.cpu.source}; "
+        f"{host.cpu.logical} logical), "
         f"{_size(host.memory.effective_bytes)} memory ({host.memory.source})",
         f"profile: {profile.name} ({profile.source})",
-    ]
+    )
     if report is None:
-        inputs.append("probe report: none")
-        unknowns += [
-            "route classes: no probe report, so the worker count follows the CPU rule (one per effective "
-            "CPU)",
-            f"per-worker memory: assumed {profile.assumed_worker_rss_mib} MiB (profile), not measured",
-            "slowest request: not measured, so timeouts are the profile's floor",
-            "thread-pool need: not measured; AnyIO's default of 40 threads per worker applies",
-        ]
-    else:
-        counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_cls.items()))
-        inputs.append(
-            f"probe report: {report.target}, {len(report.endpoints)} route(s) ({counts or 'unclassified'})"
+        return (*inputs, "probe report: none"), Decided(
+            unknowns=(
+                "route classes: no probe report, so the worker count follows the CPU rule (one "
+                "per effective CPU)",
+                f"per-worker memory: assumed {profile.assumed_worker_rss_mib} MiB (profile), not measured",
+                "slowest request: not measured, so timeouts are the profile's floor",
+                "thread-pool need: not measured; AnyIO's default of 40 threads per worker applies",
+            )
         )
-        cpu = report.host.get("cpu")
-        measured_eff = cpu.get("effective") if isinstance(cpu, Mapping) else None
-        if measured_eff is not None and measured_eff != host.cpu.effective:
-            unknowns.append(
-                f"the probe ran on a host with {_cpus(float(measured_eff))}; this plan is for "
-                f"{_cpus(float(host.cpu.effective))}: per-worker figures carry over, totals may not"
-            )
-        if _max_rss(report) is None:
-            unknowns.append(
-                "per-worker memory: not measured (server not local?), assumed "
-                f"{profile.assumed_worker_rss_mib} MiB"
-            )
-        if report.interrupted:
-            unknowns.append("the probe was interrupted: some routes have fewer levels than planned")
-        if INCONCLUSIVE in by_cls:
-            unknowns.append(
-                f"inconclusive routes ({_paths(by_cls[INCONCLUSIVE])}) did not inform the worker count"
-            )
-
-    settings.append(
-        Setting(
-            "wsgi_app",
-            choices.app,
-            "the application gunicorn loads (so `gunicorn -c FILE` needs no argument).",
+    by_cls = _classes(report)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_cls.items()))
+    unknowns: list[str] = []
+    measured_eff = report.host.cpu.effective
+    if measured_eff != host.cpu.effective:
+        unknowns.append(
+            f"the probe ran on a host with {_cpus(float(measured_eff))}; this plan is for "
+            f"{_cpus(float(host.cpu.effective))}: per-worker figures carry over, totals may not"
         )
-    )
+    if _max_rss(report) is None:
+        unknowns.append(
+            "per-worker memory: not measured (server not local?), assumed "
+            f"{profile.assumed_worker_rss_mib} MiB"
+        )
+    if report.interrupted:
+        unknowns.append("the probe was interrupted: some routes have fewer levels than planned")
+    if EndpointClass.INCONCLUSIVE in by_cls:
+        unknowns.append(
+            f"inconclusive routes ({_paths(by_cls[EndpointClass.INCONCLUSIVE])}) did not inform "
+            "the worker count"
+        )
+    line = f"probe report: {report.target}, {len(report.endpoints)} route(s) ({counts or 'unclassified'})"
+    return (*inputs, line), Decided(unknowns=tuple(unknowns))
 
-    # Bind
+
+def _app_and_bind(profile: Profile, choices: Choices) -> Decided:
     bind = choices.bind or profile.bind
-    bind_why = (
-        "you chose it."
-        if choices.bind
-        else (
-            "loopback: a reverse proxy on the same host forwards to it, and gunicorn stays off the network."
-            if bind.startswith("127.")
-            else "all interfaces: port publishing and Services forward to the container's interface, not "
-            "its loopback."
+    if choices.bind:
+        why = "you chose it."
+    elif bind.startswith("127."):
+        why = "loopback: a reverse proxy on the same host forwards to it, and gunicorn stays off the network."
+    else:
+        why = (
+            "all interfaces: port publishing and Services forward to the container's interface, not its "
+            "loopback."
+        )
+    return Decided(
+        settings=(
+            Setting(
+                "wsgi_app",
+                choices.app,
+                "the application gunicorn loads (so `gunicorn -c FILE` needs no argument).",
+            ),
+            Setting("bind", bind, why),
         )
     )
-    settings.append(Setting("bind", bind, bind_why))
 
-    # Worker class
-    wc, wc_why, wc_unknown = _worker_class(profile, choices)
-    unknowns += wc_unknown
-    settings.append(Setting("worker_class", wc, wc_why))
 
-    # Workers
-    wd = _decide_workers(host, report, profile)
-    workers = wd.workers
-    advice += wd.notes
-    settings.append(Setting("workers", workers, wd.why))
+def _worker_class_setting(profile: Profile, choices: Choices) -> Decided:
+    wc, why, unknown = _worker_class(profile, choices)
+    return Decided(settings=(Setting("worker_class", wc, why),), unknowns=tuple(unknown))
 
-    # Timeouts
+
+_HEARTBEAT: Final = (
+    "The arbiter kills a worker whose heartbeat stops that long: for async workers, a blocked event "
+    "loop or a slow start-up (imports, model loading), not a slow awaited request."
+)
+
+
+def _timeouts(report: ProbeReport | None, profile: Profile) -> Decided:
+    """timeout from the slowest request (x the profile's factor); graceful_timeout long enough for it."""
     slowest = _slowest(report)
     tp = profile.timeout
-    heartbeat = (
-        "The arbiter kills a worker whose heartbeat stops that long: for async workers, a blocked event "
-        "loop or a slow start-up (imports, model loading), not a slow awaited request."
-    )
     if slowest is None:
         timeout = min(max(30, tp.min), tp.max)
-        settings.append(
-            Setting(
-                "timeout",
-                timeout,
-                f"no latency measured: gunicorn's default 30 s within the profile's {tp.min}..{tp.max}. "
-                f"{heartbeat}",
-            )
+        t_why = (
+            "no latency measured: gunicorn's default 30 s within the profile's "
+            f"{tp.min}..{tp.max}. {_HEARTBEAT}"
         )
         graceful = profile.graceful_timeout
         g_why = f"profile {profile.name}; no latency measured to check it against."
@@ -613,14 +552,10 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
         ms, where = slowest
         raw = math.ceil(ms / 1000 * tp.factor)
         timeout = min(max(raw, tp.min), tp.max)
-        settings.append(
-            Setting(
-                "timeout",
-                timeout,
-                f"slowest measured request {ms:.0f} ms ({where}) x {tp.factor:g} ="
-                f" {ms / 1000 * tp.factor:.1f} s, rounded up to {raw} s, "
-                f"clamped to {tp.min}..{tp.max}. {heartbeat}",
-            )
+        t_why = (
+            f"slowest measured request {ms:.0f} ms ({where}) x {tp.factor:g} = "
+            f"{ms / 1000 * tp.factor:.1f} s, "
+            f"rounded up to {raw} s, clamped to {tp.min}..{tp.max}. {_HEARTBEAT}"
         )
         need = math.ceil(ms / 1000) + 1
         graceful = max(profile.graceful_timeout, need)
@@ -628,65 +563,75 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
             f"profile {profile.name} says {profile.graceful_timeout} s; the slowest request ({ms:.0f} ms) "
             f"needs {need} s to finish on restart."
         )
+    advice: tuple[Advice, ...] = ()
     if profile.stop_grace_period is not None:
         g_why += f" It must end before the orchestrator's SIGKILL at {profile.stop_grace_period} s."
         if graceful >= profile.stop_grace_period:
-            advice.append(
+            advice = (
                 Advice(
                     f"graceful_timeout is {graceful} s but the orchestrator kills at "
                     f"{profile.stop_grace_period} s: "
                     "raise its grace period (stop_grace_period / terminationGracePeriodSeconds) to "
                     f"{graceful + 5} s."
-                )
+                ),
             )
-    settings.append(Setting("graceful_timeout", graceful, g_why))
+    return Decided(
+        settings=(Setting("timeout", timeout, t_why), Setting("graceful_timeout", graceful, g_why)),
+        advice=advice,
+    )
 
-    # Keep-alive
-    if profile.behind_load_balancer and profile.lb_idle_timeout is not None:
-        keepalive = max(profile.keepalive, profile.lb_idle_timeout + LB_KEEPALIVE_MARGIN_S)
-        ka_why = (
-            f"behind a load balancer with a {profile.lb_idle_timeout} s idle timeout: keep connections "
-            f"{LB_KEEPALIVE_MARGIN_S} s longer so the balancer closes first (else it may reuse a closing "
-            "socket: 502)."
-        )
-        advice.append(
-            Advice(
-                "Behind a proxy, set forwarded_allow_ips to the balancer's addresses (or '*' when only it "
-                "can "
-                "reach the pod) so request.client and the scheme are the caller's."
-            )
-        )
-    else:
-        keepalive = profile.keepalive
-        ka_why = f"profile {profile.name}: idle connections held {keepalive} s (gunicorn's default is 2)."
-    settings.append(Setting("keepalive", keepalive, ka_why))
 
-    # Recycling
+def _keepalive(profile: Profile) -> Decided:
+    if not (profile.behind_load_balancer and profile.lb_idle_timeout is not None):
+        why = (
+            f"profile {profile.name}: idle connections held {profile.keepalive} s (gunicorn's default is 2)."
+        )
+        return Decided(settings=(Setting("keepalive", profile.keepalive, why),))
+    keepalive = max(profile.keepalive, profile.lb_idle_timeout + LB_KEEPALIVE_MARGIN_S)
+    why = (
+        f"behind a load balancer with a {profile.lb_idle_timeout} s idle timeout: keep connections "
+        f"{LB_KEEPALIVE_MARGIN_S} s longer so the balancer closes first (else it may reuse a "
+        "closing socket: 502)."
+    )
+    proxy = Advice(
+        "Behind a proxy, set forwarded_allow_ips to the balancer's addresses (or '*' when only it can "
+        "reach the pod) so request.client and the scheme are the caller's."
+    )
+    return Decided(settings=(Setting("keepalive", keepalive, why),), advice=(proxy,))
+
+
+def _recycling(profile: Profile) -> Decided:
     if profile.max_requests:
         mr_why = (
             f"recycle each worker after ~{profile.max_requests} requests to bound slow memory leaks "
             f"(profile {profile.name})."
         )
         j_why = (
-            f"spread recycling by up to {profile.max_requests_jitter} requests so workers never "
-            "restart together."
+            f"spread recycling by up to {profile.max_requests_jitter} requests so workers "
+            "never restart together."
         )
     else:
         mr_why = f"no recycling (profile {profile.name}): a lone worker restarting stalls the instance."
         j_why = "no recycling, so no jitter."
-    settings.append(Setting("max_requests", profile.max_requests, mr_why))
-    settings.append(Setting("max_requests_jitter", profile.max_requests_jitter, j_why))
+    return Decided(
+        settings=(
+            Setting("max_requests", profile.max_requests, mr_why),
+            Setting("max_requests_jitter", profile.max_requests_jitter, j_why),
+        )
+    )
 
-    settings.append(
+
+def _server_files(host: HostFacts, profile: Profile) -> Decided:
+    """backlog, the heartbeat directory and the access log."""
+    settings = [
         Setting(
             "backlog",
             profile.backlog,
             f"connections queued while all workers are busy (profile {profile.name}); the kernel caps it at "
             "net.core.somaxconn.",
         )
-    )
-
-    # Heartbeat files
+    ]
+    unknowns: tuple[str, ...] = ()
     if host.dev_shm:
         settings.append(
             Setting(
@@ -697,8 +642,7 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
             )
         )
     else:
-        unknowns.append("no writable /dev/shm on this host: worker heartbeats go to the default temp dir")
-
+        unknowns = ("no writable /dev/shm on this host: worker heartbeats go to the default temp dir",)
     if profile.access_log is None:
         al_why = f"off (profile {profile.name}): the reverse proxy already logs each request."
     elif profile.access_log == "-":
@@ -706,49 +650,51 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
     else:
         al_why = f"profile {profile.name}."
     settings.append(Setting("accesslog", profile.access_log, al_why))
+    return Decided(settings=tuple(settings), unknowns=unknowns)
 
-    # Preload
+
+def _preload(workers: int, profile: Profile, choices: Choices) -> Decided:
     if workers < 2:
-        preload, p_why = False, "one worker: nothing to share copy-on-write."
+        preload, why = False, "one worker: nothing to share copy-on-write."
     elif profile.preload == "never":
-        preload, p_why = False, f"profile {profile.name} never preloads."
+        preload, why = False, f"profile {profile.name} never preloads."
     elif not choices.preload:
         preload = False
-        p_why = (
+        why = (
             f"off: preloading imports the app once in the master and shares it with {workers} workers "
             "copy-on-write, but connections or threads opened at import time break after fork; "
             "enable it with --preload once you have checked that."
         )
     else:
         preload = True
-        p_why = (
+        why = (
             f"you agreed: {workers} workers share the imported app copy-on-write instead of each loading "
             "it; code changes now need a full restart, not a HUP."
         )
-    settings.append(Setting("preload_app", preload, p_why))
+    return Decided(settings=(Setting("preload_app", preload, why),))
 
-    # Advice that is not a gunicorn setting.
-    limiter: int | None = None
-    if THREADPOOL_BOUND in by_cls and report is not None:
-        limiter, l_why = _limiter_tokens(report, by_cls[THREADPOOL_BOUND], workers)
-        advice.append(
-            Advice(
-                f"Raise AnyIO's thread limiter to {limiter} per worker, in the app's lifespan: {l_why}",
-                (
-                    "import anyio.to_thread",
-                    f"anyio.to_thread.current_default_thread_limiter().total_tokens = {limiter}",
-                ),
-            )
-        )
-    for cls, verb in ((LOOP_BLOCKING, "blocks the event loop"), (SERIALIZED, "serialises requests")):
+
+def _route_advice(by_cls: dict[EndpointClass, list[Endpoint]]) -> Decided:
+    """What the serialising routes need fixed in the code (more workers only hide it)."""
+    advice: list[Advice] = []
+    for cls, verb in (
+        (EndpointClass.LOOP_BLOCKING, "blocks the event loop"),
+        (EndpointClass.SERIALIZED, "serialises requests"),
+    ):
         for e in by_cls.get(cls, []):
             assert e.verdict is not None
             text = f"{_route(e)} {verb}: {e.verdict.summary}"
-            if cls == LOOP_BLOCKING:
+            if cls == EndpointClass.LOOP_BLOCKING:
                 text += " Fix the route (make it `def`, or await an async client); more workers only hide it."
             advice.append(Advice(" ".join([text, *e.verdict.advice])))
-    if wc == UVICORN_WORKER:
-        advice.append(
+    return Decided(advice=tuple(advice))
+
+
+def _uvicorn_worker_note(worker_class: str, graceful: int) -> Decided:
+    if worker_class != UVICORN_WORKER:
+        return Decided()
+    return Decided(
+        advice=(
             Advice(
                 "uvicorn-worker does not pass worker_connections (-> limit_concurrency) or graceful_timeout "
                 "(-> timeout_graceful_shutdown) to uvicorn; subclass it to set them, and use "
@@ -758,62 +704,111 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
                     "class Worker(UvicornWorker):",
                     "    CONFIG_KWARGS = "
                     f"{{**UvicornWorker.CONFIG_KWARGS, 'timeout_graceful_shutdown': {graceful}}}",
-                    "    # add 'limit_concurrency': N to answer 503 at once beyond N connections instead "
-                    "of queueing",
+                    "    # add 'limit_concurrency': N to answer 503 at once beyond N connections "
+                    "instead of queueing",
                 ),
+            ),
+        )
+    )
+
+
+def _replica_plan(
+    report: ProbeReport | None, profile: Profile, choices: Choices, workers: int
+) -> tuple[ReplicaSizing | None, Decided]:
+    if choices.target_rps is None:
+        return None, Decided()
+    if profile.workers.fixed is None:
+        return None, Decided(
+            unknowns=(
+                f"target {choices.target_rps:g} req/s: replica sizing applies to profiles with a "
+                "fixed worker "
+                "count per instance (e.g. kubernetes)",
             )
         )
+    rss, _ = _worker_rss(report, profile)
+    replicas, unknown = _replicas(report, choices.target_rps, workers, rss, profile)
+    advice: tuple[Advice, ...] = ()
+    if replicas is not None:
+        advice = (
+            Advice(
+                "Kubernetes: set no CPU limit below 1 core: CFS throttling stalls the worker's event "
+                "loop, heartbeats included, for the rest of each 100 ms period."
+            ),
+        )
+    return replicas, Decided(advice=advice, unknowns=tuple(unknown))
 
-    replicas: ReplicaSizing | None = None
-    if choices.target_rps is not None:
-        if profile.workers.fixed is None:
-            unknowns.append(
-                f"target {choices.target_rps:g} req/s: replica sizing applies to profiles with a fixed "
-                "worker "
-                "count per instance (e.g. kubernetes)"
-            )
-        else:
-            rss = _max_rss(report) or profile.assumed_worker_rss_mib * _MIB
-            replicas, r_unknown = _replicas(report, choices.target_rps, workers, rss, profile)
-            unknowns += r_unknown
-            if replicas is not None:
-                advice.append(
-                    Advice(
-                        "Kubernetes: set no CPU limit below 1 core: CFS throttling stalls the worker's event "
-                        "loop, heartbeats included, for the rest of each 100 ms period."
-                    )
-                )
 
-    rot, rot_note = _rule_of_thumb(host, workers, report, profile)
-    final = tuple(settings)
-    h, port = _split_bind(bind)
-    path, attr = _fastapi_path(choices.app)
-    uv = [
-        "uvicorn", choices.app, "--host", h, "--port", port, "--workers", str(workers),
-        "--timeout-keep-alive", str(keepalive), "--backlog", str(profile.backlog),
-        "--timeout-graceful-shutdown", str(graceful),
-    ]  # fmt: skip
-    if profile.max_requests:
-        uv += ["--limit-max-requests", str(profile.max_requests)]
-        uv += ["--limit-max-requests-jitter", str(profile.max_requests_jitter)]
-    if profile.access_log is None:
-        uv.append("--no-access-log")
-    fa = ["fastapi", "run", path, "--app", attr, "--host", h, "--port", port, "--workers", str(workers)]
+def _limiter(
+    report: ProbeReport | None, by_cls: dict[EndpointClass, list[Endpoint]], workers: int
+) -> tuple[int | None, Decided]:
+    eps = by_cls.get(EndpointClass.THREADPOOL_BOUND)
+    if report is None or not eps:
+        return None, Decided()
+    tokens, why = _limiter_tokens(report, eps, workers)
+    advice = Advice(
+        f"Raise AnyIO's thread limiter to {tokens} per worker, in the app's lifespan: {why}",
+        (
+            "import anyio.to_thread",
+            f"anyio.to_thread.current_default_thread_limiter().total_tokens = {tokens}",
+        ),
+    )
+    return tokens, Decided(advice=(advice,))
+
+
+def _merge(parts: Sequence[Decided]) -> Decided:
+    return Decided(
+        settings=tuple(s for p in parts for s in p.settings),
+        advice=tuple(a for p in parts for a in p.advice),
+        unknowns=tuple(u for p in parts for u in p.unknowns),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The plan
+
+
+def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, choices: Choices) -> Plan:
+    """Decide every setting from the evidence and the profile's policy: the deciders, merged."""
+    if ":" not in choices.app:
+        raise UsageError(f"app {choices.app!r}: expected MODULE:ATTRIBUTE, e.g. main:app")
+    by_cls = _classes(report)
+    inputs, known = _inputs(host, report, profile)
+    wd = _decide_workers(host, report, profile)
+    timeouts = _timeouts(report, profile)
+    graceful = int(next(s.value for s in timeouts.settings if s.name == "graceful_timeout") or 0)
+    worker_class = _worker_class_setting(profile, choices)
+    limiter, limiter_advice = _limiter(report, by_cls, wd.workers)
+    replicas, replica_advice = _replica_plan(report, profile, choices, wd.workers)
+    merged = _merge(
+        (
+            known,
+            _app_and_bind(profile, choices),
+            worker_class,
+            Decided(settings=(Setting("workers", wd.workers, wd.why),), advice=wd.notes),
+            timeouts,
+            _keepalive(profile),
+            _recycling(profile),
+            _server_files(host, profile),
+            _preload(wd.workers, profile, choices),
+            limiter_advice,
+            _route_advice(by_cls),
+            _uvicorn_worker_note(str(worker_class.settings[0].value), graceful),
+            replica_advice,
+        )
+    )
+    rot, rot_note = _rule_of_thumb(host, wd.workers, _worker_rss(report, profile)[0])
     return Plan(
         profile=profile.name,
         profile_description=profile.description,
         app=choices.app,
-        inputs=tuple(inputs),
-        settings=final,
-        workers=workers,
+        inputs=inputs,
+        settings=merged.settings,
+        workers=wd.workers,
         worker_formula=wd.formula,
         rule_of_thumb=rot,
         rule_of_thumb_note=rot_note,
         limiter_tokens=limiter,
-        advice=tuple(advice),
-        unknowns=tuple(unknowns),
-        gunicorn_argv=_gunicorn_argv(choices.app, final),
-        uvicorn_command=shlex.join(uv),
-        fastapi_command=shlex.join(fa),
+        advice=merged.advice,
+        unknowns=merged.unknowns,
         replicas=replicas,
     )

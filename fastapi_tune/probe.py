@@ -1,19 +1,19 @@
 """The probe: discovery, then a ladder of closed-loop bursts per endpoint, measured honestly.
 
-Measurement only. The ladder's stopping rules look at throughput and errors (to spend the time
-budget where it tells something), but the reading of a curve is classify.py's job.
+Measurement only: the probe returns levels, and the command's flow hands them to classify.py. The
+ladder's stopping rules look at throughput and errors (to spend the time budget where it tells
+something), but the reading of a curve is not theirs.
 """
 
 from __future__ import annotations
 
-import math
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, Final, Protocol
@@ -21,7 +21,6 @@ from typing import Any, Final, Protocol
 import httpx
 
 from fastapi_tune import __version__
-from fastapi_tune.classify import THREAD_TOKENS_PER_WORKER, classify
 from fastapi_tune.discovery import (
     Operation,
     apply_excludes,
@@ -34,18 +33,18 @@ from fastapi_tune.discovery import (
     resolve_target,
 )
 from fastapi_tune.errors import TargetUnreachableError, UsageError
-from fastapi_tune.host import HostFacts, host_to_json
+from fastapi_tune.host import HostFacts
 from fastapi_tune.loadgen import BurstResult, LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import ServerWatcher, find_server
-from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, Skipped
+from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, Skipped, StopReason
+from fastapi_tune.rules import P99_MIN_SAMPLES, THREAD_TOKENS_PER_WORKER
+from fastapi_tune.stats import summarize
 
 DEFAULT_MAX_CONCURRENCY: Final = 128
 # A level counts at least this many completions when the time allows, so that c=1 on a 100 ms
 # route is not judged from five requests (one request more or less would move it by 20%).
 _MIN_COMPLETIONS: Final = 15
 _MAX_LEVEL_S: Final = 3.0
-# p99 from fewer samples is one or two requests' luck, not a percentile.
-P99_MIN_SAMPLES: Final = 200
 # One Python thread drives the generator: near a full core, it and not the app is the limit.
 CLIENT_SATURATED_CORES: Final = 0.85
 # Above this share of failed requests a level is not evidence and the ladder stops politely.
@@ -124,24 +123,6 @@ def check_options(o: ProbeOptions) -> None:
 # Levels from bursts
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values (q in 0..100)."""
-    if not sorted_values:
-        return math.nan
-    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
-def errors_by_kind(result: BurstResult) -> dict[str, int]:
-    """Transport errors and error statuses, by kind: 429, 4xx, 5xx, timeout, connect, reset, other."""
-    kinds: dict[str, int] = {k: v for k, v in result.errors_by_kind.items() if v}
-    for status, count in result.status_counts.items():
-        kind = "429" if status == 429 else "5xx" if status >= 500 else "4xx" if status >= 400 else None
-        if kind is not None and count:
-            kinds[kind] = kinds.get(kind, 0) + count
-    return kinds
-
-
 def imbalanced(concurrency: int, per_worker: tuple[float, ...] | None) -> bool:
     """Some workers idled while another worked, with enough connections to keep all busy."""
     if not per_worker or len(per_worker) < 2 or concurrency < 2 * len(per_worker):
@@ -157,48 +138,40 @@ def make_level(
     result: BurstResult,
     server_cpu: float | None,
     rss: tuple[int, ...] | None,
-    per_worker: tuple[float, ...] | None = None,
+    by_worker: tuple[float, ...] | None = None,
 ) -> Level:
     """Turn one burst's raw counts into a level with its honesty checks."""
-    kinds = errors_by_kind(result)
-    errors = sum(kinds.values())
-    ok = sum(c for s, c in result.status_counts.items() if s < 400)
-    requests = sum(result.status_counts.values()) + sum(result.errors_by_kind.values())
-    lat = sorted(result.latencies_ms)
-    duration = max(result.duration_s, 1e-9)
-    client_cores = result.client_cpu_s / duration
+    b = summarize(result)
     latency = None
     littles: float | None = None
-    if lat:
-        mean = sum(lat) / len(lat)
-        supported = len(lat) >= P99_MIN_SAMPLES
+    if b.mean_ms is not None and b.p50_ms is not None and b.p90_ms is not None and b.max_ms is not None:
         latency = Latency(
-            p50=round(percentile(lat, 50), 3),
-            p90=round(percentile(lat, 90), 3),
-            p99=round(percentile(lat, 99), 3) if supported else None,
-            max=round(lat[-1], 3),
-            mean=round(mean, 3),
+            p50=round(b.p50_ms, 3),
+            p90=round(b.p90_ms, 3),
+            p99=None if b.p99_ms is None else round(b.p99_ms, 3),
+            max=round(b.max_ms, 3),
+            mean=round(b.mean_ms, 3),
         )
         # Closed loop, no think time: completions/s x mean latency ~ concurrency. Far below 1
         # means requests were in flight but not completing (stalls, timeouts) or the window
         # was too short for the latency.
-        littles = round(len(lat) / duration * mean / 1000 / result.concurrency, 3)
+        littles = round(b.samples / max(result.duration_s, 1e-9) * b.mean_ms / 1000 / result.concurrency, 3)
     return Level(
         concurrency=result.concurrency,
-        requests=requests,
-        errors=errors,
-        errors_by_kind=kinds,
+        requests=b.requests,
+        errors=b.errors,
+        errors_by_kind=b.errors_by_kind,
         duration_s=result.duration_s,
-        throughput_rps=ok / duration,
+        throughput_rps=b.throughput_rps,
         latency_ms=latency,
         server_cpu_cores=None if server_cpu is None else round(server_cpu, 3),
         server_rss_bytes=rss,
-        client_cpu_cores=client_cores,
-        client_saturated=client_cores >= CLIENT_SATURATED_CORES,
+        client_cpu_cores=b.client_cpu_cores,
+        client_saturated=b.client_cpu_cores >= CLIENT_SATURATED_CORES,
         littles_law_ratio=littles,
-        p99_supported=bool(lat) and len(lat) >= P99_MIN_SAMPLES,
-        server_cpu_per_worker=None if per_worker is None else tuple(round(c, 3) for c in per_worker),
-        worker_imbalance=imbalanced(result.concurrency, per_worker),
+        p99_supported=b.samples >= P99_MIN_SAMPLES,
+        server_cpu_by_worker=None if by_worker is None else tuple(round(c, 3) for c in by_worker),
+        worker_imbalance=imbalanced(result.concurrency, by_worker),
     )
 
 
@@ -227,7 +200,7 @@ def saturated(levels: Sequence[Level]) -> bool:
     return c.concurrency >= 4 * a.concurrency and c.throughput_rps < _SATURATION_GAIN * a.throughput_rps
 
 
-def still_flat(levels: Sequence[Level]) -> bool:
+def still_scaling(levels: Sequence[Level]) -> bool:
     """Throughput still grows about in step with concurrency at the top of the ladder."""
     if len(levels) < 2:
         return False
@@ -264,100 +237,141 @@ def _server_gone(host: str, port: int) -> bool:
         return True
 
 
-def run_ladder(
-    op: Operation,
-    spec: RequestSpec,
-    options: ProbeOptions,
-    workers: int | None,
-    watcher: ServerWatcher | None,
-    budget: _Budget,
-    endpoint_deadline: float,
-    events: ProbeEvents,
-    target_host: str,
-    target_port: int,
-    prior: Sequence[Level] = (),
-) -> Endpoint:
-    """Climb the concurrency ladder for one endpoint until it saturates, errs or runs out of budget.
+@dataclass(frozen=True)
+class _Session:
+    """What every ladder of one probe shares."""
+
+    options: ProbeOptions
+    workers: int | None
+    watcher: ServerWatcher | None
+    budget: _Budget
+    events: ProbeEvents
+    host: str
+    port: int
+
+
+def _planned_levels(options: ProbeOptions) -> list[int]:
+    if options.levels is not None:
+        return list(options.levels)
+    return default_levels(options.max_concurrency or DEFAULT_MAX_CONCURRENCY)
+
+
+class Ladder:
+    """One endpoint's climb through concurrency levels until it saturates, errs or runs out of budget.
 
     `prior` resumes a ladder that an earlier pass left at its time budget.
     """
-    fixed = options.levels is not None
-    top = options.max_concurrency or DEFAULT_MAX_CONCURRENCY
-    plan = list(options.levels) if options.levels is not None else default_levels(top)
-    levels: list[Level] = list(prior)
-    stop_reason = "max level"
-    done = {lv.concurrency for lv in levels}
-    i = 0
-    while i < len(plan) and plan[i] in done:
-        i += 1
-    if levels and i == len(plan) and not fixed and still_flat(levels):
-        plan.append(levels[-1].concurrency * 2)  # the extension rule below decides again
-    while i < len(plan):
-        n = plan[i]
-        i += 1
+
+    def __init__(
+        self,
+        session: _Session,
+        op: Operation,
+        spec: RequestSpec,
+        deadline: float,
+        prior: Sequence[Level] = (),
+    ) -> None:
+        self.s = session
+        self.op = op
+        self.spec = spec
+        self.deadline = deadline
+        self.fixed = session.options.levels is not None
+        self.levels: list[Level] = list(prior)
+        self.plan = _planned_levels(session.options)
+
+    def run(self) -> Endpoint:
+        """Measure level after level; the endpoint with its levels and why the climb ended."""
+        done = {lv.concurrency for lv in self.levels}
+        todo = [n for n in self.plan if n not in done]
+        if self.levels and not todo and not self.fixed and still_scaling(self.levels):
+            todo.append(self.levels[-1].concurrency * 2)  # _extend decides again after it
+        reason, detail = StopReason.MAX_LEVEL, ""
+        while todo:
+            n = todo.pop(0)
+            before = self._cannot_start(n)
+            if before is not None:
+                reason = before
+                break
+            level, result = self._measure(n)
+            if level is None:
+                reason = StopReason.INTERRUPTED
+                break
+            stop = self._stop_after(level, result)
+            if stop is not None:
+                reason, detail = stop
+                break
+            if not todo and self._extend(n):
+                todo.append(n * 2)
+        op = self.op
+        return Endpoint(op.method, op.path, op.url, tuple(self.levels), reason, detail)
+
+    def _cannot_start(self, n: int) -> StopReason | None:
+        """Why level `n` must not start: a stop request, or a budget it would overrun."""
+        budget, options = self.s.budget, self.s.options
         if budget.stop.is_set():
-            stop_reason = "interrupted"
-            break
-        now = time.monotonic()
-        duration = level_duration(options, n, levels[-1] if levels else None)
-        if levels and now + duration + options.warmup_s > min(endpoint_deadline, budget.deadline):
-            stop_reason = "time budget"
-            break
+            return StopReason.INTERRUPTED
+        duration = level_duration(options, n, self.levels[-1] if self.levels else None)
+        if self.levels and time.monotonic() + duration + options.warmup_s > min(
+            self.deadline, budget.deadline
+        ):
+            return StopReason.TIME_BUDGET
         if budget.requests >= budget.max_requests:
-            stop_reason = "request budget"
-            break
+            return StopReason.REQUEST_BUDGET
+        return None
+
+    def _measure(self, n: int) -> tuple[Level | None, BurstResult]:
+        """One burst at concurrency `n`, cut out of the server's CPU samples; None when stopped early."""
+        options, watcher = self.s.options, self.s.watcher
+        duration = level_duration(options, n, self.levels[-1] if self.levels else None)
         live = LiveCount()
-        events.level_started(op, n, live.read)
-        result = run_burst(spec, n, options.warmup_s, duration, budget.stop, live)
+        self.s.events.level_started(self.op, n, live.read)
+        result = run_burst(self.spec, n, options.warmup_s, duration, self.s.budget.stop, live)
         if result.duration_s <= 0:  # stopped during the warm-up: nothing was counted
-            stop_reason = "interrupted"
-            break
-        server_cpu = per_worker = rss = None
+            return None, result
+        server_cpu = by_worker = rss = None
         if watcher is not None:
             cut = watcher.cpu_cores_between(result.window_start, result.window_end)
             if cut is not None:
-                server_cpu, per_worker = cut
+                server_cpu, by_worker = cut
             rss = watcher.worker_rss()
-        level = make_level(result, server_cpu, rss, per_worker)
-        levels.append(level)
-        budget.requests += level.requests
-        events.level_done(op, level)
-        if budget.stop.is_set():
-            stop_reason = "interrupted"
-            break
+        level = make_level(result, server_cpu, rss, by_worker)
+        self.levels.append(level)
+        self.s.budget.requests += level.requests
+        self.s.events.level_done(self.op, level)
+        return level, result
+
+    def _stop_after(self, level: Level, result: BurstResult) -> tuple[StopReason, str] | None:
+        """Whether the level just measured ends the ladder (and why), or raises ServerDied."""
+        n = level.concurrency
+        if self.s.budget.stop.is_set():
+            return StopReason.INTERRUPTED, ""
+        transport = level.errors_by_kind.get("connect", 0) + level.errors_by_kind.get("reset", 0)
         if (
             level.requests
-            and level.requests == level.errors
-            and (
-                level.errors_by_kind.get("connect", 0) + level.errors_by_kind.get("reset", 0) == level.errors
-            )
-            and _server_gone(target_host, target_port)
+            and level.requests == level.errors == transport
+            and _server_gone(self.s.host, self.s.port)
         ):
-            raise ServerDied(op, n, levels)
+            raise ServerDied(self.op, n, self.levels)
         if level.errors_by_kind.get("429"):
-            wait = f", Retry-After {result.retry_after_s:g} s" if result.retry_after_s else ""
-            stop_reason = f"rate limited (429{wait})"
-            break
+            wait = f"Retry-After {result.retry_after_s:g} s" if result.retry_after_s else ""
+            return StopReason.RATE_LIMITED, wait
         if level.errors > ERROR_STOP_RATIO * max(level.requests, 1):
             top_kind = max(level.errors_by_kind.items(), key=lambda kv: kv[1])[0]
-            stop_reason = f"errors ({level.errors}/{level.requests}, mostly {top_kind}, at c={n})"
-            break
-        if not fixed and saturated(levels):
-            stop_reason = "saturated"
-            break
-        if (
-            not fixed
+            return StopReason.ERRORS, f"{level.errors}/{level.requests} failed, mostly {top_kind}, at c={n}"
+        if not self.fixed and saturated(self.levels):
+            return StopReason.SATURATED, ""
+        return None
+
+    def _extend(self, n: int) -> bool:
+        """Still scaling at the top: a `def` route's threadpool knee (40 x workers) may lie beyond."""
+        workers, options = self.s.workers, self.s.options
+        return (
+            not self.fixed
             and options.max_concurrency is None
-            and i == len(plan)
             and workers is not None
             and n < _KNEE_MARGIN * THREAD_TOKENS_PER_WORKER * workers
             and n * 2 <= _EXTENSION_CAP
-            and still_flat(levels)
-        ):
-            # Still scaling at the top: a `def` route's threadpool knee (40 x workers) may lie
-            # beyond, so keep doubling until past it.
-            plan.append(n * 2)
-    return Endpoint(method=op.method, path=op.path, url=op.url, levels=tuple(levels), stop_reason=stop_reason)
+            and still_scaling(self.levels)
+        )
 
 
 class ServerDied(Exception):
@@ -428,8 +442,68 @@ def find_operations(
     return kept, [*skipped, *excluded], source
 
 
+def _settings(
+    options: ProbeOptions, headers: Sequence[tuple[str, str]], openapi_url: str | None
+) -> dict[str, Any]:
+    """The options as the report records them (header values redacted)."""
+    return {
+        "levels": list(options.levels) if options.levels else None,
+        "max_concurrency": options.max_concurrency,
+        "duration_s": options.duration_s,
+        "warmup_s": options.warmup_s,
+        "max_seconds": options.max_seconds,
+        "max_requests": options.max_requests,
+        "timeout_s": options.timeout_s,
+        "verify_tls": options.verify_tls,
+        "headers": redact_headers(headers),
+        "openapi": openapi_url,
+        "excludes": list(options.excludes),
+    }
+
+
+def _climb_all(
+    session: _Session, ops: Sequence[Operation], headers: tuple[tuple[str, str], ...]
+) -> tuple[list[Endpoint], TargetUnreachableError | None]:
+    """Every endpoint's ladder, in two passes over the time budget; stops at a dead server."""
+    options, budget = session.options, session.budget
+    results: dict[int, Endpoint] = {}
+    error: TargetUnreachableError | None = None
+    # Pass 1 shares the time evenly; routes that saturate early leave time over, and pass 2
+    # gives it to the ladders that stopped at their share (a 100 ms route needs the time to
+    # climb past the threadpool knee).
+    for first_pass in (True, False):
+        todo = (
+            list(range(len(ops)))
+            if first_pass
+            else [i for i, e in sorted(results.items()) if e.stop_reason == StopReason.TIME_BUDGET]
+        )
+        for k, i in enumerate(todo):
+            if budget.stop.is_set() or error is not None:
+                break
+            op = ops[i]
+            share = (budget.deadline - time.monotonic()) / (len(todo) - k)
+            spec = RequestSpec(
+                op.method, op.url, headers, timeout_s=options.timeout_s, verify_tls=options.verify_tls
+            )
+            prior = results[i].levels if i in results else ()
+            try:
+                ep = Ladder(session, op, spec, time.monotonic() + share, prior).run()
+            except ServerDied as died:
+                ep = Endpoint(op.method, op.path, op.url, tuple(died.levels), StopReason.SERVER_DIED)
+                error = TargetUnreachableError(
+                    f"the server stopped answering during {died} (connection refused)"
+                )
+            results[i] = ep
+            if first_pass:
+                session.events.endpoint_done(ep)
+    return [e for _, e in sorted(results.items())], error
+
+
 def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None = None) -> ProbeOutcome:
-    """Discover, then measure every endpoint; Ctrl-C and a dying server still give a report."""
+    """Discover, then measure every endpoint; Ctrl-C and a dying server still give a report.
+
+    The report's endpoints carry no verdicts: judging them is classify.classify_report's job.
+    """
     events = events or _Quiet()
     check_options(options)
     target = resolve_target(options.url, options.allow_remote)
@@ -445,73 +519,17 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     events.started(ops, skipped, server)
     started = time.monotonic()
     budget = _Budget(deadline=started + options.max_seconds, max_requests=options.max_requests)
-    error: TargetUnreachableError | None = None
     watcher = ServerWatcher(server) if server.local and server.pid else None
     with ctrl_c_sets(budget.stop), watcher if watcher is not None else nullcontext():
-        results: dict[int, Endpoint] = {}
-        # Pass 1 shares the time evenly; routes that saturate early leave time over, and pass 2
-        # gives it to the ladders that stopped at their share (a 100 ms route needs the time to
-        # climb past the threadpool knee).
-        for first_pass in (True, False):
-            todo = (
-                list(range(len(ops)))
-                if first_pass
-                else [i for i, e in sorted(results.items()) if e.stop_reason == "time budget"]
-            )
-            for k, i in enumerate(todo):
-                if budget.stop.is_set() or error is not None:
-                    break
-                op = ops[i]
-                remaining = budget.deadline - time.monotonic()
-                spec = RequestSpec(
-                    method=op.method,
-                    url=op.url,
-                    headers=headers,
-                    timeout_s=options.timeout_s,
-                    verify_tls=options.verify_tls,
-                )
-                prior = results[i].levels if i in results else ()
-                try:
-                    ep = run_ladder(
-                        op, spec, options, server.workers, watcher, budget,
-                        time.monotonic() + remaining / (len(todo) - k), events, target.host, target.port,
-                        prior,
-                    )  # fmt: skip
-                except ServerDied as died:
-                    ep = Endpoint(op.method, op.path, op.url, tuple(died.levels), "server died")
-                    error = TargetUnreachableError(
-                        f"the server stopped answering during {died} (connection refused)"
-                    )
-                results[i] = ep
-                if first_pass:
-                    events.endpoint_done(ep)
-        observed = server.local and server.pid is not None
-        endpoints = [
-            replace(
-                e, verdict=classify(e.levels, server.workers, observed and e.stop_reason != "server died")
-            )
-            for _, e in sorted(results.items())
-        ]
-    settings: dict[str, Any] = {
-        "levels": list(options.levels) if options.levels else None,
-        "max_concurrency": options.max_concurrency,
-        "duration_s": options.duration_s,
-        "warmup_s": options.warmup_s,
-        "max_seconds": options.max_seconds,
-        "max_requests": options.max_requests,
-        "timeout_s": options.timeout_s,
-        "verify_tls": options.verify_tls,
-        "headers": redact_headers(headers),
-        "openapi": openapi_url,
-        "excludes": list(options.excludes),
-    }
+        session = _Session(options, server.workers, watcher, budget, events, target.host, target.port)
+        endpoints, error = _climb_all(session, ops, headers)
     report = ProbeReport(
         target=target.base_url,
-        host=host_to_json(host),
+        host=host,
         server=server,
         endpoints=tuple(endpoints),
         skipped=tuple(skipped),
-        settings=settings,
+        settings=_settings(options, headers, openapi_url),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         tool_version=__version__,
         interrupted=budget.stop.is_set(),

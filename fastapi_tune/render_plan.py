@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fastapi_tune.conf import render_command
 from fastapi_tune.plan import Plan
+from fastapi_tune.render_commands import fastapi_argv, flag_per_line, gunicorn_argv, one_line, uvicorn_argv
 
 
 def print_plan(console: Console, plan: Plan) -> None:
@@ -54,10 +54,10 @@ def print_plan(console: Console, plan: Plan) -> None:
             console.print(f"  - {escape(u)}", style="yellow")
 
     console.print("[bold]Commands[/]")
-    console.print(escape(render_command(plan)), highlight=False, soft_wrap=True)
+    console.print(escape(flag_per_line(gunicorn_argv(plan))), highlight=False, soft_wrap=True)
     console.print("[dim]# or with uvicorn's own process manager (no preload), or fastapi run:[/]")
-    console.print(escape(plan.uvicorn_command), highlight=False, soft_wrap=True)
-    console.print(escape(plan.fastapi_command), highlight=False, soft_wrap=True)
+    console.print(escape(one_line(uvicorn_argv(plan))), highlight=False, soft_wrap=True)
+    console.print(escape(one_line(fastapi_argv(plan))), highlight=False, soft_wrap=True)
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -75,9 +75,9 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "advice": [{"text": a.text, "code": list(a.code)} for a in plan.advice],
         "unknowns": list(plan.unknowns),
         "commands": {
-            "gunicorn": plan.gunicorn_command,
-            "uvicorn": plan.uvicorn_command,
-            "fastapi": plan.fastapi_command,
+            "gunicorn": one_line(gunicorn_argv(plan)),
+            "uvicorn": one_line(uvicorn_argv(plan)),
+            "fastapi": one_line(fastapi_argv(plan)),
         },
         "replicas": asdict(plan.replicas) if plan.replicas is not None else None,
     }

@@ -22,26 +22,23 @@ from rich.text import Text
 
 from fastapi_tune.discovery import Operation
 from fastapi_tune.report import (
-    CPU_BOUND,
-    INCONCLUSIVE,
-    IO_BOUND,
-    LOOP_BLOCKING,
-    SERIALIZED,
-    THREADPOOL_BOUND,
     Endpoint,
+    EndpointClass,
     Level,
     ProbeReport,
     ServerInfo,
     Skipped,
+    evidence_rows,
 )
+from fastapi_tune.rules import P99_MIN_SAMPLES, littles_law_ok
 
 CLASS_STYLE: Final = {
-    IO_BOUND: "green",
-    CPU_BOUND: "yellow",
-    LOOP_BLOCKING: "red",
-    THREADPOOL_BOUND: "magenta",
-    SERIALIZED: "yellow",
-    INCONCLUSIVE: "dim",
+    EndpointClass.IO_BOUND: "green",
+    EndpointClass.CPU_BOUND: "yellow",
+    EndpointClass.LOOP_BLOCKING: "red",
+    EndpointClass.THREADPOOL_BOUND: "magenta",
+    EndpointClass.SERIALIZED: "yellow",
+    EndpointClass.INCONCLUSIVE: "dim",
 }
 _BAR_WIDTH: Final = 16
 _BLOCKS: Final = " ▏▎▍▌▋▊▉█"
@@ -149,7 +146,9 @@ def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
     notes: list[str] = []
     thin = [lv.concurrency for lv in ep.levels if lv.latency_ms is not None and not lv.p99_supported]
     if thin:
-        notes.append(f"p99 '-' at c={','.join(map(str, thin))}: fewer than 200 samples cannot support it")
+        notes.append(
+            f"p99 '-' at c={','.join(map(str, thin))}: fewer than {P99_MIN_SAMPLES} samples cannot support it"
+        )
     for lv in ep.levels:
         lat = lv.latency_ms
         errs = ", ".join(f"{k} {v}" for k, v in sorted(lv.errors_by_kind.items())) or "0"
@@ -160,13 +159,13 @@ def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
                 f"c={lv.concurrency}: the load generator used {lv.client_cpu_cores:.2f} cores and was the"
                 " limit; not used as evidence"
             )
-        if lv.worker_imbalance and lv.server_cpu_per_worker:
-            split = ", ".join(f"{c:.2f}" for c in lv.server_cpu_per_worker)
+        if lv.worker_imbalance and lv.server_cpu_by_worker:
+            split = ", ".join(f"{c:.2f}" for c in lv.server_cpu_by_worker)
             notes.append(
                 f"c={lv.concurrency}: workers unevenly loaded (cores per worker: {split}): keep-alive"
                 " connections stayed on the worker that accepted them, so this level understates the server"
             )
-        if lv.littles_law_ratio is not None and not 0.7 <= lv.littles_law_ratio <= 1.3:
+        if lv.littles_law_ratio is not None and not littles_law_ok(lv.littles_law_ratio):
             notes.append(
                 f"c={lv.concurrency}: Little's law check off (throughput x mean latency / c ="
                 f" {lv.littles_law_ratio:.2f}, ~1 expected): requests stalled or the window was short"
@@ -185,21 +184,39 @@ def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
     return t, notes
 
 
+def _number(value: float | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _evidence_table(ep: Endpoint) -> Table:
+    """The numbers behind the verdict, each with what it means."""
+    t = Table(show_edge=False, pad_edge=False, box=None, show_header=False)
+    t.add_column("value", justify="right", style="cyan")
+    t.add_column("meaning", style="dim")
+    if ep.verdict is not None:
+        for _, label, value in evidence_rows(ep.verdict.evidence):
+            t.add_row(_number(value), label)
+    return t
+
+
 def endpoint_panel(ep: Endpoint) -> Panel:
     """One endpoint: its levels, its verdict with confidence, the evidence and the advice."""
     table, notes = level_table(ep)
     parts: list[Table | Text] = [table, *(Text(n, style="dim") for n in notes)]
     v = ep.verdict
     if v is not None:
-        style = CLASS_STYLE.get(v.cls, "")
+        style = CLASS_STYLE[v.cls]
         head = Text.assemble(
             ("verdict: ", "bold"),
             (v.cls, f"bold {style}"),
             (f"  (confidence {v.confidence:.0%})", "dim"),
         )
-        parts += [Text(""), head, Text(v.summary)]
+        parts += [Text(""), head, Text(v.summary), _evidence_table(ep)]
         parts += [Text(f"  → {a}") for a in v.advice]
-    parts.append(Text(f"ladder stopped: {ep.stop_reason}", style="dim"))
+    detail = f" ({ep.stop_detail})" if ep.stop_detail else ""
+    parts.append(Text(f"ladder stopped: {ep.stop_reason}{detail}", style="dim"))
     title = f"[bold]{ep.method} {ep.path}[/]"
     return Panel(Group(*parts), title=title, title_align="left", expand=True)
 
@@ -215,10 +232,10 @@ def print_report(console: Console, report: ProbeReport) -> None:
     summary.add_column("peak req/s", justify="right")
     for ep in report.endpoints:
         peak = max((lv.throughput_rps for lv in ep.levels), default=0.0)
-        cls = ep.verdict.cls if ep.verdict else "-"
+        cls = ep.verdict.cls if ep.verdict else None
         summary.add_row(
             f"{ep.method} {ep.path}",
-            Text(cls, style=CLASS_STYLE.get(cls, "")),
+            Text(cls or "-", style=CLASS_STYLE[cls] if cls else ""),
             f"{ep.verdict.confidence:.0%}" if ep.verdict else "-",
             f"{peak:.1f}",
         )

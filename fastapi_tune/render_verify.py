@@ -52,7 +52,7 @@ def print_verify(console: Console, result: VerifyResult) -> None:
     title = (
         f"Same load on every run: {', '.join(result.endpoints)} at c={result.concurrency},"
         f" {result.duration_s:g} s each, median of {result.repeat} interleaved round(s)"
-        " (latency ms, workers' RSS MB, server CPU cores)"
+        " (latency ms, workers' RSS MiB, server CPU cores)"
     )
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     columns = (
@@ -74,7 +74,7 @@ def print_verify(console: Console, result: VerifyResult) -> None:
             "-" if r.p50_ms is None else f"{r.p50_ms:.0f}",
             "-" if r.p99_ms is None else f"{r.p99_ms:.0f}",
             str(r.errors) if not r.errors else f"[red]{r.errors}[/]",
-            f"{r.rss_mb:.0f}",
+            f"{r.rss_mib:.0f}",
             f"{r.server_cpu_cores:.2f}",
             style=style,
         )
@@ -103,7 +103,7 @@ def verify_to_json(result: VerifyResult) -> dict[str, Any]:
                 "throughput_rps_rounds": list(r.rounds_rps),
                 "latency_ms": {"p50": r.p50_ms, "p99": r.p99_ms},
                 "errors": r.errors,
-                "rss_mb": r.rss_mb,
+                "rss_mib": r.rss_mib,
                 "server_cpu_cores": r.server_cpu_cores,
                 "client_cpu_cores": r.client_cpu_cores,
             }

@@ -6,22 +6,47 @@ them). Bump SCHEMA_VERSION when a name changes meaning or goes away.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
 from typing import Any, Final
 
 from fastapi_tune.errors import BadInputError
+from fastapi_tune.host import HostFacts, host_from_json, host_to_json
+from fastapi_tune.jsonread import JsonReader
 
-SCHEMA_VERSION: Final = 1
+# 2: typed evidence (server_cpu_per_busy_worker), levels' server_cpu_by_worker, stop_reason as a
+# fixed word with stop_detail beside it.
+SCHEMA_VERSION: Final = 2
+# Where probe writes its report and recommend and verify look for one.
+DEFAULT_REPORT: Final = Path("fastapi-tune-probe.json")
 
-# The endpoint classes, exactly as they appear in the report's `class` field.
-IO_BOUND: Final = "io-bound"
-CPU_BOUND: Final = "cpu-bound"
-LOOP_BLOCKING: Final = "loop-blocking"
-THREADPOOL_BOUND: Final = "threadpool-bound"
-SERIALIZED: Final = "serialized"
-INCONCLUSIVE: Final = "inconclusive"
-CLASSES: Final = (IO_BOUND, CPU_BOUND, LOOP_BLOCKING, THREADPOOL_BOUND, SERIALIZED, INCONCLUSIVE)
+
+class EndpointClass(StrEnum):
+    """What limits an endpoint, exactly as the report's `class` field spells it."""
+
+    IO_BOUND = "io-bound"
+    CPU_BOUND = "cpu-bound"
+    LOOP_BLOCKING = "loop-blocking"
+    THREADPOOL_BOUND = "threadpool-bound"
+    SERIALIZED = "serialized"
+    INCONCLUSIVE = "inconclusive"
+
+
+class StopReason(StrEnum):
+    """Why an endpoint's ladder ended; the details (counts, Retry-After) go to `stop_detail`."""
+
+    MAX_LEVEL = "max level"
+    SATURATED = "saturated"
+    ERRORS = "errors"
+    RATE_LIMITED = "rate limited"
+    TIME_BUDGET = "time budget"
+    REQUEST_BUDGET = "request budget"
+    INTERRUPTED = "interrupted"
+    SERVER_DIED = "server died"
 
 
 @dataclass(frozen=True)
@@ -55,20 +80,60 @@ class Level:
     client_saturated: bool  # the generator, not the app, was the limit: never evidence
     littles_law_ratio: float | None  # throughput x mean latency / concurrency; ~1.0 is healthy
     p99_supported: bool
-    server_cpu_per_worker: tuple[float, ...] | None = None  # cores each worker used
+    server_cpu_by_worker: tuple[float, ...] | None = None  # cores each worker used, one per worker
     # Some workers idled while others were busy: keep-alive connections stay on the worker that
     # accepted them, so one busy worker can make a 2-worker server look like one.
     worker_imbalance: bool = False
+
+
+def _ev(label: str) -> Any:
+    return field(default=None, metadata={"label": label})
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The numbers behind a verdict; each field's label is what the terminal shows beside it."""
+
+    clean_levels: int = field(default=0, metadata={"label": "levels used as evidence"})
+    workers: int | None = _ev("worker processes (none: unknown, 1 assumed)")
+    threadpool_knee_expected: int | None = _ev(
+        "where AnyIO's thread limiter would bend the curve (40 x workers)"
+    )
+    excluded_client_saturated: int = field(
+        default=0, metadata={"label": "levels left out: the load generator was the limit"}
+    )
+    excluded_errors: int = field(default=0, metadata={"label": "levels left out: errors or no responses"})
+    efficiency_at_max: float | None = _ev("throughput per client at the top level vs. at the lowest")
+    latency_inflation: float | None = _ev("p50 latency at the top level / at the lowest")
+    knee_concurrency: int | None = _ev("requests in flight where throughput stops growing")
+    plateau_rps: float | None = _ev("throughput past the knee (req/s)")
+    service_time_ms: float | None = _ev("p50 latency at the lowest level (ms)")
+    server_cpu_per_busy_worker: float | None = _ev("server CPU per busy worker (cores)")
+    max_clean_concurrency: int | None = _ev("highest concurrency used as evidence")
+    fit_rms: float | None = _ev("noise: RMS of log throughput around the fitted curve")
+    usl_sigma: float | None = _ev("USL contention (sigma)")
+    usl_kappa: float | None = _ev("USL coherency (kappa)")
+    usl_peak_concurrency: float | None = _ev("USL peak concurrency")
+    suggested_thread_tokens: int | None = _ev("thread tokens per worker to set")
+
+
+def evidence_rows(ev: Evidence) -> list[tuple[str, str, float | int]]:
+    """(name, label, value) for every measured number, in declaration order: what renderers show."""
+    return [
+        (f.name, str(f.metadata["label"]), v)
+        for f in dataclasses.fields(ev)
+        if (v := getattr(ev, f.name)) is not None
+    ]
 
 
 @dataclass(frozen=True)
 class Verdict:
     """What limits an endpoint, how sure we are, the numbers behind it and what to do."""
 
-    cls: str  # one of CLASSES
+    cls: EndpointClass
     confidence: float  # 0..1
     summary: str  # one sentence of evidence
-    evidence: Mapping[str, float | int | None]
+    evidence: Evidence
     advice: tuple[str, ...]
 
 
@@ -80,7 +145,8 @@ class Endpoint:
     path: str  # the OpenAPI path template (e.g. /orders/{oid}) or the path given with -e
     url: str  # the concrete URL that was requested
     levels: tuple[Level, ...]
-    stop_reason: str  # why the ladder ended ("max level", "saturated", "errors", "429", ...)
+    stop_reason: StopReason
+    stop_detail: str = ""  # e.g. "7/100 failed, mostly 5xx, at c=8" or "Retry-After 2 s"
     verdict: Verdict | None = None
 
 
@@ -110,7 +176,7 @@ class ProbeReport:
     """Everything one probe measured, ready to save, classify and recommend from."""
 
     target: str
-    host: Mapping[str, Any]  # exactly what `fastapi-tune host --json` prints
+    host: HostFacts  # saved as exactly what `fastapi-tune host --json` prints
     server: ServerInfo
     endpoints: tuple[Endpoint, ...]
     skipped: tuple[Skipped, ...] = ()
@@ -133,6 +199,7 @@ def _latency_to_json(lat: Latency | None) -> dict[str, float | None] | None:
 
 def level_to_json(level: Level) -> dict[str, Any]:
     """A level as the report's JSON object."""
+    by_worker = level.server_cpu_by_worker
     return {
         "concurrency": level.concurrency,
         "requests": level.requests,
@@ -147,11 +214,7 @@ def level_to_json(level: Level) -> dict[str, Any]:
         "client_saturated": level.client_saturated,
         "littles_law_ratio": level.littles_law_ratio,
         "p99_supported": level.p99_supported,
-        "server_cpu_per_worker": (
-            None
-            if level.server_cpu_per_worker is None
-            else [round(c, 3) for c in level.server_cpu_per_worker]
-        ),
+        "server_cpu_by_worker": None if by_worker is None else [round(c, 3) for c in by_worker],
         "worker_imbalance": level.worker_imbalance,
     }
 
@@ -159,11 +222,25 @@ def level_to_json(level: Level) -> dict[str, Any]:
 def verdict_to_json(v: Verdict) -> dict[str, Any]:
     """A verdict as JSON (the class itself is also lifted to the endpoint's `class`)."""
     return {
-        "class": v.cls,
+        "class": str(v.cls),
         "confidence": round(v.confidence, 3),
         "summary": v.summary,
-        "evidence": dict(v.evidence),
+        "evidence": dataclasses.asdict(v.evidence),
         "advice": list(v.advice),
+    }
+
+
+def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
+    """An endpoint with its verdict and levels."""
+    return {
+        "method": e.method,
+        "path": e.path,
+        "url": e.url,
+        "class": str(e.verdict.cls) if e.verdict else None,
+        "verdict": verdict_to_json(e.verdict) if e.verdict else None,
+        "stop_reason": str(e.stop_reason),
+        "stop_detail": e.stop_detail,
+        "levels": [level_to_json(lv) for lv in e.levels],
     }
 
 
@@ -177,7 +254,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
         "interrupted": report.interrupted,
         "elapsed_s": round(report.elapsed_s, 3),
         "settings": dict(report.settings),
-        "host": dict(report.host),
+        "host": host_to_json(report.host),
         "server": {
             "local": report.server.local,
             "pid": report.server.pid,
@@ -186,18 +263,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
             "workers": report.server.workers,
             "worker_pids": list(report.server.worker_pids),
         },
-        "endpoints": [
-            {
-                "method": e.method,
-                "path": e.path,
-                "url": e.url,
-                "class": e.verdict.cls if e.verdict else None,
-                "verdict": verdict_to_json(e.verdict) if e.verdict else None,
-                "stop_reason": e.stop_reason,
-                "levels": [level_to_json(lv) for lv in e.levels],
-            }
-            for e in report.endpoints
-        ],
+        "endpoints": [endpoint_to_json(e) for e in report.endpoints],
         "skipped": [{"method": s.method, "path": s.path, "reason": s.reason} for s in report.skipped],
     }
 
@@ -205,164 +271,169 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 # Reading a saved report back: checked once, here, with messages naming what is wrong.
 
-
-class _Reader:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, where: str, expected: str) -> BadInputError:
-        return BadInputError(f"{self.source}: {where}: expected {expected}")
-
-    def obj(self, value: object, where: str) -> Mapping[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, "an object")
-        return value
-
-    def num(self, value: object, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(where, "a number")
-        return float(value)
-
-    def opt_num(self, value: object, where: str) -> float | None:
-        return None if value is None else self.num(value, where)
-
-    def int_(self, value: object, where: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, "an integer")
-        return value
-
-    def str_(self, value: object, where: str) -> str:
-        if not isinstance(value, str):
-            raise self.fail(where, "a string")
-        return value
-
-    def list_(self, value: object, where: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(where, "a list")
-        return value
+# Concurrency and counts beyond these are not something a probe measured.
+_MAX_CONCURRENCY: Final = 1_000_000
+_MAX_COUNT: Final = 10**12
 
 
-def _latency_from_json(r: _Reader, raw: object, where: str) -> Latency | None:
+def _latency_from_json(r: JsonReader, raw: object, where: str) -> Latency | None:
     if raw is None:
         return None
     d = r.obj(raw, where)
     return Latency(
-        p50=r.num(d.get("p50"), f"{where}.p50"),
-        p90=r.num(d.get("p90"), f"{where}.p90"),
-        p99=r.opt_num(d.get("p99"), f"{where}.p99"),
-        max=r.num(d.get("max"), f"{where}.max"),
-        mean=r.num(d.get("mean"), f"{where}.mean"),
+        p50=r.num(d.get("p50"), f"{where}.p50", 0),
+        p90=r.num(d.get("p90"), f"{where}.p90", 0),
+        p99=r.opt_num(d.get("p99"), f"{where}.p99", 0),
+        max=r.num(d.get("max"), f"{where}.max", 0),
+        mean=r.num(d.get("mean"), f"{where}.mean", 0),
     )
 
 
-def _level_from_json(r: _Reader, raw: object, where: str) -> Level:
+def _opt_tuple(r: JsonReader, raw: object, where: str, item: Any) -> tuple[Any, ...] | None:
+    return None if raw is None else tuple(item(x, where) for x in r.list_(raw, where))
+
+
+def _level_from_json(r: JsonReader, raw: object, where: str) -> Level:
     d = r.obj(raw, where)
-    rss = d.get("server_rss_bytes")
-    per_worker = d.get("server_cpu_per_worker")
     kinds = r.obj(d.get("errors_by_kind", {}), f"{where}.errors_by_kind")
     return Level(
-        concurrency=r.int_(d.get("concurrency"), f"{where}.concurrency"),
-        requests=r.int_(d.get("requests"), f"{where}.requests"),
-        errors=r.int_(d.get("errors"), f"{where}.errors"),
-        errors_by_kind={str(k): r.int_(v, f"{where}.errors_by_kind.{k}") for k, v in kinds.items()},
-        duration_s=r.num(d.get("duration_s"), f"{where}.duration_s"),
-        throughput_rps=r.num(d.get("throughput_rps"), f"{where}.throughput_rps"),
+        concurrency=r.int_(d.get("concurrency"), f"{where}.concurrency", 1, _MAX_CONCURRENCY),
+        requests=r.int_(d.get("requests"), f"{where}.requests", 0, _MAX_COUNT),
+        errors=r.int_(d.get("errors"), f"{where}.errors", 0, _MAX_COUNT),
+        errors_by_kind={
+            str(k): r.int_(v, f"{where}.errors_by_kind.{k}", 0, _MAX_COUNT) for k, v in kinds.items()
+        },
+        duration_s=r.num(d.get("duration_s"), f"{where}.duration_s", 0),
+        throughput_rps=r.num(d.get("throughput_rps"), f"{where}.throughput_rps", 0),
         latency_ms=_latency_from_json(r, d.get("latency_ms"), f"{where}.latency_ms"),
-        server_cpu_cores=r.opt_num(d.get("server_cpu_cores"), f"{where}.server_cpu_cores"),
-        server_rss_bytes=(
-            None
-            if rss is None
-            else tuple(
-                r.int_(x, f"{where}.server_rss_bytes") for x in r.list_(rss, f"{where}.server_rss_bytes")
-            )
+        server_cpu_cores=r.opt_num(d.get("server_cpu_cores"), f"{where}.server_cpu_cores", 0),
+        server_rss_bytes=_opt_tuple(
+            r, d.get("server_rss_bytes"), f"{where}.server_rss_bytes", lambda x, w: r.int_(x, w, 0)
         ),
-        client_cpu_cores=r.num(d.get("client_cpu_cores"), f"{where}.client_cpu_cores"),
-        client_saturated=bool(d.get("client_saturated", False)),
-        littles_law_ratio=r.opt_num(d.get("littles_law_ratio"), f"{where}.littles_law_ratio"),
-        p99_supported=bool(d.get("p99_supported", False)),
-        server_cpu_per_worker=(
-            None
-            if per_worker is None
-            else tuple(
-                r.num(x, f"{where}.server_cpu_per_worker")
-                for x in r.list_(per_worker, f"{where}.server_cpu_per_worker")
-            )
+        client_cpu_cores=r.num(d.get("client_cpu_cores"), f"{where}.client_cpu_cores", 0),
+        client_saturated=r.bool_(d.get("client_saturated", False), f"{where}.client_saturated"),
+        littles_law_ratio=r.opt_num(d.get("littles_law_ratio"), f"{where}.littles_law_ratio", 0),
+        p99_supported=r.bool_(d.get("p99_supported", False), f"{where}.p99_supported"),
+        server_cpu_by_worker=_opt_tuple(
+            r, d.get("server_cpu_by_worker"), f"{where}.server_cpu_by_worker", lambda x, w: r.num(x, w, 0)
         ),
-        worker_imbalance=bool(d.get("worker_imbalance", False)),
+        worker_imbalance=r.bool_(d.get("worker_imbalance", False), f"{where}.worker_imbalance"),
     )
 
 
-def _verdict_from_json(r: _Reader, raw: object, where: str) -> Verdict | None:
+def _evidence_from_json(r: JsonReader, raw: object, where: str) -> Evidence:
+    d = r.obj(raw, where)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Evidence):
+        v = d.get(f.name)
+        if v is None:
+            continue
+        key = f"{where}.{f.name}"
+        values[f.name] = r.int_(v, key, 0) if "int" in str(f.type) else r.num(v, key)
+    return Evidence(**values)
+
+
+def _enum(r: JsonReader, kind: type[StrEnum], raw: object, where: str) -> Any:
+    text = r.str_(raw, where)
+    try:
+        return kind(text)
+    except ValueError:
+        raise r.fail(where, "one of " + ", ".join(str(m) for m in kind)) from None
+
+
+def _verdict_from_json(r: JsonReader, raw: object, where: str) -> Verdict | None:
     if raw is None:
         return None
     d = r.obj(raw, where)
-    cls = r.str_(d.get("class"), f"{where}.class")
-    if cls not in CLASSES:
-        raise r.fail(f"{where}.class", "one of " + ", ".join(CLASSES))
-    evidence = r.obj(d.get("evidence", {}), f"{where}.evidence")
     return Verdict(
-        cls=cls,
-        confidence=r.num(d.get("confidence"), f"{where}.confidence"),
+        cls=_enum(r, EndpointClass, d.get("class"), f"{where}.class"),
+        confidence=r.num(d.get("confidence"), f"{where}.confidence", 0, 1),
         summary=r.str_(d.get("summary", ""), f"{where}.summary"),
-        evidence={str(k): v for k, v in evidence.items() if v is None or isinstance(v, (int, float))},
+        evidence=_evidence_from_json(r, d.get("evidence", {}), f"{where}.evidence"),
         advice=tuple(r.str_(a, f"{where}.advice") for a in r.list_(d.get("advice", []), f"{where}.advice")),
+    )
+
+
+def _endpoint_from_json(r: JsonReader, raw: object, where: str) -> Endpoint:
+    e = r.obj(raw, where)
+    return Endpoint(
+        method=r.str_(e.get("method"), f"{where}.method"),
+        path=r.str_(e.get("path"), f"{where}.path"),
+        url=r.str_(e.get("url", ""), f"{where}.url"),
+        levels=tuple(
+            _level_from_json(r, lv, f"{where}.levels[{j}]")
+            for j, lv in enumerate(r.list_(e.get("levels"), f"{where}.levels"))
+        ),
+        stop_reason=_enum(r, StopReason, e.get("stop_reason"), f"{where}.stop_reason"),
+        stop_detail=r.str_(e.get("stop_detail", ""), f"{where}.stop_detail"),
+        verdict=_verdict_from_json(r, e.get("verdict"), f"{where}.verdict"),
+    )
+
+
+def _server_from_json(r: JsonReader, raw: object) -> ServerInfo:
+    s = r.obj(raw, "server")
+    return ServerInfo(
+        local=r.bool_(s.get("local", False), "server.local"),
+        pid=r.opt_int(s.get("pid"), "server.pid", 1),
+        kind=r.opt_str(s.get("kind"), "server.kind"),
+        cmdline=r.opt_str(s.get("cmdline"), "server.cmdline"),
+        workers=r.opt_int(s.get("workers"), "server.workers", 1, _MAX_CONCURRENCY),
+        worker_pids=tuple(
+            r.int_(p, "server.worker_pids", 1)
+            for p in r.list_(s.get("worker_pids", []), "server.worker_pids")
+        ),
+    )
+
+
+def _skipped_from_json(r: JsonReader, raw: object, where: str) -> Skipped:
+    x = r.obj(raw, where)
+    return Skipped(
+        method=r.str_(x.get("method"), f"{where}.method"),
+        path=r.str_(x.get("path"), f"{where}.path"),
+        reason=r.str_(x.get("reason"), f"{where}.reason"),
     )
 
 
 def report_from_json(raw: object, source: str) -> ProbeReport:
     """Check and convert a saved report; errors name the file and the key."""
-    r = _Reader(source)
+    r = JsonReader(source)
     d = r.obj(raw, "top level")
     version = d.get("schema_version")
     if version != SCHEMA_VERSION:
         raise r.fail("schema_version", f"{SCHEMA_VERSION} (this file says {version!r}; probe again)")
-    s = r.obj(d.get("server"), "server")
-    endpoints = []
-    for i, raw_e in enumerate(r.list_(d.get("endpoints"), "endpoints")):
-        where = f"endpoints[{i}]"
-        e = r.obj(raw_e, where)
-        endpoints.append(
-            Endpoint(
-                method=r.str_(e.get("method"), f"{where}.method"),
-                path=r.str_(e.get("path"), f"{where}.path"),
-                url=r.str_(e.get("url", ""), f"{where}.url"),
-                levels=tuple(
-                    _level_from_json(r, lv, f"{where}.levels[{j}]")
-                    for j, lv in enumerate(r.list_(e.get("levels"), f"{where}.levels"))
-                ),
-                stop_reason=r.str_(e.get("stop_reason", ""), f"{where}.stop_reason"),
-                verdict=_verdict_from_json(r, e.get("verdict"), f"{where}.verdict"),
-            )
-        )
-    skipped = tuple(
-        Skipped(
-            method=r.str_(r.obj(x, "skipped[]").get("method"), "skipped[].method"),
-            path=r.str_(x.get("path"), "skipped[].path"),
-            reason=r.str_(x.get("reason"), "skipped[].reason"),
-        )
-        for x in r.list_(d.get("skipped", []), "skipped")
-    )
-    workers = s.get("workers")
-    pid = s.get("pid")
     return ProbeReport(
         target=r.str_(d.get("target"), "target"),
-        host=r.obj(d.get("host"), "host"),
-        server=ServerInfo(
-            local=bool(s.get("local", False)),
-            pid=None if pid is None else r.int_(pid, "server.pid"),
-            kind=s.get("kind") if isinstance(s.get("kind"), str) else None,
-            cmdline=s.get("cmdline") if isinstance(s.get("cmdline"), str) else None,
-            workers=None if workers is None else r.int_(workers, "server.workers"),
-            worker_pids=tuple(
-                r.int_(p, "server.worker_pids")
-                for p in r.list_(s.get("worker_pids", []), "server.worker_pids")
-            ),
+        host=host_from_json(d.get("host"), source),
+        server=_server_from_json(r, d.get("server")),
+        endpoints=tuple(
+            _endpoint_from_json(r, e, f"endpoints[{i}]")
+            for i, e in enumerate(r.list_(d.get("endpoints"), "endpoints"))
         ),
-        endpoints=tuple(endpoints),
-        skipped=skipped,
+        skipped=tuple(
+            _skipped_from_json(r, x, f"skipped[{i}]")
+            for i, x in enumerate(r.list_(d.get("skipped", []), "skipped"))
+        ),
         settings=r.obj(d.get("settings", {}), "settings"),
-        created_at=str(d.get("created_at", "")),
-        tool_version=str(d.get("tool_version", "")),
-        interrupted=bool(d.get("interrupted", False)),
-        elapsed_s=float(d.get("elapsed_s", 0.0) or 0.0),
+        created_at=r.str_(d.get("created_at", ""), "created_at"),
+        tool_version=r.str_(d.get("tool_version", ""), "tool_version"),
+        interrupted=r.bool_(d.get("interrupted", False), "interrupted"),
+        elapsed_s=r.num(d.get("elapsed_s", 0.0), "elapsed_s", 0),
     )
+
+
+def load_report(path: Path | None) -> ProbeReport | None:
+    """The probe report: an explicit path must exist; the default one may be missing (None)."""
+    chosen = path or DEFAULT_REPORT
+    if not chosen.exists():
+        if path is not None:
+            raise BadInputError(f"{path}: no such probe report (run `fastapi-tune probe URL --out {path}`)")
+        return None
+    try:
+        raw = json.loads(chosen.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInputError(f"{chosen}: cannot read it ({e})") from None
+    except json.JSONDecodeError as e:
+        raise BadInputError(f"{chosen}: not JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise BadInputError(f"{chosen}: nested too deeply to be a probe report") from None
+    return report_from_json(raw, str(chosen))

@@ -26,8 +26,10 @@ from fastapi_tune.host import HostFacts
 from fastapi_tune.launch import Running, free_port, run_server
 from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import cpu_seconds, worker_children
-from fastapi_tune.probe import P99_MIN_SAMPLES, ctrl_c_sets, percentile
+from fastapi_tune.probe import ctrl_c_sets
 from fastapi_tune.report import ProbeReport
+from fastapi_tune.rules import rule_of_thumb_workers
+from fastapi_tune.stats import median, summarize
 
 RECOMMENDED: Final = "recommended"
 RULE_OF_THUMB: Final = "rule-of-thumb"
@@ -63,14 +65,16 @@ class Run:
     throughput_rps: float
     p50_ms: float | None
     p99_ms: float | None
-    rss_mb: float  # total RSS of the worker processes at the end of the run
+    rss_mib: float  # total RSS of the worker processes at the end of the run
     server_cpu_cores: float
     client_cpu_cores: float
     rounds_rps: tuple[float, ...] = ()  # throughput of each round, for the spread
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Comparison:
+    """Which run was best, and how the recommendation compares with it and the rule of thumb."""
+
     best: Run
     recommended: Run | None
     ratio_to_best: float | None  # recommended throughput / best throughput
@@ -81,7 +85,7 @@ class Verdict:
 @dataclass(frozen=True)
 class VerifyResult:
     runs: tuple[Run, ...]
-    verdict: Verdict | None
+    verdict: Comparison | None
     endpoints: tuple[str, ...]
     concurrency: int
     duration_s: float
@@ -101,7 +105,7 @@ def plan_runs(host: HostFacts, sweep: bool) -> list[tuple[str, int | None]]:
     """(label, workers) in order; None means the config's own worker count."""
     runs: list[tuple[str, int | None]] = [
         (RECOMMENDED, None),
-        (RULE_OF_THUMB, 2 * host.cpu.logical + 1),
+        (RULE_OF_THUMB, rule_of_thumb_workers(host.cpu.logical)),
         (SINGLE_WORKER, 1),
     ]
     if sweep:
@@ -130,7 +134,7 @@ def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> lis
     ]
 
 
-def _rss_mb(procs: Sequence[psutil.Process]) -> float:
+def _rss_mib(procs: Sequence[psutil.Process]) -> float:
     total = 0
     for p in procs:
         try:
@@ -182,30 +186,21 @@ def _measure(
     cpu_before, started = sum(cpu_seconds(workers).values()), time.perf_counter()
     result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live)
     cpu_after, wall = sum(cpu_seconds(workers).values()), time.perf_counter() - started
-    duration = max(result.duration_s, 1e-9)
-    lat = sorted(result.latencies_ms)
-    ok = sum(c for s, c in result.status_counts.items() if s < 400)
-    errors = sum(c for s, c in result.status_counts.items() if s >= 400) + sum(result.errors_by_kind.values())
+    b = summarize(result)
     # Server CPU is averaged over the whole burst, warm-up included: context for the table,
     # not part of the verdict.
     return Run(
         label=label,
         workers=len(workers),
-        requests=len(lat) + sum(result.errors_by_kind.values()),
-        errors=errors,
-        throughput_rps=ok / duration,
-        p50_ms=round(percentile(lat, 50), 2) if lat else None,
-        p99_ms=round(percentile(lat, 99), 2) if len(lat) >= P99_MIN_SAMPLES else None,
-        rss_mb=round(_rss_mb(workers), 1),
+        requests=b.requests,
+        errors=b.errors,
+        throughput_rps=b.throughput_rps,
+        p50_ms=None if b.p50_ms is None else round(b.p50_ms, 2),
+        p99_ms=None if b.p99_ms is None else round(b.p99_ms, 2),
+        rss_mib=round(_rss_mib(workers), 1),
         server_cpu_cores=round((cpu_after - cpu_before) / wall, 3),
-        client_cpu_cores=round(result.client_cpu_s / duration, 3),
+        client_cpu_cores=round(b.client_cpu_cores, 3),
     )
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def combine(rounds: Sequence[Run]) -> Run:
@@ -218,17 +213,17 @@ def combine(rounds: Sequence[Run]) -> Run:
         workers=first.workers,
         requests=sum(r.requests for r in rounds),
         errors=sum(r.errors for r in rounds),
-        throughput_rps=_median([r.throughput_rps for r in rounds]),
-        p50_ms=_median(p50s) if p50s else None,
-        p99_ms=_median(p99s) if p99s else None,
-        rss_mb=max(r.rss_mb for r in rounds),
-        server_cpu_cores=round(_median([r.server_cpu_cores for r in rounds]), 3),
-        client_cpu_cores=round(_median([r.client_cpu_cores for r in rounds]), 3),
+        throughput_rps=median([r.throughput_rps for r in rounds]),
+        p50_ms=median(p50s) if p50s else None,
+        p99_ms=median(p99s) if p99s else None,
+        rss_mib=max(r.rss_mib for r in rounds),
+        server_cpu_cores=round(median([r.server_cpu_cores for r in rounds]), 3),
+        client_cpu_cores=round(median([r.client_cpu_cores for r in rounds]), 3),
         rounds_rps=tuple(round(r.throughput_rps, 1) for r in rounds),
     )
 
 
-def judge(runs: Sequence[Run]) -> Verdict | None:
+def judge(runs: Sequence[Run]) -> Comparison | None:
     """Pure: which run was best, and how the recommendation compares with it and the rule of thumb."""
     clean = [r for r in runs if r.requests and r.errors <= 0.01 * r.requests]
     if not clean:
@@ -237,7 +232,7 @@ def judge(runs: Sequence[Run]) -> Verdict | None:
     rec = next((r for r in runs if r.label == RECOMMENDED), None)
     rule = next((r for r in runs if r.label == RULE_OF_THUMB), None)
     ratio = rec.throughput_rps / best.throughput_rps if rec in clean and best.throughput_rps else None
-    memory = rec.rss_mb / rule.rss_mb if rec and rule and rule.rss_mb else None
+    memory = rec.rss_mib / rule.rss_mib if rec and rule and rule.rss_mib else None
     if rec is None or ratio is None:
         line = f"best clean run: {best.label} ({best.workers} workers), {best.throughput_rps:.1f} req/s"
         if rec is not None:
@@ -254,7 +249,7 @@ def judge(runs: Sequence[Run]) -> Verdict | None:
         if rule is not None and memory is not None:
             line += (
                 f"; rule of thumb ({rule.workers} workers): {rule.throughput_rps:.1f} req/s with"
-                f" {rule.rss_mb:.0f} MB of workers vs {rec.rss_mb:.0f} MB recommended"
+                f" {rule.rss_mib:.0f} MiB of workers vs {rec.rss_mib:.0f} MiB recommended"
             )
             if rec.p99_ms is not None and rule.p99_ms is not None and rec.p99_ms > 1.25 * rule.p99_ms:
                 # Fewer workers each queue more of the same load: the tail grows before the median.
@@ -265,7 +260,7 @@ def judge(runs: Sequence[Run]) -> Verdict | None:
         if len(rec.rounds_rps) > 1:
             low, high = min(rec.rounds_rps), max(rec.rounds_rps)
             line += f"; the recommended config's rounds ranged {low:.1f}-{high:.1f} req/s (noise)"
-    return Verdict(best=best, recommended=rec, ratio_to_best=ratio, memory_vs_rule=memory, line=line)
+    return Comparison(best=best, recommended=rec, ratio_to_best=ratio, memory_vs_rule=memory, line=line)
 
 
 def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -11,9 +12,6 @@ from dataclasses import replace
 import pytest
 
 from fastapi_tune.classify import (
-    EV_KNEE_CONCURRENCY,
-    EV_SUGGESTED_TOKENS,
-    EVIDENCE_LABELS,
     classify,
     clean_levels,
     exclusion_reason,
@@ -21,33 +19,18 @@ from fastapi_tune.classify import (
     usl_fit,
     usl_peak,
 )
-from fastapi_tune.report import (
-    CLASSES,
-    CPU_BOUND,
-    INCONCLUSIVE,
-    IO_BOUND,
-    LOOP_BLOCKING,
-    SERIALIZED,
-    THREADPOOL_BOUND,
-    Latency,
-    Level,
-    Verdict,
-)
+from fastapi_tune.report import EndpointClass, Latency, Level, Verdict, evidence_rows
 
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128)
 DURATION_S = 5.0
+# Measured for every judged curve, whatever the class (the rest depends on the curve's shape).
 REQUIRED_EVIDENCE = (
     "efficiency_at_max",
     "latency_inflation",
-    "knee_concurrency",
-    "plateau_rps",
     "service_time_ms",
-    "server_cpu_per_worker",
-    "usl_sigma",
-    "usl_kappa",
-    "usl_peak_concurrency",
     "clean_levels",
-    "workers",
+    "max_clean_concurrency",
+    "fit_rms",
 )
 
 
@@ -125,14 +108,13 @@ def ladder(
 
 def check_verdict(v: Verdict) -> None:
     """What every verdict promises, whatever its class."""
-    assert v.cls in CLASSES
+    assert v.cls in EndpointClass
     assert 0.0 <= v.confidence <= 1.0
     assert v.summary
-    for key in REQUIRED_EVIDENCE:
-        assert key in v.evidence
-    for key in v.evidence:
-        assert key in EVIDENCE_LABELS
-    json.dumps(dict(v.evidence), allow_nan=False)  # JSON-friendly: no NaN or inf
+    measured = {name for name, _, _ in evidence_rows(v.evidence)}
+    if v.cls is not EndpointClass.INCONCLUSIVE:
+        assert set(REQUIRED_EVIDENCE) <= measured
+    json.dumps(dataclasses.asdict(v.evidence), allow_nan=False)  # JSON-friendly: no NaN or inf
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,28 +124,44 @@ def check_verdict(v: Verdict) -> None:
 @pytest.mark.parametrize(
     ("levels", "workers", "observed", "expected"),
     [
-        pytest.param(ladder("io", 40, 1), 1, True, IO_BOUND, id="io-1w"),
-        pytest.param(ladder("io", 40, 2), 2, True, IO_BOUND, id="io-2w"),
-        pytest.param(ladder("cpu", 20, 1, LADDER[:5]), 1, True, CPU_BOUND, id="cpu-1w"),
-        pytest.param(ladder("cpu", 20, 2, LADDER[:5]), 2, True, CPU_BOUND, id="cpu-2w-shared-cores"),
-        pytest.param(ladder("loop", 30, 1, LADDER[:7]), 1, True, LOOP_BLOCKING, id="loop-1w"),
-        pytest.param(ladder("loop", 30, 2, LADDER[:7]), 2, True, LOOP_BLOCKING, id="loop-2w"),
-        pytest.param(ladder("threadpool", 40, 1), 1, True, THREADPOOL_BOUND, id="threadpool-1w"),
-        pytest.param(ladder("threadpool", 40, 2), 2, True, THREADPOOL_BOUND, id="threadpool-2w-knee-80"),
+        pytest.param(ladder("io", 40, 1), 1, True, EndpointClass.IO_BOUND, id="io-1w"),
+        pytest.param(ladder("io", 40, 2), 2, True, EndpointClass.IO_BOUND, id="io-2w"),
+        pytest.param(ladder("cpu", 20, 1, LADDER[:5]), 1, True, EndpointClass.CPU_BOUND, id="cpu-1w"),
         pytest.param(
-            ladder("threadpool", 40, 4, (*LADDER, 256)), 4, True, THREADPOOL_BOUND, id="threadpool-4w-to-256"
+            ladder("cpu", 20, 2, LADDER[:5]), 2, True, EndpointClass.CPU_BOUND, id="cpu-2w-shared-cores"
+        ),
+        pytest.param(ladder("loop", 30, 1, LADDER[:7]), 1, True, EndpointClass.LOOP_BLOCKING, id="loop-1w"),
+        pytest.param(ladder("loop", 30, 2, LADDER[:7]), 2, True, EndpointClass.LOOP_BLOCKING, id="loop-2w"),
+        pytest.param(
+            ladder("threadpool", 40, 1), 1, True, EndpointClass.THREADPOOL_BOUND, id="threadpool-1w"
         ),
         pytest.param(
-            ladder("cpu", 20, 1, LADDER[:5], observed=False), 1, False, SERIALIZED, id="remote-cpu-serialized"
+            ladder("threadpool", 40, 2), 2, True, EndpointClass.THREADPOOL_BOUND, id="threadpool-2w-knee-80"
+        ),
+        pytest.param(
+            ladder("threadpool", 40, 4, (*LADDER, 256)),
+            4,
+            True,
+            EndpointClass.THREADPOOL_BOUND,
+            id="threadpool-4w-to-256",
+        ),
+        pytest.param(
+            ladder("cpu", 20, 1, LADDER[:5], observed=False),
+            1,
+            False,
+            EndpointClass.SERIALIZED,
+            id="remote-cpu-serialized",
         ),
         pytest.param(
             ladder("loop", 30, 1, LADDER[:6], observed=False),
             None,
             False,
-            SERIALIZED,
+            EndpointClass.SERIALIZED,
             id="remote-loop-unknown-w",
         ),
-        pytest.param(ladder("io", 10, 1, observed=False), None, False, IO_BOUND, id="remote-io-unknown-w"),
+        pytest.param(
+            ladder("io", 10, 1, observed=False), None, False, EndpointClass.IO_BOUND, id="remote-io-unknown-w"
+        ),
     ],
 )
 def test_class(levels: tuple[Level, ...], workers: int | None, observed: bool, expected: str) -> None:
@@ -177,14 +175,14 @@ def test_class(levels: tuple[Level, ...], workers: int | None, observed: bool, e
 @pytest.mark.parametrize(
     ("kind", "service_ms", "workers", "ns", "expected"),
     [
-        pytest.param("io", 40, 1, LADDER, IO_BOUND, id="io-1w"),
-        pytest.param("io", 40, 2, LADDER, IO_BOUND, id="io-2w"),
-        pytest.param("cpu", 20, 1, LADDER[:5], CPU_BOUND, id="cpu-1w"),
-        pytest.param("cpu", 20, 2, LADDER[:5], CPU_BOUND, id="cpu-2w"),
-        pytest.param("loop", 30, 1, LADDER[:7], LOOP_BLOCKING, id="loop-1w"),
-        pytest.param("loop", 30, 2, LADDER[:7], LOOP_BLOCKING, id="loop-2w"),
-        pytest.param("threadpool", 40, 1, LADDER, THREADPOOL_BOUND, id="threadpool-1w"),
-        pytest.param("threadpool", 40, 2, LADDER, THREADPOOL_BOUND, id="threadpool-2w"),
+        pytest.param("io", 40, 1, LADDER, EndpointClass.IO_BOUND, id="io-1w"),
+        pytest.param("io", 40, 2, LADDER, EndpointClass.IO_BOUND, id="io-2w"),
+        pytest.param("cpu", 20, 1, LADDER[:5], EndpointClass.CPU_BOUND, id="cpu-1w"),
+        pytest.param("cpu", 20, 2, LADDER[:5], EndpointClass.CPU_BOUND, id="cpu-2w"),
+        pytest.param("loop", 30, 1, LADDER[:7], EndpointClass.LOOP_BLOCKING, id="loop-1w"),
+        pytest.param("loop", 30, 2, LADDER[:7], EndpointClass.LOOP_BLOCKING, id="loop-2w"),
+        pytest.param("threadpool", 40, 1, LADDER, EndpointClass.THREADPOOL_BOUND, id="threadpool-1w"),
+        pytest.param("threadpool", 40, 2, LADDER, EndpointClass.THREADPOOL_BOUND, id="threadpool-2w"),
     ],
 )
 def test_noisy_ladders_keep_their_class(
@@ -215,18 +213,18 @@ def test_io_with_late_latency_inflation_from_server_cpu_is_io_bound() -> None:
         levels.append(level(128, 128 / (p50_128 / 1000), p50_128, 1.0))
         v = classify(levels, 1, True)
         check_verdict(v)
-        assert v.cls == IO_BOUND, v.summary
-        assert v.evidence["latency_inflation"] == pytest.approx(p50_128 / 40.5, rel=1e-3)
+        assert v.cls == EndpointClass.IO_BOUND, v.summary
+        assert v.evidence.latency_inflation == pytest.approx(p50_128 / 40.5, rel=1e-3)
 
 
 def test_threadpool_two_workers_seen_up_to_128() -> None:
     v = classify(ladder("threadpool", 40, 2), 2, True)
-    assert v.cls == THREADPOOL_BOUND
-    knee = v.evidence[EV_KNEE_CONCURRENCY]
+    assert v.cls == EndpointClass.THREADPOOL_BOUND
+    knee = v.evidence.knee_concurrency
     assert isinstance(knee, int)
     assert 70 <= knee <= 90
-    assert v.evidence["plateau_rps"] == pytest.approx(80 / 0.040, rel=0.05)
-    tokens = v.evidence[EV_SUGGESTED_TOKENS]
+    assert v.evidence.plateau_rps == pytest.approx(80 / 0.040, rel=0.05)
+    tokens = v.evidence.suggested_thread_tokens
     assert isinstance(tokens, int)
     assert tokens >= 80
     assert "import anyio.to_thread" in v.advice
@@ -236,8 +234,8 @@ def test_threadpool_two_workers_seen_up_to_128() -> None:
 def test_flat_ladder_short_of_the_threadpool_knee_is_io_bound_with_a_caveat() -> None:
     short = classify(ladder("io", 40, 4, LADDER[:7]), 4, True)  # stopped at 64; 4 x 40 = 160
     full = classify(ladder("io", 40, 4, (*LADDER, 256)), 4, True)
-    assert short.cls == IO_BOUND
-    assert full.cls == IO_BOUND
+    assert short.cls == EndpointClass.IO_BOUND
+    assert full.cls == EndpointClass.IO_BOUND
     assert "cannot be ruled out" in short.summary
     assert "cannot be ruled out" not in full.summary
     assert short.confidence < full.confidence
@@ -247,38 +245,38 @@ def test_flat_ladder_short_of_the_threadpool_knee_is_io_bound_with_a_caveat() ->
 def test_unknown_workers_lowers_confidence_and_says_so() -> None:
     known = classify(ladder("io", 10, 1), 1, True)
     unknown = classify(ladder("io", 10, 1), None, True)
-    assert known.cls == unknown.cls == IO_BOUND
+    assert known.cls == unknown.cls == EndpointClass.IO_BOUND
     assert unknown.confidence < known.confidence
     assert "unknown" in unknown.summary
 
 
 def test_serialized_summary_names_both_suspects() -> None:
     v = classify(ladder("loop", 30, 1, LADDER[:6], observed=False), 1, False)
-    assert v.cls == SERIALIZED
+    assert v.cls == EndpointClass.SERIALIZED
     assert "loop-blocking" in v.summary
     assert "cpu-bound" in v.summary
 
 
 def test_serial_curve_with_cpu_missing_is_serialized_even_when_local() -> None:
     v = classify(ladder("cpu", 20, 1, LADDER[:5], observed=False), 1, True)
-    assert v.cls == SERIALIZED
+    assert v.cls == EndpointClass.SERIALIZED
 
 
 def test_cpu_evidence() -> None:
     v = classify(ladder("cpu", 20, 2, LADDER[:6]), 2, True)
-    assert v.cls == CPU_BOUND
-    cpu = v.evidence["server_cpu_per_worker"]
+    assert v.cls == EndpointClass.CPU_BOUND
+    cpu = v.evidence.server_cpu_per_busy_worker
     assert isinstance(cpu, float)
     assert cpu > 0.6
-    assert v.evidence["service_time_ms"] == pytest.approx(20.0)
-    assert v.evidence["usl_sigma"] is not None  # six clean levels: the USL is fitted
+    assert v.evidence.service_time_ms == pytest.approx(20.0)
+    assert v.evidence.usl_sigma is not None  # six clean levels: the USL is fitted
 
 
 def test_loop_blocking_advice() -> None:
     v = classify(ladder("loop", 30, 1, LADDER[:7]), 1, True)
-    assert v.cls == LOOP_BLOCKING
+    assert v.cls == EndpointClass.LOOP_BLOCKING
     assert any("async driver" in line and "`def`" in line for line in v.advice)
-    cpu = v.evidence["server_cpu_per_worker"]
+    cpu = v.evidence.server_cpu_per_busy_worker
     assert isinstance(cpu, float)
     assert cpu < 0.1
 
@@ -289,9 +287,9 @@ def test_middle_cap_with_low_cpu_is_not_forced_into_a_class() -> None:
         level(n, min(n, 10) / 0.02, n / (min(n, 10) / 0.02) * 1000, 0.05) for n in (1, 2, 4, 8, 16, 32, 64)
     )
     v = classify(levels, 1, True)
-    assert v.cls == INCONCLUSIVE
+    assert v.cls == EndpointClass.INCONCLUSIVE
     assert "~10" in v.summary
-    assert v.evidence[EV_KNEE_CONCURRENCY] == 10
+    assert v.evidence.knee_concurrency == 10
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,7 +319,7 @@ def test_middle_cap_with_low_cpu_is_not_forced_into_a_class() -> None:
 def test_inconclusive(levels: tuple[Level, ...], reason: str) -> None:
     v = classify(levels, 1, True)
     check_verdict(v)
-    assert v.cls == INCONCLUSIVE
+    assert v.cls == EndpointClass.INCONCLUSIVE
     assert reason in v.summary
     assert v.advice
 
@@ -329,7 +327,7 @@ def test_inconclusive(levels: tuple[Level, ...], reason: str) -> None:
 def test_errors_advice_names_the_kinds() -> None:
     levels = tuple(level(n, 10.0, 900.0, 0.1, errors=40) for n in (1, 2, 4, 8))
     v = classify(levels, 1, True)
-    assert v.cls == INCONCLUSIVE
+    assert v.cls == EndpointClass.INCONCLUSIVE
     assert any("5xx: 160" in line for line in v.advice)
 
 
@@ -340,10 +338,10 @@ def test_excluded_levels_are_never_evidence() -> None:
     levels += [replace(lv, client_saturated=True) for lv in ladder("io", 20, 1, (32, 64))]
     levels.append(level(128, 6400.0, 20.0, 0.1, errors=2000))
     v = classify(levels, 1, True)
-    assert v.cls == CPU_BOUND
-    assert v.evidence["clean_levels"] == 5
-    assert v.evidence["excluded_client_saturated"] == 2
-    assert v.evidence["excluded_errors"] == 1
+    assert v.cls == EndpointClass.CPU_BOUND
+    assert v.evidence.clean_levels == 5
+    assert v.evidence.excluded_client_saturated == 2
+    assert v.evidence.excluded_errors == 1
     assert [lv.concurrency for lv in clean_levels(levels)] == [1, 2, 4, 8, 16]
     assert exclusion_reason(levels[-1]) is not None
     assert exclusion_reason(levels[0]) is None
@@ -412,7 +410,7 @@ def test_worker_cpu_saturating_below_the_thread_limit_is_cpu_bound() -> None:
         level(n, min(n, 10) / 0.02, n / (min(n, 10) / 0.02) * 1000, min(n, 10) / 10) for n in LADDER
     )
     v = classify(levels, 1, True)
-    assert v.cls == CPU_BOUND, v.summary
+    assert v.cls == EndpointClass.CPU_BOUND, v.summary
     assert "2.0 ms of CPU" in v.summary
 
 
@@ -423,6 +421,6 @@ def test_threadpool_with_saturated_worker_cpu_warns_that_threads_alone_may_not_h
     )
     plain = classify(ladder("threadpool", 40, 1), 1, True)
     v = classify(levels, 1, True)
-    assert v.cls == THREADPOOL_BOUND
+    assert v.cls == EndpointClass.THREADPOOL_BOUND
     assert any("add workers" in line for line in v.advice)
     assert v.confidence < plain.confidence

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from fastapi_tune.conf import render_command, render_gunicorn_conf
+from fastapi_tune.render_commands import flag_per_line, gunicorn_argv
+from fastapi_tune.render_conf import render_gunicorn_conf
 from fastapi_tune.errors import RefusedError
 from fastapi_tune.fileio import atomic_write, backup_path, write_with_backup
 from fastapi_tune.launch import free_port, run_server
@@ -144,8 +145,8 @@ def test_comments_carry_the_evidence() -> None:
     assert "Rule of thumb: 2 x 4 logical CPUs + 1 = 9" in text
 
 
-def test_render_command() -> None:
-    cmd = render_command(CASES["vm-cpu-bound-2cpu"]())
+def test_flag_per_line() -> None:
+    cmd = flag_per_line(gunicorn_argv(CASES["vm-cpu-bound-2cpu"]()))
     assert cmd.splitlines()[0] == "gunicorn main:app \\"
     assert "    --worker-class uvicorn_worker.UvicornWorker \\" in cmd.splitlines()
     assert cmd.splitlines()[-1].strip() == "--worker-tmp-dir /dev/shm"

@@ -19,16 +19,16 @@ from fastapi_tune.plan import (
     make_plan,
 )
 from fastapi_tune.profiles import load_profile
+from fastapi_tune.render_commands import fastapi_argv, gunicorn_argv, one_line, uvicorn_argv
 from fastapi_tune.report import (
-    CPU_BOUND,
-    IO_BOUND,
-    LOOP_BLOCKING,
-    THREADPOOL_BOUND,
     Endpoint,
+    EndpointClass,
+    Evidence,
     Latency,
     Level,
     ProbeReport,
     ServerInfo,
+    StopReason,
     Verdict,
 )
 
@@ -99,22 +99,23 @@ def make_level(
     )
 
 
-def make_endpoint(path: str, cls: str, levels: Sequence[Level], summary: str = "measured.") -> Endpoint:
+def make_endpoint(
+    path: str, cls: EndpointClass, levels: Sequence[Level], summary: str = "measured."
+) -> Endpoint:
     return Endpoint(
         method="GET",
         path=path,
         url=f"http://127.0.0.1:8000{path}",
         levels=tuple(levels),
-        stop_reason="max level",
-        verdict=Verdict(cls=cls, confidence=0.9, summary=summary, evidence={}, advice=()),
+        stop_reason=StopReason.MAX_LEVEL,
+        verdict=Verdict(cls=cls, confidence=0.9, summary=summary, evidence=Evidence(), advice=()),
     )
 
 
 def make_report(endpoints: Sequence[Endpoint], workers: int = 1, effective: float = 2) -> ProbeReport:
-    host: dict[str, Any] = {"cpu": {"effective": effective}}
     return ProbeReport(
         target="http://127.0.0.1:8000",
-        host=host,
+        host=make_host(effective),
         server=ServerInfo(local=True, pid=100, kind="gunicorn", workers=workers, worker_pids=(101,)),
         endpoints=tuple(endpoints),
     )
@@ -123,19 +124,21 @@ def make_report(endpoints: Sequence[Endpoint], workers: int = 1, effective: floa
 def cpu_report(workers: int = 1) -> ProbeReport:
     """A 20 ms CPU route: throughput flat at ~47 req/s per worker, latency growing."""
     levels = [make_level(c, 47.0 * workers, 20.0 * c / workers + 5, cpu=0.98 * workers) for c in (1, 4, 16)]
-    return make_report([make_endpoint("/hash", CPU_BOUND, levels)], workers=workers)
+    return make_report([make_endpoint("/hash", EndpointClass.CPU_BOUND, levels)], workers=workers)
 
 
 def io_report(cpu: float = 0.2) -> ProbeReport:
     levels = [make_level(c, c / 0.04, 45.0, cpu=cpu) for c in (1, 16, 64)]
-    return make_report([make_endpoint("/sleep", IO_BOUND, levels)])
+    return make_report([make_endpoint("/sleep", EndpointClass.IO_BOUND, levels)])
 
 
 def threadpool_report() -> ProbeReport:
-    io = make_endpoint("/sleep", IO_BOUND, [make_level(c, c / 0.04, 45.0, cpu=0.2) for c in (1, 16, 64)])
+    io = make_endpoint(
+        "/sleep", EndpointClass.IO_BOUND, [make_level(c, c / 0.04, 45.0, cpu=0.2) for c in (1, 16, 64)]
+    )
     tp = make_endpoint(
         "/sync-db",
-        THREADPOOL_BOUND,
+        EndpointClass.THREADPOOL_BOUND,
         [make_level(c, min(c, 40) / 0.05, 50.0 * max(1, c / 40), cpu=0.3) for c in (1, 16, 64, 128)],
         summary="throughput flat at 800 req/s from c=40: the 40-thread limiter is full.",
     )
@@ -196,7 +199,7 @@ def test_worker_count(host: HostFacts, report: ProbeReport | None, profile: str,
 
 def test_memory_caps_workers_below_the_profile_minimum() -> None:
     big = make_level(16, 47.0, 30.0, rss=(400 * MIB, 380 * MIB), cpu=1.0)
-    report = make_report([make_endpoint("/model", CPU_BOUND, [big])])
+    report = make_report([make_endpoint("/model", EndpointClass.CPU_BOUND, [big])])
     plan = plan_for(make_host(4, memory=1 * GIB), report, "vm")
     # floor(1 GiB x 0.75 / 400 MiB) = 1, although 4 CPUs and the profile's min of 2 ask for more.
     assert plan.workers == 1
@@ -238,7 +241,7 @@ def test_formula_shows_its_numbers() -> None:
 def test_default_worker_class_is_uvicorn_worker_never_the_deprecated_one() -> None:
     plan = plan_for(make_host(2), cpu_report())
     assert plan.setting("worker_class").value == UVICORN_WORKER
-    assert DEPRECATED_WORKER not in plan.gunicorn_command
+    assert DEPRECATED_WORKER not in one_line(gunicorn_argv(plan))
 
 
 def test_deprecated_worker_class_is_refused() -> None:
@@ -272,7 +275,7 @@ def test_native_asgi_worker_needs_gunicorn_24(version: str | None, ok: bool) -> 
 
 def test_timeouts_follow_the_slowest_measured_request() -> None:
     slow = make_level(4, 0.2, 50_000.0, cpu=0.1)
-    report = make_report([make_endpoint("/export", IO_BOUND, [slow])])
+    report = make_report([make_endpoint("/export", EndpointClass.IO_BOUND, [slow])])
     plan = plan_for(make_host(2), report, "vm")
     # 50 s x 3 = 150 s, clamped to the profile's 120.
     assert plan.setting("timeout").value == 120
@@ -288,13 +291,15 @@ def test_fast_routes_keep_the_timeout_floor() -> None:
 
 def test_client_saturated_levels_are_not_evidence() -> None:
     lv = [make_level(1, 40, 25.0), make_level(64, 40, 90_000.0, saturated=True)]
-    plan = plan_for(make_host(2), make_report([make_endpoint("/x", CPU_BOUND, lv)]), "vm")
+    plan = plan_for(make_host(2), make_report([make_endpoint("/x", EndpointClass.CPU_BOUND, lv)]), "vm")
     assert plan.setting("timeout").value == 30
 
 
 def test_graceful_timeout_beyond_the_orchestrators_kill_is_flagged() -> None:
     slow = make_level(4, 0.2, 40_000.0, cpu=0.1)
-    plan = plan_for(make_host(2), make_report([make_endpoint("/export", IO_BOUND, [slow])]), "kubernetes")
+    plan = plan_for(
+        make_host(2), make_report([make_endpoint("/export", EndpointClass.IO_BOUND, [slow])]), "kubernetes"
+    )
     assert plan.setting("graceful_timeout").value == 41
     assert any("terminationGracePeriodSeconds" in a.text for a in plan.advice)
 
@@ -324,7 +329,7 @@ def test_bind_and_access_log_by_profile(profile: str, bind: str, accesslog: str 
 def test_bind_choice_wins() -> None:
     plan = plan_for(make_host(2), None, "vm", bind="0.0.0.0:9000")
     assert plan.setting("bind").value == "0.0.0.0:9000"
-    assert "--port 9000" in plan.uvicorn_command
+    assert "--port 9000" in one_line(uvicorn_argv(plan))
 
 
 def test_worker_tmp_dir_only_with_dev_shm() -> None:
@@ -346,7 +351,7 @@ def test_worker_tmp_dir_only_with_dev_shm() -> None:
 def test_preload_only_when_agreed_and_useful(profile: str, agreed: bool, expected: bool) -> None:
     plan = plan_for(make_host(2), cpu_report(), profile, preload=agreed)
     assert plan.setting("preload_app").value is expected
-    assert ("--preload" in plan.gunicorn_argv) is expected
+    assert ("--preload" in gunicorn_argv(plan)) is expected
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,7 +370,9 @@ def test_threadpool_bound_routes_get_the_limiter_code_and_a_number() -> None:
 
 def test_loop_blocking_routes_are_named_with_the_fix() -> None:
     lv = [make_level(c, 32.0, 30.0 * c, cpu=0.03) for c in (1, 8, 32)]
-    report = make_report([make_endpoint("/inventory", LOOP_BLOCKING, lv, summary="32 req/s flat, CPU 3%.")])
+    report = make_report(
+        [make_endpoint("/inventory", EndpointClass.LOOP_BLOCKING, lv, summary="32 req/s flat, CPU 3%.")]
+    )
     plan = plan_for(make_host(2), report, "vm")
     text = " ".join(a.text for a in plan.advice)
     assert "GET /inventory blocks the event loop" in text
@@ -387,10 +394,15 @@ def test_no_report_lists_what_is_unknown() -> None:
 
 def test_equivalent_commands() -> None:
     plan = plan_for(make_host(2), cpu_report(), "container", app="shop.main:api")
-    assert plan.gunicorn_argv[:2] == ("gunicorn", "shop.main:api")
-    assert "--workers 2" in plan.gunicorn_command
-    assert plan.uvicorn_command.startswith("uvicorn shop.main:api --host 0.0.0.0 --port 8000 --workers 2")
-    assert plan.fastapi_command == "fastapi run shop/main.py --app api --host 0.0.0.0 --port 8000 --workers 2"
+    assert gunicorn_argv(plan)[:2] == ("gunicorn", "shop.main:api")
+    assert "--workers 2" in one_line(gunicorn_argv(plan))
+    assert one_line(uvicorn_argv(plan)).startswith(
+        "uvicorn shop.main:api --host 0.0.0.0 --port 8000 --workers 2"
+    )
+    assert (
+        one_line(fastapi_argv(plan))
+        == "fastapi run shop/main.py --app api --host 0.0.0.0 --port 8000 --workers 2"
+    )
 
 
 def test_app_must_name_an_attribute() -> None:
@@ -442,9 +454,14 @@ def test_loop_blocking_workers_hide_the_block_until_fixed(
 ) -> None:
     """A blocked worker idles its CPU: more workers add throughput until their CPU fills the machine."""
     ep = make_endpoint(
-        "/inventory", LOOP_BLOCKING, [make_level(c, 32.0, 30.0 * c, cpu=0.03) for c in (1, 8, 32)]
+        "/inventory",
+        EndpointClass.LOOP_BLOCKING,
+        [make_level(c, 32.0, 30.0 * c, cpu=0.03) for c in (1, 8, 32)],
     )
-    ep = replace(ep, verdict=replace(ep.verdict, evidence={"server_cpu_per_worker": cpu_per_worker}))  # type: ignore[arg-type]
+    assert ep.verdict is not None
+    ep = replace(
+        ep, verdict=replace(ep.verdict, evidence=Evidence(server_cpu_per_busy_worker=cpu_per_worker))
+    )
     plan = plan_for(make_host(effective), make_report([ep], effective=effective), "vm")
     assert plan.workers == expected
     hint = next(a.text for a in plan.advice if "only hide" in a.text)

@@ -90,7 +90,7 @@ def check_run(run: dict[str, Any]) -> None:
     assert run["requests"] > 0
     assert run["throughput_rps"] > 0
     assert run["errors"] == 0
-    assert run["rss_mb"] > 0
+    assert run["rss_mib"] > 0
     lat = run["latency_ms"]
     assert set(lat) == {"p50", "p99"}
     assert lat["p50"] > 0
@@ -141,7 +141,7 @@ def test_verdict_compares_with_the_best_and_the_rule_of_thumb(swept: dict[str, A
         rec["throughput_rps"] / best["throughput_rps"], rel=1e-3
     )
     assert swept["recommended_memory_vs_rule_of_thumb"] == pytest.approx(
-        rec["rss_mb"] / rule["rss_mb"], rel=1e-3
+        rec["rss_mib"] / rule["rss_mib"], rel=1e-3
     )
     # More worker processes hold more memory: 2 workers against 2 x logical + 1 >= 3.
     assert swept["recommended_memory_vs_rule_of_thumb"] < 1.0
@@ -286,7 +286,7 @@ def _run(label: str, workers: int, rps: float, p99: float | None, rss: float, er
             [_run("recommended", 2, 222, 3157, 93), _run("rule-of-thumb", 5, 206, 1850, 232)],
             "recommended",
             1.0,
-            ["93 MB recommended", "p99 is 3157 ms vs 1850 ms"],
+            ["93 MiB recommended", "p99 is 3157 ms vs 1850 ms"],
             [],
             id="worse-tail-is-said",
         ),

@@ -82,9 +82,8 @@ preload_app = True
 #
 # - Raise AnyIO's thread limiter to 80 per worker, in the app's lifespan: GET /sync-db plateaued at
 #   AnyIO's default of 40 threads per worker (probe server: 1 worker(s)); the probe drove 128
-#   concurrent requests, so 128 x 1.25 / 2 workers = 80, rounded to 80 tokens per worker (at least 2
-#   x 40, at most 400). More threads than your database pool has connections only move the queue
-#   there.
+#   concurrent requests, so 128 x 1.25 / 2 worker(s) = 80 tokens per worker. More threads than your
+#   database pool has connections only move the queue there.
 #       import anyio.to_thread
 #       anyio.to_thread.current_default_thread_limiter().total_tokens = 80
 #

@@ -8,13 +8,16 @@ golden-testable).
 from __future__ import annotations
 
 import json
-import shlex
 import textwrap
+from pathlib import Path
 from typing import Final
 
 from fastapi_tune.plan import Plan, Setting, Value
+from fastapi_tune.render_commands import fastapi_argv, flag_per_line, gunicorn_argv, uvicorn_argv, wrapped
 
 _WIDTH: Final = 100
+# Where recommend writes and verify looks: gunicorn reads this name from the working directory itself.
+DEFAULT_CONF: Final = Path("gunicorn.conf.py")
 
 # Environment variables the file reads at start-up, and what each overrides.
 ENV_OVERRIDES: Final = (
@@ -98,44 +101,8 @@ def render_gunicorn_conf(plan: Plan) -> str:
     out += [
         "",
         "# Equivalent commands without this file:",
-        *(f"#   {line}" for line in render_command(plan).splitlines()),
-        *(f"#   {line}" for line in _wrap_command(plan.uvicorn_command)),
-        *(f"#   {line}" for line in _wrap_command(plan.fastapi_command)),
+        *(f"#   {line}" for line in flag_per_line(gunicorn_argv(plan)).splitlines()),
+        *(f"#   {line}" for line in wrapped(uvicorn_argv(plan))),
+        *(f"#   {line}" for line in wrapped(fastapi_argv(plan))),
     ]
     return "\n".join(out) + "\n"
-
-
-def _wrap_command(command: str, width: int = 90) -> list[str]:
-    """A long shell command as continued lines, so the file stays within a linter's line length."""
-    lines: list[str] = []
-    current = ""
-    words: list[str] = []
-    for word in command.split(" "):
-        # Keep each flag with its value: "--backlog 2048" never breaks in the middle.
-        if words and words[-1].startswith("--") and not word.startswith("--") and " " not in words[-1]:
-            words[-1] += " " + word
-        else:
-            words.append(word)
-    for word in words:
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current + " \\")
-            current = "    " + word
-        else:
-            current = f"{current} {word}" if current else word
-    lines.append(current)
-    return lines
-
-
-def render_command(plan: Plan) -> str:
-    """The gunicorn command line with every setting as a flag, one flag per line."""
-    argv = plan.gunicorn_argv
-    parts: list[str] = [shlex.join(argv[:2])]
-    i = 2
-    while i < len(argv):
-        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            parts.append(shlex.join(argv[i : i + 2]))
-            i += 2
-        else:
-            parts.append(shlex.quote(argv[i]))
-            i += 1
-    return " \\\n    ".join(parts)

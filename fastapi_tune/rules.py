@@ -1,0 +1,58 @@
+"""Rules more than one module applies: each lives here once, so the probe, the plan, verify and
+the renderers cannot disagree about it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+# AnyIO's default thread limiter: 40 tokens per event loop, i.e. per worker process (FIELD-NOTES).
+THREAD_TOKENS_PER_WORKER: Final = 40
+# Thread tokens to suggest: at least twice the default (a smaller raise is not worth a deploy),
+# 25% over the concurrency per worker the probe reached, never past the point where threads only
+# queue on the database pool or the GIL.
+MIN_SUGGESTED_TOKENS: Final = 2 * THREAD_TOKENS_PER_WORKER
+MAX_SUGGESTED_TOKENS: Final = 400
+TOKENS_HEADROOM: Final = 1.25
+TOKENS_STEP: Final = 10
+# p99 from fewer samples is one or two requests' luck, not a percentile.
+P99_MIN_SAMPLES: Final = 200
+# Little's law (throughput x mean latency / concurrency) outside 1 +- 0.3 means the client
+# measured something other than a steady closed loop (stalls, a window too short).
+LITTLE_TOLERANCE: Final = 0.3
+
+
+def rule_of_thumb_workers(logical_cpus: int) -> int:
+    """gunicorn's documented starting point, (2 x cores) + 1, with the cores it counts (logical)."""
+    return 2 * logical_cpus + 1
+
+
+def littles_law_ok(ratio: float) -> bool:
+    """Whether throughput x mean latency / concurrency is near 1, as a steady closed loop gives."""
+    return abs(ratio - 1) <= LITTLE_TOLERANCE
+
+
+@dataclass(frozen=True)
+class ThreadTokens:
+    """A thread-limiter size per worker and the arithmetic behind it."""
+
+    tokens: int
+    need: float  # peak concurrency x headroom / workers, before rounding and bounds
+    why: str
+
+
+def suggested_thread_tokens(peak_concurrency: int, workers: int) -> ThreadTokens:
+    """Tokens per worker so that each of `workers` holds its share of `peak_concurrency` in threads."""
+    need = peak_concurrency * TOKENS_HEADROOM / max(workers, 1)
+    rounded = math.ceil(need / TOKENS_STEP) * TOKENS_STEP
+    tokens = min(MAX_SUGGESTED_TOKENS, max(MIN_SUGGESTED_TOKENS, rounded))
+    arithmetic = f"{peak_concurrency} x {TOKENS_HEADROOM:g} / {workers} worker(s) = {need:.0f}"
+    if tokens == rounded:
+        bound = f", rounded up to {tokens}" if rounded != need else ""
+    elif tokens == MIN_SUGGESTED_TOKENS:
+        bound = f", raised to the floor of {tokens} (2 x the default {THREAD_TOKENS_PER_WORKER})"
+    else:
+        bound = f", capped at {tokens} (more threads only queue on the database pool or the GIL)"
+    return ThreadTokens(tokens=tokens, need=need, why=arithmetic + bound)
