@@ -12,7 +12,7 @@ import importlib.metadata
 import math
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -157,51 +157,59 @@ def _tightest(version: int, quotas: list[float], cpusets: list[int], mems: list[
     )
 
 
+def _v2_limits(base: Path, path: str) -> CgroupLimits:
+    quotas: list[float] = []
+    cpusets: list[int] = []
+    mems: list[int] = []
+    for d in _candidates(base, path):
+        q, _, p = (_read(d / "cpu.max") or "max").partition(" ")
+        if q != "max" and p:
+            quotas.append(int(q) / int(p))
+        if cs := _read(d / "cpuset.cpus.effective"):
+            cpusets.append(parse_cpu_list(cs))
+        m = _read(d / "memory.max")
+        if m and m != "max":
+            mems.append(int(m))
+    return _tightest(2, quotas, cpusets, mems)
+
+
+def _v1_values(root: Path, controller: str, path: str, read: Callable[[Path], float | None]) -> list[float]:
+    """One value per folder along this process's path in a v1 hierarchy (None values dropped)."""
+    mount = _v1_mount(root, controller)
+    if mount is None:
+        return []
+    return [v for d in _candidates(mount, path) if (v := read(d)) is not None]
+
+
+def _v1_quota(d: Path) -> float | None:
+    q, p = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+    return int(q) / int(p) if q and p and int(q) > 0 and int(p) > 0 else None
+
+
+def _v1_cpuset(d: Path) -> float | None:
+    cs = _read(d / "cpuset.effective_cpus") or _read(d / "cpuset.cpus")
+    return parse_cpu_list(cs) if cs else None
+
+
+def _v1_memory(d: Path) -> float | None:
+    m = _read(d / "memory.limit_in_bytes")
+    return int(m) if m and int(m) < _V1_UNLIMITED_FLOOR else None
+
+
 def read_cgroup_limits(root: Path = Path("/")) -> CgroupLimits:
     """Read this process's CPU quota, cpuset and memory limit from cgroup v2 or v1."""
     v2_path, v1 = _own_cgroups(root)
     base = root / "sys/fs/cgroup"
     if v2_path is not None and (base / "cgroup.controllers").exists():
-        quotas: list[float] = []
-        cpusets: list[int] = []
-        mems: list[int] = []
-        for d in _candidates(base, v2_path):
-            cpu_max = _read(d / "cpu.max")
-            if cpu_max:
-                q, _, p = cpu_max.partition(" ")
-                if q != "max" and p:
-                    quotas.append(int(q) / int(p))
-            cs = _read(d / "cpuset.cpus.effective")
-            if cs:
-                cpusets.append(parse_cpu_list(cs))
-            m = _read(d / "memory.max")
-            if m and m != "max":
-                mems.append(int(m))
-        return _tightest(2, quotas, cpusets, mems)
+        return _v2_limits(base, v2_path)
     if not v1:
         return CgroupLimits(version=None, cpu_quota=None, cpuset=None, memory_limit=None)
-    quotas = []
-    cpu_mount = _v1_mount(root, "cpu")
-    if cpu_mount is not None:
-        for d in _candidates(cpu_mount, v1.get("cpu", "/")):
-            q_text, p_text = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
-            if q_text and p_text and int(q_text) > 0 and int(p_text) > 0:
-                quotas.append(int(q_text) / int(p_text))
-    cpusets = []
-    cpuset_mount = _v1_mount(root, "cpuset")
-    if cpuset_mount is not None:
-        for d in _candidates(cpuset_mount, v1.get("cpuset", "/")):
-            cs = _read(d / "cpuset.effective_cpus") or _read(d / "cpuset.cpus")
-            if cs:
-                cpusets.append(parse_cpu_list(cs))
-    mems = []
-    mem_mount = _v1_mount(root, "memory")
-    if mem_mount is not None:
-        for d in _candidates(mem_mount, v1.get("memory", "/")):
-            m = _read(d / "memory.limit_in_bytes")
-            if m and int(m) < _V1_UNLIMITED_FLOOR:
-                mems.append(int(m))
-    return _tightest(1, quotas, cpusets, mems)
+    return _tightest(
+        1,
+        _v1_values(root, "cpu", v1.get("cpu", "/"), _v1_quota),
+        [int(x) for x in _v1_values(root, "cpuset", v1.get("cpuset", "/"), _v1_cpuset)],
+        [int(x) for x in _v1_values(root, "memory", v1.get("memory", "/"), _v1_memory)],
+    )
 
 
 # ---------------------------------------------------------------------------------------

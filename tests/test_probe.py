@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -37,12 +38,13 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def load(path: Path) -> dict[str, object]:
+def load(path: Path) -> Any:
     data = json.loads(path.read_text())
     assert isinstance(data, dict)
     return data
 
 
+@pytest.mark.slow
 def test_discovery_fills_parameters_and_skips_unsafe(server: Server, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     code, _, stderr = run_cli(
@@ -51,7 +53,7 @@ def test_discovery_fills_parameters_and_skips_unsafe(server: Server, tmp_path: P
     )  # fmt: skip
     assert code == 0, stderr
     report = load(out)
-    eps = {e["path"]: e for e in report["endpoints"]}  # type: ignore[attr-defined]
+    eps = {e["path"]: e for e in report["endpoints"]}
     assert set(eps) == {"/fast", "/items/{item_id}", "/search"}
     assert eps["/items/{item_id}"]["url"] == f"{server.url}/items/1?colour=red"
     assert eps["/search"]["url"] == f"{server.url}/search?q=test"
@@ -59,7 +61,7 @@ def test_discovery_fills_parameters_and_skips_unsafe(server: Server, tmp_path: P
     for ep in eps.values():
         assert [lv["errors"] for lv in ep["levels"]] == [0, 0]
         assert all(lv["requests"] > 0 for lv in ep["levels"])
-    reasons = {(s["method"], s["path"]): s["reason"] for s in report["skipped"]}  # type: ignore[attr-defined]
+    reasons = {(s["method"], s["path"]): s["reason"] for s in report["skipped"]}
     assert "not a safe method" in reasons[("POST", "/items")]
     assert "excluded" in reasons[("GET", "/broken")]
 
@@ -98,8 +100,8 @@ def test_sensitive_headers_are_sent_but_never_saved(server: Server, tmp_path: Pa
     assert code == 0, stderr
     assert "s3cret" not in out.read_text() + stdout + stderr
     report = load(out)
-    assert report["settings"]["headers"] == ["Authorization: <redacted>", "X-Trace: 7"]  # type: ignore[index]
-    levels = report["endpoints"][0]["levels"]  # type: ignore[index]
+    assert report["settings"]["headers"] == ["Authorization: <redacted>", "X-Trace: 7"]
+    levels = report["endpoints"][0]["levels"]
     assert levels[0]["errors"] == 0  # the header reached the app
 
 
@@ -107,7 +109,7 @@ def test_server_errors_are_counted_by_kind_and_end_the_ladder(server: Server, tm
     out = tmp_path / "r.json"
     code, _, stderr = run_cli("probe", server.url, "-e", "/broken", "--duration", "0.2", "--out", str(out))
     assert code == 0, stderr
-    (ep,) = load(out)["endpoints"]  # type: ignore[misc]
+    (ep,) = load(out)["endpoints"]
     assert len(ep["levels"]) == 1
     assert ep["levels"][0]["errors_by_kind"]["5xx"] == ep["levels"][0]["errors"] > 0
     assert ep["stop_reason"] == "errors"
@@ -119,7 +121,7 @@ def test_429_ends_the_ladder_politely(server: Server, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     code, _, stderr = run_cli("probe", server.url, "-e", "/limited", "--duration", "0.2", "--out", str(out))
     assert code == 0, stderr
-    (ep,) = load(out)["endpoints"]  # type: ignore[misc]
+    (ep,) = load(out)["endpoints"]
     assert len(ep["levels"]) == 1
     assert (ep["stop_reason"], ep["stop_detail"]) == ("rate limited", "Retry-After 3 s")
 
@@ -131,10 +133,13 @@ def test_timeouts_are_counted(server: Server, tmp_path: Path) -> None:
         "--out", str(out),
     )  # fmt: skip
     assert code == 0, stderr
-    (lv,) = load(out)["endpoints"][0]["levels"]  # type: ignore[index]
+    (lv,) = load(out)["endpoints"][0]["levels"]
     assert lv["errors_by_kind"]["timeout"] >= 2
 
 
+@pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("url", "needle"),
     [
@@ -201,6 +206,7 @@ def test_default_levels() -> None:
     assert default_levels(48) == [1, 2, 4, 8, 16, 32, 48]
 
 
+@pytest.mark.slow
 def test_server_dying_mid_probe_keeps_the_report(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     with serve("tests.apps.probe_app:app") as s:
@@ -209,10 +215,11 @@ def test_server_dying_mid_probe_keeps_the_report(tmp_path: Path) -> None:
     assert "stopped answering" in stderr
     assert str(out) in stderr
     eps = load(out)["endpoints"]
-    assert [e["path"] for e in eps] == ["/fast", "/die"]  # type: ignore[index]
-    assert eps[1]["stop_reason"] == "server died"  # type: ignore[index]
+    assert [e["path"] for e in eps] == ["/fast", "/die"]
+    assert eps[1]["stop_reason"] == "server died"
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_what_was_measured_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     with serve("fastapi_tune.sample_app:app") as s:
@@ -234,10 +241,11 @@ def test_ctrl_c_saves_what_was_measured_and_exits_130(tmp_path: Path) -> None:
     assert str(out) in stderr
     report = load(out)
     assert report["interrupted"] is True
-    assert sum(len(e["levels"]) for e in report["endpoints"]) >= 1  # type: ignore[attr-defined]
+    assert sum(len(e["levels"]) for e in report["endpoints"]) >= 1
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the self-signed certificate")
+@pytest.mark.slow
 def test_self_signed_tls_needs_insecure(tmp_path: Path) -> None:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
@@ -259,7 +267,7 @@ def test_self_signed_tls_needs_insecure(tmp_path: Path) -> None:
         out = tmp_path / "ok.json"
         code, _, stderr = run_cli("probe", url, "-e", "/fast", *QUICK, "--insecure", "--out", str(out))
         assert code == 0, stderr
-    levels = load(out)["endpoints"][0]["levels"]  # type: ignore[index]
+    levels = load(out)["endpoints"][0]["levels"]
     assert all(lv["errors"] == 0 and lv["requests"] > 0 for lv in levels)
 
 

@@ -40,20 +40,21 @@ def cpu_probe(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("cpus", "profile", "lo", "hi"),
+    ("cpus", "profile", "expected"),
     [
-        pytest.param("2", "vm", 2, 3, id="2-cpus-cpu-bound"),
-        pytest.param("1", "vm", 1, 2, id="1-cpu"),
-        pytest.param("2", "kubernetes", 1, 1, id="kubernetes-one-per-pod"),
+        pytest.param("2", "vm", 2, id="2-cpus-cpu-bound"),
+        pytest.param("4", "vm", 4, id="4-cpus-cpu-bound"),
+        pytest.param("1", "small-memory", 1, id="1-cpu"),
+        pytest.param("4", "kubernetes", 1, id="kubernetes-one-per-pod"),
     ],
 )
-def test_workers_from_cpu_bound_evidence(tmp_path: Path, cpus: str, profile: str, lo: int, hi: int) -> None:
+def test_workers_from_cpu_bound_evidence(tmp_path: Path, cpus: str, profile: str, expected: int) -> None:
     code, stdout, stderr = run(
         tmp_path, "--probe", str(cpu_probe(tmp_path)), "--profile", profile, "--json", cpus=cpus
     )
     assert code == 0, stderr
     plan = json.loads(stdout)
-    assert lo <= plan["workers"] <= hi
+    assert plan["workers"] == expected
     text = (tmp_path / "gunicorn.conf.py").read_text()
     assert f'os.environ.get("WEB_CONCURRENCY", "{plan["workers"]}")' in text
 

@@ -146,5 +146,5 @@ def test_saved_nan_and_deep_nesting_are_bad_input(tmp_path: Path) -> None:
         load_report(path)
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
-    with pytest.raises(BadInputError, match="deep.json"):
+    with pytest.raises(BadInputError, match=r"deep\.json"):
         load_report(deep)

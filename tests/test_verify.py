@@ -112,6 +112,7 @@ def swept(generated: Generated, tmp_path_factory: pytest.TempPathFactory) -> dic
     return data
 
 
+@pytest.mark.slow
 def test_runs_are_the_documented_ones_in_order(swept: dict[str, Any], generated: Generated) -> None:
     labels = [r["label"] for r in swept["runs"]]
     assert labels == [*FIRST_THREE, "sweep-1", "sweep-2"]
@@ -126,12 +127,14 @@ def test_runs_are_the_documented_ones_in_order(swept: dict[str, Any], generated:
     assert (swept["concurrency"], swept["duration_s"], swept["interrupted"]) == (8, 0.5, False)
 
 
+@pytest.mark.slow
 def test_sweep_counts_up_to_twice_the_effective_cpus(swept: dict[str, Any]) -> None:
     top = math.ceil(2 * 1)  # FASTAPI_TUNE_CPUS=1
     sweep = [r for r in swept["runs"] if r["label"].startswith("sweep-")]
     assert [(r["label"], r["workers"]) for r in sweep] == [(f"sweep-{n}", n) for n in range(1, top + 1)]
 
 
+@pytest.mark.slow
 def test_verdict_compares_with_the_best_and_the_rule_of_thumb(swept: dict[str, Any]) -> None:
     runs = {r["label"]: r for r in swept["runs"]}
     best = max(swept["runs"], key=lambda r: r["throughput_rps"])
@@ -161,6 +164,7 @@ def sample_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_probe_report_endpoints_are_mixed(sample_report: Path, conf: Path) -> None:
     r = run_cli(
         "verify", SAMPLE, "-c", str(conf), "--probe", str(sample_report), *QUICK, "--repeat", "2", "--json"
@@ -184,6 +188,7 @@ def test_probe_report_endpoints_are_mixed(sample_report: Path, conf: Path) -> No
 BAD_CONFIG = "workers = 2\nthis is not python(\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("app_module", "config_text", "needle"),
     [
@@ -245,6 +250,7 @@ def wait_for_workers(conf: Path, count: int, timeout_s: float) -> None:
     raise AssertionError(f"no gunicorn with {count} workers for {conf} within {timeout_s} s")
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_server_and_exits_130(conf: Path, generated: Generated, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastapi_tune", "verify", SAMPLE, "-c", str(conf), "-e", "GET /score",
