@@ -1,5 +1,5 @@
 """`python -m fastapi_tune` runs the CLI."""
 
-from fastapi_tune.cli import main
+from fastapi_tune.entry import main
 
 main()

@@ -7,15 +7,13 @@ something), but the reading of a curve is not theirs.
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any, Final, Protocol
 
 import httpx
@@ -38,6 +36,7 @@ from fastapi_tune.loadgen import BurstResult, LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import ServerWatcher, find_server
 from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, Skipped, StopReason
 from fastapi_tune.rules import P99_MIN_SAMPLES, THREAD_TOKENS_PER_WORKER
+from fastapi_tune.signals import stop_on_signals
 from fastapi_tune.stats import summarize
 
 DEFAULT_MAX_CONCURRENCY: Final = 128
@@ -388,25 +387,6 @@ class ServerDied(Exception):
 # The whole probe
 
 
-@contextmanager
-def ctrl_c_sets(event: threading.Event) -> Iterator[None]:
-    """First Ctrl-C asks the probe to stop and keep what it has; a second one aborts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if event.is_set():
-            raise KeyboardInterrupt
-        event.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 @dataclass(frozen=True)
 class ProbeOutcome:
     report: ProbeReport
@@ -520,7 +500,7 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     started = time.monotonic()
     budget = _Budget(deadline=started + options.max_seconds, max_requests=options.max_requests)
     watcher = ServerWatcher(server) if server.local and server.pid else None
-    with ctrl_c_sets(budget.stop), watcher if watcher is not None else nullcontext():
+    with stop_on_signals(budget.stop), watcher if watcher is not None else nullcontext():
         session = _Session(options, server.workers, watcher, budget, events, target.host, target.port)
         endpoints, error = _climb_all(session, ops, headers)
     report = ProbeReport(

@@ -26,9 +26,9 @@ from fastapi_tune.host import HostFacts
 from fastapi_tune.launch import Running, free_port, run_server
 from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import cpu_seconds, worker_children
-from fastapi_tune.probe import ctrl_c_sets
 from fastapi_tune.report import ProbeReport
 from fastapi_tune.rules import rule_of_thumb_workers
+from fastapi_tune.signals import stop_on_signals
 from fastapi_tune.stats import median, summarize
 
 RECOMMENDED: Final = "recommended"
@@ -312,7 +312,7 @@ def run_verify(
     endpoints: tuple[str, ...] = ()
     measured: dict[str, list[Run]] = {}
     plan = plan_runs(host, options.sweep)
-    with ctrl_c_sets(stop):
+    with stop_on_signals(stop):
         for (label, workers), round_no in ((p, r) for r in range(options.repeat) for p in plan):
             # Rounds go through every configuration before repeating any, so a drift on the
             # machine (another process, CPU steal) touches all of them alike.
