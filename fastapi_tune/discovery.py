@@ -262,7 +262,7 @@ def sample_value(doc: Mapping[str, Any], param: Mapping[str, Any]) -> tuple[Any,
     return (got.value, True) if isinstance(got, Sample) else (None, False)
 
 
-def _parameters(
+def declared_parameters(
     doc: Mapping[str, Any], op: Mapping[str, Any], path_item: Mapping[str, Any]
 ) -> dict[tuple[str, str], Mapping[str, Any]]:
     """Path-level then operation-level parameters by (in, name); the later override the earlier."""
@@ -294,7 +294,7 @@ def build_operation(
     """Fill the path and query parameters (--param values first) and make the request body."""
     given = params or {}
     try:
-        declared = _parameters(doc, op, path_item)
+        declared = declared_parameters(doc, op, path_item)
         concrete, query, guessed = path, [], []
         for (where, name), p in declared.items():
             if where not in ("path", "query"):
@@ -316,6 +316,7 @@ def build_operation(
             body = request_body(doc, op["requestBody"])
     except Unsatisfiable as e:
         return Skipped(method, path, str(e))
+    concrete = _fill_literal(concrete, given)  # a {name} the document forgot to declare
     if "{" in concrete:
         return Skipped(method, path, "a path parameter is not declared in the document; pass it with --param")
     url = base + concrete + (("?" + urlencode(query)) if query else "")
