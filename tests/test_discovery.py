@@ -52,12 +52,16 @@ def reason_of(schema: object, doc: dict[str, Any] | None = None) -> str:
         pytest.param({"type": "string", "format": "uuid"}, "00000000-0000-4000-8000-000000000001", id="uuid"),
         pytest.param({"type": "string", "format": "uri", "minLength": 1}, "http://example.com/", id="uri"),
         pytest.param({"type": "string", "pattern": r"^[A-Z]{3}-\d{4}$"}, "AAA-0000", id="pattern"),
-        pytest.param({"type": "string", "pattern": r"^(foo|bar)+$", "minLength": 5}, "foofoo", id="pattern-len"),
+        pytest.param(
+            {"type": "string", "pattern": r"^(foo|bar)+$", "minLength": 5}, "foofoo", id="pattern-len"
+        ),
         pytest.param({"type": "string", "pattern": "es"}, "test", id="unanchored-pattern"),
         pytest.param({"type": "integer"}, 1, id="integer"),
         pytest.param({"type": "integer", "minimum": 10, "maximum": 20, "multipleOf": 7}, 14, id="multipleOf"),
         pytest.param({"type": "integer", "exclusiveMinimum": 17}, 18, id="exclusiveMinimum-3.1"),
-        pytest.param({"type": "integer", "minimum": 5, "exclusiveMinimum": True}, 6, id="exclusiveMinimum-3.0"),
+        pytest.param(
+            {"type": "integer", "minimum": 5, "exclusiveMinimum": True}, 6, id="exclusiveMinimum-3.0"
+        ),
         pytest.param({"type": "integer", "maximum": -3}, -3, id="negative"),
         pytest.param({"type": "number", "exclusiveMinimum": 0, "maximum": 0.5}, 0.25, id="number-range"),
         pytest.param({"type": "boolean"}, True, id="boolean"),
@@ -70,10 +74,14 @@ def reason_of(schema: object, doc: dict[str, Any] | None = None) -> str:
         pytest.param({"type": "integer", "default": 7}, 7, id="default"),
         pytest.param({"type": "string", "example": "ex"}, "ex", id="example-3.0"),
         pytest.param({"type": "string", "examples": ["ex1", "ex2"]}, "ex1", id="examples-3.1"),
-        pytest.param({"type": "array", "items": {"type": "integer"}, "minItems": 3}, [1, 1, 1], id="minItems"),
+        pytest.param(
+            {"type": "array", "items": {"type": "integer"}, "minItems": 3}, [1, 1, 1], id="minItems"
+        ),
         pytest.param({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, [], id="set"),
         pytest.param(
-            {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}]}, [1, "test"], id="tuple"
+            {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}]},
+            [1, "test"],
+            id="tuple",
         ),
         pytest.param(
             {
@@ -89,7 +97,9 @@ def reason_of(schema: object, doc: dict[str, Any] | None = None) -> str:
             {"a": 1, "b": "test"},
             id="allOf",
         ),
-        pytest.param({"allOf": [{"type": "string", "minLength": 2}, {"maxLength": 3}]}, "tes", id="allOf-bounds"),
+        pytest.param(
+            {"allOf": [{"type": "string", "minLength": 2}, {"maxLength": 3}]}, "tes", id="allOf-bounds"
+        ),
         pytest.param({}, "test", id="any"),
     ],
 )
@@ -98,20 +108,16 @@ def test_sample_values(schema: dict[str, Any], expected: object) -> None:
 
 
 def test_refs_and_recursion() -> None:
-    doc: dict[str, Any] = {
-        "components": {
-            "schemas": {
-                "Tree": {
-                    "type": "object",
-                    "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/components/schemas/Tree"}}},
-                    "required": ["v", "kids"],
-                },
-                "A": {"type": "object", "properties": {"b": {"$ref": "#/components/schemas/B"}}, "required": ["b"]},
-                "B": {"type": "object", "properties": {"a": {"$ref": "#/components/schemas/A"}}, "required": ["a"]},
-                "Self": {"$ref": "#/components/schemas/Self"},
-            }
-        }
-    }  # fmt: skip
+    ref = "#/components/schemas/"
+    tree = {
+        "type": "object",
+        "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": ref + "Tree"}}},
+        "required": ["v", "kids"],
+    }
+    a_needs_b = {"type": "object", "properties": {"b": {"$ref": ref + "B"}}, "required": ["b"]}
+    b_needs_a = {"type": "object", "properties": {"a": {"$ref": ref + "A"}}, "required": ["a"]}
+    schemas = {"Tree": tree, "A": a_needs_b, "B": b_needs_a, "Self": {"$ref": ref + "Self"}}
+    doc: dict[str, Any] = {"components": {"schemas": schemas}}
     # A required list of itself ends with an empty list; a required self never ends.
     assert value_of({"$ref": "#/components/schemas/Tree"}, doc) == {"v": 1, "kids": []}
     assert "recursive" in reason_of({"$ref": "#/components/schemas/A"}, doc)
@@ -242,7 +248,9 @@ def test_param_values_fill_path_and_query() -> None:
             "'minLength' is 'five'",
             id="minLength-five",
         ),
-        pytest.param({"parameters": [{"$ref": "#/components/parameters/X"}]}, "points to nothing", id="bad-ref"),
+        pytest.param(
+            {"parameters": [{"$ref": "#/components/parameters/X"}]}, "points to nothing", id="bad-ref"
+        ),
         pytest.param(
             {"parameters": [ID_PARAM, {"name": "X-Key", "in": "header", "required": True}]},
             "pass it with -H",
@@ -250,7 +258,10 @@ def test_param_values_fill_path_and_query() -> None:
         ),
         pytest.param({"parameters": [ID_PARAM], "requestBody": "x"}, "'requestBody' is 'x'", id="body-text"),
         pytest.param(
-            {"parameters": [ID_PARAM], "requestBody": {"required": True, "content": {"multipart/form-data": {}}}},
+            {
+                "parameters": [ID_PARAM],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {}}},
+            },
             "multipart/form-data",
             id="multipart",
         ),
@@ -386,8 +397,12 @@ def no_files(path: str) -> bytes:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        pytest.param('POST /items={"name": "x"}', ("POST", "/items", b'{"name": "x"}', "application/json"), id="inline"),
-        pytest.param("put /items/{id}=[1, 2]", ("PUT", "/items/{id}", b"[1, 2]", "application/json"), id="lower"),
+        pytest.param(
+            'POST /items={"name": "x"}', ("POST", "/items", b'{"name": "x"}', "application/json"), id="inline"
+        ),
+        pytest.param(
+            "put /items/{id}=[1, 2]", ("PUT", "/items/{id}", b"[1, 2]", "application/json"), id="lower"
+        ),
         pytest.param(
             "POST /login=user=ann&password=x",
             ("POST", "/login", b"user=ann&password=x", "application/x-www-form-urlencoded"),
@@ -417,7 +432,9 @@ def test_parse_body_from_a_file(tmp_path: Path) -> None:
         pytest.param("FETCH /items={}", "expected 'METHOD /path", id="bad-method"),
         pytest.param("POST /items", "expected 'METHOD /path", id="no-body"),
         pytest.param("POST /items=", "empty", id="empty"),
-        pytest.param('POST /items={"name": }', "neither JSON (Expecting value at line 1 column 10)", id="bad-json"),
+        pytest.param(
+            'POST /items={"name": }', "neither JSON (Expecting value at line 1 column 10)", id="bad-json"
+        ),
         pytest.param("POST /items=@missing.json", "cannot read 'missing.json' (No such file", id="no-file"),
     ],
 )
@@ -445,7 +462,11 @@ FASTAPI_422 = (
         pytest.param(401, ITEM_OP, "", "pass credentials with -H 'Authorization: ...'", id="401"),
         pytest.param(403, POST_OP, "", "pass credentials with -H 'Authorization: ...'", id="403"),
         pytest.param(
-            404, ITEM_OP, "", "item_id=1 was made up; pass a real value with --param item_id=VALUE", id="404-made-up"
+            404,
+            ITEM_OP,
+            "",
+            "item_id=1 was made up; pass a real value with --param item_id=VALUE",
+            id="404-made-up",
         ),
         pytest.param(404, POST_OP, "", "no such route at this URL (is the base path right?)", id="404-route"),
         pytest.param(405, POST_OP, "", "the server does not accept POST here", id="405"),
@@ -464,9 +485,13 @@ FASTAPI_422 = (
             id="422-query",
         ),
         pytest.param(422, POST_OP, "not json", "the request was refused as invalid", id="422-not-fastapi"),
-        pytest.param(500, POST_OP, '{"detail":"db\\ndown"}', "the route fails on its own (db down)", id="500"),
+        pytest.param(
+            500, POST_OP, '{"detail":"db\\ndown"}', "the route fails on its own (db down)", id="500"
+        ),
         pytest.param(503, POST_OP, "<html>", "the route fails on its own", id="503-html"),
-        pytest.param(429, POST_OP, "", "rate limited before any load; lift the limit for the probe", id="429"),
+        pytest.param(
+            429, POST_OP, "", "rate limited before any load; lift the limit for the probe", id="429"
+        ),
         pytest.param(418, POST_OP, '{"detail":"teapot"}', "unexpected status (teapot)", id="418"),
     ],
 )
@@ -504,7 +529,9 @@ def test_find_listing() -> None:
         pytest.param(ITEM_OP, [{"id": True}, {"id": None}], None, id="no-usable-id"),
         pytest.param(ITEM_OP, [], None, id="empty"),
         pytest.param(ITEM_OP, "junk", None, id="junk"),
-        pytest.param(Operation("GET", "/users/{userId}", "u"), [{"user_id": "ann"}], "ann", id="camel-to-snake"),
+        pytest.param(
+            Operation("GET", "/users/{userId}", "u"), [{"user_id": "ann"}], "ann", id="camel-to-snake"
+        ),
     ],
 )
 def test_id_from_listing(op: Operation, listing: object, expected: object) -> None:

@@ -14,7 +14,9 @@ ITEMS = {7: "seven", 9: "nine"}
 TOKEN = "s3cret-token"
 
 
-def bearer(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]) -> str:
+def bearer(
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))],
+) -> str:
     if creds is None or creds.credentials != TOKEN:
         raise HTTPException(status_code=401, detail="not authenticated")
     return creds.credentials
