@@ -7,14 +7,15 @@ and whatever cannot be satisfied yields a reason (`NoSample`) instead of a value
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlencode
+
+from fastapi_tune.patterns import strings_matching
 
 # Pydantic models nest a handful of levels; deeper is a recursive schema or a hostile document.
 MAX_DEPTH: Final = 32
@@ -24,8 +25,6 @@ MAX_NODES: Final = 5000
 # A sample is one request body, sent thousands of times: a megabyte minLength is not a sample.
 MAX_STRING: Final = 10_000
 MAX_ITEMS: Final = 100
-# Longer patterns are not generated from (the check by `re.search` still runs on candidates).
-_MAX_PATTERN: Final = 500
 
 # Values that Pydantic (and most validators) accept for each string format. The uuid is a
 # version-4 one with the RFC variant, so that UUID4 fields accept it too.
@@ -403,7 +402,7 @@ def _string(schema: Mapping[str, Any], where: str) -> str:
     candidates = [FORMAT_SAMPLES[fmt]] if isinstance(fmt, str) and fmt in FORMAT_SAMPLES else []
     candidates += ["test", _fit("test", lo, hi)]
     if rx is not None:
-        candidates += [_fit(c, lo, hi) for c in _from_pattern(rx.pattern, lo)]
+        candidates += [_fit(c, lo, hi) for c in strings_matching(rx.pattern, lo)]
     for c in candidates:
         if lo <= len(c) and (hi is None or len(c) <= hi) and (rx is None or rx.search(c)):
             return c
@@ -427,91 +426,6 @@ def _pattern(schema: Mapping[str, Any], where: str) -> re.Pattern[str] | None:
 def _fit(text: str, lo: int, hi: int | None) -> str:
     text = text + "x" * max(0, lo - len(text))
     return text if hi is None else text[:hi]
-
-
-# ---------------------------------------------------------------------------------------
-# Strings from simple regular expressions: literals, classes, groups, alternation, repeats.
-
-_sre: Any = importlib.import_module("re._parser")  # the stdlib's own regex parser (3.11+)
-# Characters tried for a class, in order: what people expect in an id or a name.
-_CLASS_TRIALS: Final = "a0A_-x. @"
-_CATEGORY_TEST: Final[Mapping[str, Any]] = {
-    "CATEGORY_DIGIT": str.isdigit,
-    "CATEGORY_WORD": lambda c: c.isalnum() or c == "_",
-    "CATEGORY_SPACE": str.isspace,
-}
-
-
-class _Unsupported(Exception):
-    pass
-
-
-def _from_pattern(pattern: str, min_len: int) -> list[str]:
-    """Strings built from a pattern, with more repetitions for each try; [] if it is not simple."""
-    if len(pattern) > _MAX_PATTERN:
-        return []
-    try:
-        tree = _sre.parse(pattern)
-        return [_build(tree, extra) for extra in (0, 1, 4, max(min_len, 1))]
-    except (_Unsupported, re.error, RecursionError, OverflowError):
-        return []
-
-
-def _build(tree: Any, extra: int) -> str:
-    out: list[str] = []
-    for op, av in tree:
-        name = str(op)
-        if name == "LITERAL":
-            out.append(chr(av))
-        elif name in ("IN", "NOT_LITERAL", "ANY"):
-            out.append(_class_char(name, av))
-        elif name == "SUBPATTERN":
-            out.append(_build(av[3], extra))
-        elif name == "BRANCH":
-            out.append(_build(av[1][0], extra))
-        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            lo, hi, sub = av
-            count = min(hi, lo + extra) if hi < MAX_ITEMS * 100 else lo + extra
-            out.append(_build(sub, extra) * count)
-        elif name != "AT":  # anchors add nothing
-            raise _Unsupported(name)
-    return "".join(out)
-
-
-def _class_char(name: str, av: Any) -> str:
-    if name == "ANY":
-        return "a"
-    if name == "NOT_LITERAL":
-        return next(c for c in _CLASS_TRIALS if ord(c) != av)
-    items = list(av)
-    negate = bool(items) and str(items[0][0]) == "NEGATE"
-    if negate:
-        items = items[1:]
-    for c in _CLASS_TRIALS:
-        if _in_class(c, items) != negate:
-            return c
-    if not negate and items and str(items[0][0]) in ("LITERAL", "RANGE"):
-        first = items[0][1]
-        return chr(first if isinstance(first, int) else first[0])
-    raise _Unsupported("class")
-
-
-def _in_class(c: str, items: Sequence[Any]) -> bool:
-    for op, av in items:
-        name = str(op)
-        if name == "LITERAL" and ord(c) == av:
-            return True
-        if name == "RANGE" and av[0] <= ord(c) <= av[1]:
-            return True
-        if name == "CATEGORY":
-            cat = str(av)
-            negated = cat.startswith("CATEGORY_NOT_")
-            test = _CATEGORY_TEST.get(cat.replace("_NOT_", "_"))
-            if test is None:
-                raise _Unsupported(cat)
-            if bool(test(c)) != negated:
-                return True
-    return False
 
 
 def _short(value: object) -> str:

@@ -135,6 +135,7 @@ def test_refs_and_recursion() -> None:
         pytest.param({"type": "string", "minLength": 10**9}, "minLength", id="huge-minLength"),
         pytest.param({"type": "string", "pattern": "((("}, "not a regular expression", id="bad-pattern"),
         pytest.param({"type": "string", "pattern": "^(?=x)y$"}, "matching", id="lookahead"),
+        pytest.param({"type": "string", "pattern": "^(a{1000}){1000}$"}, "matching", id="huge-repeat"),
         pytest.param({"type": "integer", "minimum": 5, "maximum": 4}, "no integer", id="empty-range"),
         pytest.param({"type": "integer", "maximum": "ten"}, "'maximum' is 'ten'", id="maximum-text"),
         pytest.param({"type": "number", "minimum": float("nan")}, "'minimum'", id="nan"),
