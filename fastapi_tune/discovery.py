@@ -9,8 +9,9 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
+import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit
@@ -19,8 +20,23 @@ import httpx
 
 from fastapi_tune.errors import BadInputError, RefusedError, TargetUnreachableError, UsageError
 from fastapi_tune.report import Skipped
+from fastapi_tune.samples import (
+    FORM,
+    JSON,
+    Body,
+    NoSample,
+    Sample,
+    Unsatisfiable,
+    deref,
+    examples_of,
+    request_body,
+    sample_schema,
+    scalar_text,
+)
 
 SAFE_METHODS: Final = ("GET", "HEAD")
+# Worded so that both flags that opt in are named where the skip is shown.
+UNSAFE_REASON: Final = "not a safe method; name it with -e or pass --unsafe"
 _ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 # Header names whose values never appear in a saved report or on screen.
@@ -43,6 +59,11 @@ class Operation:
     method: str
     path: str
     url: str
+    body: bytes | None = None
+    content_type: str | None = None  # the Content-Type header to send with `body`
+    # Parameters filled with made-up values, as (name, value): a 404 may then blame the value,
+    # not the route. Values given with --param are not in here.
+    guessed: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,61 @@ def parse_endpoint(text: str) -> tuple[str, str]:
     if len(parts) != 2 or parts[0].upper() not in _ALL_METHODS or not parts[1].startswith("/"):
         raise UsageError(f"-e {text!r}: expected 'METHOD /path', e.g. -e 'GET /items/{{item_id}}'")
     return parts[0].upper(), parts[1]
+
+
+def parse_param_option(text: str) -> tuple[str, str]:
+    """'--param NAME=VALUE' into a pair: the value fills every path or query parameter so named."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name or any(c.isspace() or c in "/{}" for c in name):
+        raise UsageError(f"--param {text!r}: expected NAME=VALUE, e.g. --param item_id=42")
+    return name, value
+
+
+def parse_body_option(text: str, read_file: Callable[[str], bytes]) -> tuple[str, str, bytes, str]:
+    """'--body "POST /items=@body.json"' (or inline JSON, or a=1&b=2) into (method, path, bytes, type)."""
+    target, sep, raw = text.partition("=")
+    usage = f"--body {text[:80]!r}: expected 'METHOD /path=@file.json' or 'METHOD /path={{...json...}}'"
+    parts = target.split()
+    if not sep or len(parts) != 2 or parts[0].upper() not in _ALL_METHODS or not parts[1].startswith("/"):
+        raise UsageError(usage)
+    method, path = parts[0].upper(), parts[1]
+    raw = raw.strip()
+    if raw.startswith("@"):
+        try:
+            content = read_file(raw[1:])
+        except OSError as e:
+            raise UsageError(f"--body {method} {path}: cannot read {raw[1:]!r} ({e.strerror or e})") from None
+    else:
+        content = raw.encode()
+    if not content.strip():
+        raise UsageError(f"--body {method} {path}: the body is empty")
+    return method, path, content, _body_type(method, path, content)
+
+
+def _body_type(method: str, path: str, content: bytes) -> str:
+    """JSON if it parses as JSON; a urlencoded form if it reads as one; else a clear refusal."""
+    try:
+        text = content.decode()
+    except UnicodeDecodeError:
+        raise UsageError(f"--body {method} {path}: the body is not UTF-8 text") from None
+    try:
+        json.loads(text)
+        return JSON
+    except json.JSONDecodeError as e:
+        json_error = e
+    except RecursionError:
+        raise UsageError(f"--body {method} {path}: the JSON nests too deeply") from None
+    if _FORM_BODY.fullmatch(text.strip()):
+        return FORM
+    raise UsageError(
+        f"--body {method} {path}: neither JSON ({json_error.msg} at line {json_error.lineno}"
+        f" column {json_error.colno}) nor a form (a=1&b=2)"
+    )
+
+
+# name=value pairs joined by '&', as in a urlencoded form body.
+_FORM_BODY: Final = re.compile(r"[^=&\s]+=[^&\s]*(?:&[^=&\s]+=[^&\s]*)*")
 
 
 def _is_loopback_ip(addr: str) -> bool:
@@ -145,6 +221,8 @@ def fetch_json(client: httpx.Client, url: str) -> object:
         return resp.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadInputError(f"{url}: not a JSON document (is it an OpenAPI document?)") from None
+    except RecursionError:
+        raise BadInputError(f"{url}: the JSON document nests too deeply to read") from None
 
 
 def _reason(e: Exception) -> str:
@@ -158,94 +236,49 @@ def _reason(e: Exception) -> str:
     return text or type(e).__name__
 
 
-def _deref(doc: Mapping[str, Any], node: Any, depth: int = 0) -> Any:
-    """Follow local '$ref's ('#/components/...'); a broken one yields an empty object."""
-    while isinstance(node, dict) and "$ref" in node and depth < 20:
-        ref = node["$ref"]
-        if not isinstance(ref, str) or not ref.startswith("#/"):
-            return {}
-        cur: Any = doc
-        for part in ref[2:].split("/"):
-            cur = cur.get(part.replace("~1", "/").replace("~0", "~")) if isinstance(cur, dict) else None
-        node = cur if cur is not None else {}
-        depth += 1
-    return node
-
-
-_FORMAT_SAMPLES: Final = {
-    "uuid": "00000000-0000-4000-8000-000000000001",
-    "date": "2024-01-01",
-    "date-time": "2024-01-01T00:00:00Z",
-    "email": "user@example.com",
-    "uri": "http://example.com/",
-}
+def _check_document(doc: object, source: str) -> dict[str, Any]:
+    """The top-level keys every operation relies on; anything else broken skips one operation."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
+        raise BadInputError(f"{source}: not an OpenAPI document (no 'paths' object)")
+    if "components" in doc and not isinstance(doc["components"], dict):
+        kind = type(doc["components"]).__name__
+        raise BadInputError(f"{source}: 'components' is {kind}, expected an object")
+    if "openapi" in doc and not isinstance(doc["openapi"], str):
+        raise BadInputError(f"{source}: 'openapi' is {doc['openapi']!r}, expected a version such as '3.1.0'")
+    return doc
 
 
 def sample_value(doc: Mapping[str, Any], param: Mapping[str, Any]) -> tuple[Any, bool]:
     """A value for a parameter: its example, default, first enum value or one of its type.
 
-    Returns (value, ok); ok is False when nothing sensible can be made (an object, say).
+    Returns (value, ok); ok is False when nothing valid can be made.
     """
-    if "example" in param:
-        return param["example"], True
-    examples = param.get("examples")
-    if isinstance(examples, dict):
-        for ex in examples.values():
-            ex = _deref(doc, ex)
-            if isinstance(ex, dict) and "value" in ex:
-                return ex["value"], True
-    schema = _deref(doc, param.get("schema", {}))
-    return _sample_schema(doc, schema, 0)
+    examples = examples_of(param, doc)
+    if examples:
+        return examples[0], True
+    # Swagger 2.0 puts the type on the parameter itself.
+    schema = param.get("schema", param if "type" in param else {})
+    got = sample_schema(doc, schema, str(param.get("name", "value")))
+    return (got.value, True) if isinstance(got, Sample) else (None, False)
 
 
-def _sample_schema(doc: Mapping[str, Any], schema: Any, depth: int) -> tuple[Any, bool]:
-    schema = _deref(doc, schema)
-    if not isinstance(schema, dict) or depth > 5:
-        return None, False
-    for key in ("example", "default", "const"):
-        if key in schema:
-            return schema[key], True
-    if isinstance(schema.get("examples"), list) and schema["examples"]:
-        return schema["examples"][0], True
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0], True
-    for combo in ("anyOf", "oneOf", "allOf"):
-        if isinstance(schema.get(combo), list):
-            for sub in schema[combo]:
-                sub = _deref(doc, sub)
-                if isinstance(sub, dict) and sub.get("type") == "null":
-                    continue
-                value, ok = _sample_schema(doc, sub, depth + 1)
-                if ok:
-                    return value, True
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), None)
-    if kind == "integer":
-        raw_lo = schema.get("minimum", schema.get("exclusiveMinimum", 0))
-        lo = int(raw_lo) if isinstance(raw_lo, (int, float)) else 0
-        lo += 1 if "exclusiveMinimum" in schema and "minimum" not in schema else 0
-        return max(1, lo), True
-    if kind == "number":
-        return float(max(1, schema.get("minimum", 1))), True
-    if kind == "boolean":
-        return True, True
-    if kind == "string":
-        fmt = schema.get("format")
-        if isinstance(fmt, str) and fmt in _FORMAT_SAMPLES:
-            return _FORMAT_SAMPLES[fmt], True
-        min_len = int(schema.get("minLength", 1))
-        return "x" * max(1, min_len) if min_len > 4 else "test"[: max(min_len, 4)], True
-    if kind == "array":
-        value, ok = _sample_schema(doc, schema.get("items", {}), depth + 1)
-        return ([value] if ok else None), ok
-    return None, False
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def declared_parameters(
+    doc: Mapping[str, Any], op: Mapping[str, Any], path_item: Mapping[str, Any]
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """Path-level then operation-level parameters by (in, name); the later override the earlier."""
+    params: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for owner in (path_item, op):
+        raw = owner.get("parameters")
+        if raw is None:
+            continue  # 'parameters: null' means none
+        if not isinstance(raw, list):
+            raise Unsatisfiable(f"'parameters' is {type(raw).__name__}, expected a list")
+        for entry in raw:
+            p = deref(doc, entry, "parameter")
+            if not (isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("in"), str)):
+                raise Unsatisfiable(f"a parameter is {str(p)[:60]}, expected an object with 'name' and 'in'")
+            params[(p["in"], p["name"])] = p
+    return params
 
 
 def build_operation(
@@ -255,81 +288,167 @@ def build_operation(
     op: Mapping[str, Any],
     path_item: Mapping[str, Any],
     base: str,
+    params: Mapping[str, str] | None = None,
+    body: Body | None = None,
 ) -> Operation | Skipped:
-    """Fill the required path and query parameters of one operation from its schema."""
-    params: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for raw in [*path_item.get("parameters", []), *op.get("parameters", [])]:
-        p = _deref(doc, raw)
-        if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("in"), str):
-            params[(p["in"], p["name"])] = p  # operation-level overrides path-level
-    body = _deref(doc, op.get("requestBody", {}))
-    if isinstance(body, dict) and body.get("required"):
-        return Skipped(method, path, "needs a request body; name it with -e and a server-side default")
-    concrete = path
-    query: list[tuple[str, str]] = []
-    for (where, name), p in params.items():
-        required = bool(p.get("required")) or where == "path"
-        if not required:
-            continue
-        value, ok = sample_value(doc, p)
-        if not ok:
-            return Skipped(method, path, f"cannot make a value for required {where} parameter '{name}'")
-        if where == "path":
-            concrete = concrete.replace("{" + name + "}", quote(_fmt(value), safe=""))
-        elif where == "query":
-            values = value if isinstance(value, list) else [value]
-            query.extend((name, _fmt(v)) for v in values)
-        else:
-            return Skipped(method, path, f"needs a {where} parameter '{name}'; pass it with -H")
+    """Fill the path and query parameters (--param values first) and make the request body."""
+    given = params or {}
+    try:
+        declared = declared_parameters(doc, op, path_item)
+        concrete, query, guessed = path, [], []
+        for (where, name), p in declared.items():
+            if where not in ("path", "query"):
+                if p.get("required") is True and name not in given:
+                    return Skipped(method, path, f"needs a {where} parameter '{name}'; pass it with -H")
+                continue
+            if name in given:
+                text = given[name]
+            elif p.get("required") is True or where == "path":
+                text = _made_up(doc, p, where, name)
+                guessed.append((name, text))
+            else:
+                continue
+            if where == "path":
+                concrete = concrete.replace("{" + name + "}", quote(text, safe=""))
+            else:
+                query.append((name, text))
+        if body is None and "requestBody" in op:
+            body = request_body(doc, op["requestBody"])
+    except Unsatisfiable as e:
+        return Skipped(method, path, str(e))
+    concrete = _fill_literal(concrete, given)  # a {name} the document forgot to declare
     if "{" in concrete:
-        return Skipped(method, path, "a path parameter is not declared in the document")
+        return Skipped(method, path, "a path parameter is not declared in the document; pass it with --param")
     url = base + concrete + (("?" + urlencode(query)) if query else "")
-    return Operation(method=method, path=path, url=url)
+    return Operation(
+        method=method,
+        path=path,
+        url=url,
+        body=body.content if body else None,
+        content_type=body.content_type if body else None,
+        guessed=tuple(guessed),
+    )
 
 
-def discover(doc: object, base: str, source: str) -> Discovery:
-    """Every safe operation of an OpenAPI document as a concrete request, or a reason to skip it."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
-        raise BadInputError(f"{source}: not an OpenAPI document (no 'paths' object)")
+def _made_up(doc: Mapping[str, Any], p: Mapping[str, Any], where: str, name: str) -> str:
+    value, ok = sample_value(doc, p)
+    if not ok:
+        got = sample_schema(doc, p.get("schema", {}), name)
+        why = got.reason if isinstance(got, NoSample) else "no value"
+        raise Unsatisfiable(
+            f"cannot make a value for {where} parameter '{name}' ({why}); pass --param {name}=VALUE"
+        )
+    if isinstance(value, list):  # an array in the query: one element is enough
+        value = value[0] if value else ""
+    return scalar_text(value)
+
+
+def _is_unsafe(method: str) -> bool:
+    return method not in SAFE_METHODS
+
+
+def discover(
+    doc: object,
+    base: str,
+    source: str,
+    include_unsafe: bool = False,
+    params: Mapping[str, str] | None = None,
+    bodies: Mapping[tuple[str, str], Body] | None = None,
+) -> Discovery:
+    """Every operation of an OpenAPI document as a concrete request, or a reason to skip it.
+
+    Unsafe methods (POST, PUT, PATCH, DELETE...) are only driven with `include_unsafe` or when
+    --body names them: a probe sends each thousands of times.
+    """
+    checked = _check_document(doc, source)
+    given = bodies or {}
     ops: list[Operation] = []
     skipped: list[Skipped] = []
-    for path, item in doc["paths"].items():
-        item = _deref(doc, item)
-        if not isinstance(item, dict) or not isinstance(path, str):
+    seen: set[tuple[str, str]] = set()
+    for path, method, op, item in _operations(checked, skipped):
+        seen.add((method, path))
+        if _is_unsafe(method) and not include_unsafe and (method, path) not in given:
+            skipped.append(Skipped(method, path, UNSAFE_REASON))
             continue
-        for method_lower, op in item.items():
-            method = method_lower.upper()
-            if method not in _ALL_METHODS or not isinstance(op, dict):
-                continue
-            if method not in SAFE_METHODS:
-                skipped.append(Skipped(method, path, "not a safe method; name it with -e to probe it"))
-                continue
-            built = build_operation(doc, path, method, op, item, base)
-            (ops if isinstance(built, Operation) else skipped).append(built)  # type: ignore[arg-type]
+        built = build_operation(checked, path, method, op, item, base, params, given.get((method, path)))
+        (ops if isinstance(built, Operation) else skipped).append(built)  # type: ignore[arg-type]
+    unknown = [f"{m} {p}" for m, p in given if (m, p) not in seen]
+    if unknown:
+        raise UsageError(f"--body {unknown[0]!r}: the OpenAPI document has no such operation")
     return Discovery(operations=tuple(ops), skipped=tuple(skipped), openapi_url=source)
 
 
+def _operations(
+    doc: Mapping[str, Any], skipped: list[Skipped]
+) -> Iterator[tuple[str, str, Mapping[str, Any], Mapping[str, Any]]]:
+    """(path, METHOD, operation, path item) for each operation; broken path items go to `skipped`."""
+    for path, raw in doc["paths"].items():
+        if not isinstance(path, str) or not path.startswith("/"):
+            skipped.append(Skipped("*", str(path)[:80], "a path must start with '/'"))
+            continue
+        try:
+            item = deref(doc, raw, path)
+        except Unsatisfiable as e:
+            skipped.append(Skipped("*", path, str(e)))
+            continue
+        if not isinstance(item, dict):
+            skipped.append(Skipped("*", path, f"the path item is {type(item).__name__}, expected an object"))
+            continue
+        for method_lower, op in item.items():
+            method = str(method_lower).upper()
+            if method not in _ALL_METHODS:
+                continue
+            if not isinstance(op, dict):
+                skipped.append(Skipped(method, path, f"the operation is {type(op).__name__}, not an object"))
+                continue
+            yield path, method, op, item
+
+
 def explicit_operations(
-    endpoints: Sequence[tuple[str, str]], doc: object | None, base: str
+    endpoints: Sequence[tuple[str, str]],
+    doc: object | None,
+    base: str,
+    params: Mapping[str, str] | None = None,
+    bodies: Mapping[tuple[str, str], Body] | None = None,
 ) -> tuple[list[Operation], list[Skipped]]:
     """Operations named with -e: filled from the document when it declares them, else literal."""
+    given_bodies = bodies or {}
+    unknown = [f"{m} {p}" for m, p in given_bodies if (m, p) not in set(endpoints)]
+    if unknown:
+        raise UsageError(f"--body {unknown[0]!r}: name that operation with -e as well")
     ops: list[Operation] = []
     skipped: list[Skipped] = []
     paths = doc.get("paths") if isinstance(doc, dict) else None
     for method, path in endpoints:
+        body = given_bodies.get((method, path))
         item = paths.get(path) if isinstance(paths, dict) else None
         op = item.get(method.lower()) if isinstance(item, dict) else None
         if isinstance(doc, dict) and isinstance(item, dict) and isinstance(op, dict):
-            built = build_operation(doc, path, method, op, item, base)
-            if isinstance(built, Skipped):
-                skipped.append(built)
-            else:
-                ops.append(built)
-        elif "{" in path:
-            skipped.append(Skipped(method, path, "has a {parameter} the OpenAPI document does not declare"))
+            built = build_operation(doc, path, method, op, item, base, params, body)
+            (ops if isinstance(built, Operation) else skipped).append(built)  # type: ignore[arg-type]
+            continue
+        literal = _fill_literal(path, params or {})
+        if "{" in literal:
+            skipped.append(
+                Skipped(method, path, "has a {parameter} the OpenAPI document does not declare; pass --param")
+            )
         else:
-            ops.append(Operation(method=method, path=path, url=base + path))
+            ops.append(
+                Operation(
+                    method=method,
+                    path=path,
+                    url=base + literal,
+                    body=body.content if body else None,
+                    content_type=body.content_type if body else None,
+                )
+            )
     return ops, skipped
+
+
+def _fill_literal(path: str, params: Mapping[str, str]) -> str:
+    for name, value in params.items():
+        path = path.replace("{" + name + "}", quote(value, safe=""))
+    return path
 
 
 def apply_excludes(
