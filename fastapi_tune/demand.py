@@ -151,7 +151,7 @@ def parse_psi_some_total(text: str) -> int | None:
 
 def parse_uptime(text: str) -> float:
     """/proc/uptime -> seconds since boot."""
-    return float(text.split()[0])
+    return float(text.split(maxsplit=1)[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -477,7 +477,9 @@ class HostBusy:
         return pressured or self.others_cores >= BUSY_OTHERS_CORES
 
 
-def host_busy_now(sample_s: float = 0.5, exclude_pids: Sequence[int] = (), proc: Path = Path("/proc")) -> HostBusy:
+def host_busy_now(
+    sample_s: float = 0.5, exclude_pids: Sequence[int] = (), proc: Path = Path("/proc")
+) -> HostBusy:
     """Sample the host for `sample_s` seconds: who else is using the CPU right now."""
     watcher = DemandWatcher((), exclude_pids, proc)
     watcher.start()
