@@ -336,8 +336,9 @@ def _thread_delta(before: Mapping[int, SchedStat], after: Mapping[int, SchedStat
     """(on-CPU ns, wait ns, timeslices) the threads accrued between two reads.
 
     A thread born in the window started from zero, so all of its counters belong to the window; a
-    thread that ended took its counters with it (an undercount, never a negative). A counter that
-    went down means the tid was reused by a new thread: that one is counted from zero too.
+    thread that ended took its counters with it (an undercount, never a negative; _on_cpu_ns makes
+    up the CPU part). A counter that went down means the tid was reused by a new thread: that one is
+    counted from zero too.
     """
     on_cpu = wait = slices = 0
     for tid, b in after.items():
@@ -364,8 +365,23 @@ def _workers(a: Snapshot, b: Snapshot, window_s: float) -> tuple[tuple[WorkerDem
             missing.append(pid)
             continue
         on_cpu, wait, slices = _thread_delta(before, after)
+        on_cpu = _on_cpu_ns(a, b, pid, on_cpu)
         workers.append(WorkerDemand(pid, on_cpu / _NS / window_s, wait / _NS / window_s, slices))
     return tuple(workers), tuple(missing)
+
+
+def _on_cpu_ns(a: Snapshot, b: Snapshot, pid: int, threads_ns: int) -> int:
+    """The threads' CPU time, or the process's own count when threads that ended took more with them.
+
+    /proc/PID/stat keeps the CPU time of ended threads but counts in clock ticks, so it is preferred
+    only when it exceeds the threads' sum by more than its own rounding (two ticks). The wait of
+    ended threads has no such record: it stays an undercount.
+    """
+    pa, pb = a.procs.get(pid), b.procs.get(pid)
+    if pa is None or pb is None:
+        return threads_ns
+    process_ns = (pb.cpu_ticks - pa.cpu_ticks) * _NS / b.ticks_per_s
+    return int(process_ns) if process_ns > threads_ns + 2 * _NS / b.ticks_per_s else threads_ns
 
 
 def _others(a: Snapshot, b: Snapshot, window_s: float) -> list[Consumer]:
@@ -404,15 +420,15 @@ def _host(a: Snapshot, b: Snapshot, window_s: float) -> tuple[int, float | None,
     return cpus, idle, steal, pressure
 
 
-def demand_between(a: Snapshot, b: Snapshot) -> LevelDemand:
-    """The demand between two snapshots of the same watcher, a taken before b."""
+def demand_between(a: Snapshot, b: Snapshot, top: int = TOP_OTHERS) -> LevelDemand:
+    """The demand between two snapshots of the same watcher, a taken before b; `top` others named."""
     window_s = b.at - a.at
     if window_s <= 0:
         raise ValueError("the second snapshot must be taken after the first")
     workers, missing = _workers(a, b, window_s)
     others = _others(a, b, window_s)
     cpus, idle, steal, pressure = _host(a, b, window_s)
-    top = sorted((c for c in others if c.cores >= TOP_OTHERS_FLOOR_CORES), key=lambda c: -c.cores)
+    biggest = sorted((c for c in others if c.cores >= TOP_OTHERS_FLOOR_CORES), key=lambda c: -c.cores)
     return LevelDemand(
         window_s=window_s,
         workers=workers,
@@ -422,7 +438,7 @@ def demand_between(a: Snapshot, b: Snapshot) -> LevelDemand:
         host_steal_cores=steal,
         host_cpu_pressure=pressure,
         others_cores=sum(c.cores for c in others),
-        top_others=tuple(top[:TOP_OTHERS]),
+        top_others=tuple(biggest[:top]),
     )
 
 

@@ -142,6 +142,25 @@ def test_threads_that_come_and_go_never_give_negative_numbers() -> None:
     assert d.missing_pids == ()
 
 
+@pytest.mark.parametrize(
+    ("process_ticks", "on_cpu"),
+    [
+        # Threads that ended in the window took 0.3 s of CPU with them; the process kept it.
+        pytest.param(90, 0.9, id="ended-threads"),
+        # Within two ticks of the threads' precise sum: tick rounding, the threads' sum stands.
+        pytest.param(62, 0.6, id="rounding"),
+    ],
+)
+def test_cpu_of_ended_threads_comes_from_the_process_count(process_ticks: int, on_cpu: float) -> None:
+    threads_a = {1: SchedStat(_ns(5), _ns(1), 100)}
+    threads_b = {1: SchedStat(_ns(5.6), _ns(1.2), 140)}
+    a = _snap(0.0, {SERVER: threads_a}, {SERVER: ProcStat("uvicorn", 1000, 27000)})
+    b = _snap(1.0, {SERVER: threads_b}, {SERVER: ProcStat("uvicorn", 1000 + process_ticks, 27000)})
+    (w,) = demand_between(a, b).workers
+    assert w.on_cpu_cores == pytest.approx(on_cpu)
+    assert w.wait_cores == pytest.approx(0.2)
+
+
 def test_a_reused_tid_counts_from_zero() -> None:
     server = ProcStat("uvicorn", 100, 27000)
     a = _snap(0.0, {SERVER: {7: SchedStat(_ns(9), _ns(2), 500)}}, {SERVER: server})
