@@ -312,14 +312,17 @@ class LevelDemand:
 
     @property
     def on_cpu_cores(self) -> float:
+        """All workers' CPU use."""
         return sum(w.on_cpu_cores for w in self.workers)
 
     @property
     def wait_cores(self) -> float:
+        """All workers' time runnable but waiting for a CPU."""
         return sum(w.wait_cores for w in self.workers)
 
     @property
     def demand_cores(self) -> float:
+        """What the server asked for: on CPU plus waiting for one."""
         return self.on_cpu_cores + self.wait_cores
 
     @property
