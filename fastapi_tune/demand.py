@@ -497,13 +497,12 @@ class HostBusy:
 
 
 def host_busy_now(
-    sample_s: float = 0.5, exclude_pids: Sequence[int] = (), proc: Path = Path("/proc")
+    sample_s: float = 0.5, exclude_pids: Sequence[int] = (), proc: Path = Path("/proc"), top: int = TOP_OTHERS
 ) -> HostBusy:
     """Sample the host for `sample_s` seconds: who else is using the CPU right now."""
-    watcher = DemandWatcher((), exclude_pids, proc)
-    watcher.start()
+    start = take_snapshot((), exclude_pids, proc)
     time.sleep(sample_s)
-    d = watcher.stop()
+    d = demand_between(start, take_snapshot((), exclude_pids, proc), top)
     try:
         load: tuple[float, float, float] | None = os.getloadavg()
     except OSError:
