@@ -152,6 +152,32 @@ def probe(
             "-H", "--header", help="'Name: value' sent with every request (repeatable); secrets are redacted."
         ),
     ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", help="NAME=VALUE for a path or query parameter, e.g. --param item_id=42 (repeatable)."
+        ),
+    ] = None,
+    body: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--body",
+            help="'METHOD /path=@file.json' or inline JSON: the body for one operation (repeatable);"
+            " otherwise one is generated from the document's schema.",
+        ),
+    ] = None,
+    unsafe: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe",
+            help="Also drive POST, PUT, PATCH and DELETE from the document (each is sent thousands of"
+            " times: only against data you can lose).",
+        ),
+    ] = False,
+    no_preflight: Annotated[
+        bool,
+        typer.Option("--no-preflight", help="Load every endpoint, even one whose first request fails."),
+    ] = False,
     levels: Annotated[
         str | None, typer.Option(help="Fixed concurrency levels, e.g. 1,8,64 (no adaptive stop).")
     ] = None,
@@ -193,6 +219,10 @@ def probe(
         endpoints=tuple(endpoint or ()),
         excludes=tuple(exclude or ()),
         headers=tuple(header or ()),
+        params=tuple(param or ()),
+        bodies=tuple(body or ()),
+        unsafe=unsafe,
+        preflight=not no_preflight,
         levels=_parse_levels(levels),
         max_concurrency=max_concurrency,
         duration_s=duration,

@@ -118,7 +118,7 @@ def preflight_all(
     return kept, skipped
 
 
-def hint_for(status: int, op: Operation, body_text: str) -> str:
+def hint_for(status: int, op: Operation, body_text: str) -> str:  # noqa: PLR0911 - one answer per status class
     """What the user can do about a first answer with this status; '' for 2xx and 3xx."""
     if 200 <= status < 400:
         return ""

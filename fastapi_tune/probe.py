@@ -19,23 +19,28 @@ from typing import Any, Final, Protocol
 import httpx
 
 from fastapi_tune import __version__
+from fastapi_tune.deadline import within
 from fastapi_tune.discovery import (
     Operation,
     apply_excludes,
     discover,
     explicit_operations,
     fetch_json,
+    parse_body_option,
     parse_endpoint,
     parse_header,
-    redact_headers,
+    parse_param_option,
     resolve_target,
 )
 from fastapi_tune.errors import TargetUnreachableError, UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.loadgen import BurstResult, LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import ServerWatcher, find_server
+from fastapi_tune.preflight import json_getter, preflight_all, resolve_ids
+from fastapi_tune.redact import redact_headers, redact_url
 from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, Skipped, StopReason
 from fastapi_tune.rules import P99_MIN_SAMPLES, THREAD_TOKENS_PER_WORKER
+from fastapi_tune.samples import Body
 from fastapi_tune.signals import stop_on_signals
 from fastapi_tune.stats import summarize
 
@@ -78,6 +83,10 @@ class ProbeOptions:
     verify_tls: bool = True
     allow_remote: bool = False
     base_duration_s: float = 0.5
+    unsafe: bool = False  # drive POST/PUT/PATCH/DELETE from the document too
+    params: tuple[str, ...] = ()  # --param NAME=VALUE
+    bodies: tuple[str, ...] = ()  # --body "POST /items=@body.json"
+    preflight: bool = True  # one request per endpoint first; failing ones are skipped
 
 
 class ProbeEvents(Protocol):
@@ -393,33 +402,76 @@ class ProbeOutcome:
     error: TargetUnreachableError | None = None  # the server died mid-probe: report is partial
 
 
+# The OpenAPI document and the preflight each get this long at most, whatever the server does.
+DISCOVERY_DEADLINE_S: Final = 30.0
+
+
+def _openapi_url(options: ProbeOptions, base: str) -> str:
+    """Where the document is; an absolute --openapi URL is checked like the target (loopback only)."""
+    if not options.openapi:
+        return base + "/openapi.json"
+    if not options.openapi.startswith(("http://", "https://")):
+        return base + "/" + options.openapi.lstrip("/")
+    resolve_target(options.openapi, options.allow_remote)
+    return options.openapi
+
+
+def _given(options: ProbeOptions) -> tuple[dict[str, str], dict[tuple[str, str], Body]]:
+    params = dict(parse_param_option(p) for p in options.params)
+    bodies: dict[tuple[str, str], Body] = {}
+    for text in options.bodies:
+        method, path, content, content_type = parse_body_option(text, _read_body_file)
+        bodies[(method, path)] = Body(content, content_type)
+    return params, bodies
+
+
+def _read_body_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise UsageError(f"--body @{path}: cannot read it ({e.strerror or e})") from None
+
+
 def find_operations(
     options: ProbeOptions, base: str, headers: Sequence[tuple[str, str]]
 ) -> tuple[list[Operation], list[Skipped], str | None]:
-    """Operations to probe from -e and/or the OpenAPI document, less --exclude."""
+    """Operations to probe from -e and/or the OpenAPI document, less --exclude, less failing ones."""
     explicit = [parse_endpoint(e) for e in options.endpoints]
-    openapi_url = options.openapi or (base + "/openapi.json")
-    if options.openapi and not options.openapi.startswith(("http://", "https://")):
-        openapi_url = base + "/" + options.openapi.lstrip("/")
+    openapi_url = _openapi_url(options, base)
+    params, bodies = _given(options)
+    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S)
     with httpx.Client(headers=list(headers), timeout=options.timeout_s, verify=options.verify_tls) as client:
+        get_doc = lambda: fetch_json(client, openapi_url)  # noqa: E731 - the call the deadline bounds
+        doc: object | None
         if explicit:
             # Names given: the document only helps to fill parameters, and may be missing.
-            doc: object | None
             try:
-                doc = fetch_json(client, openapi_url)
+                doc = within(deadline, f"GET {redact_url(openapi_url)}", get_doc)
             except TargetUnreachableError:
                 raise
             except Exception:
                 doc = None
-            ops, skipped = explicit_operations(explicit, doc, base)
+            ops, skipped = explicit_operations(explicit, doc, base, params, bodies)
             source: str | None = openapi_url if doc is not None else None
         else:
-            doc = fetch_json(client, openapi_url)
-            found = discover(doc, base, openapi_url)
+            doc = within(deadline, f"GET {redact_url(openapi_url)}", get_doc)
+            found = discover(doc, base, openapi_url, options.unsafe, params, bodies)
             ops, skipped = list(found.operations), list(found.skipped)
             source = openapi_url
-    kept, excluded = apply_excludes(ops, options.excludes)
-    return kept, [*skipped, *excluded], source
+        if isinstance(doc, dict):
+            ops = within(
+                deadline,
+                "list routes for real ids",
+                lambda: resolve_ids(doc, ops, base, json_getter(client, options.timeout_s), params),
+            )
+        kept, excluded = apply_excludes(ops, options.excludes)
+        failed: list[Skipped] = []
+        if options.preflight and kept:
+            kept, failed = within(
+                deadline * 2, "preflight", lambda: preflight_all(client, kept, options.timeout_s)
+            )
+    return kept, [*skipped, *excluded, *failed], source
 
 
 def _settings(
@@ -436,9 +488,24 @@ def _settings(
         "timeout_s": options.timeout_s,
         "verify_tls": options.verify_tls,
         "headers": redact_headers(headers),
-        "openapi": openapi_url,
+        "openapi": None if openapi_url is None else redact_url(openapi_url),
+        "params": sorted({p.partition("=")[0] for p in options.params}),
+        "unsafe": options.unsafe,
         "excludes": list(options.excludes),
     }
+
+
+def _spec(op: Operation, headers: tuple[tuple[str, str], ...], options: ProbeOptions) -> RequestSpec:
+    """The bytes to send for `op`: -H headers, and its body with its Content-Type when it has one."""
+    extra = (("Content-Type", op.content_type),) if op.content_type else ()
+    return RequestSpec(
+        op.method,
+        op.url,
+        (*headers, *extra),
+        op.body,
+        timeout_s=options.timeout_s,
+        verify_tls=options.verify_tls,
+    )
 
 
 def _climb_all(
@@ -491,9 +558,9 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     ops, skipped, openapi_url = find_operations(options, target.base_url, headers)
     if not ops:
         raise UsageError(
-            "nothing to probe: the OpenAPI document has no safe operations fastapi-tune can fill"
-            + (f" ({len(skipped)} skipped; see the list with --json)" if skipped else "")
-            + "; name endpoints with -e 'GET /path'"
+            "nothing to probe: no operation could be filled and answered cleanly"
+            + (f" ({len(skipped)} skipped, each with its reason above or in --json)" if skipped else "")
+            + "; name endpoints with -e 'GET /path', or pass --unsafe for POST/PUT/PATCH/DELETE"
         )
     server = find_server(target.port) if target.loopback else ServerInfo(local=False)
     events.started(ops, skipped, server)

@@ -217,7 +217,7 @@ class _Walk:
             return None
         raise Unsatisfiable(reason)
 
-    def _typed(self, schema: dict[str, Any], where: str, depth: int, refs: tuple[str, ...]) -> Any:
+    def _typed(self, schema: dict[str, Any], where: str, depth: int, refs: tuple[str, ...]) -> Any:  # noqa: PLR0911 - one return per JSON type
         kind = _type_of(schema, where)
         if kind == "null":
             return None
