@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Final
 
-from fastapi_tune.report import Endpoint, EndpointClass, Evidence, Level, ProbeReport, Verdict
+from fastapi_tune.report import Endpoint, EndpointClass, Evidence, Level, ProbeReport, StopReason, Verdict
 from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, littles_law_ok, suggested_thread_tokens
 from fastapi_tune.stats import median
 
@@ -62,6 +62,12 @@ CPU_SATURATED: Final = 0.85
 # 0.1 is ordinary noise; at 0.4 (~50%) the curve says little.
 NOISE_OK: Final = 0.10
 NOISE_BAD: Final = 0.40
+# A verdict whose CPU levels were taken while the host had no idle CPU: the demand reading still
+# holds (waiting counts), but the curve's shape was bent by the neighbours.
+STARVED_FACTOR: Final = 0.8
+# Below this service time a request is mostly the framework's own work (measured here: 0.1-0.3 ms
+# for a trivial route), and "move heavy work to a process pool" has nothing to move.
+CHEAP_SERVICE_MS: Final = 2.0
 # Confidence never claims certainty from a black-box measurement, nor drops to nothing.
 CONFIDENCE_RANGE: Final = (0.05, 0.95)
 # Unknown worker count: P=1 is a guess that moves both knees.
@@ -214,6 +220,10 @@ class _Curve:
     latency_inflation: float
     plateau_rps: float | None
     cpu_per_busy_worker: float | None  # past the knee when there is a plateau, else at the top level
+    demand_per_busy_worker: float | None  # on CPU + waiting for one, where the server's demand was read
+    starved_levels: int  # of the levels past the knee, those taken while the host had no idle CPU
+    others_cores: float | None  # other processes' CPU over those levels (median)
+    top_others: tuple[str, ...]  # the biggest of them, by name
     little_ok: bool
 
 
@@ -222,20 +232,36 @@ def _p50(level: Level) -> float:
     return level.latency_ms.p50
 
 
+def _busy(lv: Level, workers: int, busy_cap: float) -> float:
+    """Workers that can be busy at this level: no more than requests in flight, workers, or the cap."""
+    return min(float(lv.concurrency), float(workers), busy_cap)
+
+
+def _host_contention(past: Sequence[Level]) -> tuple[int, float | None, tuple[str, ...]]:
+    """(starved levels, other processes' cores, their top names) over the levels read for the CPU."""
+    read = [lv.demand for lv in past if lv.demand is not None]
+    names: dict[str, float] = {}
+    for d in read:
+        for c in d.top_others:
+            names[c.name] = max(names.get(c.name, 0.0), c.cores)
+    top = tuple(n for n, _ in sorted(names.items(), key=lambda kv: -kv[1])[:3])
+    others = median([d.others_cores for d in read]) if read else None
+    return sum(d.starved for d in read), others, top
+
+
 def _curve(levels: tuple[Level, ...], workers: int) -> _Curve:
     fit = knee_fit([(lv.concurrency, lv.throughput_rps) for lv in levels])
     base, top = levels[0], levels[-1]
     n_max = top.concurrency
     plateau = fit.bent and n_max >= PLATEAU_MARGIN * fit.knee
     past = [lv for lv in levels if lv.concurrency >= fit.knee * PLATEAU_MARGIN] if plateau else [top]
-    # Busy workers: no more than the requests in flight, the workers, or the cap (a cpu-bound app on
-    # fewer cores than workers keeps only as many busy as it has cores).
+    # A cpu-bound app on fewer cores than workers keeps only as many busy as it has cores.
     busy_cap = max(1.0, fit.knee) if plateau else float(workers)
     cpu = [
-        lv.server_cpu_cores / min(float(lv.concurrency), float(workers), busy_cap)
-        for lv in past
-        if lv.server_cpu_cores is not None
+        lv.server_cpu_cores / _busy(lv, workers, busy_cap) for lv in past if lv.server_cpu_cores is not None
     ]
+    demand = [lv.demand.demand_cores / _busy(lv, workers, busy_cap) for lv in past if lv.demand is not None]
+    starved, others, top_others = _host_contention(past)
     littles = [lv.littles_law_ratio for lv in levels if lv.littles_law_ratio is not None]
     return _Curve(
         levels=levels,
@@ -247,6 +273,10 @@ def _curve(levels: tuple[Level, ...], workers: int) -> _Curve:
         latency_inflation=_p50(top) / _p50(base) if _p50(base) > 0 else 1.0,
         plateau_rps=median([lv.throughput_rps for lv in past]) if plateau else None,
         cpu_per_busy_worker=median(cpu) if cpu else None,
+        demand_per_busy_worker=median(demand) if demand else None,
+        starved_levels=starved,
+        others_cores=others,
+        top_others=top_others,
         little_ok=not littles or littles_law_ok(median(littles)),
     )
 
@@ -280,6 +310,9 @@ def _evidence(curve: _Curve | None, levels: Sequence[Level], clean: int, workers
         plateau_rps=_round(curve.plateau_rps, 2),
         service_time_ms=_round(curve.service_ms, 3),
         server_cpu_per_busy_worker=_round(curve.cpu_per_busy_worker, 3),
+        server_cpu_demand_per_busy_worker=_round(curve.demand_per_busy_worker, 3),
+        starved_levels=curve.starved_levels if curve.demand_per_busy_worker is not None else None,
+        host_others_cores=_round(curve.others_cores, 3),
         max_clean_concurrency=curve.n_max,
         fit_rms=_round(curve.fit.rms),
         usl_sigma=_round(sigma, 6),
@@ -354,7 +387,8 @@ class _Case:
     curve: _Curve
     workers: int | None  # as observed; None when unknown
     p: int  # workers, 1 when unknown
-    cpu: float | None  # server CPU per busy worker, None when not observed
+    cpu: float | None  # server CPU demand per busy worker (use where demand was not read); None: unobserved
+    cpu_what: str  # "CPU demand (on CPU + waiting)" or "CPU"
     confidence: float
     notes: tuple[str, ...]
     evidence: Evidence
@@ -445,7 +479,8 @@ def _serial(case: _Case) -> Verdict:
         case,
         EndpointClass.LOOP_BLOCKING,
         factor,
-        f"Loop-blocking: {head}, yet server CPU only {case.cpu:.2f} cores per busy worker: a blocking call "
+        f"Loop-blocking: {head}, yet server {case.cpu_what} only {case.cpu:.2f} cores per busy "
+        "worker: a blocking call "
         f"inside `async def` holds the event loop{case.note()}.",
         (
             "Use an async driver for the blocking call (asyncpg, httpx.AsyncClient, aiofiles, "
@@ -453,6 +488,22 @@ def _serial(case: _Case) -> Verdict:
             "or declare the route `def` so it runs in the thread pool.",
             "More workers only multiply the plateau; they do not remove the block.",
         ),
+    )
+
+
+def _cpu_advice(case: _Case) -> tuple[str, ...]:
+    """CPU work: one worker per CPU; heavy work to a process pool, unless the route is framework-cheap."""
+    if case.curve.service_ms < CHEAP_SERVICE_MS:
+        return (
+            "Run one worker process per effective CPU: each takes its share of these requests.",
+            f"Each request costs ~{case.curve.service_ms:.1f} ms, mostly the framework's own work (routing, "
+            "validation, serialisation): there is no heavy work to move to a process pool; more workers, up "
+            "to one per CPU, are what scales it.",
+        )
+    return (
+        "Run one worker process per effective CPU: more workers than cores add memory, not throughput.",
+        "Move heavy, non-critical work to a process pool (ProcessPoolExecutor) or a task queue; "
+        "threads and async do not help CPU work under the GIL.",
     )
 
 
@@ -496,7 +547,8 @@ def _between(case: _Case) -> Verdict:
             case,
             EndpointClass.CPU_BOUND,
             0.7,
-            f"CPU-bound: throughput plateaus at {plateau:.0f} req/s from c~{c.fit.knee:.0f} with server CPU "
+            f"CPU-bound: throughput plateaus at {plateau:.0f} req/s from c~{c.fit.knee:.0f} with "
+            f"server {case.cpu_what} "
             f"{cpu:.2f} cores per worker: each request needs about "
             f"{1000 * cpu * p / max(plateau, 1e-9):.1f} ms "
             f"of CPU within S={c.service_ms:.1f} ms{case.note()}.",
@@ -583,11 +635,24 @@ def _case(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None
     if workers is None:
         conf *= UNKNOWN_WORKERS_FACTOR
         notes = ("worker count unknown, 1 assumed",)
+    cpu, cpu_what = curve.cpu_per_busy_worker, "CPU"
+    if curve.demand_per_busy_worker is not None:
+        # A worker waiting for a CPU wanted it: demand, not use, tells CPU work from a blocked loop.
+        cpu, cpu_what = curve.demand_per_busy_worker, "CPU demand (on CPU + waiting)"
+    if curve.starved_levels:
+        conf *= STARVED_FACTOR
+        names = f": {', '.join(curve.top_others)}" if curve.top_others else ""
+        others = f"{curve.others_cores:.2f} cores" if curve.others_cores is not None else "its CPU"
+        notes = (
+            *notes,
+            f"the host was starved at {curve.starved_levels} level(s), other processes took {others}{names}",
+        )
     return _Case(
         curve=curve,
         workers=workers,
         p=p,
-        cpu=curve.cpu_per_busy_worker if observed else None,
+        cpu=cpu if observed else None,
+        cpu_what=cpu_what,
         confidence=conf,
         notes=notes,
         evidence=_evidence(curve, levels, len(clean), workers),
@@ -608,7 +673,7 @@ def classify_report(report: ProbeReport) -> ProbeReport:
     observed = report.server.local and report.server.pid is not None
 
     def judged(e: Endpoint) -> Endpoint:
-        seen = observed and e.stop_reason != "server died"
+        seen = observed and e.stop_reason is not StopReason.SERVER_DIED
         return replace(e, verdict=classify(e.levels, report.server.workers, seen))
 
     return replace(report, endpoints=tuple(judged(e) for e in report.endpoints))

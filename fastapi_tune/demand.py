@@ -631,3 +631,38 @@ def demand_from_json(raw: object, where: str) -> LevelDemand:
             for i, c in enumerate(_list(d, "top_others", where))
         ),
     )
+
+
+def host_busy_to_json(h: HostBusy) -> dict[str, Any]:
+    """How busy the host was when the probe started, as the report's `host_load`."""
+    return {
+        "sample_s": _round(h.sample_s),
+        "cpus": h.cpus,
+        "load_average": list(h.load_average) if h.load_average is not None else None,
+        "cpu_pressure": _round(h.cpu_pressure),
+        "idle_cores": _round(h.idle_cores),
+        "others_cores": _round(h.others_cores),
+        "top_others": [{"name": c.name, "pid": c.pid, "cores": _round(c.cores)} for c in h.top_others],
+        "busy": h.busy,
+    }
+
+
+def host_busy_from_json(raw: object, where: str) -> HostBusy:
+    """Rebuild `host_load`; `busy` is derived, so it is recomputed rather than read."""
+    d = _obj(raw, where)
+    la = d.get("load_average")
+    loads = _list(d, "load_average", where) if la is not None else None
+    return HostBusy(
+        sample_s=_num(d, "sample_s", where),
+        cpus=_int(d, "cpus", where),
+        load_average=(float(loads[0]), float(loads[1]), float(loads[2]))
+        if loads and len(loads) == 3
+        else None,
+        cpu_pressure=_opt_num(d, "cpu_pressure", where),
+        idle_cores=_opt_num(d, "idle_cores", where),
+        others_cores=_num(d, "others_cores", where),
+        top_others=tuple(
+            _consumer_from_json(c, f"{where}.top_others[{i}]")
+            for i, c in enumerate(_list(d, "top_others", where))
+        ),
+    )

@@ -26,6 +26,9 @@ ASGI_MIN_GUNICORN: Final = (24, 0)
 
 # Routes whose throughput only grows with processes that can each use a CPU.
 CPU_LIMITED: Final = (EndpointClass.CPU_BOUND, EndpointClass.SERIALIZED, EndpointClass.LOOP_BLOCKING)
+# A verdict below this confidence does not size workers: it is named, with its class and confidence,
+# among the plan's unknowns (a noisy or starved probe must not move the deployment).
+MIN_PLAN_CONFIDENCE: Final = 0.35
 # A worker using this much of a core at the busiest level is CPU-limited, whatever its class.
 CPU_SATURATED_PER_WORKER: Final = 0.8
 # A worker stalled by a blocking call uses almost no CPU (measured: 0.03-0.05 cores), so several
@@ -137,12 +140,24 @@ def _route(e: Endpoint) -> str:
 
 
 def _classes(report: ProbeReport | None) -> dict[EndpointClass, list[Endpoint]]:
+    """Routes by class, from verdicts sure enough to size a deployment on."""
     out: dict[EndpointClass, list[Endpoint]] = {}
     if report is not None:
         for e in report.endpoints:
-            if e.verdict is not None:
+            if e.verdict is not None and e.verdict.confidence >= MIN_PLAN_CONFIDENCE:
                 out.setdefault(e.verdict.cls, []).append(e)
     return out
+
+
+def _set_aside(report: ProbeReport) -> list[Endpoint]:
+    """Judged routes whose verdict is too unsure to size workers from (inconclusive ones are named apart)."""
+    return [
+        e
+        for e in report.endpoints
+        if e.verdict is not None
+        and e.verdict.cls is not EndpointClass.INCONCLUSIVE
+        and e.verdict.confidence < MIN_PLAN_CONFIDENCE
+    ]
 
 
 def _max_rss(report: ProbeReport | None) -> int | None:
@@ -493,6 +508,13 @@ def _inputs(host: HostFacts, report: ProbeReport | None, profile: Profile) -> tu
         )
     if report.interrupted:
         unknowns.append("the probe was interrupted: some routes have fewer levels than planned")
+    for e in _set_aside(report):
+        assert e.verdict is not None
+        unknowns.append(
+            f"{_route(e)}: set aside, {e.verdict.cls} at {e.verdict.confidence:.0%} confidence is below the"
+            f" {MIN_PLAN_CONFIDENCE:.0%} a worker count needs; probe again on a quieter host or "
+            "with longer levels"
+        )
     if EndpointClass.INCONCLUSIVE in by_cls:
         unknowns.append(
             f"inconclusive routes ({_paths(by_cls[EndpointClass.INCONCLUSIVE])}) did not inform "

@@ -20,6 +20,7 @@ import httpx
 
 from fastapi_tune import __version__
 from fastapi_tune.deadline import within
+from fastapi_tune.demand import DemandWatcher, HostBusy, LevelDemand, demand_between, host_busy_now, supported
 from fastapi_tune.discovery import (
     Operation,
     apply_excludes,
@@ -100,6 +101,8 @@ class ProbeEvents(Protocol):
 
     def endpoint_done(self, endpoint: Endpoint) -> None: ...
 
+    def host_checked(self, busy: HostBusy) -> None: ...
+
 
 class _Quiet:
     def started(self, ops: Sequence[Operation], skipped: Sequence[Skipped], server: ServerInfo) -> None:
@@ -112,6 +115,9 @@ class _Quiet:
         pass
 
     def endpoint_done(self, endpoint: Endpoint) -> None:
+        pass
+
+    def host_checked(self, busy: HostBusy) -> None:
         pass
 
 
@@ -147,6 +153,7 @@ def make_level(
     server_cpu: float | None,
     rss: tuple[int, ...] | None,
     by_worker: tuple[float, ...] | None = None,
+    demand: LevelDemand | None = None,
 ) -> Level:
     """Turn one burst's raw counts into a level with its honesty checks."""
     b = summarize(result)
@@ -180,6 +187,8 @@ def make_level(
         p99_supported=b.samples >= P99_MIN_SAMPLES,
         server_cpu_by_worker=None if by_worker is None else tuple(round(c, 3) for c in by_worker),
         worker_imbalance=imbalanced(result.concurrency, by_worker),
+        demand=demand,
+        errors_by_status=b.errors_by_status,
     )
 
 
@@ -256,6 +265,7 @@ class _Session:
     events: ProbeEvents
     host: str
     port: int
+    demand: DemandWatcher | None = None
 
 
 def _planned_levels(options: ProbeOptions) -> list[int]:
@@ -332,16 +342,22 @@ class Ladder:
         duration = level_duration(options, n, self.levels[-1] if self.levels else None)
         live = LiveCount()
         self.s.events.level_started(self.op, n, live.read)
+        # Demand is read around the whole burst (the warm-up carries the same load): two reads of
+        # /proc cost a few ms, where a sampling thread would compete with the load generator.
+        before = self.s.demand.snapshot() if self.s.demand is not None else None
         result = run_burst(self.spec, n, options.warmup_s, duration, self.s.budget.stop, live)
         if result.duration_s <= 0:  # stopped during the warm-up: nothing was counted
             return None, result
+        demand = None
+        if before is not None and self.s.demand is not None:
+            demand = demand_between(before, self.s.demand.snapshot())
         server_cpu = by_worker = rss = None
         if watcher is not None:
             cut = watcher.cpu_cores_between(result.window_start, result.window_end)
             if cut is not None:
                 server_cpu, by_worker = cut
             rss = watcher.worker_rss()
-        level = make_level(result, server_cpu, rss, by_worker)
+        level = make_level(result, server_cpu, rss, by_worker, demand)
         self.levels.append(level)
         self.s.budget.requests += level.requests
         self.s.events.level_done(self.op, level)
@@ -402,6 +418,8 @@ class ProbeOutcome:
     error: TargetUnreachableError | None = None  # the server died mid-probe: report is partial
 
 
+# How long the host is watched before the probe, to warn when other work already takes its CPU.
+HOST_CHECK_S: Final = 0.5
 # The OpenAPI document and the preflight each get this long at most, whatever the server does.
 DISCOVERY_DEADLINE_S: Final = 30.0
 
@@ -563,12 +581,19 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
             + "; name endpoints with -e 'GET /path', or pass --unsafe for POST/PUT/PATCH/DELETE"
         )
     server = find_server(target.port) if target.loopback else ServerInfo(local=False)
+    observed = server.local and server.pid is not None and supported()
+    host_load = (
+        host_busy_now(HOST_CHECK_S, exclude_pids=(server.pid,) if server.pid else ()) if observed else None
+    )
     events.started(ops, skipped, server)
+    if host_load is not None:
+        events.host_checked(host_load)
     started = time.monotonic()
     budget = _Budget(deadline=started + options.max_seconds, max_requests=options.max_requests)
     watcher = ServerWatcher(server) if server.local and server.pid else None
     with stop_on_signals(budget.stop), watcher if watcher is not None else nullcontext():
-        session = _Session(options, server.workers, watcher, budget, events, target.host, target.port)
+        demand = DemandWatcher(server.worker_pids, (server.pid,)) if observed and server.pid else None
+        session = _Session(options, server.workers, watcher, budget, events, target.host, target.port, demand)
         endpoints, error = _climb_all(session, ops, headers)
     report = ProbeReport(
         target=target.base_url,
@@ -581,5 +606,6 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
         tool_version=__version__,
         interrupted=budget.stop.is_set(),
         elapsed_s=time.monotonic() - started,
+        host_load=host_load,
     )
     return ProbeOutcome(report=report, error=error)

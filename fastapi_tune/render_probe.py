@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from fastapi_tune.demand import HostBusy
 from fastapi_tune.discovery import Operation
 from fastapi_tune.report import (
     Endpoint,
@@ -107,6 +108,13 @@ class LiveProgress:
             self.console.print(f"  [dim]skipped {s.method} {s.path}: {s.reason}[/]")
         self._task = self.progress.add_task("starting", total=len(ops))
 
+    def host_checked(self, busy: HostBusy) -> None:
+        if not busy.busy:
+            return
+        self.console.print(
+            f"[yellow]warning:[/] {host_load_line(busy)}; verdicts lean on CPU demand, not use"
+        )
+
     def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None:
         self.live, self.concurrency = live, concurrency
         if self._task is not None:
@@ -123,6 +131,16 @@ class LiveProgress:
         if self._task is not None:
             self._done += 1
             self.progress.update(self._task, completed=self._done)
+
+
+def host_load_line(busy: HostBusy) -> str:
+    """'the host is busy: other processes use 1.4 cores (postgres 0.8, ...), CPU pressure 35%'."""
+    top = ", ".join(f"{c.name} {c.cores:.2f}" for c in busy.top_others)
+    pressure = f", CPU pressure {busy.cpu_pressure:.0%}" if busy.cpu_pressure is not None else ""
+    return (
+        f"the host is {'busy' if busy.busy else 'quiet'}: other processes use {busy.others_cores:.2f} of"
+        f" {busy.cpus} cores{f' ({top})' if top else ''}{pressure}"
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -242,5 +260,8 @@ def print_report(console: Console, report: ProbeReport) -> None:
     console.print(summary)
     for s in report.skipped:
         console.print(f"[dim]skipped {s.method} {s.path}: {s.reason}[/]")
+    if report.host_load is not None:
+        style = "yellow" if report.host_load.busy else "dim"
+        console.print(f"[{style}]At the start, {host_load_line(report.host_load)}.[/]")
     if report.interrupted:
         console.print("[yellow]Interrupted: the report holds the levels measured before Ctrl-C.[/]")

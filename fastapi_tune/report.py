@@ -14,6 +14,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from fastapi_tune.demand import (
+    HostBusy,
+    LevelDemand,
+    demand_from_json,
+    demand_to_json,
+    host_busy_from_json,
+    host_busy_to_json,
+)
 from fastapi_tune.errors import BadInputError
 from fastapi_tune.host import HostFacts, host_from_json, host_to_json
 from fastapi_tune.jsonread import JsonReader
@@ -84,6 +92,10 @@ class Level:
     # Some workers idled while others were busy: keep-alive connections stay on the worker that
     # accepted them, so one busy worker can make a 2-worker server look like one.
     worker_imbalance: bool = False
+    # CPU demand (on CPU + waiting for one) of the workers and how busy the host was: tells a worker
+    # waiting for a CPU from one sleeping in a blocking call. None when the server is not local.
+    demand: LevelDemand | None = None
+    errors_by_status: Mapping[int, int] = field(default_factory=dict)  # error responses by HTTP status
 
 
 def _ev(label: str) -> Any:
@@ -114,6 +126,11 @@ class Evidence:
     usl_sigma: float | None = _ev("USL contention (sigma)")
     usl_kappa: float | None = _ev("USL coherency (kappa)")
     usl_peak_concurrency: float | None = _ev("USL peak concurrency")
+    server_cpu_demand_per_busy_worker: float | None = _ev(
+        "server CPU demand per busy worker: on CPU + runnable but waiting (cores)"
+    )
+    starved_levels: int | None = _ev("levels measured while the host had no idle CPU")
+    host_others_cores: float | None = _ev("CPU used by other processes on the host (cores)")
     suggested_thread_tokens: int | None = _ev("thread tokens per worker to set")
 
 
@@ -185,6 +202,7 @@ class ProbeReport:
     tool_version: str = ""
     interrupted: bool = False
     elapsed_s: float = 0.0
+    host_load: HostBusy | None = None  # other work on the host when the probe started
 
 
 # ---------------------------------------------------------------------------------------
@@ -216,6 +234,8 @@ def level_to_json(level: Level) -> dict[str, Any]:
         "p99_supported": level.p99_supported,
         "server_cpu_by_worker": None if by_worker is None else [round(c, 3) for c in by_worker],
         "worker_imbalance": level.worker_imbalance,
+        "errors_by_status": {str(k): v for k, v in sorted(level.errors_by_status.items())},
+        "demand": None if level.demand is None else demand_to_json(level.demand),
     }
 
 
@@ -265,6 +285,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
         },
         "endpoints": [endpoint_to_json(e) for e in report.endpoints],
         "skipped": [{"method": s.method, "path": s.path, "reason": s.reason} for s in report.skipped],
+        "host_load": None if report.host_load is None else host_busy_to_json(report.host_load),
     }
 
 
@@ -318,7 +339,20 @@ def _level_from_json(r: JsonReader, raw: object, where: str) -> Level:
             r, d.get("server_cpu_by_worker"), f"{where}.server_cpu_by_worker", lambda x, w: r.num(x, w, 0)
         ),
         worker_imbalance=r.bool_(d.get("worker_imbalance", False), f"{where}.worker_imbalance"),
+        errors_by_status=_statuses(r, d.get("errors_by_status", {}), f"{where}.errors_by_status"),
+        demand=None
+        if d.get("demand") is None
+        else demand_from_json(d["demand"], f"{r.source}: {where}.demand"),
     )
+
+
+def _statuses(r: JsonReader, raw: object, where: str) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for k, v in r.obj(raw, where).items():
+        if not str(k).isdigit() or not 100 <= int(k) <= 599:
+            raise r.fail(f"{where}.{k}", "an HTTP status code as the key")
+        out[int(k)] = r.int_(v, f"{where}.{k}", 0, _MAX_COUNT)
+    return out
 
 
 def _evidence_from_json(r: JsonReader, raw: object, where: str) -> Evidence:
@@ -418,6 +452,9 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
         tool_version=r.str_(d.get("tool_version", ""), "tool_version"),
         interrupted=r.bool_(d.get("interrupted", False), "interrupted"),
         elapsed_s=r.num(d.get("elapsed_s", 0.0), "elapsed_s", 0),
+        host_load=None
+        if d.get("host_load") is None
+        else host_busy_from_json(d["host_load"], f"{source}: host_load"),
     )
 
 
