@@ -47,7 +47,8 @@ body { font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, A
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 0 0 6px; }
 h3 { font-size: 14px; margin: 14px 0 6px; }
 code, pre { font: 12.5px/1.45 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
-code { background: var(--soft); padding: 1px 4px; border-radius: 4px; overflow-wrap: anywhere; }
+code { background: var(--soft); padding: 1px 4px; border-radius: 4px; overflow-wrap: break-word; }
+dd code { overflow-wrap: anywhere; }
 pre { background: var(--soft); padding: 10px 12px; border-radius: 6px; white-space: pre-wrap;
   overflow-wrap: anywhere; margin: 6px 0; }
 pre code { background: none; padding: 0; }
@@ -68,7 +69,8 @@ table { border-collapse: collapse; margin: 6px 0; font-size: 13px; }
 th, td { text-align: left; padding: 3px 10px 3px 0; border-bottom: 1px solid var(--line);
   vertical-align: top; }
 th { color: var(--muted); font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.settings { width: 100%; } table.settings td:first-child { white-space: nowrap; }
 tr.excluded td { color: var(--muted); font-style: italic; }
 tr.stalled td { color: #cf222e; }
 tr.recommended td { font-weight: 600; }
@@ -122,6 +124,11 @@ def _fmt(value: object, digits: int = 1, unit: str = "") -> str:
     if value is None or value == "" or isinstance(value, (Mapping, list)):
         return "–"
     return _e(value)
+
+
+def _short(value: object) -> str:
+    """A number with up to three decimals, trailing zeros dropped (0.215, 92.3, 8); else as _fmt."""
+    return _fmt(value, 3).rstrip("0").rstrip(".") if _num(value) is not None else _fmt(value)
 
 
 def _text(value: object) -> str:
@@ -188,7 +195,7 @@ def _memory(host: Mapping[str, Any]) -> str:
 
 def _cpus(host: Mapping[str, Any]) -> str:
     cpu = _map(host.get("cpu"))
-    effective = _fmt(cpu.get("effective"), 2).rstrip("0").rstrip(".")
+    effective = _short(cpu.get("effective"))
     parts = [f"{effective} effective" + (f" ({_e(cpu['source'])})" if cpu.get("source") else "")]
     if cpu.get("logical") is not None:
         parts.append(f"{_fmt(cpu.get('logical'), 0)} logical")
@@ -318,7 +325,7 @@ def _evidence(verdict: Mapping[str, Any]) -> str:
         return ""
     rows = "".join(
         f'<tr><td>{_e(EVIDENCE_LABELS.get(str(k), k))} <span class="muted small">{_e(k)}</span></td>'
-        f'<td class="num">{_fmt(v, 3).rstrip("0").rstrip(".") if _num(v) is not None else _fmt(v)}</td></tr>'
+        f'<td class="num">{_short(v)}</td></tr>'
         for k, v in evidence.items()
     )
     return f'<h3>Evidence</h3><table class="evidence"><tbody>{rows}</tbody></table>'
@@ -461,6 +468,10 @@ def _plan(plan: Mapping[str, Any]) -> str:
     )
 
 
+def _td_num(value: str) -> str:
+    return f'<td class="num">{value}</td>'
+
+
 def _verify_row(run: Mapping[str, Any], top: float, best: object) -> str:
     label = str(run.get("label") or "?")
     rps = _num(run.get("throughput_rps"))
@@ -468,17 +479,23 @@ def _verify_row(run: Mapping[str, Any], top: float, best: object) -> str:
     lat = _map(run.get("latency_ms"))
     star = " ★" if best is not None and label == best else ""
     rounds = ", ".join(_fmt(r) for r in run.get("throughput_rps_rounds") or [] if _num(r) is not None)
-    cells = (
-        _fmt(run.get("workers"), 0),
-        _fmt(rps),
-        f'<span class="bar" style="width:{width * 0.8:.0f}px"></span>',
-        _fmt(lat.get("p50")),
-        _fmt(lat.get("p99")),
-        _fmt(run.get("errors"), 0),
-        _fmt(run.get("rss_mb"), 0),
-        _fmt(run.get("server_cpu_cores"), 2),
+    # The bar is the table's chart: a left-aligned cell of its own after req/s.
+    bar = f'<td><span class="bar" style="width:{width * 0.8:.0f}px"></span></td>'
+    tds = (
+        _td_num(_fmt(run.get("workers"), 0))
+        + _td_num(_fmt(rps))
+        + bar
+        + "".join(
+            _td_num(c)
+            for c in (
+                _fmt(lat.get("p50")),
+                _fmt(lat.get("p99")),
+                _fmt(run.get("errors"), 0),
+                _fmt(run.get("rss_mb"), 0),
+                _fmt(run.get("server_cpu_cores"), 2),
+            )
+        )
     )
-    tds = "".join(f'<td class="num">{c}</td>' for c in cells)
     cls = ' class="recommended"' if label == "recommended" else ""
     return f'<tr{cls}><td>{_e(label + star)}</td>{tds}<td class="muted small">{rounds}</td></tr>'
 
