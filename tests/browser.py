@@ -127,7 +127,10 @@ class Page:
 
     def requested_urls(self) -> list[str]:
         """Every request the page started (document, images, fonts, styles...), in order."""
-        return [e["params"]["request"]["url"] for e in self.browser.events_of("Network.requestWillBeSent", self.session)]
+        return [
+            e["params"]["request"]["url"]
+            for e in self.browser.events_of("Network.requestWillBeSent", self.session)
+        ]
 
     def console_texts(self) -> list[str]:
         """Browser log entries, where Chromium reports every load a CSP refused."""
@@ -137,7 +140,9 @@ class Page:
         """The whole page, not just the viewport, as a PNG."""
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+        shot = self.send(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        )
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
@@ -152,7 +157,8 @@ def chromium(profile_dir: Path) -> Iterator[Browser]:
     """A headless Chromium with a throw-away profile, closed (or killed) on the way out."""
     to_r, to_w = (_high_fd(fd) for fd in os.pipe())
     from_r, from_w = (_high_fd(fd) for fd in os.pipe())
-    # bash (dash takes one-digit fds only) puts our pipe ends on fds 3 and 4, where --remote-debugging-pipe expects them.
+    # bash (dash takes one-digit fds only) moves our pipe ends to fds 3 and 4, where
+    # --remote-debugging-pipe expects them.
     script = f'exec "$@" 3<&{to_r} 4>&{from_w} {to_r}<&- {from_w}>&-'
     log = (profile_dir / "chromium.log").open("wb")
     proc = subprocess.Popen(
