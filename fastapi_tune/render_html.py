@@ -44,28 +44,28 @@ _STYLE: Final = """
 * { box-sizing: border-box; }
 body { font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
   color: var(--fg); margin: 0 auto; max-width: 1100px; padding: 24px; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 0 0 6px; }
-h3 { font-size: 14px; margin: 14px 0 6px; }
-code, pre { font: 12.5px/1.45 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
+h1 { font-size: 1.6em; margin: 0 0 4px; } h2 { font-size: 1.3em; margin: 0 0 6px; }
+h3 { font-size: 1em; margin: 14px 0 6px; }
+code, pre { font: 0.9em/1.45 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
 code { background: var(--soft); padding: 1px 4px; border-radius: 4px; overflow-wrap: break-word; }
 dd code { overflow-wrap: anywhere; }
 pre { background: var(--soft); padding: 10px 12px; border-radius: 6px; white-space: pre-wrap;
   overflow-wrap: anywhere; margin: 6px 0; }
 pre code { background: none; padding: 0; }
-.muted { color: var(--muted); } .small { font-size: 12px; }
+.muted { color: var(--muted); } .small { font-size: 0.86em; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 12px 0; }
 dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .banner { border: 1px solid #d4a72c; background: #fff8c5; padding: 8px 12px; border-radius: 6px;
   margin: 12px 0; }
 section { border-top: 1px solid var(--line); padding: 18px 0 8px; }
 .badge { display: inline-block; color: #fff; border-radius: 999px; padding: 1px 10px;
-  font-size: 12px; font-weight: 600; vertical-align: 2px; white-space: nowrap; }
-.conf { font-size: 12px; color: var(--muted); margin-left: 6px; }
+  font-size: 0.85em; font-weight: 600; vertical-align: 2px; white-space: nowrap; }
+.conf { font-size: 0.85em; color: var(--muted); margin-left: 6px; }
 .charts { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; margin: 10px 0; }
 .charts svg { width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
 .chart .label { fill: var(--muted); } .chart .title { font-weight: 600; font-size: 12px; }
 .chart .empty { fill: var(--muted); }
-table { border-collapse: collapse; margin: 6px 0; font-size: 13px; }
+table { border-collapse: collapse; margin: 6px 0; font-size: 0.93em; }
 th, td { text-align: left; padding: 3px 10px 3px 0; border-bottom: 1px solid var(--line);
   vertical-align: top; }
 th { color: var(--muted); font-weight: 600; }
@@ -77,13 +77,13 @@ tr.recommended td { font-weight: 600; }
 .bar { display: inline-block; height: 9px; background: #0969da; border-radius: 2px; }
 .cols { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 24px; }
 ul.advice { margin: 4px 0; padding-left: 20px; }
-footer { margin-top: 24px; color: var(--muted); font-size: 12px; }
-@media (max-width: 760px) { .charts, .cols { grid-template-columns: 1fr; } }
+footer { margin-top: 24px; color: var(--muted); font-size: 0.85em; }
+@media screen and (max-width: 760px) { .charts, .cols { grid-template-columns: 1fr; } }
 @media print {
   @page { margin: 12mm; }
-  body { padding: 0; max-width: none; font-size: 11px; }
+  body { padding: 0; max-width: none; font-size: 9.5pt; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-  .charts, table, pre, .banner { break-inside: avoid; }
+  .keep, .charts, tr, pre, .banner { break-inside: avoid; }
   section { break-before: auto; }
   h2, h3 { break-after: avoid; }
 }
@@ -379,8 +379,9 @@ def _endpoint(i: int, ep: Mapping[str, Any]) -> str:
         f'<p class="muted small">ladder stopped: {_e(ep["stop_reason"])}</p>' if ep.get("stop_reason") else ""
     )
     return (
-        f'<section class="endpoint" id="ep-{i}"><h2><code>{_e(_name(ep))}</code> {_badge(ep)}</h2>'
-        f"{url}{summary}{_charts(levels)}"
+        # The heading, the verdict and the charts stay on one printed page.
+        f'<section class="endpoint" id="ep-{i}"><div class="keep">'
+        f"<h2><code>{_e(_name(ep))}</code> {_badge(ep)}</h2>{url}{summary}{_charts(levels)}</div>"
         f'<div class="cols"><div>{_evidence(verdict)}</div>'
         f"<div>{_advice(_strs(verdict.get('advice')))}</div></div>"
         f"{_levels_table(levels)}{stop}</section>"
