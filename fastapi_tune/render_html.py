@@ -275,45 +275,46 @@ def _overview(endpoints: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+_Row = tuple[Mapping[str, Any], tuple[Mark, str]]  # a level, and how it is drawn and why
+
+
+def _point(row: _Row, y: float | None, unit: str) -> Point:
+    level, (mark, why) = row
+    c = _num(level.get("concurrency")) or 0.0
+    value = "–" if y is None else f"{y:,.1f} {unit}"
+    return Point(x=c, y=y, mark=mark, note=f"c={c:g}: {value}" + (f" ({why})" if why else ""))
+
+
+def _latency_series(rows: Sequence[_Row], name: str, color: str) -> Series:
+    points = tuple(_point(r, _num(_map(r[0].get("latency_ms")).get(name)), f"ms {name}") for r in rows)
+    # The probe leaves p99 out where too few samples support it: say so in the legend.
+    label = name if any(p.y is not None for p in points) or not points else f"{name} (too few samples)"
+    return Series(label, color, points)
+
+
 def _charts(levels: Sequence[Mapping[str, Any]]) -> str:
     """Throughput and latency against concurrency, the two curves the verdict is read from."""
     rows = [(lv, _state(lv)) for lv in levels if _num(lv.get("concurrency")) is not None]
     rows.sort(key=lambda r: _num(r[0].get("concurrency")) or 0.0)
-
-    def point(lv: Mapping[str, Any], state: tuple[Mark, str], y: float | None, unit: str) -> Point:
-        c = _num(lv.get("concurrency")) or 0.0
-        note = (
-            f"c={c:g}: " + ("–" if y is None else f"{y:,.1f} {unit}") + (f" ({state[1]})" if state[1] else "")
-        )
-        return Point(x=c, y=y, mark=state[0], note=note)
-
+    x_label = "concurrent requests (log scale)"
     throughput = Chart(
         title="Throughput",
-        x_label="concurrent requests (log scale)",
+        x_label=x_label,
         y_label="req/s",
         series=(
             Series(
                 "req/s",
                 _THROUGHPUT_COLOR,
-                tuple(point(lv, st, _num(lv.get("throughput_rps")), "req/s") for lv, st in rows),
+                tuple(_point(r, _num(r[0].get("throughput_rps")), "req/s") for r in rows),
             ),
         ),
         key="throughput",
     )
     latency = Chart(
         title="Latency",
-        x_label="concurrent requests (log scale)",
+        x_label=x_label,
         y_label="ms",
-        series=tuple(
-            Series(
-                name,
-                color,
-                tuple(
-                    point(lv, st, _num(_map(lv.get("latency_ms")).get(name)), f"ms {name}") for lv, st in rows
-                ),
-            )
-            for name, color in _LATENCY_COLORS
-        ),
+        series=tuple(_latency_series(rows, name, color) for name, color in _LATENCY_COLORS),
         key="latency",
     )
     return f'<div class="charts">{render_chart(throughput)}{render_chart(latency)}</div>'

@@ -108,6 +108,9 @@ def test_each_endpoint_gets_both_charts_and_every_section(
         assert f"<code>{html.escape(setting['name'])}</code>" in page
     assert "recommended ★" in page
     assert html.escape(verify["verdict"]) in page
+    # /score never had the 200 samples p99 needs; /orders/{order_id} had them at c=64 and 128.
+    assert ">p99 (too few samples)<" in _chart_svg(page, "ep-3", "latency")
+    assert ">p99<" in _chart_svg(page, "ep-0", "latency")
     assert "2 effective (logical)" in page
     assert "uvicorn, 1 worker(s)" in page
 
