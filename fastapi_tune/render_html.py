@@ -11,6 +11,7 @@ page from fetching or running anything even if something slipped through. Charts
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -110,10 +111,16 @@ def _strs(value: object) -> list[str]:
     return [str(v) for v in value if v is not None] if isinstance(value, list) else []
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _num(value: object) -> float | None:
+    """A finite number, or None (Python's json reads NaN and Infinity, which count as nothing)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _fmt(value: object, digits: int = 1, unit: str = "") -> str:
@@ -348,7 +355,7 @@ def _levels_table(levels: Sequence[Mapping[str, Any]]) -> str:
     for lv in sorted(levels, key=lambda d: _num(d.get("concurrency")) or 0.0):
         mark, why = _state(lv)
         lat = _map(lv.get("latency_ms"))
-        rss = [n for n in (_num(x) for x in lv.get("server_rss_bytes") or []) if n is not None]
+        rss = [n for n in (_num(x) for x in _list(lv.get("server_rss_bytes"))) if n is not None]
         notes = [why] if why else []
         if lv.get("worker_imbalance") is True:
             notes.append("worker imbalance")
@@ -480,7 +487,7 @@ def _verify_row(run: Mapping[str, Any], top: float, best: object) -> str:
     width = 0.0 if not rps or top <= 0 else min(100.0, rps / top * 100)
     lat = _map(run.get("latency_ms"))
     star = " ★" if best is not None and label == best else ""
-    rounds = ", ".join(_fmt(r) for r in run.get("throughput_rps_rounds") or [] if _num(r) is not None)
+    rounds = ", ".join(_fmt(r) for r in _list(run.get("throughput_rps_rounds")) if _num(r) is not None)
     # The bar is the table's chart: a left-aligned cell of its own after req/s.
     bar = f'<td><span class="bar" style="width:{width * 0.8:.0f}px"></span></td>'
     tds = (

@@ -190,7 +190,7 @@ def _frame(points: Sequence[Point]) -> _Frame:
     left, right = _MARGIN_LEFT, WIDTH - _MARGIN_RIGHT
     top, bottom = _MARGIN_TOP, HEIGHT - _MARGIN_BOTTOM
     d0, d1 = log_domain(min(xs), max(xs))
-    y_ticks = nice_ticks(0.0, max(ys, default=0.0) or 1.0)
+    y_ticks = nice_ticks(min([0.0, *ys]), max(ys, default=0.0) or 1.0)  # from zero, unless below it
     return _Frame(
         x=LogScale(d0, d1, left + _INSET, right - _INSET),
         y=LinearScale(y_ticks[0], y_ticks[-1], bottom, top),
@@ -292,8 +292,16 @@ def _legend(chart: Chart, marks: set[Mark]) -> Iterable[str]:
 
 
 def _plottable(s: Series) -> Series:
-    """Only points a log x axis can place (x > 0 and finite)."""
-    return Series(s.name, s.color, tuple(p for p in s.points if p.x > 0 and math.isfinite(p.x)))
+    """Only points a log x axis can place (x > 0 and finite); a non-finite y becomes a gap."""
+    return Series(
+        s.name,
+        s.color,
+        tuple(
+            p if p.y is None or math.isfinite(p.y) else Point(p.x, None, p.mark, p.note)
+            for p in s.points
+            if p.x > 0 and math.isfinite(p.x)
+        ),
+    )
 
 
 def render_chart(chart: Chart) -> str:

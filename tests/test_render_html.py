@@ -196,6 +196,9 @@ def _minimal(levels: Any) -> dict[str, Any]:
                             {"concurrency": "x"},
                             {"concurrency": 2, "latency_ms": "fast", "throughput_rps": "n/a"},
                             {"concurrency": True, "server_rss_bytes": "big"},
+                            {"concurrency": 4, "server_rss_bytes": 7, "requests": float("nan")},
+                            {"concurrency": float("inf"), "throughput_rps": float("nan")},
+                            {"concurrency": 8, "throughput_rps": float("inf"), "latency_ms": {"p50": -1}},
                             "junk",
                         ],
                     },
@@ -209,7 +212,8 @@ def _minimal(levels: Any) -> dict[str, Any]:
     ],
 )
 def test_missing_or_odd_keys_still_render(report: dict[str, Any], endpoints: int) -> None:
-    page = render_html(report, {}, {"runs": [{}, {"latency_ms": None}]})
+    verify = {"runs": [{}, {"latency_ms": None, "throughput_rps_rounds": 5, "throughput_rps": float("nan")}]}
+    page = render_html(report, {"settings": "none", "advice": [{"code": 3}], "workers": float("inf")}, verify)
     assert page.startswith("<!DOCTYPE html>")
     assert page.rstrip().endswith("</html>")
     assert len(_parse(page).charts) == 2 * endpoints

@@ -172,7 +172,8 @@ def test_missing_values_leave_a_gap_and_an_empty_chart_says_so() -> None:
     assert len(lines) == 1
     assert lines[0].count("M") == 1
     assert len(root.findall(f".//{SVG}g[@class='pt normal']")) == 3
-    empty = render_chart(_chart((Point(0, 3), Point(1, None))))  # x=0 cannot sit on a log axis
+    odd = (Point(0, 3), Point(1, None), Point(2, math.nan), Point(math.inf, 1), Point(4, -math.inf))
+    empty = render_chart(_chart(odd))  # x=0 cannot sit on a log axis; NaN and infinity are no values
     assert "no measured values" in empty
     assert "legend-item" in empty  # the series is still named
 
