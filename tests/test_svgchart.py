@@ -186,3 +186,11 @@ def test_chart_text_is_escaped() -> None:
     root = _parse(svg)
     assert hostile in [t.text for t in root.iter(f"{SVG}text")]
     assert hostile in [t.text for t in root.iter(f"{SVG}title")]
+
+
+def test_a_negative_value_widens_the_axis_below_zero() -> None:
+    root = _parse(render_chart(_chart((Point(1, -5), Point(2, 10)))))
+    ys = [float(c.get("cy", "nan")) for c in root.findall(f".//{SVG}g[@class='pt normal']/{SVG}circle")]
+    labels = {t.text for t in root.iter(f"{SVG}text")}
+    assert "-5" in labels  # nice_ticks(-5, 10) = (-5, 0, 5, 10)
+    assert all(0 < y < HEIGHT - 60 for y in ys)  # above the tick labels: inside the plot
