@@ -58,7 +58,6 @@ _POOL_THREAD_FUNCS: Final = frozenset({"WorkerThread.run", "_worker"})
 # stack): SQLAlchemy's QueuePool, psycopg_pool, asyncpg's pool driven from a thread.
 _DB_POOL_WAITS: Final = (
     ("sqlalchemy/pool/", "_do_get"),
-    ("sqlalchemy/pool/", "QueuePool"),
     ("psycopg_pool/", "getconn"),
     ("asyncpg/pool.py", "acquire"),
 )
@@ -154,8 +153,10 @@ _CALL_RE: Final = re.compile(r"([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)\s*\(")
 _NOT_CALLS: Final = frozenset(
     {"if", "elif", "while", "for", "return", "await", "yield", "not", "and", "or", "in"}
 )
-_MODULE_RE: Final = re.compile(
-    r"(?:(?:site|dist)-packages|lib(?:64)?/python\d+\.\d+)/(.+?)(?:/__init__)?\.py$"
+# An installed package's module path first: a venv's site-packages sits under lib/pythonX.Y too.
+_MODULE_RES: Final = (
+    re.compile(r"/(?:site|dist)-packages/(.+?)(?:/__init__)?\.py$"),
+    re.compile(r"/lib(?:64)?/python\d+\.\d+/(.+?)(?:/__init__)?\.py$"),
 )
 
 
@@ -171,8 +172,12 @@ def _call_in_source(text: str) -> str | None:
 
 def _frame_name(f: Frame) -> str:
     """A library frame as module.function: socket.SocketIO.readinto, sqlalchemy.pool.impl.QueuePool.get."""
-    m = _MODULE_RE.search(f.file.replace("\\", "/"))
-    return f"{m[1].replace('/', '.')}.{f.function}" if m else f.function
+    path = f.file.replace("\\", "/")
+    for pattern in _MODULE_RES:
+        m = pattern.search(path)
+        if m is not None:
+            return f"{m[1].replace('/', '.')}.{f.function}"
+    return f.function
 
 
 def _call_of(stack: ThreadStack, index: int, sources: Mapping[str, str]) -> str | None:

@@ -94,6 +94,7 @@ class WorkerStacks:
     # Per thread id: seconds the thread was on a CPU or runnable (waiting for one) in the window.
     # A thread whose samples sit in app code but that was neither was blocked there.
     thread_active_s: Mapping[str, float]
+    raw: str = ""  # py-spy's output verbatim, kept for saving and for tests' fixtures
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,7 @@ def _collect(
             tid: end - run.active_start.get(tid, 0.0)  # a thread born in the window started at 0
             for tid, end in run.active_end.items()
         }
-        workers.append(WorkerStacks(run.pid, stacks, MappingProxyType(active)))
+        workers.append(WorkerStacks(run.pid, stacks, MappingProxyType(active), text))
     if not workers:
         return failures[0]
     sources = MappingProxyType(_user_sources(workers, app_dir))
