@@ -316,7 +316,9 @@ def attribute(sample: StackSample, app_dir: Path | None) -> RouteProfile:
         pool_wait_threads=round(sum(t.pool_wait for t in tallies) / ticks, 2) if ticks else 0.0,
         threads_seen=max((t.threads_seen for t in tallies), default=0),
     )
-    return RouteProfile(len(sample.workers), sample.seconds, shares, load, _hotspots(spots, loop, pool_busy))
+    return RouteProfile(
+        len(sample.workers), round(sample.seconds, 3), shares, load, _hotspots(spots, loop, pool_busy)
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,7 +379,7 @@ def profile_to_json(p: RouteProfile) -> dict[str, Any]:
     """The profile as JSON-ready data (the names are part of the probe report's format)."""
     return {
         "workers": p.workers,
-        "seconds": round(p.seconds, 3),
+        "seconds": p.seconds,
         "loop": {
             "samples": p.loop.samples,
             "idle": p.loop.idle,

@@ -114,7 +114,7 @@ class StackSample:
 # With --threads the first element names the thread; frames are `function (file:line)`.
 
 _THREAD_RE: Final = re.compile(r"^thread \((?P<tid>[0-9a-fA-Fx]+)\)(?:: (?P<name>.*))?$")
-_FRAME_RE: Final = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+_FRAME_RE: Final = re.compile(r"^(?P<function>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 
 def _parse_frame(text: str) -> Frame:
