@@ -47,9 +47,10 @@ _STARTED: Final = b"Sampling process"
 _ATTACH_TIMEOUT_S: Final = 10.0
 # After SIGINT py-spy stops within one sampling interval and writes its file (a few ms here).
 _STOP_GRACE_S: Final = 5.0
-# Sampling keeps the target paused for each read unless --nonblocking; measured in
-# benchmarks/stacks_overhead.py: blocking mode costs more throughput, and the torn stacks that
-# --nonblocking risks stay rare at these rates (py-spy reports them as errors, not as samples).
+# py-spy pauses the target for each read unless --nonblocking. benchmarks/stacks_overhead.py on this
+# 2-core machine (shared, run-to-run noise ~19%): blocking at 100 Hz cost 25% of a CPU route's
+# throughput (beyond noise); nonblocking at 50 Hz stayed within noise and py-spy used ~25 ms of CPU
+# per sampled second. Torn nonblocking reads are counted by py-spy as errors, not samples.
 NONBLOCKING: Final = True
 # CAP_SYS_PTRACE is bit 19 of the capability sets in /proc/self/status.
 _CAP_SYS_PTRACE: Final = 19

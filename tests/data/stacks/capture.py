@@ -56,7 +56,8 @@ def record(name: str) -> None:
     with serve(app, server=server, workers=workers, extra=extra) as s:
         pids = [k.pid for k in worker_children(s.pid)] or [s.pid]
         done: list[BurstResult] = []
-        load = threading.Thread(target=lambda: done.append(run_burst(RequestSpec("GET", s.url + path), concurrency, 0.3, 2.5)))
+        spec = RequestSpec("GET", s.url + path)
+        load = threading.Thread(target=lambda: done.append(run_burst(spec, concurrency, 0.3, 2.5)))
         load.start()
         time.sleep(0.6)
         sample = sample_workers(pids, 1.5, 50, APP_DIR)
