@@ -260,7 +260,7 @@ def _wait_started(runs: Sequence[_Run], deadline: float) -> None:
 
 
 def _stop(run: _Run) -> None:
-    """SIGINT (py-spy then writes its file), SIGKILL if it overruns the grace."""
+    """SIGINT: py-spy stops within one interval and writes its file (_reap kills it if it overruns)."""
     if run.proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             run.proc.send_signal(signal.SIGINT)
