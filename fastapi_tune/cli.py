@@ -16,14 +16,15 @@ from rich.console import Console
 
 from fastapi_tune import __version__
 from fastapi_tune.demo import SAMPLE_APP
-from fastapi_tune.errors import ExitCode, FastapiTuneError, Interrupted, UsageError
-from fastapi_tune.fileio import Overwrite, existing_state, write_output
+from fastapi_tune.errors import BadInputError, ExitCode, FastapiTuneError, Interrupted, UsageError
+from fastapi_tune.fileio import Overwrite, atomic_write, existing_state, write_output
 from fastapi_tune.host import CPUS_ENV, MEMORY_ENV, HostFacts, host_to_json, read_host
 from fastapi_tune.plan import Choices, Plan, make_plan
 from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
 from fastapi_tune.render_conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render_host import print_host
+from fastapi_tune.render_html import render_html
 from fastapi_tune.render_plan import plan_to_json, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
 from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
@@ -204,6 +205,9 @@ def probe(
         "fastapi-tune-probe.json"
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Also print the report as JSON on stdout.")] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
+    ] = None,
 ) -> None:
     """Measure how each endpoint of a running app scales, and classify it.
 
@@ -232,20 +236,27 @@ def probe(
         verify_tls=not insecure,
         allow_remote=allow_remote,
     )
-    _probe_and_save(options, read_host(), out_path, as_json)
+    _probe_and_save(options, read_host(), out_path, as_json, html)
 
 
-def _probe_and_save(options: ProbeOptions, facts: HostFacts, out_path: Path, as_json: bool) -> ProbeReport:
+def _probe_and_save(
+    options: ProbeOptions, facts: HostFacts, out_path: Path, as_json: bool, html: Path | None = None
+) -> ProbeReport:
     """Run a probe with live progress, save the report always, show it, and raise on a bad end."""
     with LiveProgress(err) as progress:
         outcome = probe_and_classify(options, facts, progress)
-    return _save_and_show(outcome, out_path, as_json)
+    return _save_and_show(outcome, out_path, as_json, html)
 
 
-def _save_and_show(outcome: ProbeOutcome, out_path: Path, as_json: bool) -> ProbeReport:
+def _save_and_show(
+    outcome: ProbeOutcome, out_path: Path, as_json: bool, html: Path | None = None
+) -> ProbeReport:
     """Save the report always, show it, and raise for a dead server or an interruption."""
     report = outcome.report
     save_report(report, out_path)
+    if html is not None:
+        atomic_write(html, render_html(report_to_json(report)))
+        err.print(f"HTML report saved to [bold]{html}[/]")
     if as_json:
         print_json(report_to_json(report))
     else:
@@ -438,6 +449,9 @@ def verify(
         typer.Option("--sweep", help="Also try 1 .. 2 x effective CPUs workers and show which was best."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print runs[] and the verdict as JSON.")] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
+    ] = None,
 ) -> None:
     """Prove a recommendation: run it against the rule of thumb and a single worker on the real app.
 
@@ -467,8 +481,45 @@ def verify(
         print_json(verify_to_json(result))
     else:
         print_verify(out, result)
+    if html is not None:
+        atomic_write(
+            html, render_html(report_to_json(report) if report else {}, None, verify_to_json(result))
+        )
+        err.print(f"HTML report saved to [bold]{html}[/]")
     if result.interrupted:
         raise Interrupted(f"interrupted after {len(result.runs)} run(s); every server started was stopped")
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise BadInputError(f"{path}: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path}: expected a JSON object")
+    return data
+
+
+@command
+def report(
+    path: Annotated[Path, typer.Argument(help="A saved probe report (fastapi-tune-probe.json).")],
+    html: Annotated[Path, typer.Option("--html", help="Where to write the HTML report.")],
+    plan: Annotated[Path | None, typer.Option("--plan", help="`recommend --json` output to include.")] = None,
+    verify_json: Annotated[
+        Path | None, typer.Option("--verify", help="`verify --json` output to include.")
+    ] = None,
+) -> None:
+    """Render a saved probe report (and optionally a plan and a verify run) as one HTML page.
+
+    The page is self-contained: inline SVG charts, no scripts, nothing fetched when it opens.
+    """
+    data = _read_json_object(path)
+    plan_data = _read_json_object(plan) if plan else None
+    verify_data = _read_json_object(verify_json) if verify_json else None
+    atomic_write(html, render_html(data, plan_data, verify_data))
+    err.print(f"HTML report saved to [bold]{html}[/]")
 
 
 def main() -> None:

@@ -515,11 +515,9 @@ def _inputs(host: HostFacts, report: ProbeReport | None, profile: Profile) -> tu
             f" {MIN_PLAN_CONFIDENCE:.0%} a worker count needs; probe again on a quieter host or "
             "with longer levels"
         )
-    if EndpointClass.INCONCLUSIVE in by_cls:
-        unknowns.append(
-            f"inconclusive routes ({_paths(by_cls[EndpointClass.INCONCLUSIVE])}) did not inform "
-            "the worker count"
-        )
+    inconclusive = [e for e in report.endpoints if e.verdict and e.verdict.cls is EndpointClass.INCONCLUSIVE]
+    if inconclusive:
+        unknowns.append(f"inconclusive routes ({_paths(inconclusive)}) did not inform the worker count")
     line = f"probe report: {report.target}, {len(report.endpoints)} route(s) ({counts or 'unclassified'})"
     return (*inputs, line), Decided(unknowns=tuple(unknowns))
 

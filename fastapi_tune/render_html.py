@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from fastapi_tune.classify import EVIDENCE_LABELS, exclusion_reason
+from fastapi_tune.classify import exclusion_reason
 from fastapi_tune.render_probe import CLASS_STYLE
-from fastapi_tune.report import Latency, Level
+from fastapi_tune.report import Latency, Level, evidence_labels
 from fastapi_tune.svgchart import Chart, Mark, Point, Series, render_chart
 
 # Nothing may load: no script, image, font, frame or connection; only the inline stylesheet.
@@ -331,10 +331,12 @@ def _evidence(verdict: Mapping[str, Any]) -> str:
     evidence = _map(verdict.get("evidence"))
     if not evidence:
         return ""
+    labels = evidence_labels()
     rows = "".join(
-        f'<tr><td>{_e(EVIDENCE_LABELS.get(str(k), k))} <span class="muted small">{_e(k)}</span></td>'
+        f'<tr><td>{_e(labels.get(str(k), k))} <span class="muted small">{_e(k)}</span></td>'
         f'<td class="num">{_short(v)}</td></tr>'
         for k, v in evidence.items()
+        if v is not None  # not measured for this curve: nothing to show
     )
     return f'<h3>Evidence</h3><table class="evidence"><tbody>{rows}</tbody></table>'
 
@@ -384,7 +386,12 @@ def _endpoint(i: int, ep: Mapping[str, Any]) -> str:
     url = f'<p class="muted small">requested <code>{_e(ep["url"])}</code></p>' if ep.get("url") else ""
     summary = f"<p>{_text(verdict['summary'])}</p>" if verdict.get("summary") else ""
     stop = (
-        f'<p class="muted small">ladder stopped: {_e(ep["stop_reason"])}</p>' if ep.get("stop_reason") else ""
+        (
+            f'<p class="muted small">ladder stopped: {_e(ep["stop_reason"])}'
+            f"{' (' + _e(ep['stop_detail']) + ')' if ep.get('stop_detail') else ''}</p>"
+        )
+        if ep.get("stop_reason")
+        else ""
     )
     return (
         # The heading, the verdict and the charts stay on one printed page.
@@ -500,7 +507,7 @@ def _verify_row(run: Mapping[str, Any], top: float, best: object) -> str:
                 _fmt(lat.get("p50")),
                 _fmt(lat.get("p99")),
                 _fmt(run.get("errors"), 0),
-                _fmt(run.get("rss_mb"), 0),
+                _fmt(run.get("rss_mib"), 0),
                 _fmt(run.get("server_cpu_cores"), 2),
             )
         )
@@ -514,7 +521,7 @@ def _verify(verify: Mapping[str, Any]) -> str:
     top = max((_num(r.get("throughput_rps")) or 0.0 for r in runs), default=0.0)
     head = "".join(
         f'<th class="num">{h}</th>'
-        for h in ("workers", "req/s", "", "p50 ms", "p99 ms", "errors", "RSS MB", "CPU")
+        for h in ("workers", "req/s", "", "p50 ms", "p99 ms", "errors", "RSS MiB", "CPU")
     )
     rows = "".join(_verify_row(r, top, verify.get("best")) for r in runs)
     load = (

@@ -134,6 +134,11 @@ class Evidence:
     suggested_thread_tokens: int | None = _ev("thread tokens per worker to set")
 
 
+def evidence_labels() -> dict[str, str]:
+    """Each evidence name with what it means: for renderers that read a saved report's JSON."""
+    return {f.name: str(f.metadata["label"]) for f in dataclasses.fields(Evidence)}
+
+
 def evidence_rows(ev: Evidence) -> list[tuple[str, str, float | int]]:
     """(name, label, value) for every measured number, in declaration order: what renderers show."""
     return [

@@ -107,7 +107,9 @@ def test_sensitive_headers_are_sent_but_never_saved(server: Server, tmp_path: Pa
 
 def test_server_errors_are_counted_by_kind_and_end_the_ladder(server: Server, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    code, _, stderr = run_cli("probe", server.url, "-e", "/broken", "--duration", "0.2", "--out", str(out))
+    code, _, stderr = run_cli(
+        "probe", server.url, "-e", "/broken", "--no-preflight", "--duration", "0.2", "--out", str(out)
+    )
     assert code == 0, stderr
     (ep,) = load(out)["endpoints"]
     assert len(ep["levels"]) == 1
@@ -119,7 +121,9 @@ def test_server_errors_are_counted_by_kind_and_end_the_ladder(server: Server, tm
 
 def test_429_ends_the_ladder_politely(server: Server, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    code, _, stderr = run_cli("probe", server.url, "-e", "/limited", "--duration", "0.2", "--out", str(out))
+    code, _, stderr = run_cli(
+        "probe", server.url, "-e", "/limited", "--no-preflight", "--duration", "0.2", "--out", str(out)
+    )
     assert code == 0, stderr
     (ep,) = load(out)["endpoints"]
     assert len(ep["levels"]) == 1
@@ -129,8 +133,8 @@ def test_429_ends_the_ladder_politely(server: Server, tmp_path: Path) -> None:
 def test_timeouts_are_counted(server: Server, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     code, _, stderr = run_cli(
-        "probe", server.url, "-e", "/slow", "--timeout", "0.2", "--levels", "2", "--duration", "0.5",
-        "--out", str(out),
+        "probe", server.url, "-e", "/slow", "--no-preflight", "--timeout", "0.2", "--levels", "2",
+        "--duration", "0.5", "--out", str(out),
     )  # fmt: skip
     assert code == 0, stderr
     (lv,) = load(out)["endpoints"][0]["levels"]
@@ -284,3 +288,14 @@ def test_self_signed_tls_needs_insecure(tmp_path: Path) -> None:
 )
 def test_worker_imbalance(concurrency: int, per_worker: tuple[float, ...] | None, flagged: bool) -> None:
     assert imbalanced(concurrency, per_worker) is flagged
+
+
+def test_preflight_skips_a_failing_route_with_its_status_and_hint(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code, _, stderr = run_cli("probe", server.url, "-e", "/fast", "-e", "/broken", *QUICK, "--out", str(out))
+    assert code == 0, stderr
+    report = load(out)
+    assert [e["path"] for e in report["endpoints"]] == ["/fast"]
+    (skipped,) = [s for s in report["skipped"] if s["path"] == "/broken"]
+    assert "preflight answered 500" in skipped["reason"]
+    assert "the route fails on its own" in skipped["reason"]
