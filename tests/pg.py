@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -137,8 +137,12 @@ def running_postgres(max_connections: int = MAX_CONNECTIONS) -> Iterator[Postgre
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A real PostgreSQL for the whole session; a test that needs it FAILS when it cannot start."""
-    try:
-        with running_postgres() as pg:
-            yield pg
-    except PostgresStartError as exc:
-        pytest.fail(f"a real PostgreSQL is required and could not start: {exc}", pytrace=False)
+    with ExitStack() as stack:
+        reason = ""
+        try:
+            pg = stack.enter_context(running_postgres())
+        except PostgresStartError as exc:
+            reason = str(exc)
+        if reason:  # failed outside the except block, so pytest shows one message, not a chain
+            pytest.fail(f"a real PostgreSQL is required and could not start: {reason}", pytrace=False)
+        yield pg
