@@ -254,7 +254,8 @@ def _header(report: Mapping[str, Any]) -> str:
 def _badge(endpoint: Mapping[str, Any]) -> str:
     verdict = _map(endpoint.get("verdict"))
     cls = endpoint.get("class") or verdict.get("class") or "not classified"
-    color = _CSS_COLORS.get(CLASS_STYLE.get(str(cls), "dim"), _CSS_COLORS["dim"])
+    style = {str(k): v for k, v in CLASS_STYLE.items()}.get(str(cls), "dim")
+    color = _CSS_COLORS.get(style, _CSS_COLORS["dim"])
     confidence = _num(verdict.get("confidence"))
     conf = f'<span class="conf">confidence {confidence:.0%}</span>' if confidence is not None else ""
     return f'<span class="badge" style="background:{color}">{_e(cls)}</span>{conf}'
