@@ -69,10 +69,12 @@ class LatencyHistogram:
         )
 
     def percentile(self, q: float) -> float:
-        """Nearest-rank percentile (q in 0..100) within ±1%; NaN when empty."""
+        """Nearest-rank percentile (q in 0..100) within ±1%, the extremes exact; NaN when empty."""
         if not self.total:
             return math.nan
         rank = max(1, math.ceil(q / 100.0 * self.total))
+        if rank == 1 or rank >= self.total:
+            return self.min_ms if rank == 1 else self.max_ms  # the extremes are kept exactly
         seen = 0
         for i in sorted(self.counts):
             seen += self.counts[i]
