@@ -1,8 +1,10 @@
 """A log-bucketed latency histogram: compact, mergeable, percentiles within a known relative error.
 
-Built after a run from the raw latencies rather than in the hot path: appending a float to a list
-costs ~0.03 µs a request, bucketing it there ~0.3 µs and ``hdrhistogram``'s ``record_value`` ~1.5 µs
-(benchmarks/histogram_cost.py), so the list is kept and bucketed once at the end, with no dependency.
+Built after a run from the raw latencies rather than in the hot path. Measured per latency recorded
+(benchmarks/histogram_cost.py, 2 cores): ``list.append`` ~0.015 µs, bucketing it there ~0.2 µs,
+``hdrhistogram``'s ``record_value`` ~0.75 µs, and bucketing the list once after the run ~0.23 µs.
+The generator spends ~30-90 µs of CPU per request, so even hdrhistogram would fit, but it buys
+nothing a list does not: the list is kept (exact) and bucketed once at the end, with no dependency.
 """
 
 from __future__ import annotations
