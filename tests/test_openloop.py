@@ -1,0 +1,202 @@
+"""fastapi_tune.openloop: the arrival schedule, the histogram, and runs against real servers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fastapi_tune.histogram import LatencyHistogram
+from fastapi_tune.loadgen import TEARDOWN_GRACE_S, LiveCount, RequestSpec
+from fastapi_tune.openloop import arrival_offsets, run_open_loop
+from tests.hostile import hostile_server
+from tests.servers import free_port, serve
+
+# What a busy 2-core machine may add to a run's own schedule before the test calls it hung.
+SLACK_S = 2.0
+
+# -- the schedule (pure) ---------------------------------------------------------------------------
+
+
+def test_constant_schedule_count_and_spacing() -> None:
+    offsets = arrival_offsets(100.0, 2.0, "constant")
+    assert len(offsets) == 200
+    assert offsets[0] == 0.0
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
+    assert all(g == pytest.approx(0.01) for g in gaps)
+    assert offsets[-1] < 2.0
+
+
+def test_poisson_schedule_count_and_mean_gap() -> None:
+    rate, duration = 200.0, 20.0
+    offsets = arrival_offsets(rate, duration, "poisson", seed=7)
+    expected = rate * duration
+    # Poisson count: sd = sqrt(4000) ~ 63; five of them is a bound no seed should cross.
+    assert abs(len(offsets) - expected) < 5 * math.sqrt(expected)
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
+    assert statistics.fmean(gaps) == pytest.approx(1 / rate, rel=0.05)
+    # Exponential gaps: their sd equals their mean (constant spacing would have sd 0).
+    assert statistics.stdev(gaps) == pytest.approx(1 / rate, rel=0.1)
+    assert all(0 < t < duration for t in offsets)
+
+
+def test_poisson_schedule_is_seeded() -> None:
+    assert arrival_offsets(50.0, 5.0, "poisson", seed=1) == arrival_offsets(50.0, 5.0, "poisson", seed=1)
+    assert arrival_offsets(50.0, 5.0, "poisson", seed=1) != arrival_offsets(50.0, 5.0, "poisson", seed=2)
+
+
+@pytest.mark.parametrize(
+    ("rate", "arrival", "message"),
+    [
+        pytest.param(0.0, "constant", "rate_rps", id="zero-rate"),
+        pytest.param(10.0, "bursty", "arrival", id="unknown-arrival"),
+    ],
+)
+def test_schedule_rejects_bad_input(rate: float, arrival: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        arrival_offsets(rate, 1.0, arrival)  # type: ignore[arg-type]
+
+
+# -- the histogram (pure) --------------------------------------------------------------------------
+
+
+def test_histogram_percentiles_within_one_percent() -> None:
+    rng = random.Random(3)
+    values = sorted(rng.lognormvariate(3.0, 0.8) for _ in range(20_000))
+    hist = LatencyHistogram.of(values)
+    assert hist.total == len(values)
+    for q in (50.0, 90.0, 99.0, 99.9):
+        exact = values[math.ceil(q / 100 * len(values)) - 1]
+        assert hist.percentile(q) == pytest.approx(exact, rel=0.011)
+    assert hist.percentile(100.0) == values[-1]
+    assert hist.percentile(0.0) == values[0]
+
+
+def test_histogram_merge_equals_histogram_of_both() -> None:
+    rng = random.Random(4)
+    a = [rng.uniform(0.5, 50.0) for _ in range(500)]
+    b = [rng.uniform(10.0, 900.0) for _ in range(300)]
+    assert LatencyHistogram.of(a).merge(LatencyHistogram.of(b)) == LatencyHistogram.of(a + b)
+    assert LatencyHistogram.of(a).merge(LatencyHistogram.of([])) == LatencyHistogram.of(a)
+
+
+def test_empty_histogram() -> None:
+    hist = LatencyHistogram.of([])
+    assert hist.total == 0
+    assert math.isnan(hist.percentile(50.0))
+
+
+# -- runs against real servers ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_url() -> Iterator[str]:
+    with serve("tests.apps.openloop_app:app") as server:
+        yield server.url
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arrival", ["constant", "poisson"])
+def test_rate_well_below_capacity_is_met(app_url: str, arrival: str) -> None:
+    rate, warmup, duration = 200.0, 0.3, 1.5
+    live = LiveCount()
+    result = run_open_loop(
+        RequestSpec("GET", f"{app_url}/ok"),
+        rate,
+        duration,
+        arrival=arrival,  # type: ignore[arg-type]
+        warmup_s=warmup,
+        seed=11,
+        max_connections=64,
+        live=live,
+    )
+    # Exactly the schedule's starts that fall in the window were counted.
+    schedule = arrival_offsets(rate, warmup + duration, arrival, seed=11)  # type: ignore[arg-type]
+    assert result.intended_starts == sum(1 for t in schedule if t >= warmup)
+    assert result.dropped_starts == 0
+    assert dict(result.errors_by_kind) == {}
+    assert set(result.status_counts) == {200}
+    assert result.completed == result.sent == result.intended_starts
+    assert result.achieved_rps == pytest.approx(rate, rel=0.2)
+    assert result.in_flight_at_end == 0
+    assert not result.stalled
+    # A trivial route at a fifth of a core: starts are rarely late, even on a busy machine.
+    assert result.late_starts <= 0.2 * result.intended_starts
+    assert result.percentiles_ms[50.0] <= result.percentiles_ms[99.9]
+    assert live.read()[0] == result.completed
+
+
+@pytest.mark.slow
+def test_rate_far_above_capacity_shows_late_and_dropped_starts(app_url: str) -> None:
+    # /block serves ~50 req/s; ask for 300.
+    result = run_open_loop(
+        RequestSpec("GET", f"{app_url}/block"), 300.0, 1.5, warmup_s=0.0, max_connections=4, max_backlog=8
+    )
+    assert result.dropped_starts > 0.3 * result.intended_starts
+    assert result.late_starts > 0
+    assert result.achieved_rps < 0.5 * 300.0
+    assert dict(result.errors_by_kind) == {}
+    # Latency counts the wait for a connection: far above the 20 ms of service, and growing as
+    # the backlog fills (the first answers had no queue ahead of them).
+    assert result.percentiles_ms[50.0] > 3 * 20.0
+    lat = result.latencies_ms
+    assert statistics.median(lat[-len(lat) // 3 :]) > 2 * statistics.median(lat[:3])
+    assert result.max_start_lag_ms > 50.0
+
+
+@pytest.mark.slow
+def test_unanswered_requests_time_out_from_their_intended_start() -> None:
+    warmup, duration, timeout = 0.2, 1.0, 0.4
+    with hostile_server("silent") as url:
+        started = time.monotonic()
+        result = run_open_loop(
+            RequestSpec("GET", url), 40.0, duration, warmup_s=warmup, timeout_s=timeout, max_connections=4
+        )
+        elapsed = time.monotonic() - started
+    assert elapsed < warmup + duration + timeout + TEARDOWN_GRACE_S + SLACK_S
+    assert result.latencies_ms == ()
+    # Every counted start ends as exactly one thing: here a timeout or a drop.
+    assert result.errors_by_kind.get("timeout", 0) + result.dropped_starts == result.intended_starts
+    assert result.errors_by_kind.get("timeout", 0) > 0
+    assert result.dropped_starts > 0
+    assert result.in_flight_at_end == 0
+
+
+def test_stop_reports_what_is_still_in_flight() -> None:
+    stop = threading.Event()
+    threading.Timer(0.6, stop.set).start()
+    with hostile_server("silent") as url:
+        started = time.monotonic()
+        result = run_open_loop(
+            RequestSpec("GET", url), 20.0, 30.0, warmup_s=0.1, timeout_s=30.0, max_connections=4, stop=stop
+        )
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.6 + TEARDOWN_GRACE_S + SLACK_S
+    assert result.in_flight_at_end > 0
+    assert result.stalled
+    assert result.duration_s < 1.5
+
+
+def test_refused_connections_are_errors_not_silence() -> None:
+    port = free_port()  # nothing listens here any more
+    result = run_open_loop(RequestSpec("GET", f"http://127.0.0.1:{port}/"), 50.0, 0.6, warmup_s=0.0)
+    assert result.latencies_ms == ()
+    assert result.errors_by_kind.get("connect", 0) > 0
+    settled = sum(result.errors_by_kind.values()) + result.dropped_starts + result.in_flight_at_end
+    assert settled == result.intended_starts
+
+
+def test_rejects_bad_input() -> None:
+    spec = RequestSpec("GET", "http://127.0.0.1:1/")
+    with pytest.raises(ValueError, match="rate_rps"):
+        run_open_loop(spec, 0.0, 1.0)
+    with pytest.raises(ValueError, match="max_connections"):
+        run_open_loop(spec, 10.0, 1.0, max_connections=0)
+    with pytest.raises(ValueError, match="spec"):
+        run_open_loop([], 10.0, 1.0)
