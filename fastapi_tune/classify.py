@@ -7,6 +7,8 @@ then stays at C/S while latency grows as N*S/C. The cap C says what the limit is
 - C ~ P (one request per worker): serialised. Server CPU ~ one core per busy worker means cpu-bound,
   low CPU means a blocking call inside `async def` (loop-blocking); without server CPU, `serialized`.
 - C ~ 40*P: AnyIO's default thread limiter (40 tokens per event loop) in front of `def` routes.
+- 1*P << C << 40*P with low CPU: a pool of ~C/P per worker (database connections, a semaphore).
+- a level with requests in flight and none completed: a stall (a deadlock, a pool wait too long).
 - no cap within the ladder, or one far beyond 40*P: io-bound (the async path scaled).
 
 C is found by fitting that hockey stick, X(N) = x1 * min(N, C), to the clean levels in log space,
@@ -79,6 +81,8 @@ UNKNOWN_WORKERS_FACTOR: Final = 0.8
 
 def exclusion_reason(level: Level) -> str | None:
     """Why a level is not evidence ("client-saturated", "errors 7.5%", ...), or None when it is."""
+    if level.stalled:
+        return "stalled"
     if level.client_saturated:
         return "client-saturated"
     if level.requests <= 0 or level.throughput_rps <= 0 or level.latency_ms is None:
@@ -559,18 +563,46 @@ def _between(case: _Case) -> Verdict:
                 "process pool or a task queue.",
             ),
         )
-    tp_knee = THREAD_TOKENS_PER_WORKER * p
+    return _pool(case)
+
+
+def _pool(case: _Case) -> Verdict:
+    """Capped at K in flight per worker, 1 < K << 40, with little CPU: something holds K slots each."""
+    c, p = case.curve, case.p
+    plateau = c.plateau_rps or 0.0
+    # Little's law at the plateau: requests in service = throughput x the time each holds a slot,
+    # which is at least the service time the client saw at the lowest level (the slot may also be
+    # held for work after the response, e.g. asyncpg's reset round trip: K is a lower bound).
+    k = plateau * c.service_ms / 1000 / p
+    case = replace(case, evidence=replace(case.evidence, pool_size_per_worker=round(k, 1)))
+    if case.cpu is None:
+        return _verdict(
+            case,
+            EndpointClass.INCONCLUSIVE,
+            0.5,
+            f"Inconclusive: throughput plateaus at {plateau:.0f} req/s with ~{k:.0f} requests in service per "
+            f"worker, neither ~1 (one per worker) nor ~{THREAD_TOKENS_PER_WORKER} (threads per worker), and "
+            f"the server's CPU was not measured{case.note()}.",
+            (
+                f"Look for a limit of ~{k:.0f} per worker: a connection pool, a semaphore, a rate limit "
+                "downstream, or a thread limiter set by the app.",
+            ),
+        )
     return _verdict(
         case,
-        EndpointClass.INCONCLUSIVE,
-        0.5,
-        f"Inconclusive: throughput plateaus at {plateau:.0f} req/s with ~{c.fit.knee:.0f} requests "
-        "in flight, "
-        f"neither ~{p} (one per worker) nor ~{tp_knee} (40 threads per worker), with "
-        f"{'low' if cpu is not None else 'unmeasured'} server CPU{case.note()}.",
+        EndpointClass.POOL_BOUND,
+        0.85 if case.workers is not None else 0.6,
+        f"Pool-bound: throughput plateaus at {plateau:.0f} req/s from c~{c.fit.knee:.0f} with ~{k:.1f} "
+        f"requests in service per worker (plateau x S={c.service_ms:.1f} ms / {p} worker(s)), server "
+        f"{case.cpu_what} only {case.cpu:.2f} cores per busy worker: each worker holds a pool of ~{k:.0f} "
+        f"(database connections, an HTTP client pool, a semaphore){case.note()}.",
         (
-            f"Look for a limit of ~{c.fit.knee / p:.0f} per worker: a connection pool, a semaphore, a rate "
-            "limit downstream, or a thread limiter set by the app.",
+            "Throughput = workers x pool / service time: a larger pool per worker (if the "
+            "database allows it) "
+            f"or more workers raise the plateau; each worker opens its own pool of ~{k:.0f}.",
+            "Keep workers x pool size x replicas within the database's max_connections (less its reserved "
+            "slots): `fastapi-tune recommend --db-max-connections N --db-pool-size M` does the arithmetic.",
+            "The pool may also be held after the response (a reset round trip): the real size can be larger.",
         ),
     )
 
@@ -659,9 +691,47 @@ def _case(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None
     )
 
 
+def _stalled(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None) -> Verdict:
+    """Requests were in flight and none completed: a deadlock or a pool wait longer than the window."""
+    first = min((lv for lv in levels if lv.stalled), key=lambda lv: lv.concurrency)
+    p = workers or 1
+    last_ok = (
+        f"; up to c={clean[-1].concurrency} it served {clean[-1].throughput_rps:.0f} req/s" if clean else ""
+    )
+    age = f" (the oldest waited {first.oldest_in_flight_ms:.0f} ms)" if first.oldest_in_flight_ms else ""
+    evidence = replace(
+        _evidence(_curve(clean, p) if clean else None, levels, len(clean), workers),
+        stalled_at_concurrency=first.concurrency,
+    )
+    return Verdict(
+        cls=EndpointClass.STALLED,
+        confidence=0.9,
+        summary=(
+            f"Stalled: at c={first.concurrency}, {first.in_flight_at_end} requests were in flight "
+            "and not one "
+            f"completed in {first.duration_s:.1f} s{age}{last_ok}. The server stopped answering under load."
+        ),
+        evidence=evidence,
+        advice=(
+            "Known cause: `def` dependencies (or routes) holding threadpool threads while they wait for a "
+            "database pool connection that another thread holds, e.g. a sync SQLAlchemy session from a "
+            f"`def` dependency: AnyIO's {THREAD_TOKENS_PER_WORKER} threads per worker each hold a session, "
+            "and the pool (SQLAlchemy's default: 5 + 10 overflow) runs dry.",
+            "Sizes that avoid it: a pool of at least the thread limit per worker (pool_size + "
+            "max_overflow >= "
+            f"{THREAD_TOKENS_PER_WORKER}), or a thread limit no larger than the pool, or async dependencies "
+            "that take the connection only where it is used.",
+            "Confirm in the server's log: `QueuePool limit of size 5 overflow 10 reached` after "
+            "pool_timeout.",
+        ),
+    )
+
+
 def classify(levels: Sequence[Level], workers: int | None, server_observed: bool) -> Verdict:
     """Judge what limits an endpoint from its ladder of levels (see the module docstring)."""
     clean = clean_levels(levels)
+    if any(lv.stalled for lv in levels):
+        return _stalled(levels, clean, workers)
     if len(clean) < MIN_CLEAN_LEVELS:
         return _inconclusive(levels, clean, workers)
     case = _case(levels, clean, workers, server_observed)

@@ -316,6 +316,14 @@ def recommend(
     target_rps: Annotated[
         float | None, typer.Option(help="Requests/s to size replicas for (kubernetes profile).")
     ] = None,
+    db_max_connections: Annotated[
+        int | None,
+        typer.Option(help="The database's max_connections: caps workers (and replicas) so their pools fit."),
+    ] = None,
+    db_pool_size: Annotated[
+        int | None,
+        typer.Option(help="Connections one worker's pool may open (pool_size + max_overflow)."),
+    ] = None,
     cpus: Annotated[
         str | None, typer.Option(help="CPUs of the deployment target if not this machine, e.g. 2 or 1.5.")
     ] = None,
@@ -334,6 +342,7 @@ def recommend(
     for what it cannot know (app module, deployment profile, bind, overwrite); with --yes or
     without a terminal it takes the defaults and never replaces an existing file unless --yes.
     """
+    _check_db_options(db_max_connections, db_pool_size)
     ask = _interactive(yes, as_json)
     if ask:
         app_module = app_module or typer.prompt(
@@ -360,9 +369,20 @@ def recommend(
             preload=preload,
             target_rps=target_rps,
             gunicorn_version=facts.versions.get("gunicorn"),
+            db_max_connections=db_max_connections,
+            db_pool_size=db_pool_size,
         ),
     )
     _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json)
+
+
+def _check_db_options(max_connections: int | None, pool_size: int | None) -> None:
+    if (max_connections is None) != (pool_size is None):
+        raise UsageError("--db-max-connections and --db-pool-size go together: the cap needs both")
+    if max_connections is not None and not 1 <= max_connections <= 1_000_000:
+        raise UsageError("--db-max-connections: expected a number of connections from 1 to 1000000")
+    if pool_size is not None and not 1 <= pool_size <= 100_000:
+        raise UsageError("--db-pool-size: expected connections per worker from 1 to 100000")
 
 
 def _show_and_write(plan: Plan, output: Path, consent: bool, ask: bool, as_json: bool) -> None:

@@ -29,6 +29,8 @@ CPU_LIMITED: Final = (EndpointClass.CPU_BOUND, EndpointClass.SERIALIZED, Endpoin
 # A verdict below this confidence does not size workers: it is named, with its class and confidence,
 # among the plan's unknowns (a noisy or starved probe must not move the deployment).
 MIN_PLAN_CONFIDENCE: Final = 0.35
+# PostgreSQL keeps superuser_reserved_connections (default 3) out of max_connections for admins.
+DB_RESERVED_CONNECTIONS: Final = 3
 # A worker using this much of a core at the busiest level is CPU-limited, whatever its class.
 CPU_SATURATED_PER_WORKER: Final = 0.8
 # A worker stalled by a blocking call uses almost no CPU (measured: 0.03-0.05 cores), so several
@@ -63,6 +65,9 @@ class Choices:
     preload: bool = False  # the user agreed to preload_app
     target_rps: float | None = None  # for replica sizing (profiles with a fixed process count)
     gunicorn_version: str | None = None  # installed gunicorn; None when unknown
+    db_max_connections: int | None = None  # the database's max_connections
+    db_pool_size: int | None = None  # connections each worker's pool may open (pool + overflow)
+    db_reserved: int = DB_RESERVED_CONNECTIONS  # slots the database keeps for others (admin, migrations)
 
 
 @dataclass(frozen=True)
@@ -278,6 +283,18 @@ def _wanted_workers(
         return cpu_n, f"route classes unknown, so the CPU rule: {cpu_text}", ()
     if limited := [e for c in CPU_LIMITED for e in by_cls.get(c, [])]:
         return _cpu_limited_want(eff, cpu_n, cpu_text, limited, by_cls.get(EndpointClass.LOOP_BLOCKING, []))
+    if pooled := by_cls.get(EndpointClass.POOL_BOUND, []):
+        more = _block_hiding_workers(eff, pooled)
+        want = max(cpu_n, more)
+        return (
+            want,
+            f"pool-bound routes ({_paths(pooled)}) hold a pool per worker and little CPU, so each "
+            "worker adds a "
+            f"pool's worth of throughput until their CPU fills {_cpus(eff)}: ceil({eff:g} / "
+            "max(measured cores "
+            f"per busy worker, 1/{BLOCKED_WORKERS_PER_CPU})) = {more}, at least the CPU rule's {cpu_n}",
+            (),
+        )
     busy = _max_cpu_per_worker_avg(report)
     if busy is not None and busy >= CPU_SATURATED_PER_WORKER:
         return (
@@ -298,7 +315,22 @@ def _worker_rss(report: ProbeReport | None, profile: Profile) -> tuple[int, str]
     return used, f"{_mib(used)} per worker {source}"
 
 
-def _decide_workers(host: HostFacts, report: ProbeReport | None, profile: Profile) -> _WorkerDecision:
+def _connection_cap(choices: Choices) -> tuple[int, str] | None:
+    """Workers (per instance) the database's connections allow, with the arithmetic."""
+    if choices.db_max_connections is None or choices.db_pool_size is None:
+        return None
+    usable = choices.db_max_connections - choices.db_reserved
+    cap = usable // choices.db_pool_size
+    text = (
+        f"database: ({choices.db_max_connections} max_connections - {choices.db_reserved} reserved) / "
+        f"{choices.db_pool_size} per worker's pool = {cap}"
+    )
+    return cap, text
+
+
+def _decide_workers(
+    host: HostFacts, report: ProbeReport | None, profile: Profile, choices: Choices = Choices()
+) -> _WorkerDecision:
     """Workers: what the routes want, within the profile's bounds, never more than memory holds."""
     pol = profile.workers
     want, basis, notes = _wanted_workers(host, report, profile)
@@ -326,6 +358,17 @@ def _decide_workers(host: HostFacts, report: ProbeReport | None, profile: Profil
     elif mem_cap < n:
         n = mem_cap
         formula += f" -> {n}"
+    db = _connection_cap(choices)
+    if db is not None and pol.fixed is None:
+        cap, text = db
+        formula += f"; {text}"
+        if cap < 1:
+            notes += (
+                Advice(f"{text}: not even one worker's pool fits; shrink the pool or raise max_connections."),
+            )
+        elif cap < n:
+            n = cap
+            formula += f" -> {n}"
     formula += f" => {n} worker" + ("" if n == 1 else "s")
     return _WorkerDecision(n, formula, f"{basis}; memory: {rss_text}, {mem_cap} fit.", notes)
 
@@ -698,6 +741,7 @@ def _route_advice(by_cls: dict[EndpointClass, list[Endpoint]]) -> Decided:
     """What the serialising routes need fixed in the code (more workers only hide it)."""
     advice: list[Advice] = []
     for cls, verb in (
+        (EndpointClass.STALLED, "stalls under load"),
         (EndpointClass.LOOP_BLOCKING, "blocks the event loop"),
         (EndpointClass.SERIALIZED, "serialises requests"),
     ):
@@ -747,6 +791,17 @@ def _replica_plan(
         )
     rss, _ = _worker_rss(report, profile)
     replicas, unknown = _replicas(report, choices.target_rps, workers, rss, profile)
+    db = _connection_cap(choices)
+    if replicas is not None and db is not None:
+        fit = db[0] // max(workers, 1)
+        if fit < replicas.replicas:
+            unknown = [
+                *unknown,
+                f"the target needs {replicas.replicas} replicas but the database's connections allow {fit} "
+                f"({db[1]} worker pools, {workers} per replica): raise max_connections, shrink "
+                "each pool, or put "
+                "a pooler (PgBouncer) in front of the database",
+            ]
     advice: tuple[Advice, ...] = ()
     if replicas is not None:
         advice = (
@@ -775,6 +830,41 @@ def _limiter(
     return tokens, Decided(advice=(advice,))
 
 
+def _connections(by_cls: dict[EndpointClass, list[Endpoint]], choices: Choices, workers: int) -> Decided:
+    """The database connection budget: stated when known, asked for when pool-bound routes need it."""
+    db = _connection_cap(choices)
+    pooled = by_cls.get(EndpointClass.POOL_BOUND, [])
+    if db is not None:
+        assert choices.db_pool_size is not None
+        used = workers * choices.db_pool_size
+        return Decided(
+            advice=(
+                Advice(
+                    f"Database connections: {workers} worker(s) x {choices.db_pool_size} = {used} "
+                    "per instance; "
+                    f"{db[1]} workers fit in all. Every replica and every other client counts "
+                    "against the same "
+                    "max_connections."
+                ),
+            )
+        )
+    if not pooled:
+        return Decided()
+    sizes = ", ".join(
+        f"{_route(e)} ~{e.verdict.evidence.pool_size_per_worker:g}"
+        for e in pooled
+        if e.verdict and e.verdict.evidence.pool_size_per_worker is not None
+    )
+    return Decided(
+        unknowns=(
+            f"database connections: pool-bound routes ({sizes} per worker) open a pool per worker; check "
+            "workers x pool size x replicas <= max_connections - reserved slots, or pass "
+            "--db-max-connections "
+            "N --db-pool-size M to cap the workers",
+        )
+    )
+
+
 def _merge(parts: Sequence[Decided]) -> Decided:
     return Decided(
         settings=tuple(s for p in parts for s in p.settings),
@@ -793,7 +883,7 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
         raise UsageError(f"app {choices.app!r}: expected MODULE:ATTRIBUTE, e.g. main:app")
     by_cls = _classes(report)
     inputs, known = _inputs(host, report, profile)
-    wd = _decide_workers(host, report, profile)
+    wd = _decide_workers(host, report, profile, choices)
     timeouts = _timeouts(report, profile)
     graceful = int(next(s.value for s in timeouts.settings if s.name == "graceful_timeout") or 0)
     worker_class = _worker_class_setting(profile, choices)
@@ -812,6 +902,7 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
             _preload(wd.workers, profile, choices),
             limiter_advice,
             _route_advice(by_cls),
+            _connections(by_cls, choices, wd.workers),
             _uvicorn_worker_note(str(worker_class.settings[0].value), graceful),
             replica_advice,
         )

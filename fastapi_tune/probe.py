@@ -189,6 +189,11 @@ def make_level(
         worker_imbalance=imbalanced(result.concurrency, by_worker),
         demand=demand,
         errors_by_status=b.errors_by_status,
+        in_flight_at_end=result.in_flight_at_end,
+        oldest_in_flight_ms=None
+        if result.oldest_in_flight_ms is None
+        else round(result.oldest_in_flight_ms, 1),
+        stalled=result.stalled,
     )
 
 
@@ -375,6 +380,11 @@ class Ladder:
             and _server_gone(self.s.host, self.s.port)
         ):
             raise ServerDied(self.op, n, self.levels)
+        if level.stalled:
+            # Nothing completed while requests waited: more load only deepens the stall.
+            return StopReason.STALLED, (
+                f"{level.in_flight_at_end} requests in flight, none completed, at c={n}"
+            )
         if level.errors_by_kind.get("429"):
             wait = f"Retry-After {result.retry_after_s:g} s" if result.retry_after_s else ""
             return StopReason.RATE_LIMITED, wait

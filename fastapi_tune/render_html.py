@@ -32,6 +32,8 @@ _CSS_COLORS: Final[Mapping[str, str]] = {
     "yellow": "#9a6700",
     "red": "#cf222e",
     "magenta": "#8250df",
+    "cyan": "#1b7c83",
+    "bold red": "#a40e26",
     "dim": "#6e7781",
 }
 _THROUGHPUT_COLOR: Final = "#0969da"

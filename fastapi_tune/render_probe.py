@@ -39,6 +39,8 @@ CLASS_STYLE: Final = {
     EndpointClass.LOOP_BLOCKING: "red",
     EndpointClass.THREADPOOL_BOUND: "magenta",
     EndpointClass.SERIALIZED: "yellow",
+    EndpointClass.POOL_BOUND: "cyan",
+    EndpointClass.STALLED: "bold red",
     EndpointClass.INCONCLUSIVE: "dim",
 }
 _BAR_WIDTH: Final = 16
@@ -171,6 +173,16 @@ def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
         lat = lv.latency_ms
         errs = ", ".join(f"{k} {v}" for k, v in sorted(lv.errors_by_kind.items())) or "0"
         mark = ""
+        if lv.stalled:
+            mark = " [bold red]STALL[/]"
+            notes.append(
+                f"c={lv.concurrency}: STALLED: {lv.in_flight_at_end} requests in flight, none completed"
+                + (f" (the oldest waited {lv.oldest_in_flight_ms:.0f} ms)" if lv.oldest_in_flight_ms else "")
+            )
+        elif lv.in_flight_at_end:
+            notes.append(
+                f"c={lv.concurrency}: {lv.in_flight_at_end} requests were still in flight at the end"
+            )
         if lv.client_saturated:
             mark = " [red]![/]"
             notes.append(

@@ -41,6 +41,8 @@ class EndpointClass(StrEnum):
     LOOP_BLOCKING = "loop-blocking"
     THREADPOOL_BOUND = "threadpool-bound"
     SERIALIZED = "serialized"
+    POOL_BOUND = "pool-bound"
+    STALLED = "stalled"
     INCONCLUSIVE = "inconclusive"
 
 
@@ -55,6 +57,7 @@ class StopReason(StrEnum):
     REQUEST_BUDGET = "request budget"
     INTERRUPTED = "interrupted"
     SERVER_DIED = "server died"
+    STALLED = "stalled"
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,11 @@ class Level:
     # waiting for a CPU from one sleeping in a blocking call. None when the server is not local.
     demand: LevelDemand | None = None
     errors_by_status: Mapping[int, int] = field(default_factory=dict)  # error responses by HTTP status
+    # Requests sent but unanswered when the window closed (younger than the timeout), and the oldest
+    # one's age: work the level did not see finish. Stalled: some were in flight, none completed.
+    in_flight_at_end: int = 0
+    oldest_in_flight_ms: float | None = None
+    stalled: bool = False
 
 
 def _ev(label: str) -> Any:
@@ -132,6 +140,8 @@ class Evidence:
     starved_levels: int | None = _ev("levels measured while the host had no idle CPU")
     host_others_cores: float | None = _ev("CPU used by other processes on the host (cores)")
     suggested_thread_tokens: int | None = _ev("thread tokens per worker to set")
+    pool_size_per_worker: float | None = _ev("requests in service per worker at the plateau (a pool's size)")
+    stalled_at_concurrency: int | None = _ev("lowest concurrency at which nothing completed")
 
 
 def evidence_labels() -> dict[str, str]:
@@ -241,6 +251,9 @@ def level_to_json(level: Level) -> dict[str, Any]:
         "worker_imbalance": level.worker_imbalance,
         "errors_by_status": {str(k): v for k, v in sorted(level.errors_by_status.items())},
         "demand": None if level.demand is None else demand_to_json(level.demand),
+        "in_flight_at_end": level.in_flight_at_end,
+        "oldest_in_flight_ms": level.oldest_in_flight_ms,
+        "stalled": level.stalled,
     }
 
 
@@ -345,6 +358,9 @@ def _level_from_json(r: JsonReader, raw: object, where: str) -> Level:
         ),
         worker_imbalance=r.bool_(d.get("worker_imbalance", False), f"{where}.worker_imbalance"),
         errors_by_status=_statuses(r, d.get("errors_by_status", {}), f"{where}.errors_by_status"),
+        in_flight_at_end=r.int_(d.get("in_flight_at_end", 0), f"{where}.in_flight_at_end", 0, _MAX_COUNT),
+        oldest_in_flight_ms=r.opt_num(d.get("oldest_in_flight_ms"), f"{where}.oldest_in_flight_ms", 0),
+        stalled=r.bool_(d.get("stalled", False), f"{where}.stalled"),
         demand=None
         if d.get("demand") is None
         else demand_from_json(d["demand"], f"{r.source}: {where}.demand"),

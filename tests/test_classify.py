@@ -281,15 +281,46 @@ def test_loop_blocking_advice() -> None:
     assert cpu < 0.1
 
 
-def test_middle_cap_with_low_cpu_is_not_forced_into_a_class() -> None:
-    # An async route behind a pool of 10 connections: capped at 10, far from both 1 and 40.
+@pytest.mark.parametrize("workers", [pytest.param(1, id="1-worker"), pytest.param(2, id="2-workers")])
+def test_middle_cap_with_low_cpu_is_a_pool_of_that_size(workers: int) -> None:
+    # An async route behind a pool of 10 connections per worker: capped at 10 x workers, far from 1 and 40.
+    cap = 10 * workers
     levels = tuple(
-        level(n, min(n, 10) / 0.02, n / (min(n, 10) / 0.02) * 1000, 0.05) for n in (1, 2, 4, 8, 16, 32, 64)
+        level(n, min(n, cap) / 0.02, n / (min(n, cap) / 0.02) * 1000, 0.05)
+        for n in (1, 2, 4, 8, 16, 32, 64, 128)
     )
-    v = classify(levels, 1, True)
+    v = classify(levels, workers, True)
+    assert v.cls == EndpointClass.POOL_BOUND
+    assert v.evidence.pool_size_per_worker == pytest.approx(10, rel=0.05)
+    assert "--db-max-connections" in " ".join(v.advice)
+
+
+def test_middle_cap_without_server_cpu_is_not_forced_into_a_class() -> None:
+    levels = tuple(
+        level(n, min(n, 10) / 0.02, n / (min(n, 10) / 0.02) * 1000, None) for n in (1, 2, 4, 8, 16, 32, 64)
+    )
+    v = classify(levels, 1, False)
     assert v.cls == EndpointClass.INCONCLUSIVE
     assert "~10" in v.summary
-    assert v.evidence.knee_concurrency == 10
+
+
+def test_a_stalled_level_is_a_stall_never_dropped() -> None:
+    ok = [level(n, n / 0.02, 20.0, 0.05) for n in (1, 2, 4, 8, 16, 32)]
+    stuck = replace(
+        level(64, 0.0, 0.0, 0.01),
+        requests=0,
+        throughput_rps=0.0,
+        latency_ms=None,
+        in_flight_at_end=64,
+        oldest_in_flight_ms=2400.0,
+        stalled=True,
+    )
+    v = classify((*ok, stuck), 1, True)
+    assert v.cls == EndpointClass.STALLED
+    assert v.evidence.stalled_at_concurrency == 64
+    assert "c=64" in v.summary
+    assert "64 requests were in flight" in v.summary
+    assert any("pool_size + max_overflow" in a for a in v.advice)
 
 
 # ---------------------------------------------------------------------------------------
