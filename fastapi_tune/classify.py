@@ -25,6 +25,7 @@ from typing import Final
 
 from fastapi_tune.report import Endpoint, EndpointClass, Evidence, Level, ProbeReport, StopReason, Verdict
 from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, littles_law_ok, suggested_thread_tokens
+from fastapi_tune.stack_attribution import RouteProfile, describe
 from fastapi_tune.stats import median
 
 # ---------------------------------------------------------------------------------------
@@ -70,6 +71,12 @@ STARVED_FACTOR: Final = 0.8
 # Below this service time a request is mostly the framework's own work (measured here: 0.1-0.3 ms
 # for a trivial route), and "move heavy work to a process pool" has nothing to move.
 CHEAP_SERVICE_MS: Final = 2.0
+# Stack samples as evidence: the event loop blocked inside app code in at least this share of
+# samples confirms a blocked loop; idle in its selector this often contradicts one.
+STACKS_AGREE: Final = 0.3
+STACKS_IDLE_CONTRADICTS: Final = 0.6
+STACKS_CONFIRM_FACTOR: Final = 1.1
+STACKS_CONTRADICT_FACTOR: Final = 0.6
 # Confidence never claims certainty from a black-box measurement, nor drops to nothing.
 CONFIDENCE_RANGE: Final = (0.05, 0.95)
 # Unknown worker count: P=1 is a guess that moves both knees.
@@ -396,6 +403,7 @@ class _Case:
     confidence: float
     notes: tuple[str, ...]
     evidence: Evidence
+    profile: RouteProfile | None = None  # the server's stacks at the most loaded clean level
 
     def note(self, *extra: str) -> str:
         parts = [*self.notes, *extra]
@@ -433,11 +441,34 @@ def _clamp(conf: float) -> float:
     return round(min(max(conf, lo), hi), 3)
 
 
+def _stacks_say(case: _Case, cls: EndpointClass) -> tuple[float, str]:
+    """What the sampled stacks add to a verdict: a confidence factor and a sentence (or '')."""
+    prof = case.profile
+    if prof is None or prof.loop.samples == 0:
+        return 1.0, ""
+    where = describe(prof)
+    blocked, idle = prof.loop.app_blocked, prof.loop.idle
+    if cls is EndpointClass.LOOP_BLOCKING and blocked is not None and blocked >= STACKS_AGREE:
+        return STACKS_CONFIRM_FACTOR, f" The stacks agree: {where}."
+    if cls is EndpointClass.LOOP_BLOCKING and idle >= STACKS_IDLE_CONTRADICTS:
+        return STACKS_CONTRADICT_FACTOR, (
+            f" But the stacks show the event loop idle {idle:.0%} of samples, waiting for I/O, not blocked:"
+            f" the limit may be elsewhere ({where})."
+        )
+    if cls is EndpointClass.CPU_BOUND and blocked is not None and blocked >= STACKS_AGREE:
+        return STACKS_CONTRADICT_FACTOR, (
+            f" But the stacks show the event loop blocked off the CPU {blocked:.0%} of samples ({where}):"
+            " part of the time is a blocking call, not computation."
+        )
+    return 1.0, f" Stacks: {where}."
+
+
 def _verdict(case: _Case, cls: EndpointClass, factor: float, summary: str, advice: Sequence[str]) -> Verdict:
+    stack_factor, said = _stacks_say(case, cls)
     return Verdict(
         cls=cls,
-        confidence=_clamp(case.confidence * factor),
-        summary=summary,
+        confidence=_clamp(case.confidence * factor * stack_factor),
+        summary=summary + said,
         evidence=case.evidence,
         advice=tuple(advice),
     )
@@ -471,13 +502,8 @@ def _serial(case: _Case) -> Verdict:
             case,
             EndpointClass.CPU_BOUND,
             factor,
-            f"CPU-bound: {head}, server CPU {case.cpu:.2f} cores per busy worker{case.note()}.",
-            (
-                "Run one worker process per effective CPU: more workers than cores add memory, "
-                "not throughput.",
-                "Move heavy, non-critical work to a process pool (ProcessPoolExecutor) or a task queue; "
-                "threads and async do not help CPU work under the GIL.",
-            ),
+            f"CPU-bound: {head}, server {case.cpu_what} {case.cpu:.2f} cores per busy worker{case.note()}.",
+            _cpu_advice(case),
         )
     return _verdict(
         case,
@@ -654,7 +680,13 @@ _BUILDERS: Final = {
 }
 
 
-def _case(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None, observed: bool) -> _Case:
+def _case(
+    levels: Sequence[Level],
+    clean: tuple[Level, ...],
+    workers: int | None,
+    observed: bool,
+    profile: RouteProfile | None = None,
+) -> _Case:
     """The curve and the confidence every class shares: levels, noise, Little's law, known workers."""
     p = workers if workers and workers > 0 else 1
     curve = _curve(clean, p)
@@ -688,6 +720,7 @@ def _case(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None
         confidence=conf,
         notes=notes,
         evidence=_evidence(curve, levels, len(clean), workers),
+        profile=profile,
     )
 
 
@@ -727,14 +760,17 @@ def _stalled(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | N
     )
 
 
-def classify(levels: Sequence[Level], workers: int | None, server_observed: bool) -> Verdict:
-    """Judge what limits an endpoint from its ladder of levels (see the module docstring)."""
+def classify(
+    levels: Sequence[Level], workers: int | None, server_observed: bool, profile: RouteProfile | None = None
+) -> Verdict:
+    """Judge what limits an endpoint from its ladder of levels (see the module docstring); the stack
+    profile, when sampled, confirms or questions the verdict and names the line."""
     clean = clean_levels(levels)
     if any(lv.stalled for lv in levels):
         return _stalled(levels, clean, workers)
     if len(clean) < MIN_CLEAN_LEVELS:
         return _inconclusive(levels, clean, workers)
-    case = _case(levels, clean, workers, server_observed)
+    case = _case(levels, clean, workers, server_observed, profile)
     return _BUILDERS[shape(case)](case)
 
 
@@ -744,6 +780,6 @@ def classify_report(report: ProbeReport) -> ProbeReport:
 
     def judged(e: Endpoint) -> Endpoint:
         seen = observed and e.stop_reason is not StopReason.SERVER_DIED
-        return replace(e, verdict=classify(e.levels, report.server.workers, seen))
+        return replace(e, verdict=classify(e.levels, report.server.workers, seen, e.profile))
 
     return replace(report, endpoints=tuple(judged(e) for e in report.endpoints))

@@ -12,8 +12,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import httpx
@@ -36,13 +37,15 @@ from fastapi_tune.discovery import (
 from fastapi_tune.errors import TargetUnreachableError, UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.loadgen import BurstResult, LiveCount, RequestSpec, run_burst
-from fastapi_tune.observe import ServerWatcher, find_server
+from fastapi_tune.observe import ServerWatcher, find_server, server_cwd
 from fastapi_tune.preflight import json_getter, preflight_all, resolve_ids
 from fastapi_tune.redact import redact_headers, redact_url
 from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, Skipped, StopReason
 from fastapi_tune.rules import P99_MIN_SAMPLES, THREAD_TOKENS_PER_WORKER
 from fastapi_tune.samples import Body
 from fastapi_tune.signals import stop_on_signals
+from fastapi_tune.stack_attribution import attribute
+from fastapi_tune.stacks import StackSample, Unavailable, sample_workers
 from fastapi_tune.stats import summarize
 
 DEFAULT_MAX_CONCURRENCY: Final = 128
@@ -88,6 +91,7 @@ class ProbeOptions:
     params: tuple[str, ...] = ()  # --param NAME=VALUE
     bodies: tuple[str, ...] = ()  # --body "POST /items=@body.json"
     preflight: bool = True  # one request per endpoint first; failing ones are skipped
+    profile: bool = True  # sample the server's stacks at each route's most loaded clean level
 
 
 class ProbeEvents(Protocol):
@@ -148,12 +152,30 @@ def imbalanced(concurrency: int, per_worker: tuple[float, ...] | None) -> bool:
     )
 
 
+# A level with requests in flight and none answered is a stall only when those requests are much
+# older than any answer the route gave before (else the route is merely slow for the window): 10x
+# the previous level's slowest answer, or 2 s when there is no previous level to compare with.
+STALL_AGE_FACTOR: Final = 10.0
+STALL_FIRST_LEVEL_MS: Final = 2000.0
+
+
+def is_stall(result: BurstResult, previous: Level | None) -> bool:
+    """Nothing completed while requests waited far longer than the route ever took."""
+    oldest = result.oldest_in_flight_ms
+    if not result.stalled or oldest is None:
+        return False
+    if previous is not None and previous.latency_ms is not None:
+        return oldest >= STALL_AGE_FACTOR * previous.latency_ms.max
+    return oldest >= STALL_FIRST_LEVEL_MS
+
+
 def make_level(
     result: BurstResult,
     server_cpu: float | None,
     rss: tuple[int, ...] | None,
     by_worker: tuple[float, ...] | None = None,
     demand: LevelDemand | None = None,
+    previous: Level | None = None,
 ) -> Level:
     """Turn one burst's raw counts into a level with its honesty checks."""
     b = summarize(result)
@@ -193,7 +215,7 @@ def make_level(
         oldest_in_flight_ms=None
         if result.oldest_in_flight_ms is None
         else round(result.oldest_in_flight_ms, 1),
-        stalled=result.stalled,
+        stalled=is_stall(result, previous),
     )
 
 
@@ -271,6 +293,8 @@ class _Session:
     host: str
     port: int
     demand: DemandWatcher | None = None
+    worker_pids: tuple[int, ...] = ()  # whose stacks to sample; empty: not local, no profile
+    app_dir: Path | None = None
 
 
 def _planned_levels(options: ProbeOptions) -> list[int]:
@@ -351,6 +375,11 @@ class Ladder:
         # /proc cost a few ms, where a sampling thread would compete with the load generator.
         before = self.s.demand.snapshot() if self.s.demand is not None else None
         result = run_burst(self.spec, n, options.warmup_s, duration, self.s.budget.stop, live)
+        if not self.levels and result.stalled and not self.s.budget.stop.is_set():
+            # The first level answered nothing in its short window: a slow route, or a stuck one.
+            # Wait up to the request timeout once, so that "slow" is measured and "stuck" is sure.
+            longer = max(duration, min(options.timeout_s, self.s.budget.deadline - time.monotonic() - 1))
+            result = run_burst(self.spec, n, 0.0, longer, self.s.budget.stop, live)
         if result.duration_s <= 0:  # stopped during the warm-up: nothing was counted
             return None, result
         demand = None
@@ -362,7 +391,9 @@ class Ladder:
             if cut is not None:
                 server_cpu, by_worker = cut
             rss = watcher.worker_rss()
-        level = make_level(result, server_cpu, rss, by_worker, demand)
+        level = make_level(
+            result, server_cpu, rss, by_worker, demand, self.levels[-1] if self.levels else None
+        )
         self.levels.append(level)
         self.s.budget.requests += level.requests
         self.s.events.level_done(self.op, level)
@@ -536,6 +567,82 @@ def _spec(op: Operation, headers: tuple[tuple[str, str], ...], options: ProbeOpt
     )
 
 
+# Stack sampling: the window, its rate (50 Hz nonblocking changed throughput by less than the
+# run-to-run noise: benchmarks/stacks_overhead.py) and the warm-up before it opens.
+PROFILE_S: Final = 1.5
+PROFILE_HZ: Final = 50
+_PROFILE_WARMUP_S: Final = 0.3
+
+
+def _profile_level(levels: Sequence[Level]) -> Level | None:
+    """The most loaded level the probe would keep going from: not client-bound, stalled or failing."""
+    usable = [
+        lv
+        for lv in levels
+        if not lv.client_saturated
+        and not lv.stalled
+        and lv.requests
+        and lv.errors <= ERROR_STOP_RATIO * lv.requests
+    ]
+    return max(usable, key=lambda lv: lv.concurrency, default=None)
+
+
+def _with_profile(session: _Session, spec: RequestSpec, ep: Endpoint) -> Endpoint:
+    """Re-drive the route at its most loaded clean level while py-spy samples every worker."""
+    if not session.options.profile:
+        return ep
+    if not session.worker_pids:
+        return replace(ep, profile_unavailable="the server is not on this machine: its stacks cannot be read")
+    level = _profile_level(ep.levels)
+    budget = session.budget
+    if level is None or budget.stop.is_set():
+        return ep
+    if time.monotonic() + PROFILE_S + _PROFILE_WARMUP_S + 1 > budget.deadline:
+        return replace(ep, profile_unavailable="no time left in --max-seconds to sample the stacks")
+    box: list[StackSample | Unavailable] = []
+    sampler = threading.Thread(
+        target=lambda: box.append(
+            sample_workers(session.worker_pids, PROFILE_S, PROFILE_HZ, session.app_dir)
+        ),
+        name="stacks",
+        daemon=True,
+    )
+    result_holder: list[BurstResult] = []
+
+    def load() -> None:
+        result_holder.append(
+            run_burst(spec, level.concurrency, _PROFILE_WARMUP_S, PROFILE_S + 0.5, budget.stop, LiveCount())
+        )
+
+    loader = threading.Thread(target=load, name="profile load", daemon=True)
+    loader.start()
+    time.sleep(_PROFILE_WARMUP_S)
+    sampler.start()
+    sampler.join(PROFILE_S + 15)  # sample_workers kills py-spy itself past its own grace
+    loader.join(PROFILE_S + session.options.timeout_s + 5)
+    sample = box[0] if box else Unavailable("py-spy did not finish in time", "probe again")
+    if isinstance(sample, Unavailable):
+        return replace(ep, profile_unavailable=f"{sample.reason} ({sample.how_to_enable})")
+    return replace(ep, profile=attribute(sample, session.app_dir))
+
+
+# After a stall the server may stay stuck until its own pool timeout (SQLAlchemy: 30 s) frees the
+# threads: wait that long at most for one answer, so the next route is not measured on a stuck server.
+RECOVERY_S: Final = 35.0
+
+
+def _await_recovery(session: _Session, spec: RequestSpec) -> None:
+    """Send one request at a time until one is answered, within RECOVERY_S and the budget."""
+    budget = session.budget
+    end = min(time.monotonic() + RECOVERY_S, budget.deadline)
+    while time.monotonic() < end and not budget.stop.is_set():
+        probe_once = run_burst(
+            spec, 1, 0.0, min(1.0, max(end - time.monotonic(), 0.05)), budget.stop, LiveCount()
+        )
+        if probe_once.latencies_ms:
+            return
+
+
 def _climb_all(
     session: _Session, ops: Sequence[Operation], headers: tuple[tuple[str, str], ...]
 ) -> tuple[list[Endpoint], TargetUnreachableError | None]:
@@ -563,6 +670,8 @@ def _climb_all(
             prior = results[i].levels if i in results else ()
             try:
                 ep = Ladder(session, op, spec, time.monotonic() + share, prior).run()
+                if first_pass:
+                    ep = _with_profile(session, spec, ep)
             except ServerDied as died:
                 ep = Endpoint(op.method, op.path, op.url, tuple(died.levels), StopReason.SERVER_DIED)
                 error = TargetUnreachableError(
@@ -571,6 +680,8 @@ def _climb_all(
             results[i] = ep
             if first_pass:
                 session.events.endpoint_done(ep)
+            if ep.stop_reason is StopReason.STALLED:
+                _await_recovery(session, spec)
     return [e for _, e in sorted(results.items())], error
 
 
@@ -603,7 +714,11 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     watcher = ServerWatcher(server) if server.local and server.pid else None
     with stop_on_signals(budget.stop), watcher if watcher is not None else nullcontext():
         demand = DemandWatcher(server.worker_pids, (server.pid,)) if observed and server.pid else None
-        session = _Session(options, server.workers, watcher, budget, events, target.host, target.port, demand)
+        session = _Session(
+            options, server.workers, watcher, budget, events, target.host, target.port, demand,
+            server.worker_pids if server.local and server.pid else (),
+            server_cwd(server.pid) if server.pid else None,
+        )  # fmt: skip
         endpoints, error = _climb_all(session, ops, headers)
     report = ProbeReport(
         target=target.base_url,

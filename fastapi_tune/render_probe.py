@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -272,6 +273,9 @@ def print_report(console: Console, report: ProbeReport) -> None:
     console.print(summary)
     for s in report.skipped:
         console.print(f"[dim]skipped {s.method} {s.path}: {s.reason}[/]")
+    reasons = {e.profile_unavailable for e in report.endpoints if e.profile_unavailable}
+    for reason in sorted(reasons):
+        console.print(f"[dim]Stacks not sampled: {escape(reason)}[/]")
     if report.host_load is not None:
         style = "yellow" if report.host_load.busy else "dim"
         console.print(f"[{style}]At the start, {host_load_line(report.host_load)}.[/]")

