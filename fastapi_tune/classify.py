@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Final
 
+from fastapi_tune.demand import LevelDemand
 from fastapi_tune.report import Endpoint, EndpointClass, Evidence, Level, ProbeReport, StopReason, Verdict
 from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, littles_law_ok, suggested_thread_tokens
 from fastapi_tune.stack_attribution import RouteProfile, describe
@@ -76,6 +77,8 @@ CHEAP_SERVICE_MS: Final = 2.0
 STACKS_AGREE: Final = 0.3
 STACKS_IDLE_CONTRADICTS: Final = 0.6
 STACKS_CONFIRM_FACTOR: Final = 1.1
+# Pool threads seen waiting for a database connection (per worker, on average): the pool binds.
+POOL_WAIT_THREADS: Final = 1.0
 STACKS_CONTRADICT_FACTOR: Final = 0.6
 # Confidence never claims certainty from a black-box measurement, nor drops to nothing.
 CONFIDENCE_RANGE: Final = (0.05, 0.95)
@@ -248,6 +251,15 @@ def _busy(lv: Level, workers: int, busy_cap: float) -> float:
     return min(float(lv.concurrency), float(workers), busy_cap)
 
 
+def _gil_demand(d: LevelDemand) -> float:
+    """The workers' CPU demand, each counted at most one core beyond what it actually ran.
+
+    Every thread's wait is summed: forty pool threads taking turns at the GIL wait a lot each, yet
+    one Python process cannot use more than about one core of what it waits for.
+    """
+    return sum(max(w.on_cpu_cores, min(w.demand_cores, 1.0)) for w in d.workers)
+
+
 def _host_contention(past: Sequence[Level]) -> tuple[int, float | None, tuple[str, ...]]:
     """(starved levels, other processes' cores, their top names) over the levels read for the CPU."""
     read = [lv.demand for lv in past if lv.demand is not None]
@@ -271,7 +283,7 @@ def _curve(levels: tuple[Level, ...], workers: int) -> _Curve:
     cpu = [
         lv.server_cpu_cores / _busy(lv, workers, busy_cap) for lv in past if lv.server_cpu_cores is not None
     ]
-    demand = [lv.demand.demand_cores / _busy(lv, workers, busy_cap) for lv in past if lv.demand is not None]
+    demand = [_gil_demand(lv.demand) / _busy(lv, workers, busy_cap) for lv in past if lv.demand is not None]
     starved, others, top_others = _host_contention(past)
     littles = [lv.littles_law_ratio for lv in levels if lv.littles_law_ratio is not None]
     return _Curve(
@@ -572,6 +584,9 @@ def _between(case: _Case) -> Verdict:
     """Capped well above one request per worker yet well below the thread limiter."""
     c, p, cpu = case.curve, case.p, case.cpu
     plateau = c.plateau_rps or 0.0
+    if case.profile is not None and case.profile.threadpool.pool_wait_threads >= POOL_WAIT_THREADS:
+        # Threads queue for a database connection: the pool binds first, whatever the CPU does.
+        return _pool(case)
     if cpu is not None and cpu >= CPU_BOUND_SPLIT:
         return _verdict(
             case,
@@ -601,6 +616,9 @@ def _pool(case: _Case) -> Verdict:
     # held for work after the response, e.g. asyncpg's reset round trip: K is a lower bound).
     k = plateau * c.service_ms / 1000 / p
     case = replace(case, evidence=replace(case.evidence, pool_size_per_worker=round(k, 1)))
+    cpu_too = (
+        " (near a full core: the CPU is about to bind too)" if (case.cpu or 0) >= CPU_BOUND_SPLIT else ""
+    )
     if case.cpu is None:
         return _verdict(
             case,
@@ -620,7 +638,7 @@ def _pool(case: _Case) -> Verdict:
         0.85 if case.workers is not None else 0.6,
         f"Pool-bound: throughput plateaus at {plateau:.0f} req/s from c~{c.fit.knee:.0f} with ~{k:.1f} "
         f"requests in service per worker (plateau x S={c.service_ms:.1f} ms / {p} worker(s)), server "
-        f"{case.cpu_what} only {case.cpu:.2f} cores per busy worker: each worker holds a pool of ~{k:.0f} "
+        f"{case.cpu_what} {case.cpu:.2f} cores per busy worker{cpu_too}: each worker holds a pool of ~{k:.0f} "
         f"(database connections, an HTTP client pool, a semaphore){case.note()}.",
         (
             "Throughput = workers x pool / service time: a larger pool per worker (if the "

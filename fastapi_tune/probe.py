@@ -152,10 +152,13 @@ def imbalanced(concurrency: int, per_worker: tuple[float, ...] | None) -> bool:
     )
 
 
-# A level with requests in flight and none answered is a stall only when those requests are much
-# older than any answer the route gave before (else the route is merely slow for the window): 10x
-# the previous level's slowest answer, or 2 s when there is no previous level to compare with.
-STALL_AGE_FACTOR: Final = 10.0
+# A level with requests in flight and none answered is re-measured for STALL_CONFIRM_S (the first
+# level: up to the request timeout); it is a stall when again nothing completes and those requests
+# are much older than any answer the route gave before: 3x the previous level's slowest answer and
+# at least a second (2 s when there is no previous level to compare with).
+STALL_CONFIRM_S: Final = 3.0
+STALL_AGE_FACTOR: Final = 3.0
+STALL_MIN_AGE_MS: Final = 1000.0
 STALL_FIRST_LEVEL_MS: Final = 2000.0
 
 
@@ -165,7 +168,7 @@ def is_stall(result: BurstResult, previous: Level | None) -> bool:
     if not result.stalled or oldest is None:
         return False
     if previous is not None and previous.latency_ms is not None:
-        return oldest >= STALL_AGE_FACTOR * previous.latency_ms.max
+        return oldest >= max(STALL_AGE_FACTOR * previous.latency_ms.max, STALL_MIN_AGE_MS)
     return oldest >= STALL_FIRST_LEVEL_MS
 
 
@@ -375,10 +378,11 @@ class Ladder:
         # /proc cost a few ms, where a sampling thread would compete with the load generator.
         before = self.s.demand.snapshot() if self.s.demand is not None else None
         result = run_burst(self.spec, n, options.warmup_s, duration, self.s.budget.stop, live)
-        if not self.levels and result.stalled and not self.s.budget.stop.is_set():
-            # The first level answered nothing in its short window: a slow route, or a stuck one.
-            # Wait up to the request timeout once, so that "slow" is measured and "stuck" is sure.
-            longer = max(duration, min(options.timeout_s, self.s.budget.deadline - time.monotonic() - 1))
+        if result.stalled and not self.s.budget.stop.is_set():
+            # Nothing answered in the short window: a slow route, or a stuck one. Measure once more
+            # for longer, so that "slow" is measured and "stuck" is sure.
+            confirm = options.timeout_s if not self.levels else STALL_CONFIRM_S
+            longer = max(duration, min(confirm, self.s.budget.deadline - time.monotonic() - 1))
             result = run_burst(self.spec, n, 0.0, longer, self.s.budget.stop, live)
         if result.duration_s <= 0:  # stopped during the warm-up: nothing was counted
             return None, result
