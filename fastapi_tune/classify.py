@@ -638,8 +638,8 @@ def _pool(case: _Case) -> Verdict:
         0.85 if case.workers is not None else 0.6,
         f"Pool-bound: throughput plateaus at {plateau:.0f} req/s from c~{c.fit.knee:.0f} with ~{k:.1f} "
         f"requests in service per worker (plateau x S={c.service_ms:.1f} ms / {p} worker(s)), server "
-        f"{case.cpu_what} {case.cpu:.2f} cores per busy worker{cpu_too}: each worker holds a pool of ~{k:.0f} "
-        f"(database connections, an HTTP client pool, a semaphore){case.note()}.",
+        f"{case.cpu_what} {case.cpu:.2f} cores per busy worker{cpu_too}: each worker holds a pool of "
+        f"~{k:.0f} (database connections, an HTTP client pool, a semaphore){case.note()}.",
         (
             "Throughput = workers x pool / service time: a larger pool per worker (if the "
             "database allows it) "
