@@ -23,6 +23,9 @@ SERIALIZED: Final = "serialized"
 INCONCLUSIVE: Final = "inconclusive"
 CLASSES: Final = (IO_BOUND, CPU_BOUND, LOOP_BLOCKING, THREADPOOL_BOUND, SERIALIZED, INCONCLUSIVE)
 
+# Who generated the load: fastapi-tune's own probe, or Locust / k6 results imported (import_load.py).
+SOURCES: Final = ("probe", "locust", "k6")
+
 
 @dataclass(frozen=True)
 class Latency:
@@ -119,6 +122,7 @@ class ProbeReport:
     tool_version: str = ""
     interrupted: bool = False
     elapsed_s: float = 0.0
+    source: str = "probe"  # one of SOURCES
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,6 +178,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
         "tool_version": report.tool_version,
         "created_at": report.created_at,
         "target": report.target,
+        "source": report.source,
         "interrupted": report.interrupted,
         "elapsed_s": round(report.elapsed_s, 3),
         "settings": dict(report.settings),
@@ -344,6 +349,9 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
     )
     workers = s.get("workers")
     pid = s.get("pid")
+    source = r.str_(d.get("source", "probe"), "source")  # absent in reports written before it existed
+    if source not in SOURCES:
+        raise r.fail("source", "one of " + ", ".join(SOURCES))
     return ProbeReport(
         target=r.str_(d.get("target"), "target"),
         host=r.obj(d.get("host"), "host"),
@@ -365,4 +373,5 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
         tool_version=str(d.get("tool_version", "")),
         interrupted=bool(d.get("interrupted", False)),
         elapsed_s=float(d.get("elapsed_s", 0.0) or 0.0),
+        source=source,
     )
