@@ -39,6 +39,9 @@ STEP_WARMUP_S: Final = 2
 LOCUST_SPAWN_RATE: Final = 100
 # A step shorter than this leaves nothing counted once the warm-up and the report lag are cut.
 MIN_STEP_SECONDS: Final = 3.0
+# Locust's history has one row a second, and the importer needs three rows at one user count
+# (import_load.MIN_STEP_ROWS); a 3 s step sometimes gets only two once the shape's 1 s tick lags.
+LOCUST_MIN_STEP_SECONDS: Final = 4.0
 # Arrival-rate runs: in-flight requests = rate x latency (Little's law). Users/VUs are sized for
 # the whole objective latency with 2x headroom, so the generator never becomes the limit.
 RATE_HEADROOM: Final = 2.0
@@ -388,6 +391,10 @@ def _locust_shape(spec: LoadSpec) -> list[str]:
 def render_locust(spec: LoadSpec) -> str:
     """A locustfile for the spec (see the file's own docstring for how to run it)."""
     p = spec.pattern
+    if isinstance(p, Ladder) and p.seconds < LOCUST_MIN_STEP_SECONDS:
+        raise UsageError(
+            f"Locust ladder steps need at least {LOCUST_MIN_STEP_SECONDS:.0f} s (got {p.seconds:g})"
+        )
     window = max(1, min(LOCUST_MAX_WINDOW_S, int(p.seconds) - STEP_WARMUP_S))
     headers = ", ".join(f"({n!r}, {header_env_var(n)!r})" for n in spec.header_names)
     used = ("constant",) if isinstance(p, Ladder) else ("constant_throughput", "events")
@@ -460,11 +467,11 @@ def _k6_doc(spec: LoadSpec) -> list[str]:
         *[f"// {line}" for line in _describe(spec).splitlines()],
         "//",
         "// One machine:",
-        "//   k6 run --out json=out.json --summary-export summary.json THIS_FILE",
+        "//   k6 run --no-usage-report --out json=out.json --summary-export summary.json THIS_FILE",
         "// Distributed: the same file on N machines started together, each with its share, e.g. N=2:",
-        "//   k6 run --execution-segment 0:1/2 --execution-segment-sequence 0,1/2,1 \\",
+        "//   k6 run --no-usage-report --execution-segment 0:1/2 --execution-segment-sequence 0,1/2,1 \\",
         "//     --out json=out-1.json THIS_FILE      # machine 1",
-        "//   k6 run --execution-segment 1/2:1 --execution-segment-sequence 0,1/2,1 \\",
+        "//   k6 run --no-usage-report --execution-segment 1/2:1 --execution-segment-sequence 0,1/2,1 \\",
         "//     --out json=out-2.json THIS_FILE      # machine 2",
         "// (import all the out-*.json files together), or on Kubernetes the k6-operator's",
         "// TestRun with `parallelism: N` does the same split.",
