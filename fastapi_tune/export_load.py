@@ -208,6 +208,20 @@ def spec_from_report(
     )
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """Parse --mix "GET /orders/{oid}=8,POST /login=1" into route name -> weight."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, weight = part.rpartition("=")
+        try:
+            mix[route_name(*name.strip().split(" ", 1))] = float(weight)
+        except (TypeError, ValueError):
+            raise UsageError(f"--mix {text!r}: expected e.g. 'GET /orders/{{oid}}=8,POST /login=1'") from None
+        if not sep:
+            raise UsageError(f"--mix {text!r}: expected e.g. 'GET /orders/{{oid}}=8,POST /login=1'")
+    return mix
+
+
 _SLO_PART = re.compile(r"^\s*(p99|errors)\s*<\s*([0-9.]+)\s*(ms|s|%)?\s*$")
 
 

@@ -22,6 +22,7 @@ from fastapi_tune.export_load import (
     LoadSpec,
     Objective,
     header_env_var,
+    parse_mix,
     parse_objective,
     render_k6,
     render_locust,
@@ -114,6 +115,13 @@ def test_spec_from_report_refuses_what_cannot_run(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         spec_from_report(probe_report("http://127.0.0.1:1"), mix, **kwargs)  # type: ignore[arg-type]
+
+
+def test_parse_mix() -> None:
+    assert parse_mix("GET /orders/{oid}=8, post /login=1") == {"GET /orders/{oid}": 8.0, "POST /login": 1.0}
+    for bad in ("GET /x", "GET /x=lots", "/x=1"):
+        with pytest.raises(UsageError, match="--mix"):
+            parse_mix(bad)
 
 
 def test_parse_objective() -> None:
