@@ -130,7 +130,7 @@ def cpu_table(base: str, rate: int, duration_s: float) -> None:
             f"  closed loop c={c:<3}       {n / b.duration_s:7.0f} req/s  {b.client_cpu_s / n * 1e3:.4f} ms"
         )
     for arrival in ("constant", "poisson"):
-        o = run_open_loop(spec, rate, duration_s, arrival=arrival, warmup_s=0.5)  # type: ignore[arg-type]
+        o = run_open_loop(spec, rate, duration_s, arrival=arrival, warmup_s=0.5)
         per = o.client_cpu_s / max(1, o.sent) * 1e3
         print(f"  open loop {arrival:<9}      {o.achieved_rps:7.0f} req/s  {per:.4f} ms  (target {rate})")
 

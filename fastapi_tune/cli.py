@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec
 
@@ -15,10 +17,14 @@ import typer
 from rich.console import Console
 
 from fastapi_tune import __version__
+from fastapi_tune.classify import classify_report
 from fastapi_tune.demo import SAMPLE_APP
+from fastapi_tune.discovery import parse_header
 from fastapi_tune.errors import BadInputError, ExitCode, FastapiTuneError, Interrupted, UsageError
+from fastapi_tune.export_load import parse_mix, parse_objective, render_k6, render_locust, spec_from_report
 from fastapi_tune.fileio import Overwrite, atomic_write, existing_state, write_output
 from fastapi_tune.host import CPUS_ENV, MEMORY_ENV, HostFacts, host_to_json, read_host
+from fastapi_tune.import_load import import_k6, import_locust
 from fastapi_tune.plan import Choices, Plan, make_plan
 from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
@@ -28,7 +34,7 @@ from fastapi_tune.render_html import render_html
 from fastapi_tune.render_plan import plan_to_json, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
 from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
-from fastapi_tune.report import ProbeReport, load_report, report_to_json
+from fastapi_tune.report import DEFAULT_REPORT, ProbeReport, load_report, report_to_json
 from fastapi_tune.verify import VerifyOptions, run_verify
 from fastapi_tune.workflow import probe_and_classify, run_demo, save_report
 
@@ -63,9 +69,9 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+        bool, flag("--version", callback=_version_callback, is_eager=True, help="Print the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    debug: Annotated[bool, flag("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -73,8 +79,13 @@ def _root(
 P = ParamSpec("P")
 
 
-def command(f: Callable[P, None]) -> Callable[P, None]:
-    """Register a command whose errors become one red line and the README's exit code.
+def flag(*names: str, **kwargs: Any) -> Any:
+    """A boolean option shown as a plain flag (typer would print `<bool>`, inviting `--json true`)."""
+    return typer.Option(*names, metavar="", **kwargs)
+
+
+def _guarded(f: Callable[P, None]) -> Callable[P, None]:
+    """`f` with its errors turned into one red line and the README's exit code.
 
     Done per command rather than only in main() so that in-process runs (typer's CliRunner,
     the tests) see the same exit codes as the installed script.
@@ -87,8 +98,39 @@ def command(f: Callable[P, None]) -> Callable[P, None]:
         except FastapiTuneError as e:
             raise typer.Exit(_report_error(e)) from None
 
+    return wrapper
+
+
+def command(f: Callable[P, None]) -> Callable[P, None]:
+    """Register a top-level command (errors handled as _guarded says)."""
+    wrapper = _guarded(f)
     app.command()(wrapper)
     return wrapper
+
+
+def subcommand(group: typer.Typer, name: str) -> Callable[[Callable[P, None]], Callable[P, None]]:
+    """Register `name` under a command group such as `export` (errors handled as _guarded says)."""
+
+    def register(f: Callable[P, None]) -> Callable[P, None]:
+        wrapper = _guarded(f)
+        group.command(name)(wrapper)
+        return wrapper
+
+    return register
+
+
+export_app = typer.Typer(
+    help="Write the probe's load as a Locust or k6 script, for load beyond one machine.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+import_app = typer.Typer(
+    help="Read Locust or k6 results back as a probe report that `recommend` plans from.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(export_app, name="export")
+app.add_typer(import_app, name="import")
 
 
 def _report_error(e: FastapiTuneError) -> int:
@@ -105,17 +147,39 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+_Cpus = Annotated[
+    str | None,
+    typer.Option("--cpus", help="CPUs of the deployment target if not this machine, e.g. 2 or 1.5."),
+]
+_Memory = Annotated[
+    str | None,
+    typer.Option("--memory", help="Memory of the deployment target if not this machine, e.g. 512M."),
+]
+
+
+def _host_facts(cpus: str | None, memory: str | None) -> HostFacts:
+    """This machine's facts, with the target's CPUs and memory where the user named them."""
+    env = dict(os.environ)
+    if cpus is not None:
+        env[CPUS_ENV] = cpus
+    if memory is not None:
+        env[MEMORY_ENV] = memory
+    return read_host(env=env)
+
+
 @command
 def host(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
+    cpus: _Cpus = None,
+    memory: _Memory = None,
+    as_json: Annotated[bool, flag("--json", help="Print one JSON object to stdout.")] = False,
 ) -> None:
     """Show the CPUs and memory a server on this machine can really use.
 
     Reads cgroup v1/v2 CPU quota, cpuset and memory limit (which os.cpu_count(), psutil and
-    gunicorn ignore) and the CPU affinity. Override with FASTAPI_TUNE_CPUS=1.5 or
-    FASTAPI_TUNE_MEMORY=512M when you know better.
+    gunicorn ignore) and the CPU affinity. Override with --cpus/--memory (or FASTAPI_TUNE_CPUS=1.5,
+    FASTAPI_TUNE_MEMORY=512M) when you know better.
     """
-    facts = read_host()
+    facts = _host_facts(cpus, memory)
     if as_json:
         print_json(host_to_json(facts))
     else:
@@ -169,7 +233,7 @@ def probe(
     ] = None,
     unsafe: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--unsafe",
             help="Also drive POST, PUT, PATCH and DELETE from the document (each is sent thousands of"
             " times: only against data you can lose).",
@@ -177,7 +241,14 @@ def probe(
     ] = False,
     no_preflight: Annotated[
         bool,
-        typer.Option("--no-preflight", help="Load every endpoint, even one whose first request fails."),
+        flag("--no-preflight", help="Load every endpoint, even one whose first request fails."),
+    ] = False,
+    no_profile: Annotated[
+        bool,
+        flag(
+            "--no-profile",
+            help="Do not sample the server's stacks with py-spy (the line that limits a route).",
+        ),
     ] = False,
     levels: Annotated[
         str | None, typer.Option(help="Fixed concurrency levels, e.g. 1,8,64 (no adaptive stop).")
@@ -194,17 +265,15 @@ def probe(
     max_seconds: Annotated[float, typer.Option(help="Time budget for the whole probe.")] = 60.0,
     max_requests: Annotated[int, typer.Option(help="Request budget for the whole probe.")] = 500_000,
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as a timeout.")] = 10.0,
-    insecure: Annotated[
-        bool, typer.Option("--insecure", help="Accept a self-signed TLS certificate.")
-    ] = False,
+    insecure: Annotated[bool, flag("--insecure", help="Accept a self-signed TLS certificate.")] = False,
     allow_remote: Annotated[
         bool,
-        typer.Option("--allow-remote", help="Allow a target that is not on this machine (a server you own)."),
+        flag("--allow-remote", help="Allow a target that is not on this machine (a server you own)."),
     ] = False,
-    out_path: Annotated[Path, typer.Option("--out", help="Where the report is saved (always).")] = Path(
+    out_path: Annotated[Path, typer.Option("-o", "--out", help="Where the report is saved (always).")] = Path(
         "fastapi-tune-probe.json"
     ),
-    as_json: Annotated[bool, typer.Option("--json", help="Also print the report as JSON on stdout.")] = False,
+    as_json: Annotated[bool, flag("--json", help="Also print the report as JSON on stdout.")] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
@@ -227,6 +296,7 @@ def probe(
         bodies=tuple(body or ()),
         unsafe=unsafe,
         preflight=not no_preflight,
+        profile=not no_profile,
         levels=_parse_levels(levels),
         max_concurrency=max_concurrency,
         duration_s=duration,
@@ -305,14 +375,14 @@ def recommend(
             help="Deployment profile: vm, container, kubernetes, small-memory, or a path to a .yaml."
         ),
     ] = None,
-    output: Annotated[Path, typer.Option(help="Where to write the gunicorn config.")] = DEFAULT_CONF,
+    output: Annotated[
+        Path, typer.Option("-o", "--out", help="Where to write the gunicorn config.")
+    ] = DEFAULT_CONF,
     bind: Annotated[str | None, typer.Option(help="Address to listen on (default: the profile's).")] = None,
     worker_class: Annotated[
         str | None, typer.Option(help="uvicorn-worker (default) or asgi (gunicorn's native worker, >= 24).")
     ] = None,
-    preload: Annotated[
-        bool, typer.Option(help="Agree to preload_app (saves memory with several workers).")
-    ] = False,
+    preload: Annotated[bool, flag(help="Agree to preload_app (saves memory with several workers).")] = False,
     target_rps: Annotated[
         float | None, typer.Option(help="Requests/s to size replicas for (kubernetes profile).")
     ] = None,
@@ -324,17 +394,13 @@ def recommend(
         int | None,
         typer.Option(help="Connections one worker's pool may open (pool_size + max_overflow)."),
     ] = None,
-    cpus: Annotated[
-        str | None, typer.Option(help="CPUs of the deployment target if not this machine, e.g. 2 or 1.5.")
-    ] = None,
-    memory: Annotated[
-        str | None, typer.Option(help="Memory of the deployment target if not this machine, e.g. 512M or 4G.")
-    ] = None,
+    cpus: _Cpus = None,
+    memory: _Memory = None,
     yes: Annotated[
         bool,
-        typer.Option("--yes", "-y", help="Take the defaults, never prompt; replace --output (kept as .bak)."),
+        flag("--yes", "-y", help="Take the defaults, never prompt; replace --out (kept as .bak)."),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+    as_json: Annotated[bool, flag("--json", help="Print the plan as JSON on stdout.")] = False,
 ) -> None:
     """Turn host facts + the probe report + a profile into gunicorn.conf.py and a command.
 
@@ -351,12 +417,7 @@ def recommend(
     chosen = _ask_profile() if ask and profile is None else load_profile(profile or DEFAULT_PROFILE)
     if ask and bind is None:
         bind = typer.prompt("Bind address", default=chosen.bind, err=True)
-    env = dict(os.environ)
-    if cpus is not None:
-        env[CPUS_ENV] = cpus
-    if memory is not None:
-        env[MEMORY_ENV] = memory
-    facts = read_host(env=env)
+    facts = _host_facts(cpus, memory)
     report = load_report(probe_path)
     plan = make_plan(
         facts,
@@ -411,9 +472,17 @@ def _show_and_write(plan: Plan, output: Path, consent: bool, ask: bool, as_json:
 def demo(
     output: Annotated[
         Path | None,
-        typer.Option(help="Directory for the probe report and gunicorn.conf.py (default: a temp dir)."),
+        typer.Option(
+            "--dir", help="Directory for the probe report and gunicorn.conf.py (default: a temp dir)."
+        ),
     ] = None,
     max_seconds: Annotated[float, typer.Option(help="Time budget for the probe.")] = 45.0,
+    as_json: Annotated[
+        bool, flag("--json", help="Print the probe report and the plan as one JSON object on stdout.")
+    ] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
+    ] = None,
 ) -> None:
     """Run the whole loop on a bundled sample app: start it, probe, classify, recommend, stop it.
 
@@ -428,10 +497,15 @@ def demo(
     err.print(f"[bold]Sample app[/] {SAMPLE_APP} under 1 uvicorn worker on a free loopback port")
     with LiveProgress(err) as progress:
         result = run_demo(facts, max_seconds, progress)
-    _save_and_show(result.outcome, report_path, False)
-    out.rule("Recommendation")
     conf = directory / "gunicorn.conf.py"
-    _show_and_write(result.plan, conf, consent=True, ask=False, as_json=False)
+    if as_json:
+        save_report(result.outcome.report, report_path)
+        print_json({"report": report_to_json(result.outcome.report), "plan": plan_to_json(result.plan)})
+        write_output(conf, render_gunicorn_conf(result.plan), consent=True)
+    else:
+        _save_and_show(result.outcome, report_path, False, html)
+        out.rule("Recommendation")
+        _show_and_write(result.plan, conf, consent=True, ask=False, as_json=False)
     err.print(f"Demo files are in [bold]{directory}[/]. Prove the recommendation against the alternatives:")
     err.print(f"  fastapi-tune verify {SAMPLE_APP} -c {conf} --probe {report_path} --sweep", soft_wrap=True)
 
@@ -466,9 +540,9 @@ def verify(
     ] = 3,
     sweep: Annotated[
         bool,
-        typer.Option("--sweep", help="Also try 1 .. 2 x effective CPUs workers and show which was best."),
+        flag("--sweep", help="Also try 1 .. 2 x effective CPUs workers and show which was best."),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print runs[] and the verdict as JSON.")] = False,
+    as_json: Annotated[bool, flag("--json", help="Print runs[] and the verdict as JSON.")] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
@@ -540,6 +614,149 @@ def report(
     verify_data = _read_json_object(verify_json) if verify_json else None
     atomic_write(html, render_html(data, plan_data, verify_data))
     err.print(f"HTML report saved to [bold]{html}[/]")
+
+
+_EXPORT_REPORT = typer.Option(
+    "--report",
+    help="The probe report whose endpoints and levels to reproduce (default: ./fastapi-tune-probe.json).",
+)
+
+
+def _export(
+    kind: str,
+    report_path: Path | None,
+    out_path: Path,
+    mix: str | None,
+    levels: str | None,
+    seconds: float,
+    together: bool,
+    rate: float | None,
+    slo: str | None,
+    header: list[str] | None,
+) -> None:
+    report = load_report(report_path or DEFAULT_REPORT)
+    if report is None:
+        raise BadInputError(
+            f"{report_path or DEFAULT_REPORT}: no probe report; run `fastapi-tune probe URL` first"
+        )
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise UsageError("--rate: expected a positive number of requests per second")
+    if not (math.isfinite(seconds) and 1 <= seconds <= 3600):
+        raise UsageError("--seconds: expected seconds per step from 1 to 3600")
+    spec = spec_from_report(
+        report,
+        parse_mix(mix) if mix else None,
+        levels=_parse_levels(levels),
+        seconds=seconds,
+        isolate=not together,
+        rate=rate,
+        objective=parse_objective(slo) if slo else None,
+        header_names=[parse_header(h)[0] for h in header or ()],
+    )
+    text = render_locust(spec) if kind == "locust" else render_k6(spec)
+    written = write_output(out_path, text, consent=True)
+    saved = f" (previous version kept as {written.backup})" if written.backup else ""
+    err.print(f"Wrote [bold]{out_path}[/]{saved}; how to run it is at its top.")
+
+
+_ExportMix = Annotated[
+    str | None, typer.Option("--mix", help="Route weights, e.g. 'GET /a=70,POST /b=30' (default: equal).")
+]
+_ExportLevels = Annotated[
+    str | None,
+    typer.Option("--levels", help="Concurrency ladder, e.g. 1,8,64 (default: the probe's levels)."),
+]
+_ExportSeconds = Annotated[
+    float, typer.Option("--seconds", help="Seconds per ladder step (Locust: 20-30 s).")
+]
+_ExportTogether = Annotated[
+    bool,
+    flag("--together", help="Drive the routes mixed in every step (default: one route at a time)."),
+]
+_ExportRate = Annotated[
+    float | None, typer.Option("--rate", help="An arrival rate (req/s) instead of a ladder; needs --slo.")
+]
+_ExportSlo = Annotated[
+    str | None, typer.Option("--slo", help="The objective as thresholds, e.g. 'p99<300ms,errors<1%'.")
+]
+_ExportHeader = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-H",
+        "--header",
+        help="'Name: value': only the NAME goes in the file; the value is read from"
+        " an environment variable at run time.",
+    ),
+]
+_ExportOut = Annotated[Path, typer.Option("-o", "--out", help="Where to write the script.")]
+
+
+@subcommand(export_app, "locust")
+def export_locust(
+    out_path: _ExportOut = Path("locustfile.py"),
+    report_path: Annotated[Path | None, _EXPORT_REPORT] = None,
+    mix: _ExportMix = None,
+    levels: _ExportLevels = None,
+    seconds: _ExportSeconds = 20.0,
+    together: _ExportTogether = False,
+    rate: _ExportRate = None,
+    slo: _ExportSlo = None,
+    header: _ExportHeader = None,
+) -> None:
+    """A locustfile that reproduces the probe (a LoadTestShape ladder, or a rate with its objective)."""
+    _export("locust", report_path, out_path, mix, levels, seconds, together, rate, slo, header)
+
+
+@subcommand(export_app, "k6")
+def export_k6(
+    out_path: _ExportOut = Path("load.js"),
+    report_path: Annotated[Path | None, _EXPORT_REPORT] = None,
+    mix: _ExportMix = None,
+    levels: _ExportLevels = None,
+    seconds: _ExportSeconds = 10.0,
+    together: _ExportTogether = False,
+    rate: _ExportRate = None,
+    slo: _ExportSlo = None,
+    header: _ExportHeader = None,
+) -> None:
+    """A k6 script that reproduces the probe (stages, or constant-arrival-rate with thresholds)."""
+    _export("k6", report_path, out_path, mix, levels, seconds, together, rate, slo, header)
+
+
+def _imported(report: ProbeReport, out_path: Path, as_json: bool) -> None:
+    outcome = ProbeOutcome(report=classify_report(report))
+    _save_and_show(outcome, out_path, as_json)
+
+
+_ImportOut = Annotated[Path, typer.Option("-o", "--out", help="Where the probe report is saved.")]
+_ImportJson = Annotated[bool, flag("--json", help="Also print the report as JSON on stdout.")]
+_ImportWorkers = Annotated[
+    int | None, typer.Option("--workers", help="Worker processes the measured server ran (for the knees).")
+]
+
+
+@subcommand(import_app, "locust")
+def import_locust_cmd(
+    prefix: Annotated[Path, typer.Argument(help="The --csv PREFIX of a `--csv-full-history` run.")],
+    out_path: _ImportOut = DEFAULT_REPORT,
+    workers: _ImportWorkers = None,
+    as_json: _ImportJson = False,
+) -> None:
+    """Turn Locust's CSV history into a probe report: levels per route and user count, classified."""
+    report = import_locust(prefix)
+    _imported(replace(report, server=replace(report.server, workers=workers)), out_path, as_json)
+
+
+@subcommand(import_app, "k6")
+def import_k6_cmd(
+    files: Annotated[list[Path], typer.Argument(help="`k6 run --out json=FILE` output (one per instance).")],
+    out_path: _ImportOut = DEFAULT_REPORT,
+    workers: _ImportWorkers = None,
+    as_json: _ImportJson = False,
+) -> None:
+    """Turn k6's JSON output into a probe report: levels per route and stage, classified."""
+    report = import_k6(*files)
+    _imported(replace(report, server=replace(report.server, workers=workers)), out_path, as_json)
 
 
 def main() -> None:

@@ -120,7 +120,7 @@ class Written:
 def existing_state(path: Path, text: str) -> Overwrite:
     """Whether writing `text` to `path` would replace anything."""
     if path.is_dir():
-        raise RefusedError(f"{path}: is a directory; pass --output FILE")
+        raise RefusedError(f"{path}: is a directory; pass --out FILE")
     if not path.exists():
         return Overwrite.NEW
     if path.read_text(encoding="utf-8", errors="replace") == text:
@@ -136,7 +136,7 @@ def write_output(path: Path, text: str, consent: bool) -> Written:
     if state is Overwrite.ASK and not consent:
         raise RefusedError(
             f"{path} exists and differs; not replacing it without consent: pass --yes (the old file"
-            " is kept as a backup next to it) or --output OTHER_FILE"
+            " is kept as a backup next to it) or --out OTHER_FILE"
         )
     if state is Overwrite.NEW:
         atomic_write(path, text)

@@ -24,8 +24,9 @@ from typing import Final
 
 from fastapi_tune import __version__
 from fastapi_tune.errors import BadInputError
-from fastapi_tune.probe import P99_MIN_SAMPLES, percentile
-from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo
+from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, StopReason
+from fastapi_tune.rules import P99_MIN_SAMPLES
+from fastapi_tune.stats import percentile
 
 LOCUST_HISTORY_SUFFIX: Final = "_stats_history.csv"
 # The columns of Locust's stats history (locust.stats.StatsCSVFileWriter, 2.x) this reader uses.
@@ -51,7 +52,7 @@ MIN_STEP_ROWS: Final = 3
 K6_WARMUP_FRACTION: Final = 0.2
 # k6's own tag of a failed request (status >= 400 or no response), and its "no response" status.
 K6_EXPECTED_TAG: Final = "expected_response"
-STOP_REASON: Final = "imported"
+STOP_REASON: Final = StopReason.IMPORTED
 
 
 # ---------------------------------------------------------------------------------------
@@ -113,7 +114,7 @@ def _report(
     )
     return ProbeReport(
         target=target,
-        host={},  # the server's host was not observed; recommend takes --cpus/--memory
+        host=None,  # the server's host was not observed; recommend takes --cpus/--memory
         server=ServerInfo(local=False),
         endpoints=endpoints,
         settings={"imported_from": [str(f) for f in files]},

@@ -538,8 +538,13 @@ def _inputs(host: HostFacts, report: ProbeReport | None, profile: Profile) -> tu
     by_cls = _classes(report)
     counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_cls.items()))
     unknowns: list[str] = []
-    measured_eff = report.host.cpu.effective
-    if measured_eff != host.cpu.effective:
+    measured_eff = report.host.cpu.effective if report.host is not None else None
+    if measured_eff is None:
+        unknowns.append(
+            f"the load came from {report.source}: the server's host was not observed, so this plan is for "
+            f"{_cpus(float(host.cpu.effective))} (pass --cpus/--memory for the target's)"
+        )
+    elif measured_eff != host.cpu.effective:
         unknowns.append(
             f"the probe ran on a host with {_cpus(float(measured_eff))}; this plan is for "
             f"{_cpus(float(host.cpu.effective))}: per-worker figures carry over, totals may not"

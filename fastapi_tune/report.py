@@ -61,6 +61,7 @@ class StopReason(StrEnum):
     INTERRUPTED = "interrupted"
     SERVER_DIED = "server died"
     STALLED = "stalled"
+    IMPORTED = "imported"  # levels read from Locust or k6 results: their run decided the steps
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ class ProbeReport:
     """Everything one probe measured, ready to save, classify and recommend from."""
 
     target: str
-    host: HostFacts  # saved as exactly what `fastapi-tune host --json` prints
+    host: HostFacts | None  # what `fastapi-tune host --json` prints; None: imported, host not seen
     server: ServerInfo
     endpoints: tuple[Endpoint, ...]
     skipped: tuple[Skipped, ...] = ()
@@ -301,7 +302,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
         "interrupted": report.interrupted,
         "elapsed_s": round(report.elapsed_s, 3),
         "settings": dict(report.settings),
-        "host": host_to_json(report.host),
+        "host": None if report.host is None else host_to_json(report.host),
         "server": {
             "local": report.server.local,
             "pid": report.server.pid,
@@ -485,7 +486,7 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
         raise r.fail("schema_version", f"{SCHEMA_VERSION} (this file says {version!r}; probe again)")
     return ProbeReport(
         target=r.str_(d.get("target"), "target"),
-        host=host_from_json(d.get("host"), source),
+        host=None if d.get("host") is None else host_from_json(d.get("host"), source),
         server=_server_from_json(r, d.get("server")),
         endpoints=tuple(
             _endpoint_from_json(r, e, f"endpoints[{i}]")

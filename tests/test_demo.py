@@ -35,7 +35,7 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     # 40 s of budget: the probe splits it evenly between the routes and the two 100 ms routes
     # need c=64 (past AnyIO's 40 threads) to tell threadpool-bound from io-bound; the probe
     # itself finishes in about 17 s because the other two routes saturate early.
-    result = CliRunner().invoke(app, ["demo", "--output", str(out), "--max-seconds", "40"])
+    result = CliRunner().invoke(app, ["demo", "--dir", str(out), "--max-seconds", "40"])
     assert result.exit_code == 0, result.stderr
 
     report_path = out / "fastapi-tune-probe.json"

@@ -30,13 +30,13 @@ from fastapi_tune.export_load import (
 )
 from fastapi_tune.import_load import import_k6, import_locust
 from fastapi_tune.report import (
-    IO_BOUND,
-    SERIALIZED,
     Endpoint,
+    EndpointClass,
     Latency,
     Level,
     ProbeReport,
     ServerInfo,
+    StopReason,
     report_from_json,
     report_to_json,
 )
@@ -76,11 +76,11 @@ def probe_report(base: str) -> ProbeReport:
     """What a probe of the kinds app would have saved (its numbers do not matter here)."""
     return ProbeReport(
         target=base,
-        host={},
+        host=None,
         server=ServerInfo(local=True),
         endpoints=(
-            Endpoint("GET", "/io", base + IO_URL, (_level(1), _level(4)), "max level"),
-            Endpoint("GET", "/cpu", base + CPU_URL, (_level(1), _level(2)), "saturated"),
+            Endpoint("GET", "/io", base + IO_URL, (_level(1), _level(4)), StopReason.MAX_LEVEL),
+            Endpoint("GET", "/cpu", base + CPU_URL, (_level(1), _level(2)), StopReason.SATURATED),
         ),
     )
 
@@ -328,7 +328,7 @@ def _check_classes(report: ProbeReport, source: str) -> dict[str, str]:
         assert len(concurrencies) >= 3, concurrencies
         assert all(lv.throughput_rps > 0 and lv.server_cpu_cores is None for lv in e.levels)
         got[f"{e.method} {e.path}"] = classify(e.levels, workers=1, server_observed=False).cls
-    assert got == {"GET /io": IO_BOUND, "GET /cpu": SERIALIZED}, [
+    assert got == {"GET /io": EndpointClass.IO_BOUND, "GET /cpu": EndpointClass.SERIALIZED}, [
         (e.path, [(lv.concurrency, round(lv.throughput_rps)) for lv in e.levels]) for e in report.endpoints
     ]
     return got

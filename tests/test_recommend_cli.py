@@ -24,7 +24,7 @@ def run(tmp_path: Path, *args: str, cpus: str = "2") -> tuple[int, str, str]:
             "recommend",
             "--app",
             "tests.apps.plain_app:app",
-            "--output",
+            "--out",
             str(tmp_path / "gunicorn.conf.py"),
             *args,
         ],

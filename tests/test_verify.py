@@ -55,7 +55,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     conf = where / "gunicorn.conf.py"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(where)  # so no ./fastapi-tune-probe.json of someone else's is picked up
-        r = run_cli("recommend", "--app", SAMPLE, "--yes", "--output", str(conf), "--json")
+        r = run_cli("recommend", "--app", SAMPLE, "--yes", "--out", str(conf), "--json")
     assert r.code == 0, r.stderr
     return Generated(conf, json.loads(r.stdout)["workers"])
 
