@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -97,6 +97,10 @@ def _guarded(f: Callable[P, None]) -> Callable[P, None]:
             f(*args, **kwargs)
         except FastapiTuneError as e:
             raise typer.Exit(_report_error(e)) from None
+        except (typer.Abort, KeyboardInterrupt):
+            # Ctrl-C at a prompt (click says "Aborted." and exits 1) or anywhere else: exit 130.
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
     return wrapper
 
@@ -340,17 +344,37 @@ def _save_and_show(
     return report
 
 
+T = TypeVar("T")
+
+
+def _ask(question: str, default: str, accept: Callable[[str], T]) -> T:
+    """Ask until `accept` takes the answer: a bad answer is said at once and asked again."""
+    while True:
+        answer = typer.prompt(question, default=default, err=True)
+        try:
+            return accept(answer)
+        except FastapiTuneError as e:
+            err.print(f"[red]{e}[/]")
+
+
+def _app_spec(text: str) -> str:
+    module, sep, attr = text.partition(":")
+    if not sep or not module or not attr:
+        raise UsageError(f"{text!r}: expected MODULE:ATTRIBUTE, e.g. main:app")
+    return text
+
+
+def _bind_spec(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if text.startswith("unix:") or (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+        return text
+    raise UsageError(f"{text!r}: expected HOST:PORT (e.g. 127.0.0.1:8000) or unix:/path.sock")
+
+
 def _ask_profile() -> Profile:
     for name, description in list_profiles():
         err.print(f"  [cyan]{name}[/]: {description}")
-    while True:
-        answer = typer.prompt(
-            "Deployment profile (a name above or a .yaml path)", default=DEFAULT_PROFILE, err=True
-        )
-        try:
-            return load_profile(answer)
-        except FastapiTuneError as e:
-            err.print(f"[red]{e}[/]")
+    return _ask("Deployment profile (a name above or a .yaml path)", DEFAULT_PROFILE, load_profile)
 
 
 def _interactive(yes: bool, as_json: bool) -> bool:
@@ -411,12 +435,10 @@ def recommend(
     _check_db_options(db_max_connections, db_pool_size)
     ask = _interactive(yes, as_json)
     if ask:
-        app_module = app_module or typer.prompt(
-            "App to serve (module:attribute)", default="main:app", err=True
-        )
+        app_module = app_module or _ask("App to serve (module:attribute)", "main:app", _app_spec)
     chosen = _ask_profile() if ask and profile is None else load_profile(profile or DEFAULT_PROFILE)
     if ask and bind is None:
-        bind = typer.prompt("Bind address", default=chosen.bind, err=True)
+        bind = _ask("Bind address", chosen.bind, _bind_spec)
     facts = _host_facts(cpus, memory)
     report = load_report(probe_path)
     plan = make_plan(
