@@ -501,6 +501,7 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
         tool_version=r.str_(d.get("tool_version", ""), "tool_version"),
         interrupted=r.bool_(d.get("interrupted", False), "interrupted"),
         elapsed_s=r.num(d.get("elapsed_s", 0.0), "elapsed_s", 0),
+        source=_source(r, d.get("source", "probe")),
         host_load=None
         if d.get("host_load") is None
         else host_busy_from_json(d["host_load"], f"{source}: host_load"),
