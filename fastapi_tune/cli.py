@@ -203,7 +203,7 @@ def _parse_levels(text: str | None) -> tuple[int, ...] | None:
 
 
 @command
-def probe(
+def probe(  # long only in its signature: one typer parameter per option
     url: Annotated[str, typer.Argument(help="The running app, e.g. http://127.0.0.1:8000 (loopback only).")],
     endpoint: Annotated[
         list[str] | None,

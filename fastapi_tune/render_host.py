@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fastapi_tune.host import HostFacts
+from fastapi_tune.rules import rule_of_thumb_workers
 
 _CPU_SOURCE_WHY = {
     "logical": "no limit below the machine's logical CPUs",
@@ -62,8 +63,8 @@ def print_host(console: Console, h: HostFacts) -> None:
     for name, ver in h.versions.items():
         t.add_row(name, ver or "not installed", "")
     console.print(t)
-    rule = 2 * h.cpu.logical + 1
-    if rule > 2 * h.cpu.effective + 1:
+    rule = rule_of_thumb_workers(h.cpu.logical)
+    if h.cpu.effective < h.cpu.logical:
         console.print(
             f"[yellow]The (2 x cores) + 1 rule sees {h.cpu.logical} CPUs and would start {rule} workers;"
             f" this machine lets a server use {h.cpu.effective}.[/]"
