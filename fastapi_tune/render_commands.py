@@ -26,6 +26,10 @@ _GUNICORN_FLAGS: Final = {
 }
 
 
+# Settings that are a flag without a value, given when the setting is true.
+_GUNICORN_SWITCHES: Final = {"preload_app": "--preload", "control_socket_disable": "--no-control-socket"}
+
+
 def _value(plan: Plan, name: str) -> str:
     return str(plan.setting(name).value)
 
@@ -39,9 +43,9 @@ def gunicorn_argv(plan: Plan) -> tuple[str, ...]:
     """gunicorn APP followed by one flag per setting that has one."""
     argv = ["gunicorn", plan.app]
     for s in plan.settings:
-        if s.name == "preload_app":
+        if s.name in _GUNICORN_SWITCHES:
             if s.value:
-                argv.append("--preload")
+                argv.append(_GUNICORN_SWITCHES[s.name])
         elif s.name in _GUNICORN_FLAGS and s.value is not None:
             argv += [_GUNICORN_FLAGS[s.name], str(s.value)]
     return tuple(argv)
