@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Final
 
 from fastapi_tune.plan import Plan, Setting, Value
-from fastapi_tune.render_commands import fastapi_argv, flag_per_line, gunicorn_argv, uvicorn_argv, wrapped
+from fastapi_tune.render_commands import (
+    command_notes,
+    fastapi_argv,
+    flag_per_line,
+    gunicorn_argv,
+    uvicorn_argv,
+    wrapped,
+)
 
 _WIDTH: Final = 100
 # Where recommend writes and verify looks: gunicorn reads this name from the working directory itself.
@@ -190,4 +197,6 @@ def render_gunicorn_conf(plan: Plan) -> str:
         *(f"#   {line}" for line in wrapped(uvicorn_argv(plan))),
         *(f"#   {line}" for line in wrapped(fastapi_argv(plan))),
     ]
+    for note in command_notes(plan):
+        out += _comment(f"Note: {note}", indent="  ")
     return "\n".join(out) + "\n"
