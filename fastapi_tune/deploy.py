@@ -42,6 +42,13 @@ MIN_CPU_MILLI: Final = 100
 # One Python process rarely uses more than one core (the GIL).
 MAX_CPU_MILLI_PER_WORKER: Final = 1000
 _MIB: Final = 1 << 20
+# How host.py's sources read in a comment: which flag or file set the limit.
+_SOURCE_NAMES: Final = {
+    "override": "given",
+    "quota": "cgroup CPU quota",
+    "cpuset": "cgroup cpuset",
+    "cgroup": "cgroup",
+}
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,9 @@ def pod_resources(
     cpu_limit: int | None = None
     if cpu_is_limited(target):
         cpu_limit = round(float(target.cpu.effective) * 1000)
-        why.append(f"CPU limit {cpu_limit}m: the target's ({target.cpu.source})")
+        why.append(
+            f"CPU limit {cpu_limit}m: the target's ({_SOURCE_NAMES.get(target.cpu.source, target.cpu.source)})"
+        )
         if cpu > cpu_limit:
             cpu = cpu_limit
             why.append(f"CPU request lowered to the limit, {cpu_limit}m")
@@ -211,7 +220,9 @@ def pod_resources(
     )
     if memory_is_limited(target):
         limit = target.memory.effective_bytes // _MIB
-        why.append(f"memory limit {limit}Mi: the target's ({target.memory.source})")
+        why.append(
+            f"memory limit {limit}Mi: the target's ({_SOURCE_NAMES.get(target.memory.source, target.memory.source)})"
+        )
         if memory > limit:
             why.append(
                 f"the measured need ({memory}Mi) is above the limit: raise --memory, or expect OOM kills"
@@ -237,9 +248,9 @@ def _autoscaler(plan: Plan) -> tuple[Autoscaler | None, str]:
     top = max(sizing.replicas, math.ceil(sizing.replicas / REPLICA_UTILISATION))
     why = (
         f"each pod's CPU request is what it uses at {sizing.target_rps:g} req/s spread over {sizing.replicas}"
-        f" pods, which is {REPLICA_UTILISATION:.0%} of a pod's measured peak: so 100% of the request is the"
+        f" pods, at most {REPLICA_UTILISATION:.0%} of a pod's measured peak: so 100% of the request is the"
         f" planned operating point. Between {MIN_REPLICAS} pods (a node drain keeps one serving) and"
-        f" {top} (the same per-pod load at {1 / REPLICA_UTILISATION:.1f}x the target)."
+        f" {top} (the same per-pod load up to {1 / REPLICA_UTILISATION:.1f}x the target)."
     )
     return Autoscaler(MIN_REPLICAS, top, 100, why), ""
 
