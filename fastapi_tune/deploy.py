@@ -168,6 +168,10 @@ def _peak_cpu_per_worker(report: ProbeReport | None) -> float | None:
     return max(values) if values else None
 
 
+def _source(name: str) -> str:
+    return _SOURCE_NAMES.get(name, name)
+
+
 def _cpu_request(plan: Plan, report: ProbeReport | None) -> tuple[int, str]:
     sizing = plan.replicas
     if sizing is not None and sizing.cpu_request_milli is not None:
@@ -220,9 +224,7 @@ def pod_resources(
     )
     if memory_is_limited(target):
         limit = target.memory.effective_bytes // _MIB
-        why.append(
-            f"memory limit {limit}Mi: the target's ({_SOURCE_NAMES.get(target.memory.source, target.memory.source)})"
-        )
+        why.append(f"memory limit {limit}Mi: the target's ({_source(target.memory.source)})")
         if memory > limit:
             why.append(
                 f"the measured need ({memory}Mi) is above the limit: raise --memory, or expect OOM kills"
