@@ -201,9 +201,7 @@ def pod_resources(
     cpu_limit: int | None = None
     if cpu_is_limited(target):
         cpu_limit = round(float(target.cpu.effective) * 1000)
-        why.append(
-            f"CPU limit {cpu_limit}m: the target's ({_SOURCE_NAMES.get(target.cpu.source, target.cpu.source)})"
-        )
+        why.append(f"CPU limit {cpu_limit}m: the target's ({_source(target.cpu.source)})")
         if cpu > cpu_limit:
             cpu = cpu_limit
             why.append(f"CPU request lowered to the limit, {cpu_limit}m")
