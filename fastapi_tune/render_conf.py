@@ -104,10 +104,8 @@ def cpu_limit(root: str = "/") -> float | None:
     affinity, whichever is lower; None when neither is known. os.cpu_count() and gunicorn see the
     host's CPUs instead, inside a container too."""
     found = []
-    try:
+    if hasattr(os, "sched_getaffinity"):  # Linux; other systems have no affinity call
         found.append(float(len(os.sched_getaffinity(0))))
-    except (AttributeError, OSError):
-        pass
     # One word per line: "ID:CONTROLLERS:PATH" has no spaces.
     for line in _read_words(os.path.join(root, "proc", "self", "cgroup")):
         found += _cgroup_quotas(root, line)
