@@ -48,15 +48,15 @@ def sizing_warning(profile: Profile, target: HostFacts) -> str | None:
     """A container profile sized from a machine without limits: say what was used and how to fix it."""
     if not runs_in_container(profile):
         return None
-    missing = []
+    missing: list[tuple[str, str]] = []
     if not cpu_is_limited(target):
-        missing.append(f"{target.cpu.effective:g} CPUs (--cpus)")
+        missing.append((f"{target.cpu.effective:g} CPUs", "--cpus 1"))
     if not memory_is_limited(target):
-        missing.append(f"{target.memory.effective_bytes / (1 << 30):.1f} GiB of memory (--memory)")
+        missing.append((f"{target.memory.effective_bytes / (1 << 30):.1f} GiB of memory", "--memory 512M"))
     if not missing:
         return None
     return (
         f"profile {profile.name} sizes a container, but this host has no cgroup limit, so the plan uses"
-        f" the whole machine's {' and '.join(missing)}: pass the container's limits, e.g."
-        " --cpus 1 --memory 512M"
+        f" the whole machine's {' and '.join(m for m, _ in missing)}: pass the container's limits, e.g."
+        f" {' '.join(flag for _, flag in missing)}"
     )
