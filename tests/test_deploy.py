@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from fastapi_tune.appenv import AppEnv
+from fastapi_tune.cli import app
 from fastapi_tune.deploy import PRE_STOP_SLEEP_S, DeploySpec, decide_deploy, k8s_name, pick_health
 from fastapi_tune.errors import UsageError
 from fastapi_tune.host import HostFacts, MemoryFacts
 from fastapi_tune.plan import MIN_REPLICAS, Plan
 from fastapi_tune.profiles import load_profile
 from fastapi_tune.render_deploy import deploy_files, render_dockerfile, render_hpa
-from fastapi_tune.report import EndpointClass, ProbeReport
+from fastapi_tune.report import EndpointClass, ProbeReport, report_to_json
 from tests.test_plan import (
     MIB,
     cpu_report,
@@ -205,3 +208,39 @@ def test_unix_socket_bind_cannot_be_deployed() -> None:
 )
 def test_k8s_name(text: str, expected: str) -> None:
     assert k8s_name(text) == expected
+
+
+def test_recommend_writes_the_deployment_files(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps(report_to_json(cpu_report())))
+    deploy = tmp_path / "k8s"
+    result = CliRunner().invoke(
+        app,
+        [
+            "recommend",
+            "--app",
+            "main:app",
+            "--probe",
+            str(probe),
+            "--profile",
+            "kubernetes",
+            "--cpus",
+            "1",
+            "--memory",
+            "512M",
+            "--target-rps",
+            "300",
+            "--output",
+            str(tmp_path / "gunicorn.conf.py"),
+            "--deploy",
+            str(deploy),
+            "--yes",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert sorted(p.name for p in deploy.iterdir()) == ["Dockerfile", "deployment.yaml", "hpa.yaml"]
+    deployment = yaml.safe_load((deploy / "deployment.yaml").read_text())
+    assert deployment["spec"]["replicas"] == plan["replicas"]["replicas"]
+    assert yaml.safe_load((deploy / "hpa.yaml").read_text())["kind"] == "HorizontalPodAutoscaler"
