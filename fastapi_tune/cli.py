@@ -15,28 +15,55 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fastapi_tune import __version__
+from fastapi_tune.appenv import read_app_env
 from fastapi_tune.classify import classify_report
 from fastapi_tune.demo import SAMPLE_APP
+from fastapi_tune.deploy import decide_deploy
 from fastapi_tune.discovery import parse_header
-from fastapi_tune.errors import BadInputError, ExitCode, FastapiTuneError, Interrupted, UsageError
+from fastapi_tune.errors import (
+    BadInputError,
+    ExitCode,
+    FastapiTuneError,
+    Interrupted,
+    RefusedError,
+    UsageError,
+)
 from fastapi_tune.export_load import parse_mix, parse_objective, render_k6, render_locust, spec_from_report
 from fastapi_tune.fileio import Overwrite, atomic_write, existing_state, write_output
-from fastapi_tune.host import CPUS_ENV, MEMORY_ENV, HostFacts, host_to_json, read_host
+from fastapi_tune.host import (
+    CPUS_ENV,
+    MEMORY_ENV,
+    HostFacts,
+    host_to_json,
+    parse_cpus_override,
+    parse_memory_override,
+    read_host,
+)
 from fastapi_tune.import_load import import_k6, import_locust
 from fastapi_tune.plan import Choices, Plan, make_plan
 from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
 from fastapi_tune.render_conf import DEFAULT_CONF, render_gunicorn_conf
+from fastapi_tune.render_deploy import deploy_files
 from fastapi_tune.render_host import print_host
 from fastapi_tune.render_html import render_html
 from fastapi_tune.render_plan import plan_to_json, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
+from fastapi_tune.render_tune import TuneProgress, print_files, print_tune, tune_to_json
 from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
 from fastapi_tune.report import DEFAULT_REPORT, ProbeReport, load_report, report_to_json
+from fastapi_tune.target import (
+    cpu_is_limited,
+    memory_is_limited,
+    runs_in_container,
+    sizing_warning,
+    with_overrides,
+)
 from fastapi_tune.verify import VerifyOptions, run_verify
-from fastapi_tune.workflow import probe_and_classify, run_demo, save_report
+from fastapi_tune.workflow import TuneOptions, TuneResult, probe_and_classify, run_demo, run_tune, save_report
 
 app = typer.Typer(
     name="fastapi-tune",
@@ -377,6 +404,50 @@ def _ask_profile() -> Profile:
     return _ask("Deployment profile (a name above or a .yaml path)", DEFAULT_PROFILE, load_profile)
 
 
+_DEPLOY_HELP = (
+    "Also write deployment files into this directory: a Dockerfile (exec-form CMD), and for the kubernetes"
+    " profile deployment.yaml (and hpa.yaml with --target-rps)."
+)
+_HEALTH_HELP = "Route for the readiness/liveness probes (default: the fastest io-bound GET route measured)."
+
+
+def _ask_limit(question: str, parse: Callable[[str], object]) -> str | None:
+    """A limit typed at the prompt, checked; 'none' keeps this machine's figure."""
+    while True:
+        answer = str(typer.prompt(question, default="none", err=True)).strip()
+        if answer.lower() == "none":
+            return None
+        try:
+            parse(answer)
+        except FastapiTuneError as e:
+            err.print(f"[red]{e}[/]")
+        else:
+            return answer
+
+
+def _target_facts(profile: Profile, cpus: str | None, memory: str | None, ask: bool) -> HostFacts:
+    """The CPUs and memory to plan for: --cpus/--memory, else asked for a container at a terminal,
+    else this machine's (with a warning when a container is sized from a machine without limits)."""
+    facts = read_host(env=with_overrides(os.environ, cpus, memory))
+    if ask and runs_in_container(profile):
+        if cpus is None and not cpu_is_limited(facts):
+            cpus = _ask_limit(
+                f"CPU limit of the container, e.g. 1 or 0.5 ('none': this host's {facts.cpu.effective:g})",
+                parse_cpus_override,
+            )
+        if memory is None and not memory_is_limited(facts):
+            memory = _ask_limit(
+                "Memory limit of the container, e.g. 512M or 2G ('none': this host's"
+                f" {facts.memory.effective_bytes / (1 << 30):.1f} GiB)",
+                parse_memory_override,
+            )
+        facts = read_host(env=with_overrides(os.environ, cpus, memory))
+    warning = sizing_warning(profile, facts)
+    if warning is not None:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    return facts
+
+
 def _interactive(yes: bool, as_json: bool) -> bool:
     """Prompts only for a person at a terminal: never with --yes, --json or piped input."""
     return not yes and not as_json and sys.stdin.isatty() and sys.stderr.isatty()
@@ -425,6 +496,11 @@ def recommend(
         flag("--yes", "-y", help="Take the defaults, never prompt; replace --out (kept as .bak)."),
     ] = False,
     as_json: Annotated[bool, flag("--json", help="Print the plan as JSON on stdout.")] = False,
+    python: Annotated[
+        str, typer.Option(help="Python of the app's environment: the printed commands match its versions.")
+    ] = sys.executable,
+    deploy: Annotated[Path | None, typer.Option(help=_DEPLOY_HELP)] = None,
+    health_path: Annotated[str | None, typer.Option(help=_HEALTH_HELP)] = None,
 ) -> None:
     """Turn host facts + the probe report + a profile into gunicorn.conf.py and a command.
 
@@ -439,7 +515,8 @@ def recommend(
     chosen = _ask_profile() if ask and profile is None else load_profile(profile or DEFAULT_PROFILE)
     if ask and bind is None:
         bind = _ask("Bind address", chosen.bind, _bind_spec)
-    facts = _host_facts(cpus, memory)
+    facts = _target_facts(chosen, cpus, memory, ask)
+    stack = read_app_env(python)
     report = load_report(probe_path)
     plan = make_plan(
         facts,
@@ -451,12 +528,17 @@ def recommend(
             worker_class=worker_class,
             preload=preload,
             target_rps=target_rps,
-            gunicorn_version=facts.versions.get("gunicorn"),
+            gunicorn_version=stack.gunicorn,
+            stack=stack,
             db_max_connections=db_max_connections,
             db_pool_size=db_pool_size,
         ),
     )
     _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json)
+    if deploy is not None:
+        spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name)
+        for name, text in deploy_files(spec):
+            _show_and_write_file(deploy / name, text, consent=yes, ask=ask)
 
 
 def _check_db_options(max_connections: int | None, pool_size: int | None) -> None:
@@ -475,6 +557,12 @@ def _show_and_write(plan: Plan, output: Path, consent: bool, ask: bool, as_json:
         print_json(plan_to_json(plan))
     else:
         print_plan(out, plan)
+    _show_and_write_file(output, text, consent, ask)
+
+
+def _show_and_write_file(output: Path, text: str, consent: bool, ask: bool) -> None:
+    """Write one generated file, asking before replacing a different one (a backup is kept)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
     if existing_state(output, text) is Overwrite.ASK and ask:
         consent = typer.confirm(
             f"{output} exists and differs. Replace it (the old one is kept as a backup)?", err=True
@@ -487,7 +575,8 @@ def _show_and_write(plan: Plan, output: Path, consent: bool, ask: bool, as_json:
         err.print(f"{output} already holds this config; nothing written.")
     else:
         saved = f" (previous version kept as {written.backup})" if written.backup else ""
-        err.print(f"Wrote [bold]{output}[/]{saved}. Check it: gunicorn --check-config -c {output}")
+        check = f" Check it: gunicorn --check-config -c {output}" if output.suffix == ".py" else ""
+        err.print(f"Wrote [bold]{output}[/]{saved}.{check}")
 
 
 @command
@@ -530,6 +619,138 @@ def demo(
         _show_and_write(result.plan, conf, consent=True, ask=False, as_json=False)
     err.print(f"Demo files are in [bold]{directory}[/]. Prove the recommendation against the alternatives:")
     err.print(f"  fastapi-tune verify {SAMPLE_APP} -c {conf} --probe {report_path} --sweep", soft_wrap=True)
+
+
+def _refuse_early(paths: list[Path], yes: bool, ask: bool) -> bool:
+    """Consent to replace existing outputs, settled before minutes of measuring: True to replace."""
+    existing = [p for p in paths if p.exists()]
+    if not existing or yes:
+        return True
+    names = ", ".join(str(p) for p in existing)
+    if not ask:
+        raise RefusedError(
+            f"{names} already exist(s); not replacing without consent: pass --yes (old files are kept as"
+            " backups) or write elsewhere (--output, --deploy)"
+        )
+    if not typer.confirm(f"{names} exist(s). Replace when done (old files are kept as backups)?", err=True):
+        raise RefusedError(f"left {names} as they were; pass --output or --deploy to write elsewhere")
+    return True
+
+
+@command
+def tune(
+    app_module: Annotated[str, typer.Argument(help="Your app, as module:attribute (e.g. main:app).")],
+    python: Annotated[
+        str, typer.Option(help="Python of the app's environment (default: this one).")
+    ] = sys.executable,
+    app_dir: Annotated[Path, typer.Option(help="Directory the app imports from (default: here).")] = Path(),
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Deployment profile: vm, container, kubernetes, small-memory, or a .yaml path."),
+    ] = None,
+    cpus: Annotated[
+        str | None, typer.Option(help="CPU limit where it will run (container/pod), e.g. 1 or 0.5.")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory limit where it will run (container/pod), e.g. 512M.")
+    ] = None,
+    target_rps: Annotated[
+        float | None, typer.Option(help="Requests/s to size replicas for (kubernetes profile).")
+    ] = None,
+    bind: Annotated[str | None, typer.Option(help="Address to listen on (default: the profile's).")] = None,
+    worker_class: Annotated[
+        str | None, typer.Option(help="uvicorn-worker (default) or asgi (gunicorn's native worker, >= 24).")
+    ] = None,
+    preload: Annotated[bool, flag(help="Agree to preload_app (saves memory with several workers).")] = False,
+    output: Annotated[
+        Path, typer.Option("-o", "--out", help="Where to write the gunicorn config.")
+    ] = DEFAULT_CONF,
+    out_path: Annotated[Path, typer.Option("--report", help="Where the probe report is saved.")] = Path(
+        "fastapi-tune-probe.json"
+    ),
+    deploy: Annotated[Path | None, typer.Option(help=_DEPLOY_HELP)] = None,
+    health_path: Annotated[str | None, typer.Option(help=_HEALTH_HELP)] = None,
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option("-e", "--endpoint", help="Probe exactly this 'METHOD /path' (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Skip paths matching this glob, e.g. '/admin/*' (repeatable).")
+    ] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("-H", "--header", help="'Name: value' sent with every request.")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="NAME=VALUE for a path or query parameter (repeatable)."),
+    ] = None,
+    max_seconds: Annotated[float, typer.Option(help="Time budget for the probe.")] = 40.0,
+    verify_it: Annotated[
+        bool,
+        flag("--verify", help="Then measure the config against the rule of thumb and one worker."),
+    ] = False,
+    yes: Annotated[
+        bool,
+        flag("--yes", "-y", help="Take the defaults, never prompt; replace files (kept as .bak)."),
+    ] = False,
+    as_json: Annotated[bool, flag("--json", help="Print report, plan and files as one JSON object.")] = False,
+) -> None:
+    """Your own app in one command: start it, probe it, recommend, write the config, stop it.
+
+    Serves APP with one uvicorn worker from the app's environment (--python, --app-dir) on a free
+    loopback port, probes and classifies every endpoint, plans for where it will run (--profile,
+    --cpus, --memory), writes gunicorn.conf.py (and with --deploy a Dockerfile and Kubernetes
+    files), and with --verify proves the config. The app is stopped whatever happens.
+    """
+    ask = _interactive(yes, as_json)
+    chosen = _ask_profile() if ask and profile is None else load_profile(profile or DEFAULT_PROFILE)
+    target = _target_facts(chosen, cpus, memory, ask)
+    paths = [output] + ([deploy / n for n in ("Dockerfile", "deployment.yaml", "hpa.yaml")] if deploy else [])
+    consent = _refuse_early(paths, yes, ask)
+    options = TuneOptions(
+        app=app_module,
+        profile=chosen,
+        choices=Choices(
+            app=app_module, bind=bind, worker_class=worker_class, preload=preload, target_rps=target_rps
+        ),
+        probe=ProbeOptions(
+            url="",
+            endpoints=tuple(endpoint or ()),
+            excludes=tuple(exclude or ()),
+            headers=tuple(header or ()),
+            params=tuple(param or ()),
+            max_seconds=max_seconds,
+        ),
+        python=python,
+        app_dir=app_dir,
+        report_path=out_path,
+        conf_path=output,
+        deploy_dir=deploy,
+        health_path=health_path,
+        replace=consent,
+        verify=verify_it,
+    )
+    if deploy is not None:
+        deploy.mkdir(parents=True, exist_ok=True)
+    result = run_tune(options, read_host(), target, TuneProgress(err))
+    _show_tune(result, out_path, as_json)
+
+
+def _show_tune(result: TuneResult, out_path: Path, as_json: bool) -> None:
+    """Print the run, say where its files went, and raise for a dead app or an interruption."""
+    if as_json:
+        print_json(tune_to_json(result))
+    else:
+        print_tune(out, result)
+    err.print(f"Report saved to [bold]{out_path}[/]")
+    outcome = result.outcome
+    if outcome.error is not None:
+        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+    if outcome.report.interrupted:
+        raise Interrupted(f"interrupted: what was measured is in {out_path}; the app was stopped")
+    print_files(err, result)
+    if result.verify is not None and result.verify.interrupted:
+        raise Interrupted("interrupted during --verify; every server started was stopped")
 
 
 @command

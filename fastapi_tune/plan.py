@@ -12,17 +12,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from fastapi_tune.appenv import AppEnv
 from fastapi_tune.errors import UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.profiles import Profile
 from fastapi_tune.report import Endpoint, EndpointClass, Level, ProbeReport
 from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, rule_of_thumb_workers, suggested_thread_tokens
+from fastapi_tune.target import runs_in_container
 
 UVICORN_WORKER: Final = "uvicorn_worker.UvicornWorker"
 ASGI_WORKER: Final = "asgi"
 DEPRECATED_WORKER: Final = "uvicorn.workers.UvicornWorker"
 # gunicorn's native ASGI worker appeared in 24.0 (FIELD-NOTES).
 ASGI_MIN_GUNICORN: Final = (24, 0)
+# gunicorn 25.1 opens a control socket by default (its docs: "versionadded:: 25.1.0").
+CONTROL_SOCKET_MIN_GUNICORN: Final = (25, 1)
 
 # Routes whose throughput only grows with processes that can each use a CPU.
 CPU_LIMITED: Final = (EndpointClass.CPU_BOUND, EndpointClass.SERIALIZED, EndpointClass.LOOP_BLOCKING)
@@ -70,6 +74,7 @@ class Choices:
     db_max_connections: int | None = None  # the database's max_connections
     db_pool_size: int | None = None  # connections each worker's pool may open (pool + overflow)
     db_reserved: int = DB_RESERVED_CONNECTIONS  # slots the database keeps for others (admin, migrations)
+    stack: AppEnv | None = None  # the app's environment: decides which printed commands work
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,10 @@ class Plan:
     advice: tuple[Advice, ...]
     unknowns: tuple[str, ...]
     replicas: ReplicaSizing | None
+    # Workers per effective CPU, for a config that re-checks the CPU limit at start-up; None when the
+    # profile fixes the count (it does not follow the CPUs).
+    workers_per_cpu: float | None = None
+    stack: AppEnv | None = None  # the server stack of the app's environment, when it was read
 
     def setting(self, name: str) -> Setting:
         """The setting called `name` (KeyError when the plan has none)."""
@@ -483,9 +492,7 @@ def _replicas(
             "per pod "
             f"= {raw:.0f}m, rounded to {cpu_milli}m (one Python process rarely uses more than 1000m)"
         )
-    mem_mib = (
-        math.ceil((rss * workers + MASTER_RSS_MIB * _MIB) / (1 - profile.memory_headroom) / _MIB / 16) * 16
-    )
+    mem_mib = pod_memory_mib(rss, workers, profile)
     why = (
         f"slowest route's peak: {_route(e)} at {lv.throughput_rps:.1f} req/s with {pw} worker(s) "
         f"= {per_worker:.1f} req/s per worker; {target:g} / ({per_pod:.1f} x {REPLICA_UTILISATION:g}) "
@@ -504,6 +511,33 @@ def _replicas(
         why=why,
     )
     return sizing, []
+
+
+def pod_memory_mib(rss: int, workers: int, profile: Profile) -> int:
+    """Memory for one instance: its workers and the master, within the profile's headroom, in 16 MiB steps."""
+    return math.ceil((rss * workers + MASTER_RSS_MIB * _MIB) / (1 - profile.memory_headroom) / _MIB / 16) * 16
+
+
+def worker_rss(report: ProbeReport | None, profile: Profile) -> int:
+    """Bytes one worker takes: the largest measured RSS, else the profile's assumption."""
+    return _worker_rss(report, profile)[0]
+
+
+def _control_socket(profile: Profile, choices: Choices) -> Decided:
+    """gunicorn's control socket off in containers, where it fails and nobody can reach it."""
+    version = choices.gunicorn_version
+    if not runs_in_container(profile) or (
+        version is not None and _version_tuple(version) < CONTROL_SOCKET_MIN_GUNICORN
+    ):
+        return Decided()
+    why = (
+        "off: gunicorn >= 25.1 opens a control socket for gunicornc in $XDG_RUNTIME_DIR or ~/.gunicorn at"
+        " every start; in a container HOME is often read-only (it logs an error each time) and nothing"
+        " outside the container can reach the socket anyway."
+    )
+    if version is None:
+        why += " gunicorn's version is unknown; versions before 25.1 ignore this name."
+    return Decided(settings=(Setting("control_socket_disable", True, why),))
 
 
 # ---------------------------------------------------------------------------------------
@@ -907,6 +941,7 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
             _recycling(profile),
             _server_files(host, profile),
             _preload(wd.workers, profile, choices),
+            _control_socket(profile, choices),
             limiter_advice,
             _route_advice(by_cls),
             _connections(by_cls, choices, wd.workers),
@@ -929,4 +964,8 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
         advice=merged.advice,
         unknowns=merged.unknowns,
         replicas=replicas,
+        workers_per_cpu=None
+        if profile.workers.fixed is not None
+        else round(wd.workers / float(host.cpu.effective), 3),
+        stack=choices.stack,
     )

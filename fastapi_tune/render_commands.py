@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 from typing import Final
 
+from fastapi_tune.appenv import version_tuple
 from fastapi_tune.plan import Plan
 
 # Command-line flags for the settings that have one, in gunicorn's spelling.
@@ -26,6 +27,26 @@ _GUNICORN_FLAGS: Final = {
 }
 
 
+# Settings that are a flag without a value, given when the setting is true.
+_GUNICORN_SWITCHES: Final = {"preload_app": "--preload", "control_socket_disable": "--no-control-socket"}
+
+
+# uvicorn flags younger than the uvicorns still in use, with the release that added each (uvicorn's
+# changelog: 0.22.0 "Add --timeout-graceful-shutdown", 0.41.0 "Add --limit-max-requests-jitter").
+# An older uvicorn exits with "No such option" on them (measured: 0.18 and 0.40 on the jitter).
+UVICORN_FLAG_SINCE: Final = {
+    "--timeout-graceful-shutdown": (0, 22),
+    "--limit-max-requests-jitter": (0, 41),
+}
+
+
+def uvicorn_accepts(flag: str, version: str | None) -> bool:
+    """Whether that uvicorn knows `flag`; an unknown version is taken as a current one."""
+    since = UVICORN_FLAG_SINCE.get(flag)
+    found = version_tuple(version)
+    return since is None or found is None or found >= since
+
+
 def _value(plan: Plan, name: str) -> str:
     return str(plan.setting(name).value)
 
@@ -39,9 +60,9 @@ def gunicorn_argv(plan: Plan) -> tuple[str, ...]:
     """gunicorn APP followed by one flag per setting that has one."""
     argv = ["gunicorn", plan.app]
     for s in plan.settings:
-        if s.name == "preload_app":
+        if s.name in _GUNICORN_SWITCHES:
             if s.value:
-                argv.append("--preload")
+                argv.append(_GUNICORN_SWITCHES[s.name])
         elif s.name in _GUNICORN_FLAGS and s.value is not None:
             argv += [_GUNICORN_FLAGS[s.name], str(s.value)]
     return tuple(argv)
@@ -61,7 +82,48 @@ def uvicorn_argv(plan: Plan) -> tuple[str, ...]:
         argv += ["--limit-max-requests-jitter", _value(plan, "max_requests_jitter")]
     if plan.setting("accesslog").value is None:
         argv.append("--no-access-log")
-    return tuple(argv)
+    return _only_accepted(tuple(argv), _uvicorn_version(plan))
+
+
+def _uvicorn_version(plan: Plan) -> str | None:
+    return plan.stack.uvicorn if plan.stack is not None else None
+
+
+def _only_accepted(argv: tuple[str, ...], version: str | None) -> tuple[str, ...]:
+    """argv without the flags (and their values) that this uvicorn does not know."""
+    out: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word.startswith("--") and not uvicorn_accepts(word, version):
+            skip = True  # every gated flag takes a value
+        else:
+            out.append(word)
+    return tuple(out)
+
+
+def command_notes(plan: Plan) -> tuple[str, ...]:
+    """What the printed uvicorn and `fastapi run` commands need from the app's environment."""
+    stack = plan.stack
+    if stack is None:
+        return ()
+    notes: list[str] = []
+    if stack.uvicorn is None:
+        notes.append("uvicorn is not installed in the app's environment: pip install uvicorn")
+    else:
+        dropped = [f for f in UVICORN_FLAG_SINCE if not uvicorn_accepts(f, stack.uvicorn)]
+        notes += [
+            f"uvicorn {stack.uvicorn} has no {flag} (added in"
+            f" {'.'.join(map(str, UVICORN_FLAG_SINCE[flag]))}): left out of the uvicorn command"
+            for flag in dropped
+        ]
+    if stack.fastapi_cli is None:
+        notes.append(
+            "`fastapi run` needs fastapi[standard] (fastapi-cli is not installed in the app's"
+            " environment): pip install 'fastapi[standard]'"
+        )
+    return tuple(notes)
 
 
 def fastapi_argv(plan: Plan) -> tuple[str, ...]:

@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from fastapi_tune.plan import Plan
-from fastapi_tune.render_commands import fastapi_argv, flag_per_line, gunicorn_argv, one_line, uvicorn_argv
+from fastapi_tune.render_commands import (
+    command_notes,
+    fastapi_argv,
+    flag_per_line,
+    gunicorn_argv,
+    one_line,
+    uvicorn_argv,
+)
 
 
 def print_plan(console: Console, plan: Plan) -> None:
@@ -58,6 +65,8 @@ def print_plan(console: Console, plan: Plan) -> None:
     console.print("[dim]# or with uvicorn's own process manager (no preload), or fastapi run:[/]")
     console.print(escape(one_line(uvicorn_argv(plan))), highlight=False, soft_wrap=True)
     console.print(escape(one_line(fastapi_argv(plan))), highlight=False, soft_wrap=True)
+    for note in command_notes(plan):
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -79,5 +88,6 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "uvicorn": one_line(uvicorn_argv(plan)),
             "fastapi": one_line(fastapi_argv(plan)),
         },
+        "command_notes": list(command_notes(plan)),
         "replicas": asdict(plan.replicas) if plan.replicas is not None else None,
     }

@@ -18,6 +18,8 @@ hand-tune numbers; edit freely otherwise. Start with: gunicorn -c gunicorn.conf.
 #   PORT: the port only; the planned host is kept, so a loopback plan stays on loopback
 #   GUNICORN_CMD_ARGS: any other flag; gunicorn reads it itself and it wins over this file
 
+from __future__ import annotations
+
 import os
 
 # Workers: profile kubernetes fixes 1 per instance; scale with replicas; memory allows floor(24.0
@@ -75,6 +77,11 @@ accesslog = "-"
 # preload_app: one worker: nothing to share copy-on-write.
 preload_app = False
 
+# control_socket_disable: off: gunicorn >= 25.1 opens a control socket for gunicornc in
+#   $XDG_RUNTIME_DIR or ~/.gunicorn at every start; in a container HOME is often read-only (it logs
+#   an error each time) and nothing outside the container can reach the socket anyway.
+control_socket_disable = True
+
 # Beyond gunicorn's settings:
 #
 # - Behind a proxy, set forwarded_allow_ips to the balancer's addresses (or '*' when only it can
@@ -102,7 +109,8 @@ preload_app = False
 #       --max-requests-jitter 0 \
 #       --backlog 2048 \
 #       --worker-tmp-dir /dev/shm \
-#       --access-logfile -
+#       --access-logfile - \
+#       --no-control-socket
 #   uvicorn main:app --host 0.0.0.0 --port 8000 --workers 1 --timeout-keep-alive 65 \
 #       --backlog 2048 --timeout-graceful-shutdown 25
 #   fastapi run main.py --app app --host 0.0.0.0 --port 8000 --workers 1

@@ -18,7 +18,67 @@ hand-tune numbers; edit freely otherwise. Start with: gunicorn -c gunicorn.conf.
 #   PORT: the port only; the planned host is kept, so a loopback plan stays on loopback
 #   GUNICORN_CMD_ARGS: any other flag; gunicorn reads it itself and it wins over this file
 
+from __future__ import annotations
+
+import math
 import os
+
+
+def _read_words(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def _cgroup_quotas(root: str, line: str) -> list[float]:
+    """CPU quotas along one /proc/self/cgroup entry's path: its own folder and every parent."""
+    parts = line.strip().split(":", 2)
+    if len(parts) != 3:
+        return []
+    hierarchy, path = parts[1], [p for p in parts[2].split("/") if p]
+    base = os.path.join(root, "sys", "fs", "cgroup")
+    if hierarchy == "":  # cgroup v2: cpu.max holds "QUOTA PERIOD" or "max PERIOD"
+        mounts, v2 = [base], True
+    elif "cpu" in hierarchy.split(","):  # cgroup v1: cpu.cfs_quota_us (-1: none) / cpu.cfs_period_us
+        mounts, v2 = [os.path.join(base, hierarchy), os.path.join(base, "cpu")], False
+    else:
+        return []
+    quotas = []
+    for mount in mounts:
+        for depth in range(len(path), -1, -1):
+            folder = os.path.join(mount, *path[:depth])
+            if v2:
+                quota, period = ([*_read_words(os.path.join(folder, "cpu.max")), "max", "0"])[:2]
+            else:
+                quota = ([*_read_words(os.path.join(folder, "cpu.cfs_quota_us")), "-1"])[0]
+                period = ([*_read_words(os.path.join(folder, "cpu.cfs_period_us")), "0"])[0]
+            if quota.isdigit() and period.isdigit() and int(quota) > 0 and int(period) > 0:
+                quotas.append(int(quota) / int(period))
+    return quotas
+
+
+def cpu_limit(root: str = "/") -> float | None:
+    """CPUs this process may use: the cgroup CPU quota (v1 or v2, a parent's included) and the CPU
+    affinity, whichever is lower; None when neither is known. os.cpu_count() and gunicorn see the
+    host's CPUs instead, inside a container too."""
+    found = []
+    if hasattr(os, "sched_getaffinity"):  # Linux; other systems have no affinity call
+        found.append(float(len(os.sched_getaffinity(0))))
+    # One word per line: "ID:CONTROLLERS:PATH" has no spaces.
+    for line in _read_words(os.path.join(root, "proc", "self", "cgroup")):
+        found += _cgroup_quotas(root, line)
+    return min(found) if found else None
+
+
+def workers_for_cpus(planned: int, cpus: float | None, per_cpu: float) -> int:
+    """The planned workers, but never more than per_cpu for each CPU this process gets (rounded
+    half up, at least 1): a container given 1 CPU must not start the workers planned for 4."""
+    if cpus is None:
+        return planned
+    return min(planned, max(1, math.floor(cpus * per_cpu + 0.5)))
+
 
 # Workers: CPU-limited routes (GET /hash): 1 per effective CPU x 2 CPUs (logical), rounded half up =
 #   2; memory allows floor(24.0 GiB x (1 - 0.25) / 60 MiB) = 307 => 2 workers
@@ -38,7 +98,13 @@ worker_class = "uvicorn_worker.UvicornWorker"
 
 # workers: CPU-limited routes (GET /hash): 1 per effective CPU x 2 CPUs (logical), rounded half up =
 #   2; memory: 60 MiB per worker (largest measured RSS), 307 fit.
+# At start-up the planned count is checked against the CPUs this process really gets (the cgroup
+#   quota of its container, the CPU affinity): never more than 1 worker(s) per CPU, so the same file
+#   in a container with fewer CPUs than planned starts fewer workers, not too many. WEB_CONCURRENCY,
+#   when set, is taken as given.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+if "WEB_CONCURRENCY" not in os.environ:
+    workers = workers_for_cpus(workers, cpu_limit(), 1.0)
 
 # timeout: slowest measured request 325 ms (GET /hash at concurrency 16) x 3 = 1.0 s, rounded up to
 #   1 s, clamped to 30..120. The arbiter kills a worker whose heartbeat stops that long: for async
