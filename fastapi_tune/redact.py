@@ -74,3 +74,10 @@ def redact_secrets_in(text: str, secrets: Sequence[str]) -> str:
     for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return redact_text(text)
+
+
+def option_secrets(headers: Sequence[str] = (), params: Sequence[str] = ()) -> list[str]:
+    """Values the user passed that may be secrets: every -H value, and --param values whose names are."""
+    values = [text.partition(":")[2].strip() for text in headers]
+    values += [value for name, _, value in (p.partition("=") for p in params) if is_sensitive(name)]
+    return [v for v in values if v]
