@@ -66,7 +66,7 @@ def dribble_route(interval_s: float = 0.5) -> Route:
     """Headers promising a large body, then one byte every `interval_s`, forever."""
 
     async def route(method: str, target: str, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
         while True:
             writer.write(b" ")
             await writer.drain()
@@ -101,7 +101,9 @@ def endless_route(chunk: int = 1 << 16) -> Route:
     """A 200 whose body never ends, sent as fast as the client reads (a huge document)."""
 
     async def route(method: str, target: str, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n"
+        )
         writer.write(b'{"paths": {"/a": {"get": {"description": "')
         block = b"x" * chunk
         while True:
@@ -117,7 +119,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str] | None:
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
         return None
     lines = head.decode("latin-1").split("\r\n")
-    method, target = (lines[0].split(" ") + ["", ""])[:2]
+    method, target = [*lines[0].split(" "), "", ""][:2]
     length = 0
     for line in lines[1:]:
         name, _, value = line.partition(":")
