@@ -477,7 +477,8 @@ def _openapi_url(options: ProbeOptions, base: str) -> str:
         return base + "/openapi.json"
     if not options.openapi.startswith(("http://", "https://")):
         return base + "/" + options.openapi.lstrip("/")
-    resolve_target(options.openapi, options.allow_remote)
+    # Its host is checked like the target's; a query (?format=json) is the document's business.
+    resolve_target(options.openapi.split("#", 1)[0].split("?", 1)[0], options.allow_remote)
     return options.openapi
 
 
