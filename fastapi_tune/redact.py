@@ -18,7 +18,8 @@ SENSITIVE_WORDS: Final = (
     "credential", "private", "dsn",
 )  # fmt: skip
 # NAME=value in a command line or an environment dump (-e DB_PASSWORD=x, --api-key=x).
-_ASSIGNMENT: Final = re.compile(r"(?P<name>[A-Za-z_][\w.-]*)=(?P<value>[^\s&]+)")
+# The value stops at a quote too: a message quoting a URL ('...?api_key=x') keeps its closing quote.
+_ASSIGNMENT: Final = re.compile(r"(?P<name>[A-Za-z_][\w.-]*)=(?P<value>[^\s&'\"]+)")
 # --password x, --token x: a sensitive flag followed by its value as the next word.
 _FLAG_VALUE: Final = re.compile(r"(?P<flag>--?[\w-]+)(?P<sep>\s+)(?P<value>[^\s-][^\s]*)")
 # scheme://user:password@host: the userinfo of any URL inside a longer text.

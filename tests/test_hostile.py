@@ -158,6 +158,16 @@ def test_odd_documents_skip_single_operations(tmp_path: Path) -> None:
     assert "spaces or control characters" in reasons
 
 
+def test_markup_in_paths_is_shown_as_text(tmp_path: Path) -> None:
+    paths = {"/x[/]": {"get": {}}, "/y[/]": {"post": {}}}
+    out = tmp_path / "r.json"
+    with hostile_server({"/openapi.json": json_route(doc(paths))}, json_route({"ok": 1})) as s:
+        code, stdout, stderr = run_cli("probe", s.url, "--levels", "1", "--duration", "0.1", "--out", str(out))
+    assert code == 0, stderr
+    assert "skipped POST /y[/]" in stderr
+    assert "GET /x[/]" in stdout
+
+
 # ---------------------------------------------------------------------------------------
 # Numbers where they enter
 
