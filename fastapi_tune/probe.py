@@ -633,12 +633,17 @@ def _unreached(op: Operation, budget: _Budget, error: TargetUnreachableError | N
 
 
 def not_measured(endpoints: Sequence[Endpoint]) -> tuple[list[Endpoint], list[Skipped]]:
-    """Endpoints with levels, and the others as skipped with the reason no level was measured."""
-    measured = [e for e in endpoints if e.levels]
+    """Endpoints with levels, and the others as skipped with the reason no level was measured.
+
+    The endpoint during which the server died stays an endpoint (its stop reason says where);
+    the ones after it were never reached.
+    """
+    died = next((i for i, e in enumerate(endpoints) if e.stop_reason == StopReason.SERVER_DIED), None)
+    measured = [e for i, e in enumerate(endpoints) if e.levels or i == died]
     skipped = [
         Skipped(e.method, e.path, f"{e.stop_reason}: no level measured" + _UNREACHED.get(e.stop_reason, ""))
-        for e in endpoints
-        if not e.levels
+        for i, e in enumerate(endpoints)
+        if not e.levels and i != died
     ]
     return measured, skipped
 
