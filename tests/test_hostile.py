@@ -159,7 +159,7 @@ def test_odd_documents_skip_single_operations(tmp_path: Path) -> None:
 
 
 def test_markup_in_paths_is_shown_as_text(tmp_path: Path) -> None:
-    paths = {"/x[/]": {"get": {}}, "/y[/]": {"post": {}}}
+    paths: dict[str, object] = {"/x[/]": {"get": {}}, "/y[/]": {"post": {}}}
     out = tmp_path / "r.json"
     with hostile_server({"/openapi.json": json_route(doc(paths))}, json_route({"ok": 1})) as s:
         code, stdout, stderr = run_cli(
