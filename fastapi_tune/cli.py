@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fastapi_tune import __version__
+from fastapi_tune import __version__, checks
 from fastapi_tune.appenv import read_app_env
 from fastapi_tune.classify import classify_report
 from fastapi_tune.demo import SAMPLE_APP
@@ -32,7 +32,7 @@ from fastapi_tune.errors import (
     UsageError,
 )
 from fastapi_tune.export_load import parse_mix, parse_objective, render_k6, render_locust, spec_from_report
-from fastapi_tune.fileio import Overwrite, atomic_write, existing_state, write_output
+from fastapi_tune.fileio import Overwrite, atomic_write, check_writable, existing_state, write_output
 from fastapi_tune.host import (
     CPUS_ENV,
     MEMORY_ENV,
@@ -46,6 +46,7 @@ from fastapi_tune.import_load import import_k6, import_locust
 from fastapi_tune.plan import Choices, Plan, make_plan
 from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
+from fastapi_tune.redact import option_secrets, redact_secrets_in, redact_text
 from fastapi_tune.render_conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render_deploy import deploy_files
 from fastapi_tune.render_host import print_host
@@ -63,7 +64,15 @@ from fastapi_tune.target import (
     with_overrides,
 )
 from fastapi_tune.verify import VerifyOptions, run_verify
-from fastapi_tune.workflow import TuneOptions, TuneResult, probe_and_classify, run_demo, run_tune, save_report
+from fastapi_tune.workflow import (
+    TuneOptions,
+    TuneResult,
+    probe_and_classify,
+    run_demo,
+    run_tune,
+    save_report,
+    save_report_somewhere,
+)
 
 app = typer.Typer(
     name="fastapi-tune",
@@ -120,10 +129,16 @@ def _guarded(f: Callable[P, None]) -> Callable[P, None]:
 
     @functools.wraps(f)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        secrets = option_secrets(kwargs.get("header") or (), kwargs.get("param") or ())  # type: ignore[arg-type]
         try:
             f(*args, **kwargs)
         except FastapiTuneError as e:
-            raise typer.Exit(_report_error(e)) from None
+            raise typer.Exit(_report_error(e, secrets)) from None
+        except OSError as e:
+            if e.filename is None:
+                raise  # not about a file: a bug, shown as an internal error
+            failed = BadInputError(f"{e.filename}: {e.strerror or e}")
+            raise typer.Exit(_report_error(failed, secrets)) from None
         except (typer.Abort, KeyboardInterrupt):
             # Ctrl-C at a prompt (click says "Aborted." and exits 1) or anywhere else: exit 130.
             err.print("[yellow]interrupted[/]")
@@ -164,11 +179,15 @@ app.add_typer(export_app, name="export")
 app.add_typer(import_app, name="import")
 
 
-def _report_error(e: FastapiTuneError) -> int:
-    """One red line for an error the user is meant to read (re-raised with --debug); its exit code."""
+def _report_error(e: FastapiTuneError, secrets: Sequence[str] = ()) -> int:
+    """One red line for an error the user is meant to read (re-raised with --debug); its exit code.
+
+    The text passes through redaction: it may quote a URL with a password, a server's output,
+    or a value the user passed with -H.
+    """
     if _state["debug"]:
         raise e
-    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(redact_secrets_in(str(e), secrets))}", highlight=False)
     return int(e.exit_code)
 
 
@@ -337,6 +356,9 @@ def probe(  # long only in its signature: one typer parameter per option
         verify_tls=not insecure,
         allow_remote=allow_remote,
     )
+    check_writable(out_path, "--out")  # never measure into a path that cannot be written
+    if html is not None:
+        check_writable(html, "--html")
     _probe_and_save(options, read_host(), out_path, as_json, html)
 
 
@@ -354,14 +376,17 @@ def _save_and_show(
 ) -> ProbeReport:
     """Save the report always, show it, and raise for a dead server or an interruption."""
     report = outcome.report
-    save_report(report, out_path)
-    if html is not None:
+    saved, failure = save_report_somewhere(report, out_path)
+    if html is not None and failure is None:
         atomic_write(html, render_html(report_to_json(report)))
         err.print(f"HTML report saved to [bold]{html}[/]")
     if as_json:
         print_json(report_to_json(report))
     else:
         print_report(out, report)
+    if failure is not None:  # measured, then the disk filled: say where the results are
+        where = f"the report was saved to {saved} instead" if saved else "the report is shown above only"
+        raise BadInputError(f"{failure}; {where}")
     err.print(f"Report saved to [bold]{out_path}[/]")
     if outcome.error is not None:
         raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
@@ -508,6 +533,9 @@ def recommend(
     for what it cannot know (app module, deployment profile, bind, overwrite); with --yes or
     without a terminal it takes the defaults and never replaces an existing file unless --yes.
     """
+    check_writable(output, "--out")
+    if target_rps is not None:
+        checks.number(target_rps, "--target-rps", 1e-3, checks.MAX_RPS, " requests/s")
     _check_db_options(db_max_connections, db_pool_size)
     ask = _interactive(yes, as_json)
     if ask:
@@ -601,10 +629,18 @@ def demo(
     doing blocking I/O, a blocking call inside `async def`, and CPU-heavy work. It is served by one
     uvicorn worker on a free loopback port, and stopped whatever happens (Ctrl-C included).
     """
+    max_seconds = checks.number(max_seconds, "--max-seconds", checks.MIN_BUDGET_S, checks.MAX_SECONDS)
     facts = read_host()
     directory = output or Path(tempfile.mkdtemp(prefix="fastapi-tune-demo-"))
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInputError(
+            f"--output {directory}: cannot create the directory ({e.strerror or e})"
+        ) from None
     report_path = directory / "fastapi-tune-probe.json"
+    check_writable(report_path, "--output")
+    check_writable(directory / "gunicorn.conf.py", "--output")
     err.print(f"[bold]Sample app[/] {SAMPLE_APP} under 1 uvicorn worker on a free loopback port")
     with LiveProgress(err) as progress:
         result = run_demo(facts, max_seconds, progress)
@@ -798,6 +834,8 @@ def verify(
     to the next: recommended, rule-of-thumb (2 x cores + 1), single-worker, and with --sweep every
     count from 1 to 2 x effective CPUs. --repeat interleaved rounds; the table shows medians.
     """
+    if html is not None:
+        check_writable(html, "--html")
     facts = read_host()
     report = None if endpoint else load_report(probe_path)
     options = VerifyOptions(
@@ -1019,7 +1057,8 @@ def main() -> None:
         if _state["debug"]:
             raise
         err.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)",
+            f"[bold red]internal error:[/] {type(e).__name__}: {escape(redact_text(str(e)))}"
+            " (run with --debug for the traceback)",
             highlight=False,
         )
         sys.exit(int(ExitCode.ERROR))

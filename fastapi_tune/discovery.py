@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 
 from fastapi_tune.errors import BadInputError, RefusedError, TargetUnreachableError, UsageError
+from fastapi_tune.redact import redact_text, redact_url
 from fastapi_tune.report import Skipped
 from fastapi_tune.samples import (
     FORM,
@@ -39,9 +40,11 @@ SAFE_METHODS: Final = ("GET", "HEAD")
 UNSAFE_REASON: Final = "not a safe method; name it with -e or pass --unsafe"
 _ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-# Header names whose values never appear in a saved report or on screen.
-_SENSITIVE_WORDS: Final = ("auth", "cookie", "token", "secret", "key", "session", "password", "signature")
-REDACTED: Final = "<redacted>"
+# An OpenAPI document larger than this is refused before it fills memory: the largest public
+# ones (GitHub's REST API, Stripe's) are 10-20 MB of JSON; a server streaming forever is not one.
+MAX_DOCUMENT_BYTES: Final = 64 * 2**20
+# RFC 9110 token characters: what a header name may hold.
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass(frozen=True)
@@ -73,23 +76,20 @@ class Discovery:
     openapi_url: str | None
 
 
-def is_sensitive_header(name: str) -> bool:
-    """Authorization, Cookie, X-API-Key and the like."""
-    lowered = name.lower()
-    return any(w in lowered for w in _SENSITIVE_WORDS)
-
-
-def redact_headers(headers: Sequence[tuple[str, str]]) -> list[str]:
-    """Headers as 'Name: value' with sensitive values replaced, for reports and screens."""
-    return [f"{n}: {REDACTED if is_sensitive_header(n) else v}" for n, v in headers]
-
-
 def parse_header(text: str) -> tuple[str, str]:
-    """'-H "Name: value"' into a pair."""
+    """'-H "Name: value"' into a pair; the value is never echoed (it may be a secret)."""
     name, sep, value = text.partition(":")
-    if not sep or not name.strip():
-        raise UsageError(f"-H {text!r}: expected 'Name: value'")
-    return name.strip(), value.strip()
+    name, value = name.strip(), value.strip()
+    shown = redact_text(name[:60]) if name else "<empty>"
+    if not sep or not _TOKEN.fullmatch(name):
+        raise UsageError(f"-H {shown}: expected 'Name: value' with a name of letters, digits and -")
+    if any(c in value for c in "\r\n\0"):
+        # A line break would smuggle a second header (or request) into every request sent.
+        raise UsageError(f"-H {name}: the value holds a line break or NUL; pass one header per -H")
+    if not value.isascii() or not value.isprintable():
+        # HTTP/1.1 header bytes are ASCII; any other encoding is a guess the server may not share.
+        raise UsageError(f"-H {name}: the value must be printable ASCII (percent- or base64-encode it)")
+    return name, value
 
 
 def parse_endpoint(text: str) -> tuple[str, str]:
@@ -97,7 +97,12 @@ def parse_endpoint(text: str) -> tuple[str, str]:
     parts = text.split()
     if len(parts) == 1 and parts[0].startswith("/"):
         return "GET", parts[0]
-    if len(parts) != 2 or parts[0].upper() not in _ALL_METHODS or not parts[1].startswith("/"):
+    if (
+        len(parts) != 2
+        or parts[0].upper() not in _ALL_METHODS
+        or not parts[1].startswith("/")
+        or not parts[1].isprintable()
+    ):
         raise UsageError(f"-e {text!r}: expected 'METHOD /path', e.g. -e 'GET /items/{{item_id}}'")
     return parts[0].upper(), parts[1]
 
@@ -166,14 +171,27 @@ def _is_loopback_ip(addr: str) -> bool:
 
 def resolve_target(url: str, allow_remote: bool) -> Target:
     """Check the URL and refuse anything but loopback unless --allow-remote, before any request."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{url!r}: expected an http:// or https:// URL such as http://127.0.0.1:8000")
-    host = parts.hostname
+    shown = redact_url(url)
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        parts = urlsplit(url)
+        given_port = parts.port
     except ValueError:
-        raise UsageError(f"{url!r}: the port is not a number from 1 to 65535") from None
+        raise UsageError(f"{shown!r}: the port is not a number from 1 to 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{shown!r}: expected an http:// or https:// URL such as http://127.0.0.1:8000")
+    if given_port == 0:  # urlsplit reads ':0' as 0, which `or 80` would silently turn into 80
+        raise UsageError(f"{shown!r}: the port is not a number from 1 to 65535")
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(
+            f"{shown!r}: credentials in the URL are not sent; pass them with -H 'Authorization: ...'"
+        )
+    if parts.query or parts.fragment:
+        raise UsageError(
+            f"{shown!r}: the base URL takes no ?query or #fragment (it would not be sent with each"
+            " request); fill parameters with --param NAME=VALUE, credentials with -H"
+        )
+    host = parts.hostname
+    port = given_port if given_port is not None else (443 if parts.scheme == "https" else 80)
     if _is_loopback_ip(host):
         loopback = True
     else:
@@ -204,25 +222,47 @@ def resolve_target(url: str, allow_remote: bool) -> Target:
 
 def fetch_json(client: httpx.Client, url: str) -> object:
     """GET a JSON document, turning transport failures into one clear line."""
+    shown = redact_url(url)
     try:
-        resp = client.get(url)
+        status, data = _get_bounded(client, url, MAX_DOCUMENT_BYTES)
     except httpx.ConnectError as e:
-        raise TargetUnreachableError(f"cannot connect to {url}: {_reason(e)}; is the app running?") from None
+        raise TargetUnreachableError(
+            f"cannot connect to {shown}: {_reason(e)}; is the app running?"
+        ) from None
     except httpx.TimeoutException:
-        raise TargetUnreachableError(f"{url}: no answer within the timeout") from None
+        raise TargetUnreachableError(f"{shown}: no answer within the timeout") from None
     except httpx.HTTPError as e:
-        raise TargetUnreachableError(f"{url}: {type(e).__name__}: {e}") from None
-    if resp.status_code != 200:
+        raise TargetUnreachableError(f"{shown}: {type(e).__name__}: {redact_text(str(e))}") from None
+    if status != 200:
         raise BadInputError(
-            f"{url} answered {resp.status_code}: no OpenAPI document there;"
+            f"{shown} answered {status}: no OpenAPI document there;"
             " pass --openapi URL, or name endpoints with -e 'GET /path'"
+            + (" (redirects are not followed)" if 300 <= status < 400 else "")
         )
+    if data is None:
+        raise BadInputError(f"{shown}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB; not read")
     try:
-        return resp.json()
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadInputError(f"{url}: not a JSON document (is it an OpenAPI document?)") from None
+        raise BadInputError(f"{shown}: not a JSON document (is it an OpenAPI document?)") from None
     except RecursionError:
-        raise BadInputError(f"{url}: the JSON document nests too deeply to read") from None
+        raise BadInputError(f"{shown}: the JSON document nests too deeply to read") from None
+
+
+def _get_bounded(client: httpx.Client, url: str, max_bytes: int) -> tuple[int, bytes | None]:
+    """Status and body of a GET; None for a body past `max_bytes` (not read further)."""
+    with client.stream("GET", url) as resp:
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            return resp.status_code, None
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                return resp.status_code, None
+            chunks.append(chunk)
+        return resp.status_code, b"".join(chunks)
 
 
 def _reason(e: Exception) -> str:
@@ -233,7 +273,7 @@ def _reason(e: Exception) -> str:
         return "connection refused"
     if "name or service not known" in text.lower() or "nodename nor servname" in text.lower():
         return "DNS lookup failed"
-    return text or type(e).__name__
+    return redact_text(text) or type(e).__name__
 
 
 def _check_document(doc: object, source: str) -> dict[str, Any]:
@@ -385,6 +425,10 @@ def _operations(
     for path, raw in doc["paths"].items():
         if not isinstance(path, str) or not path.startswith("/"):
             skipped.append(Skipped("*", str(path)[:80], "a path must start with '/'"))
+            continue
+        if not path.isprintable() or any(c.isspace() for c in path):
+            # Sent as is, a space or line break would end the request line early (or inject headers).
+            skipped.append(Skipped("*", ascii(path)[:80], "the path holds spaces or control characters"))
             continue
         try:
             item = deref(doc, raw, path)

@@ -16,11 +16,35 @@ from enum import Enum
 from pathlib import Path
 from typing import Final
 
-from fastapi_tune.errors import RefusedError
+from fastapi_tune.errors import BadInputError, RefusedError
 
 # A new file gets the usual mode for a config file (the umask cannot be read without racing).
 _NEW_FILE_MODE: Final = 0o644
 _MAX_BACKUPS: Final = 1000
+
+
+def check_writable(path: Path | str, flag: str) -> None:
+    """Refuse, before any work, an output path that cannot be written; one line says why.
+
+    Tried for real (a temp file created and removed in the directory): permissions, a read-only
+    filesystem and root's exemptions all answer the same way the final write will.
+    """
+    target = Path(path)
+    parent = target.parent
+    if target.is_dir():
+        raise BadInputError(f"{flag} {target}: is a directory; give a file name")
+    if target.exists() and not target.is_file():
+        # os.replace would swap a device or a socket (e.g. /dev/null, as root) for a plain file.
+        raise BadInputError(f"{flag} {target}: exists and is not a regular file")
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise BadInputError(f"{flag} {target}: the directory {parent} {why}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".check", dir=parent)
+    except OSError as e:
+        raise BadInputError(f"{flag} {target}: cannot write in {parent} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def atomic_write(path: Path | str, text: str) -> None:
@@ -28,9 +52,18 @@ def atomic_write(path: Path | str, text: str) -> None:
 
     The temp file sits in the same directory so os.replace is a rename on one filesystem;
     fsync before the rename so a crash cannot leave an empty file under the real name.
-    An existing file's permission bits are kept.
+    An existing file's permission bits are kept. A failed write (full disk, read-only
+    directory) leaves the old file as it was and no temp file; BadInputError names the path.
     """
     target = Path(path)
+    try:
+        _replace(target, text)
+    except OSError as e:
+        kept = "the old file is unchanged" if target.is_file() else "nothing was written"
+        raise BadInputError(f"{target}: cannot write it ({e.strerror or e}); {kept}") from None
+
+
+def _replace(target: Path, text: str) -> None:
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
@@ -74,11 +107,21 @@ def _copy_to_fresh_backup(target: Path) -> Path:
         backup = backup_path(target)
         try:
             with target.open("rb") as src, backup.open("xb") as dst:
-                shutil.copyfileobj(src, dst)
-                dst.flush()
-                os.fsync(dst.fileno())
+                try:
+                    shutil.copyfileobj(src, dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                except OSError as e:  # a full disk: no half (or 0-byte) backup left behind
+                    backup.unlink(missing_ok=True)
+                    raise BadInputError(
+                        f"{backup}: cannot write the backup ({e.strerror or e}); {target} is unchanged"
+                    ) from None
         except FileExistsError:
             continue
+        except OSError as e:
+            raise BadInputError(
+                f"{backup}: cannot write the backup ({e.strerror or e}); {target} is unchanged"
+            ) from None
         shutil.copystat(target, backup)  # the backup keeps the old file's mode and times
         return backup
     raise RefusedError(f"{target}: could not find a free backup name")
@@ -98,7 +141,12 @@ def write_with_backup(path: Path | str, text: str) -> Path | None:
         if target.read_text(encoding="utf-8", errors="replace") == text:
             return None
         backup = _copy_to_fresh_backup(target)
-    atomic_write(target, text)
+    try:
+        atomic_write(target, text)
+    except BadInputError:
+        if backup is not None:  # the old file is intact: its copy would only be a stray file
+            backup.unlink(missing_ok=True)
+        raise
     return backup
 
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import httpx
 
 from fastapi_tune.errors import ServerFailedError
 from fastapi_tune.observe import worker_children
+from fastapi_tune.signals import STOP_SIGNALS
 
 _STDERR_TAIL: Final = 1500
 
@@ -116,7 +118,21 @@ def run_server(
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, SIGKILL it if it lingers."""
+    """SIGTERM the server's process group, SIGKILL it if it lingers.
+
+    Stop signals are held back meanwhile (delivered after): a second Ctrl-C or SIGTERM in the
+    middle would otherwise abandon the stop and leave the server running.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if main else None
+    try:
+        _stop_group(proc)
+    finally:
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)

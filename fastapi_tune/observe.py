@@ -14,6 +14,7 @@ from typing import Final
 
 import psutil
 
+from fastapi_tune.redact import redact_text
 from fastapi_tune.report import ServerInfo
 
 # Sampling often enough to catch a 0.5 s level's window edges without costing the load
@@ -99,7 +100,7 @@ def find_server(port: int) -> ServerInfo:
         local=True,
         pid=root.pid,
         kind=kind,
-        cmdline=" ".join(cmdline)[:500],
+        cmdline=redact_text(" ".join(cmdline))[:500],  # -e DB_PASSWORD=... must not reach the report
         workers=len(workers),
         worker_pids=workers,
     )

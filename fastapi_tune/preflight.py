@@ -30,6 +30,10 @@ _HINT_CHARS: Final = 200
 # Keys under which APIs wrap a page of rows: {"items": [...], "total": 3}.
 _PAGE_KEYS: Final = ("items", "data", "results", "records", "content", "rows", "values", "list")
 _GENERIC_ID_KEYS: Final = ("id", "pk", "uuid", "slug", "key")
+NOT_PREFLIGHTED: Final = (
+    "time budget: not reached by the preflight within its share of --max-seconds"
+    " (raise it, or probe fewer endpoints with -e/--exclude)"
+)
 
 
 @dataclass(frozen=True)
@@ -104,12 +108,21 @@ def preflight(send: SendFn | httpx.Client, op: Operation, deadline_s: float = 10
 
 
 def preflight_all(
-    send: SendFn | httpx.Client, ops: Sequence[Operation], deadline_s: float = 10.0
+    send: SendFn | httpx.Client,
+    ops: Sequence[Operation],
+    deadline_s: float = 10.0,
+    until: float | None = None,
 ) -> tuple[list[Operation], list[Skipped]]:
-    """The operations that answered well, and the others as skipped with their hints."""
+    """The operations that answered well, and the others as skipped with their hints.
+
+    Past `until` (time.monotonic()) no request is sent: the rest are skipped as over the time budget.
+    """
     kept: list[Operation] = []
     skipped: list[Skipped] = []
     for op in ops:
+        if until is not None and time.monotonic() >= until:
+            skipped.append(Skipped(op.method, op.path, NOT_PREFLIGHTED))
+            continue
         result = preflight(send, op, deadline_s)
         if result.ok:
             kept.append(op)

@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol
 
 import httpx
 
-from fastapi_tune import __version__
+from fastapi_tune import __version__, checks
 from fastapi_tune.deadline import within
 from fastapi_tune.demand import DemandWatcher, HostBusy, LevelDemand, demand_between, host_busy_now, supported
 from fastapi_tune.discovery import (
@@ -36,7 +36,15 @@ from fastapi_tune.discovery import (
 )
 from fastapi_tune.errors import TargetUnreachableError, UsageError
 from fastapi_tune.host import HostFacts
-from fastapi_tune.loadgen import BurstResult, LiveCount, RequestSpec, run_burst
+from fastapi_tune.loadgen import (
+    _STAGGER_FIRST_S,
+    _STAGGER_REST_S,
+    _STAGGERED,
+    BurstResult,
+    LiveCount,
+    RequestSpec,
+    run_burst,
+)
 from fastapi_tune.observe import ServerWatcher, find_server, server_cwd
 from fastapi_tune.preflight import json_getter, preflight_all, resolve_ids
 from fastapi_tune.redact import redact_headers, redact_url
@@ -126,15 +134,21 @@ class _Quiet:
 
 
 def check_options(o: ProbeOptions) -> None:
-    """Reject option values that cannot work, before anything is sent."""
-    if o.levels is not None and (not o.levels or any(n < 1 for n in o.levels)):
+    """Reject option values that cannot work (NaN, infinity, out of range), before anything is sent."""
+    if o.levels is not None and not o.levels:
         raise UsageError("--levels: expected positive integers such as 1,8,64")
-    if o.max_concurrency is not None and o.max_concurrency < 1:
-        raise UsageError("--max-concurrency: expected a positive integer")
-    if o.duration_s is not None and not 0.05 <= o.duration_s <= 600:
-        raise UsageError("--duration: expected seconds from 0.05 to 600")
-    if o.max_seconds <= 0 or o.max_requests <= 0 or o.timeout_s <= 0:
-        raise UsageError("--max-seconds, --max-requests and --timeout must be positive")
+    for n in o.levels or ():
+        checks.whole(n, "--levels", 1, checks.MAX_CONCURRENCY)
+    if o.max_concurrency is not None:
+        checks.whole(o.max_concurrency, "--max-concurrency", 1, checks.MAX_CONCURRENCY)
+    if o.duration_s is not None:
+        checks.number(o.duration_s, "--duration", 0.05, 600, " seconds")
+    checks.number(o.max_seconds, "--max-seconds", checks.MIN_BUDGET_S, checks.MAX_SECONDS, " seconds")
+    checks.whole(o.max_requests, "--max-requests", 1, checks.MAX_REQUESTS)
+    checks.number(o.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
+    checks.number(o.warmup_s, "warm-up", 0, 600, " seconds")
+    top = max(o.levels) if o.levels else (o.max_concurrency or DEFAULT_MAX_CONCURRENCY)
+    checks.open_files_allow(top, "--levels" if o.levels else "--max-concurrency")
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,6 +282,32 @@ def level_duration(options: ProbeOptions, concurrency: int, previous: Level | No
     return min(_MAX_LEVEL_S, max(options.base_duration_s, needed))
 
 
+def opening_s(concurrency: int) -> float:
+    """How long a burst takes to open its connections before the warm-up starts.
+
+    loadgen staggers them (see its _STAGGER_*); asyncio's short sleeps overshoot by about half
+    (measured: 4096 connections took ~6 s for 4.1 s of nominal gaps), hence the 1.5.
+    """
+    first = min(concurrency, _STAGGERED) * _STAGGER_FIRST_S
+    return 1.5 * (first + max(0, concurrency - _STAGGERED) * _STAGGER_REST_S)
+
+
+class _StopAt(threading.Event):
+    """A burst's stop flag: set by the user's stop (Ctrl-C, SIGTERM), or once `deadline` passes.
+
+    The ladder only starts a level that should fit the budget; this holds the budget when it
+    does not (a busy machine opening thousands of connections slowly). run_burst polls is_set.
+    """
+
+    def __init__(self, user: threading.Event, deadline: float) -> None:
+        super().__init__()
+        self.user = user
+        self.deadline = deadline
+
+    def is_set(self) -> bool:
+        return self.user.is_set() or time.monotonic() >= self.deadline
+
+
 @dataclass
 class _Budget:
     deadline: float
@@ -343,7 +383,7 @@ class Ladder:
                 break
             level, result = self._measure(n)
             if level is None:
-                reason = StopReason.INTERRUPTED
+                reason = StopReason.INTERRUPTED if self.s.budget.stop.is_set() else StopReason.TIME_BUDGET
                 break
             stop = self._stop_after(level, result)
             if stop is not None:
@@ -360,9 +400,10 @@ class Ladder:
         if budget.stop.is_set():
             return StopReason.INTERRUPTED
         duration = level_duration(options, n, self.levels[-1] if self.levels else None)
-        if self.levels and time.monotonic() + duration + options.warmup_s > min(
-            self.deadline, budget.deadline
-        ):
+        # An endpoint's first level may overrun its share (every endpoint gets one when the time
+        # allows), never the whole probe's budget.
+        until = min(self.deadline, budget.deadline) if self.levels else budget.deadline
+        if time.monotonic() + opening_s(n) + options.warmup_s + duration > until:
             return StopReason.TIME_BUDGET
         if budget.requests >= budget.max_requests:
             return StopReason.REQUEST_BUDGET
@@ -377,15 +418,18 @@ class Ladder:
         # Demand is read around the whole burst (the warm-up carries the same load): two reads of
         # /proc cost a few ms, where a sampling thread would compete with the load generator.
         before = self.s.demand.snapshot() if self.s.demand is not None else None
-        result = run_burst(self.spec, n, options.warmup_s, duration, self.s.budget.stop, live)
+        stop = _StopAt(self.s.budget.stop, self.s.budget.deadline)
+        result = run_burst(self.spec, n, options.warmup_s, duration, stop, live)
         if result.stalled and not self.s.budget.stop.is_set():
             # Nothing answered in the short window: a slow route, or a stuck one. Measure once more
             # for longer, so that "slow" is measured and "stuck" is sure.
             confirm = options.timeout_s if not self.levels else STALL_CONFIRM_S
             longer = max(duration, min(confirm, self.s.budget.deadline - time.monotonic() - 1))
-            result = run_burst(self.spec, n, 0.0, longer, self.s.budget.stop, live)
+            result = run_burst(self.spec, n, 0.0, longer, stop, live)
         if result.duration_s <= 0:  # stopped during the warm-up: nothing was counted
             return None, result
+        if result.duration_s < 0.5 * duration and not self.s.budget.stop.is_set():
+            return None, result  # cut short by the time budget: too little to be evidence
         demand = None
         if before is not None and self.s.demand is not None:
             demand = demand_between(before, self.s.demand.snapshot())
@@ -467,6 +511,9 @@ class ProbeOutcome:
 HOST_CHECK_S: Final = 0.5
 # The OpenAPI document and the preflight each get this long at most, whatever the server does.
 DISCOVERY_DEADLINE_S: Final = 30.0
+# The preflight (one request per endpoint, ~3 ms each on loopback) may use this share of
+# --max-seconds; endpoints it does not reach are skipped as over the time budget.
+PREFLIGHT_SHARE: Final = 0.25
 
 
 def _openapi_url(options: ProbeOptions, base: str) -> str:
@@ -475,7 +522,8 @@ def _openapi_url(options: ProbeOptions, base: str) -> str:
         return base + "/openapi.json"
     if not options.openapi.startswith(("http://", "https://")):
         return base + "/" + options.openapi.lstrip("/")
-    resolve_target(options.openapi, options.allow_remote)
+    # Its host is checked like the target's; a query (?format=json) is the document's business.
+    resolve_target(options.openapi.split("#", 1)[0].split("?", 1)[0], options.allow_remote)
     return options.openapi
 
 
@@ -497,13 +545,18 @@ def _read_body_file(path: str) -> bytes:
 
 
 def find_operations(
-    options: ProbeOptions, base: str, headers: Sequence[tuple[str, str]]
+    options: ProbeOptions, base: str, headers: Sequence[tuple[str, str]], started: float | None = None
 ) -> tuple[list[Operation], list[Skipped], str | None]:
-    """Operations to probe from -e and/or the OpenAPI document, less --exclude, less failing ones."""
+    """Operations to probe from -e and/or the OpenAPI document, less --exclude, less failing ones.
+
+    Everything here keeps to the probe's budget counted from `started`: the document and the list
+    routes within it, the preflight within PREFLIGHT_SHARE of it.
+    """
     explicit = [parse_endpoint(e) for e in options.endpoints]
     openapi_url = _openapi_url(options, base)
     params, bodies = _given(options)
-    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S)
+    started = time.monotonic() if started is None else started
+    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S, options.max_seconds)
     with httpx.Client(headers=list(headers), timeout=options.timeout_s, verify=options.verify_tls) as client:
         get_doc = lambda: fetch_json(client, openapi_url)  # noqa: E731 - the call the deadline bounds
         doc: object | None
@@ -531,8 +584,12 @@ def find_operations(
         kept, excluded = apply_excludes(ops, options.excludes)
         failed: list[Skipped] = []
         if options.preflight and kept:
+            until = started + PREFLIGHT_SHARE * options.max_seconds
+            # Each request is bounded by twice the timeout (headers, then the body's read cap).
             kept, failed = within(
-                deadline * 2, "preflight", lambda: preflight_all(client, kept, options.timeout_s)
+                max(0.0, until - time.monotonic()) + 2 * options.timeout_s + 1,
+                "preflight",
+                lambda: preflight_all(client, kept, options.timeout_s, until),
             )
     return kept, [*skipped, *excluded, *failed], source
 
@@ -686,7 +743,40 @@ def _climb_all(
                 session.events.endpoint_done(ep)
             if ep.stop_reason is StopReason.STALLED:
                 _await_recovery(session, spec)
-    return [e for _, e in sorted(results.items())], error
+    return [results.get(i) or _unreached(op, budget, error) for i, op in enumerate(ops)], error
+
+
+def _unreached(op: Operation, budget: _Budget, error: TargetUnreachableError | None) -> Endpoint:
+    """An endpoint the probe never came to: after a stop, a dead server, or the budget."""
+    if error is not None:
+        reason = StopReason.SERVER_DIED
+    elif budget.stop.is_set():
+        reason = StopReason.INTERRUPTED
+    else:
+        reason = StopReason.TIME_BUDGET
+    return Endpoint(op.method, op.path, op.url, (), reason)
+
+
+def not_measured(endpoints: Sequence[Endpoint]) -> tuple[list[Endpoint], list[Skipped]]:
+    """Endpoints with levels, and the others as skipped with the reason no level was measured.
+
+    The endpoint during which the server died stays an endpoint (its stop reason says where);
+    the ones after it were never reached.
+    """
+    died = next((i for i, e in enumerate(endpoints) if e.stop_reason == StopReason.SERVER_DIED), None)
+    measured = [e for i, e in enumerate(endpoints) if e.levels or i == died]
+    skipped = [
+        Skipped(e.method, e.path, f"{e.stop_reason}: no level measured" + _UNREACHED.get(e.stop_reason, ""))
+        for i, e in enumerate(endpoints)
+        if not e.levels and i != died
+    ]
+    return measured, skipped
+
+
+_UNREACHED: Final = {
+    StopReason.TIME_BUDGET: " within --max-seconds (raise it, or probe fewer endpoints with -e/--exclude)",
+    StopReason.REQUEST_BUDGET: " within --max-requests",
+}
 
 
 def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None = None) -> ProbeOutcome:
@@ -696,9 +786,10 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     """
     events = events or _Quiet()
     check_options(options)
+    started = time.monotonic()  # the budget covers discovery and preflight too
     target = resolve_target(options.url, options.allow_remote)
     headers = tuple(parse_header(h) for h in options.headers)
-    ops, skipped, openapi_url = find_operations(options, target.base_url, headers)
+    ops, skipped, openapi_url = find_operations(options, target.base_url, headers, started)
     if not ops:
         raise UsageError(
             "nothing to probe: no operation could be filled and answered cleanly"
@@ -713,7 +804,6 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     events.started(ops, skipped, server)
     if host_load is not None:
         events.host_checked(host_load)
-    started = time.monotonic()
     budget = _Budget(deadline=started + options.max_seconds, max_requests=options.max_requests)
     watcher = ServerWatcher(server) if server.local and server.pid else None
     with stop_on_signals(budget.stop), watcher if watcher is not None else nullcontext():
@@ -723,13 +813,14 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
             server.worker_pids if server.local and server.pid else (),
             server_cwd(server.pid) if server.pid else None,
         )  # fmt: skip
-        endpoints, error = _climb_all(session, ops, headers)
+        climbed, error = _climb_all(session, ops, headers)
+    endpoints, unreached = not_measured(climbed)
     report = ProbeReport(
         target=target.base_url,
         host=host,
         server=server,
         endpoints=tuple(endpoints),
-        skipped=tuple(skipped),
+        skipped=(*skipped, *unreached),
         settings=_settings(options, headers, openapi_url),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         tool_version=__version__,

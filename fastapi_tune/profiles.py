@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
@@ -26,6 +27,9 @@ _SOURCE_DIR: Final = Path(__file__).resolve().parent.parent / "profiles"
 DEFAULT_PROFILE: Final = "vm"
 
 WORKER_CLASSES: Final = ("uvicorn-worker", "asgi")
+# The shipped profiles use no aliases and are ~2 KB; these leave room for a hand-written one.
+MAX_ALIASES: Final = 50
+MAX_PROFILE_CHARS: Final = 64 * 1024
 PRELOAD_POLICIES: Final = ("allow", "never")
 
 
@@ -73,6 +77,10 @@ class Profile:
 # Checking
 
 
+_SHORT: Final = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
 class _Checker:
     """Typed reads from a YAML mapping; every failure names the file and the dotted key."""
 
@@ -80,7 +88,8 @@ class _Checker:
         self.source = source
 
     def fail(self, key: str, expected: str, got: object) -> BadInputError:
-        return BadInputError(f"{self.source}: {key}: expected {expected}, got {got!r}")
+        # reprlib: a value may be huge (or a shared structure a billion items deep); show its start.
+        return BadInputError(f"{self.source}: {key}: expected {expected}, got {_SHORT.repr(got)}")
 
     def mapping(self, raw: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
         if not isinstance(raw, dict):
@@ -243,11 +252,33 @@ def _is_path(name_or_path: str) -> bool:
     return "/" in name_or_path or "\\" in name_or_path or name_or_path.endswith((".yaml", ".yml"))
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """safe_load that refuses more than MAX_ALIASES aliases (a billion-laughs bomb expands
+    exponentially when anything walks the result; a profile needs none)."""
+
+    aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name); a profile needs none")
+        return super().compose_node(parent, index)
+
+
 def _parse(text: str, source: str) -> object:
+    if len(text) > MAX_PROFILE_CHARS:
+        raise BadInputError(f"{source}: more than 64 KiB; a profile is a page of YAML")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader with aliases bounded
     except yaml.YAMLError as e:
-        raise BadInputError(f"{source}: not valid YAML: {e}") from None
+        # The message only: PyYAML's own text can quote the document around the fault.
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BadInputError(f"{source}: not valid YAML{at}: {str(problem)[:200]}") from None
+    except RecursionError:
+        raise BadInputError(f"{source}: nested too deeply to be a profile") from None
 
 
 def load_profile(name_or_path: str) -> Profile:
@@ -255,9 +286,12 @@ def load_profile(name_or_path: str) -> Profile:
     if _is_path(name_or_path):
         path = Path(name_or_path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open(encoding="utf-8") as f:
+                text = f.read(MAX_PROFILE_CHARS + 1)
         except OSError as e:
             raise BadInputError(f"{path}: cannot read profile: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise BadInputError(f"{path}: not UTF-8 text; a profile is YAML") from None
         return profile_from_mapping(_parse(text, str(path)), path.stem, str(path))
     resource = _packaged_dir() / f"{name_or_path}.yaml"
     if not resource.is_file():

@@ -18,7 +18,8 @@ SENSITIVE_WORDS: Final = (
     "credential", "private", "dsn",
 )  # fmt: skip
 # NAME=value in a command line or an environment dump (-e DB_PASSWORD=x, --api-key=x).
-_ASSIGNMENT: Final = re.compile(r"(?P<name>[A-Za-z_][\w.-]*)=(?P<value>[^\s&]+)")
+# The value stops at a quote too: a message quoting a URL ('...?api_key=x') keeps its closing quote.
+_ASSIGNMENT: Final = re.compile(r"(?P<name>[A-Za-z_][\w.-]*)=(?P<value>[^\s&'\"]+)")
 # --password x, --token x: a sensitive flag followed by its value as the next word.
 _FLAG_VALUE: Final = re.compile(r"(?P<flag>--?[\w-]+)(?P<sep>\s+)(?P<value>[^\s-][^\s]*)")
 # scheme://user:password@host: the userinfo of any URL inside a longer text.
@@ -74,3 +75,10 @@ def redact_secrets_in(text: str, secrets: Sequence[str]) -> str:
     for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return redact_text(text)
+
+
+def option_secrets(headers: Sequence[str] = (), params: Sequence[str] = ()) -> list[str]:
+    """Values the user passed that may be secrets: every -H value, and --param values whose names are."""
+    values = [text.partition(":")[2].strip() for text in headers]
+    values += [value for name, _, value in (p.partition("=") for p in params) if is_sensitive(name)]
+    return [v for v in values if v]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -107,8 +108,8 @@ class LiveProgress:
             else "remote (no server CPU or memory)"
         )
         self.console.print(f"[bold]Probing {len(ops)} endpoint(s)[/]; server: {where}")
-        for s in skipped:
-            self.console.print(f"  [dim]skipped {s.method} {s.path}: {s.reason}[/]")
+        for line in skipped_lines(skipped):
+            self.console.print(Text(f"  {line}", style="dim"))
         self._task = self.progress.add_task("starting", total=len(ops))
 
     def host_checked(self, busy: HostBusy) -> None:
@@ -121,7 +122,7 @@ class LiveProgress:
     def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None:
         self.live, self.concurrency = live, concurrency
         if self._task is not None:
-            self.progress.update(self._task, description=f"{op.method} {op.path}")
+            self.progress.update(self._task, description=escape(f"{op.method} {op.path}"))
 
     def level_done(self, op: Operation, level: Level) -> None:
         self.live = None
@@ -248,8 +249,21 @@ def endpoint_panel(ep: Endpoint) -> Panel:
         parts += [Text(f"  → {a}") for a in v.advice]
     detail = f" ({ep.stop_detail})" if ep.stop_detail else ""
     parts.append(Text(f"ladder stopped: {ep.stop_reason}{detail}", style="dim"))
-    title = f"[bold]{ep.method} {ep.path}[/]"
+    title = f"[bold]{escape(ep.method)} {escape(ep.path)}[/]"
     return Panel(Group(*parts), title=title, title_align="left", expand=True)
+
+
+# Past this many skipped operations (a document of thousands under a short budget) the screen
+# shows a count per reason; the report keeps every one.
+SKIPPED_SHOWN: Final = 20
+
+
+def skipped_lines(skipped: Sequence[Skipped]) -> list[str]:
+    """'skipped METHOD /path: reason' (plain text: paths come from the document), then counts."""
+    lines = [f"skipped {s.method} {s.path}: {s.reason}" for s in skipped[:SKIPPED_SHOWN]]
+    rest = Counter(s.reason.split(":", 1)[0] for s in skipped[SKIPPED_SHOWN:])
+    lines += [f"skipped {n} more: {reason}" for reason, n in rest.most_common()]
+    return lines
 
 
 def print_report(console: Console, report: ProbeReport) -> None:
@@ -265,14 +279,14 @@ def print_report(console: Console, report: ProbeReport) -> None:
         peak = max((lv.throughput_rps for lv in ep.levels), default=0.0)
         cls = ep.verdict.cls if ep.verdict else None
         summary.add_row(
-            f"{ep.method} {ep.path}",
+            Text(f"{ep.method} {ep.path}"),
             Text(cls or "-", style=CLASS_STYLE[cls] if cls else ""),
             f"{ep.verdict.confidence:.0%}" if ep.verdict else "-",
             f"{peak:.1f}",
         )
     console.print(summary)
-    for s in report.skipped:
-        console.print(f"[dim]skipped {s.method} {s.path}: {s.reason}[/]")
+    for line in skipped_lines(report.skipped):
+        console.print(Text(line, style="dim"))
     reasons = {e.profile_unavailable for e in report.endpoints if e.profile_unavailable}
     for reason in sorted(reasons):
         console.print(f"[dim]Stacks not sampled: {escape(reason)}[/]")

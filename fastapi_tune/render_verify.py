@@ -7,6 +7,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -50,7 +51,7 @@ class VerifyProgress:
 def print_verify(console: Console, result: VerifyResult) -> None:
     """The side-by-side table (the bars are the chart) and the one-line verdict."""
     title = (
-        f"Same load on every run: {', '.join(result.endpoints)} at c={result.concurrency},"
+        f"Same load on every run: {escape(', '.join(result.endpoints))} at c={result.concurrency},"
         f" {result.duration_s:g} s each, median of {result.repeat} interleaved round(s)"
         " (latency ms, workers' RSS MiB, server CPU cores)"
     )

@@ -25,6 +25,7 @@ from fastapi_tune.demand import (
 from fastapi_tune.errors import BadInputError
 from fastapi_tune.host import HostFacts, host_from_json, host_to_json
 from fastapi_tune.jsonread import JsonReader
+from fastapi_tune.redact import redact_text, redact_url
 from fastapi_tune.stack_attribution import RouteProfile, profile_from_json, profile_to_json
 
 # 2: typed evidence (server_cpu_per_busy_worker), levels' server_cpu_by_worker, stop_reason as a
@@ -280,11 +281,11 @@ def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
     return {
         "method": e.method,
         "path": e.path,
-        "url": e.url,
+        "url": redact_url(e.url),  # a query such as ?api_key=... from --param or an example
         "class": str(e.verdict.cls) if e.verdict else None,
         "verdict": verdict_to_json(e.verdict) if e.verdict else None,
         "stop_reason": str(e.stop_reason),
-        "stop_detail": e.stop_detail,
+        "stop_detail": redact_text(e.stop_detail),
         "levels": [level_to_json(lv) for lv in e.levels],
         "profile": None if e.profile is None else profile_to_json(e.profile),
         "profile_unavailable": e.profile_unavailable,
@@ -298,7 +299,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
         "source": report.source,
         "tool_version": report.tool_version,
         "created_at": report.created_at,
-        "target": report.target,
+        "target": redact_url(report.target),
         "interrupted": report.interrupted,
         "elapsed_s": round(report.elapsed_s, 3),
         "settings": dict(report.settings),
@@ -307,12 +308,14 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
             "local": report.server.local,
             "pid": report.server.pid,
             "kind": report.server.kind,
-            "cmdline": report.server.cmdline,
+            "cmdline": None if report.server.cmdline is None else redact_text(report.server.cmdline),
             "workers": report.server.workers,
             "worker_pids": list(report.server.worker_pids),
         },
         "endpoints": [endpoint_to_json(e) for e in report.endpoints],
-        "skipped": [{"method": s.method, "path": s.path, "reason": s.reason} for s in report.skipped],
+        "skipped": [
+            {"method": s.method, "path": s.path, "reason": redact_text(s.reason)} for s in report.skipped
+        ],
         "host_load": None if report.host_load is None else host_busy_to_json(report.host_load),
     }
 

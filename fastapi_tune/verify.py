@@ -20,12 +20,14 @@ from typing import Final, Protocol
 
 import psutil
 
+from fastapi_tune import checks
 from fastapi_tune.discovery import parse_endpoint, parse_header
 from fastapi_tune.errors import ServerFailedError, UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.launch import Running, free_port, run_server
 from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import cpu_seconds, worker_children
+from fastapi_tune.redact import REDACTED
 from fastapi_tune.report import ProbeReport
 from fastapi_tune.rules import rule_of_thumb_workers
 from fastapi_tune.signals import stop_on_signals
@@ -36,6 +38,7 @@ RULE_OF_THUMB: Final = "rule-of-thumb"
 SINGLE_WORKER: Final = "single-worker"
 # Environment the config reads that would silently change what is being verified.
 _OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_ARGS")
+SWEEP_MAX_WORKERS: Final = 32
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,9 @@ def plan_runs(host: HostFacts, sweep: bool) -> list[tuple[str, int | None]]:
         (SINGLE_WORKER, 1),
     ]
     if sweep:
-        top = max(2, math.ceil(2 * float(host.cpu.effective)))
+        # A CPU override may say 1024: each count boots a gunicorn, so the sweep stops at a size
+        # one machine's verify can run in minutes.
+        top = min(SWEEP_MAX_WORKERS, max(2, math.ceil(2 * float(host.cpu.effective))))
         runs += [(f"sweep-{n}", n) for n in range(1, top + 1)]
     return runs
 
@@ -125,6 +130,12 @@ def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> lis
     elif report is not None and report.endpoints:
         # The report's URLs point at the server it probed; keep their path and query only.
         paths = [(e.method, e.url.removeprefix(report.target) or "/") for e in report.endpoints]
+        hidden = [f"{m} {p.split('?', 1)[0]}" for m, p in paths if REDACTED in p]
+        if hidden:
+            raise UsageError(
+                f"{hidden[0]}: its URL held a secret that the report does not keep; drive it with"
+                " -e 'METHOD /path?name=VALUE' (and -H for credentials)"
+            )
         urls = [base + p for _, p in paths]
     else:
         raise UsageError("nothing to drive: pass --probe REPORT (its endpoints are mixed) or -e 'GET /path'")
@@ -293,6 +304,16 @@ def configured_workers(options: VerifyOptions, env: dict[str, str], cwd: Path, c
     raise ServerFailedError(f"gunicorn could not load {options.config} (exit {proc.returncode}):\n{tail}")
 
 
+def check_verify_options(options: VerifyOptions) -> None:
+    """Numbers finite and in range (NaN passes a `<= 0` test and would run forever)."""
+    checks.whole(options.concurrency, "--concurrency", 1, checks.MAX_CONCURRENCY)
+    checks.number(options.duration_s, "--duration", 0.05, 600, " seconds")
+    checks.whole(options.repeat, "--repeat", 1, checks.MAX_REPEAT)
+    checks.number(options.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
+    checks.number(options.warmup_s, "warm-up", 0, 600, " seconds")
+    checks.open_files_allow(options.concurrency, "--concurrency")
+
+
 def run_verify(
     options: VerifyOptions, host: HostFacts, report: ProbeReport | None, events: VerifyEvents
 ) -> VerifyResult:
@@ -301,8 +322,7 @@ def run_verify(
     options = replace(options, config=options.config.resolve())
     if not options.config.is_file():
         raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
-    if options.concurrency < 1 or options.duration_s <= 0 or options.repeat < 1:
-        raise UsageError("--concurrency, --duration and --repeat must be positive")
+    check_verify_options(options)
     env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES_DROPPED}
     app_dir = options.app_dir.resolve()
     env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])

@@ -7,7 +7,9 @@ returns; none of them prints.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +19,7 @@ from fastapi_tune.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.classify import classify_report
 from fastapi_tune.demo import SAMPLE_APP, sample_server
 from fastapi_tune.deploy import DeploySpec, decide_deploy
-from fastapi_tune.errors import RefusedError
+from fastapi_tune.errors import BadInputError, RefusedError
 from fastapi_tune.fileio import Overwrite, Written, atomic_write, existing_state, write_output
 from fastapi_tune.host import HostFacts
 from fastapi_tune.plan import Choices, Plan, make_plan
@@ -38,6 +40,31 @@ def probe_and_classify(options: ProbeOptions, host: HostFacts, events: ProbeEven
 def save_report(report: ProbeReport, path: Path) -> None:
     """The report as its versioned JSON, written atomically."""
     atomic_write(path, json.dumps(report_to_json(report), indent=2) + "\n")
+
+
+def save_report_somewhere(report: ProbeReport, path: Path) -> tuple[Path | None, BadInputError | None]:
+    """Save to `path`; when that write fails (full disk), to a fresh file in the temp directory.
+
+    Measured results are not thrown away for a full disk: returns where the report went (None:
+    nowhere) and the failure at `path`, if any.
+    """
+    try:
+        save_report(report, path)
+        return path, None
+    except BadInputError as e:
+        failure = e
+    try:
+        fd, name = tempfile.mkstemp(prefix="fastapi-tune-probe-", suffix=".json")
+    except OSError:
+        return None, failure
+    os.close(fd)
+    spare = Path(name)
+    try:
+        save_report(report, spare)
+    except BadInputError:
+        spare.unlink(missing_ok=True)
+        return None, failure
+    return spare, failure
 
 
 @dataclass(frozen=True)
