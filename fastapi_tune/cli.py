@@ -635,12 +635,10 @@ def demo(
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BadInputError(
-            f"--output {directory}: cannot create the directory ({e.strerror or e})"
-        ) from None
+        raise BadInputError(f"--dir {directory}: cannot create the directory ({e.strerror or e})") from None
     report_path = directory / "fastapi-tune-probe.json"
-    check_writable(report_path, "--output")
-    check_writable(directory / "gunicorn.conf.py", "--output")
+    check_writable(report_path, "--dir")
+    check_writable(directory / "gunicorn.conf.py", "--dir")
     err.print(f"[bold]Sample app[/] {SAMPLE_APP} under 1 uvicorn worker on a free loopback port")
     with LiveProgress(err) as progress:
         result = run_demo(facts, max_seconds, progress)

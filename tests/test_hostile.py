@@ -362,10 +362,10 @@ def test_a_full_disk_leaves_no_half_backup(tiny_fs: Path, tmp_path: Path) -> Non
     conf.write_text("workers = 3\n" * 500)  # a backup needs as much room again
     fill(tiny_fs)
     code, _, stderr = run_cli(
-        "recommend", "--yes", "--output", str(conf), "--probe", str(tmp_path / "none.json")
+        "recommend", "--yes", "--out", str(conf), "--probe", str(tmp_path / "none.json")
     )
     assert code == 3, stderr
-    code, _, stderr = run_cli("recommend", "--yes", "--output", str(conf))
+    code, _, stderr = run_cli("recommend", "--yes", "--out", str(conf))
     assert code == 3, stderr
     assert "No space left on device" in stderr
     assert conf.read_text() == "workers = 3\n" * 500
@@ -443,7 +443,7 @@ def all_gone(procs: list[psutil.Process]) -> bool:
 
 @pytest.mark.slow
 def test_sigterm_during_demo_stops_the_sample_app(tmp_path: Path) -> None:
-    proc = tool("demo", "--output", str(tmp_path), "--max-seconds", "30")
+    proc = tool("demo", "--dir", str(tmp_path), "--max-seconds", "30")
     wait_for(lambda: any("uvicorn" in " ".join(p.cmdline()) for p in descendants(proc)))
     time.sleep(1.5)  # the probe is under way
     started = descendants(proc)
@@ -512,7 +512,7 @@ def test_a_report_with_impossible_numbers_is_bad_input(
     data["endpoints"][0]["levels"][0].update(edit)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))  # json writes NaN and Infinity as Python reads them back
-    code, _, stderr = run_cli("recommend", "--probe", str(bad), "--yes", "--output", str(tmp_path / "g.py"))
+    code, _, stderr = run_cli("recommend", "--probe", str(bad), "--yes", "--out", str(tmp_path / "g.py"))
     assert code == 3
     assert str(bad) in stderr
     assert needle in stderr
@@ -521,7 +521,7 @@ def test_a_report_with_impossible_numbers_is_bad_input(
 def test_a_deeply_nested_report_is_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "deep.json"
     bad.write_text("[" * 200_000 + "]" * 200_000)
-    code, _, stderr = run_cli("recommend", "--probe", str(bad), "--yes", "--output", str(tmp_path / "g.py"))
+    code, _, stderr = run_cli("recommend", "--probe", str(bad), "--yes", "--out", str(tmp_path / "g.py"))
     assert code == 3
     assert "nested too deeply" in stderr
 
@@ -552,7 +552,7 @@ def test_a_hostile_profile_is_bad_input_quickly(text: str | bytes, needle: str, 
         profile.write_text(text)
     started = time.monotonic()
     code, _, stderr = run_cli(
-        "recommend", "--profile", str(profile), "--yes", "--output", str(tmp_path / "g.py")
+        "recommend", "--profile", str(profile), "--yes", "--out", str(tmp_path / "g.py")
     )
     assert time.monotonic() - started < 10
     assert code == 3
