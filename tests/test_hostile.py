@@ -43,7 +43,9 @@ SECRET = "s3cr3t-Value-42"
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(app, list(args))
+    # Stack sampling adds ~2 s per endpoint and is tested on its own (test_stacks_live.py).
+    quiet = ["--no-profile"] if args[:1] == ("probe",) else []
+    r = CliRunner().invoke(app, [*args, *quiet])
     return r.exit_code, r.stdout, r.stderr
 
 

@@ -34,7 +34,9 @@ def server() -> Iterator[Server]:
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
+    # Stack sampling adds ~2 s per endpoint and is tested on its own (test_stacks_live.py).
+    quiet = ["--no-profile"] if args[:1] == ("probe",) else []
+    result = CliRunner().invoke(app, [*args, *quiet])
     return result.exit_code, result.stdout, result.stderr
 
 
