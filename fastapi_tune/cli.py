@@ -63,7 +63,7 @@ from fastapi_tune.target import (
     sizing_warning,
     with_overrides,
 )
-from fastapi_tune.verify import VerifyOptions, run_verify
+from fastapi_tune.verify import VerifyOptions, run_verify, verify_notes
 from fastapi_tune.workflow import (
     TuneOptions,
     TuneResult,
@@ -848,6 +848,8 @@ def verify(
         repeat=repeat,
         sweep=sweep,
     )
+    for note in verify_notes(options, report):
+        err.print(f"[yellow]note:[/] {escape(note)}")
     with VerifyProgress(err) as progress:
         result = run_verify(options, facts, report, progress)
     if as_json:

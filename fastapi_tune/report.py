@@ -187,6 +187,11 @@ class Endpoint:
     verdict: Verdict | None = None
     profile: RouteProfile | None = None  # the server's stacks at the most loaded clean level
     profile_unavailable: str | None = None  # why there is no profile (remote, no py-spy, ptrace...)
+    # The body sent, when generated from the document's schema (made-up values, safe to keep) so that
+    # verify can send it again; a body the user gave with --body is not kept (it may hold secrets).
+    body: str | None = None
+    content_type: str | None = None
+    body_given: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,9 @@ def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
         "levels": [level_to_json(lv) for lv in e.levels],
         "profile": None if e.profile is None else profile_to_json(e.profile),
         "profile_unavailable": e.profile_unavailable,
+        "body": e.body,
+        "content_type": e.content_type,
+        "body_given": e.body_given,
     }
 
 
@@ -437,6 +445,9 @@ def _endpoint_from_json(r: JsonReader, raw: object, where: str) -> Endpoint:
         verdict=_verdict_from_json(r, e.get("verdict"), f"{where}.verdict"),
         profile=_profile_from_json(r, e.get("profile"), f"{where}.profile"),
         profile_unavailable=r.opt_str(e.get("profile_unavailable"), f"{where}.profile_unavailable"),
+        body=r.opt_str(e.get("body"), f"{where}.body"),
+        content_type=r.opt_str(e.get("content_type"), f"{where}.content_type"),
+        body_given=r.bool_(e.get("body_given", False), f"{where}.body_given"),
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -28,7 +29,7 @@ from fastapi_tune.launch import Running, free_port, run_server
 from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import cpu_seconds, worker_children
 from fastapi_tune.redact import REDACTED
-from fastapi_tune.report import ProbeReport
+from fastapi_tune.report import Endpoint, EndpointClass, ProbeReport
 from fastapi_tune.rules import rule_of_thumb_workers
 from fastapi_tune.signals import stop_on_signals
 from fastapi_tune.stats import median, summarize
@@ -119,30 +120,71 @@ def plan_runs(host: HostFacts, sweep: bool) -> list[tuple[str, int | None]]:
     return runs
 
 
+def _drivable(report: ProbeReport) -> tuple[list[Endpoint], list[str]]:
+    """The report's endpoints that were clean in the probe, and why each other one is left out."""
+    kept: list[Endpoint] = []
+    notes: list[str] = []
+    for e in report.endpoints:
+        cls = e.verdict.cls if e.verdict else None
+        if cls in (None, EndpointClass.INCONCLUSIVE, EndpointClass.STALLED):
+            notes.append(f"{e.method} {e.path}: left out, {cls or 'not judged'} in the probe")
+        elif e.body_given:
+            notes.append(f"{e.method} {e.path}: left out, its --body is not kept in the report")
+        else:
+            kept.append(e)
+    return kept, notes
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
     headers = tuple(parse_header(h) for h in options.headers)
-    paths: list[tuple[str, str]] = []
     if options.endpoints:
         paths = [parse_endpoint(e) for e in options.endpoints]
-        urls = [base + p for _, p in paths]
-        if any("{" in u for u in urls):
+        if any("{" in p for _, p in paths):
             raise UsageError("-e paths for verify must be concrete, e.g. 'GET /orders/1'")
-    elif report is not None and report.endpoints:
-        # The report's URLs point at the server it probed; keep their path and query only.
-        paths = [(e.method, e.url.removeprefix(report.target) or "/") for e in report.endpoints]
-        hidden = [f"{m} {p.split('?', 1)[0]}" for m, p in paths if REDACTED in p]
-        if hidden:
-            raise UsageError(
-                f"{hidden[0]}: its URL held a secret that the report does not keep; drive it with"
-                " -e 'METHOD /path?name=VALUE' (and -H for credentials)"
-            )
-        urls = [base + p for _, p in paths]
-    else:
+        return [RequestSpec(m, base + p, headers, timeout_s=options.timeout_s) for m, p in paths]
+    if report is None or not report.endpoints:
         raise UsageError("nothing to drive: pass --probe REPORT (its endpoints are mixed) or -e 'GET /path'")
-    return [
-        RequestSpec(method=m, url=u, headers=headers, timeout_s=options.timeout_s)
-        for (m, _), u in zip(paths, urls, strict=True)
-    ]
+    kept, _ = _drivable(report)
+    if not kept:
+        raise UsageError(
+            "nothing to drive: no endpoint of the report was clean in the probe; use -e 'GET /path'"
+        )
+    # The report's URLs point at the server it probed: keep their path (base path included) and query.
+    origin = _origin(report.target)
+    hidden = [f"{e.method} {e.path}" for e in kept if REDACTED in e.url]
+    if hidden:
+        raise UsageError(
+            f"{hidden[0]}: its URL held a secret that the report does not keep; drive it with"
+            " -e 'METHOD /path?name=VALUE' (and -H for credentials)"
+        )
+    specs = []
+    for e in kept:
+        extra = (("Content-Type", e.content_type),) if e.body is not None and e.content_type else ()
+        body = e.body.encode() if e.body is not None else None
+        url = base + (e.url.removeprefix(origin) or "/")
+        specs.append(RequestSpec(e.method, url, (*headers, *extra), body, timeout_s=options.timeout_s))
+    return specs
+
+
+def verify_notes(options: VerifyOptions, report: ProbeReport | None) -> list[str]:
+    """What the user should know before trusting the runs: routes left out, headers not given again."""
+    if options.endpoints or report is None:
+        return []
+    _, notes = _drivable(report)
+    probed = {str(h).split(":", 1)[0].strip().lower() for h in report.settings.get("headers") or []}
+    given = {parse_header(h)[0].lower() for h in options.headers}
+    missing = sorted(probed - given)
+    if missing:
+        notes.append(
+            f"the probe sent header(s) {', '.join(missing)} that verify was not given: pass them again with"
+            " -H (the report keeps no secret values), or routes behind auth will fail"
+        )
+    return notes
 
 
 def _rss_mib(procs: Sequence[psutil.Process]) -> float:
