@@ -725,9 +725,7 @@ def _climb_all(
                 break
             op = ops[i]
             share = (budget.deadline - time.monotonic()) / (len(todo) - k)
-            spec = RequestSpec(
-                op.method, op.url, headers, timeout_s=options.timeout_s, verify_tls=options.verify_tls
-            )
+            spec = _spec(op, headers, options)
             prior = results[i].levels if i in results else ()
             try:
                 ep = Ladder(session, op, spec, time.monotonic() + share, prior).run()

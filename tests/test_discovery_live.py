@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from fastapi_tune.cli import app
 from fastapi_tune.discovery import (
     Operation,
     discover,
@@ -136,3 +139,18 @@ def test_preflight_of_a_body_the_app_refuses(guarded: Server, client: httpx.Clie
 def test_a_document_nested_too_deeply_is_bad_input(guarded: Server, client: httpx.Client) -> None:
     with pytest.raises(BadInputError, match="nests too deeply"):
         fetch_json(client, guarded.url + "/deep.json")
+
+
+def test_a_generated_body_is_sent_with_every_request_of_the_ladder(tmp_path: Path) -> None:
+    """Preflight and load send the same bytes: a POST probed with its generated body answers 200."""
+    out = tmp_path / "r.json"
+    with serve("tests.apps.bodies_app:app") as s:
+        result = CliRunner().invoke(
+            app, ["probe", s.url, "-e", "POST /users", "--levels", "1,2", "--duration", "0.2", "--no-profile",
+                  "-o", str(out)],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (ep,) = json.loads(out.read_text())["endpoints"]
+    assert ep["body"] is not None
+    assert ep["content_type"] == "application/json"
+    assert all(lv["errors"] == 0 and lv["requests"] > 0 for lv in ep["levels"]), ep["levels"]
