@@ -304,7 +304,6 @@ class _Scheduler:
 
 @dataclass
 class _Clock:
-    t0: float
     window_start: float
     window_end: float
     cpu_start: float = 0.0
@@ -352,7 +351,7 @@ async def _run(
     if live is not None:
         live.watch(pool.counts)
     t0 = time.perf_counter()
-    clock = _Clock(t0, t0 + options.warmup_s, t0 + options.warmup_s + duration_s)
+    clock = _Clock(t0 + options.warmup_s, t0 + options.warmup_s + duration_s)
     sched = _Scheduler(
         pool, _offsets(rate_rps, arrival, options.seed), t0, (clock.window_start, clock.window_end)
     )
