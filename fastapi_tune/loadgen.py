@@ -52,7 +52,7 @@ CONNECT_BACKOFF_S: Final = 0.05
 # The watchdog tick bounds how late a timeout or a stop request is noticed.
 TICK_S: Final = 0.05
 # What a run may take beyond its own schedule to tear down: aborting transports and cancelling the
-# connection tasks is immediate (measured: < 5 ms for 256 connections); the rest is slack for a busy
+# connection tasks is immediate (measured: ~5 ms for 256 connections); the rest is slack for a busy
 # machine. run_burst returns within opening + warmup + duration + this; run_open_loop within
 # warmup + duration + timeout + this.
 TEARDOWN_GRACE_S: Final = 0.5
