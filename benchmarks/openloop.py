@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fidelity import NOISE_LIMIT_CORES, Noise  # type: ignore[import-not-found, unused-ignore]
 
 from fastapi_tune.launch import free_port, run_server
-from fastapi_tune.loadgen import RequestSpec, run_burst
+from fastapi_tune.loadgen import RequestSpec, _new_loop, run_burst
 from fastapi_tune.openloop import run_open_loop
 
 HERE = Path(__file__).resolve().parent
@@ -120,20 +120,25 @@ def _row(run: Run) -> str:
     return f"p50 {run.p50:6.2f} p99 {run.p99:6.2f} {rate} late {late:>4} drop {run.dropped:>4} {cpu}"
 
 
-def cpu_table(base: str, rate: int, duration_s: float) -> None:
-    """Client CPU per request of both modes on a trivial route."""
+def cpu_table(base: str, rate: int, duration_s: float, rounds: int) -> None:
+    """Client CPU per request of both modes on a trivial route, the median over `rounds`."""
     spec = RequestSpec("GET", f"{base}/trivial")
-    print(f"client CPU per request on /trivial ({duration_s:g} s each)")
-    for c in (1, 16):
-        b = run_burst(spec, c, 0.5, duration_s)
-        n = len(b.latencies_ms)
-        print(
-            f"  closed loop c={c:<3}       {n / b.duration_s:7.0f} req/s  {b.client_cpu_s / n * 1e3:.4f} ms"
-        )
-    for arrival in ("constant", "poisson"):
-        o = run_open_loop(spec, rate, duration_s, arrival=arrival, warmup_s=0.5)  # type: ignore[arg-type]
-        per = o.client_cpu_s / max(1, o.sent) * 1e3
-        print(f"  open loop {arrival:<9}      {o.achieved_rps:7.0f} req/s  {per:.4f} ms  (target {rate})")
+    rows: dict[str, list[tuple[float, float]]] = {}  # mode -> (req/s, ms CPU per request) per round
+    for _ in range(rounds):
+        for c in (1, 16):
+            b = run_burst(spec, c, 0.5, duration_s)
+            n = max(1, len(b.latencies_ms))
+            rows.setdefault(f"closed loop c={c}", []).append((n / b.duration_s, b.client_cpu_s / n * 1e3))
+        for arrival in ("constant", "poisson"):
+            o = run_open_loop(spec, rate, duration_s, arrival=arrival, warmup_s=0.5)  # type: ignore[arg-type]
+            per = o.client_cpu_s / max(1, o.sent) * 1e3
+            rows.setdefault(f"open loop {arrival} {rate}/s", []).append((o.achieved_rps, per))
+    loop = "uvloop" if "uvloop" in getattr(_new_loop, "__module__", "") else "asyncio"
+    print(f"client CPU per request on /trivial ({loop} loop, {duration_s:g} s runs, median of {rounds})")
+    for mode, runs in rows.items():
+        rps = statistics.median(r for r, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"  {mode:<28} {rps:7.0f} req/s  {cpu:.4f} ms")
 
 
 def compare(
@@ -185,7 +190,7 @@ def main() -> int:
         script.write_text(K6_SCRIPT)
         noise = Noise(server.pid)
         url = f"{server.url}/sleep20"
-        cpu_table(server.url, args.cpu_rate, args.duration)
+        cpu_table(server.url, args.cpu_rate, args.duration, args.rounds)
         burst = run_burst(RequestSpec("GET", url), 64, 1.0, 3.0)
         capacity = len(burst.latencies_ms) / burst.duration_s
         print(f"capacity of /sleep20 (closed loop, c=64): {capacity:.0f} req/s")
