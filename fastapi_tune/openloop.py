@@ -11,8 +11,12 @@ LATE_START_S after its intended time is a late start; a start that finds the bac
 dropped and counted. A request's timeout runs from its intended start and covers the wait, the
 connect and the whole response, so every counted request is settled by the end of the window plus
 the timeout: each ends as a response, an error, a dropped start or (only if a stop cut the run
-short) in flight at the end. The per-request path reuses the closed loop's connection (loadgen.py)
-and one timer per start.
+short) in flight at the end.
+
+The per-request path reuses the closed loop's connection (loadgen.py) plus one loop timer per start.
+Measured against a trivial route on 2 cores (benchmarks/openloop.py): ~0.08 ms of client CPU per
+request at 1000 req/s on the stdlib loop, where the closed loop spends 0.02-0.03; the difference is
+the timer's own wake-up (~0.03 ms alone), shared between starts at higher rates (~0.06 at 3000).
 """
 
 from __future__ import annotations

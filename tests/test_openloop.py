@@ -15,7 +15,7 @@ import pytest
 from fastapi_tune.histogram import LatencyHistogram
 from fastapi_tune.loadgen import TEARDOWN_GRACE_S, LiveCount, RequestSpec
 from fastapi_tune.openloop import arrival_offsets, run_open_loop
-from tests.hostile import hostile_server
+from tests.hostile import Behaviour, hostile_server
 from tests.servers import free_port, serve
 
 # What a busy 2-core machine may add to a run's own schedule before the test calls it hung.
@@ -154,9 +154,19 @@ def test_rate_far_above_capacity_shows_late_and_dropped_starts(app_url: str) -> 
 
 
 @pytest.mark.slow
-def test_unanswered_requests_time_out_from_their_intended_start() -> None:
-    warmup, duration, timeout = 0.2, 1.0, 0.4
-    with hostile_server("silent") as url:
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        pytest.param("silent", id="never-answers"),
+        pytest.param("dribble", id="dribbles-a-byte-every-0.5s"),
+        pytest.param("slow_chunked", id="slow-chunked-body"),
+    ],
+)
+def test_unanswered_requests_time_out_from_their_intended_start(behaviour: Behaviour) -> None:
+    # 0.6 s: longer than the gaps between the dribbled bytes or chunks, so only a deadline on the
+    # whole request can fire.
+    warmup, duration, timeout = 0.2, 1.0, 0.6
+    with hostile_server(behaviour) as url:
         started = time.monotonic()
         result = run_open_loop(
             RequestSpec("GET", url), 40.0, duration, warmup_s=warmup, timeout_s=timeout, max_connections=4
