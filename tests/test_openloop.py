@@ -123,11 +123,12 @@ def test_rate_well_below_capacity_is_met(app_url: str, arrival: str) -> None:
     assert dict(result.errors_by_kind) == {}
     assert set(result.status_counts) == {200}
     assert result.completed == result.sent == result.intended_starts
+    assert result.duration_s == pytest.approx(duration)
     assert result.achieved_rps == pytest.approx(rate, rel=0.2)
     assert result.in_flight_at_end == 0
     assert not result.stalled
-    # A trivial route at a fifth of a core: starts are rarely late, even on a busy machine.
-    assert result.late_starts <= 0.2 * result.intended_starts
+    # A trivial route at a fifth of a core: most starts are on time, even on a busy machine.
+    assert result.late_starts <= 0.5 * result.intended_starts
     assert result.percentiles_ms[50.0] <= result.percentiles_ms[99.9]
     # ~0.1 ms of CPU per start is 0.02 core at 200 req/s; a scheduler that spun between starts
     # would burn a whole core.
