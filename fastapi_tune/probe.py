@@ -37,12 +37,10 @@ from fastapi_tune.discovery import (
 from fastapi_tune.errors import TargetUnreachableError, UsageError
 from fastapi_tune.host import HostFacts
 from fastapi_tune.loadgen import (
-    _STAGGER_FIRST_S,
-    _STAGGER_REST_S,
-    _STAGGERED,
     BurstResult,
     LiveCount,
     RequestSpec,
+    opening_s,
     run_burst,
 )
 from fastapi_tune.observe import ServerWatcher, find_server, server_cwd
@@ -280,16 +278,6 @@ def level_duration(options: ProbeOptions, concurrency: int, previous: Level | No
     # Service at this level is at least as slow as at the last one (closed loop).
     needed = _MIN_COMPLETIONS * previous.latency_ms.mean / 1000 / concurrency
     return min(_MAX_LEVEL_S, max(options.base_duration_s, needed))
-
-
-def opening_s(concurrency: int) -> float:
-    """How long a burst takes to open its connections before the warm-up starts.
-
-    loadgen staggers them (see its _STAGGER_*); asyncio's short sleeps overshoot by about half
-    (measured: 4096 connections took ~6 s for 4.1 s of nominal gaps), hence the 1.5.
-    """
-    first = min(concurrency, _STAGGERED) * _STAGGER_FIRST_S
-    return 1.5 * (first + max(0, concurrency - _STAGGERED) * _STAGGER_REST_S)
 
 
 class _StopAt(threading.Event):
