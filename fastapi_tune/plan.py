@@ -792,6 +792,8 @@ def _replica_plan(
     if choices.target_rps is None:
         return None, Decided()
     if profile.workers.fixed is None:
+        if choices.objective is not None:  # the target sized the workers (_mix_workers)
+            return None, Decided()
         return None, Decided(
             unknowns=(
                 f"target {choices.target_rps:g} req/s: replica sizing applies to profiles with a "
@@ -980,7 +982,17 @@ def _mix_workers(
         return wd, sizing, decided
     n = max(n, profile.workers.min)
     formula = f"{wd.formula}; the whole mix: {sizing.why}; {text} => {n} worker" + ("" if n == 1 else "s")
-    return replace(wd, workers=n, formula=formula, why=f"{text}; {sizing.why}."), sizing, decided
+    # The note on the old count ("8 workers only hide the loop-blocking route...") no longer applies.
+    notes = tuple(a for a in wd.notes if not a.text.startswith(f"{wd.workers} workers only hide"))
+    if len(notes) < len(wd.notes):
+        notes += (
+            Advice(
+                f"{n} workers partly hide the loop-blocking route(s): once they no longer block the event"
+                " loop, fewer workers do the same work with less memory. Probe and regenerate after the fix."
+            ),
+        )
+    decision = replace(wd, workers=n, formula=formula, why=f"{text}; {sizing.why}.", notes=notes)
+    return decision, sizing, decided
 
 
 def _objective_replicas(

@@ -25,8 +25,11 @@ from fastapi_tune.stats import median
 
 __all__ = ["MixSizing", "ReplicaObjective", "mix_of_report", "replicas_for_objective", "size_for_mix"]
 
-# Routes that hold their worker's event loop for their whole service time, not only for their CPU.
-LOOP_HOLDING: Final = (EndpointClass.CPU_BOUND, EndpointClass.LOOP_BLOCKING, EndpointClass.SERIALIZED)
+# Routes that hold their worker's event loop for their whole service time, not only for their CPU:
+# a blocking call in `async def`, or a serialised route whose CPU was not seen. A CPU-bound route
+# holds it for its CPU time; its wall time at the probe also holds waits for a CPU that other
+# processes took, which the model counts apart (the CPU queue).
+LOOP_HOLDING: Final = (EndpointClass.LOOP_BLOCKING, EndpointClass.SERIALIZED)
 # One replica means downtime on every node drain (the same floor as plan.MIN_REPLICAS).
 MIN_REPLICAS: Final = 2
 

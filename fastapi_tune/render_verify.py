@@ -66,53 +66,21 @@ def _err_cell(run: Run) -> str:
 
 
 def _title(result: VerifyResult) -> str:
-    title = (
+    return (
         f"Same load on every run: {', '.join(result.endpoints)} at c={result.concurrency},"
         f" {result.duration_s:g} s each, median of {result.repeat} interleaved round(s)"
         " (latency ms, workers' RSS MiB, server CPU cores; err: failed requests of all rounds, % of"
         f" their requests, by status or kind). Worker recycling {result.recycling}."
     )
-    if result.rate_rps is not None:
-        title += (
-            f" Open loop at {result.rate_rps:g} req/s: latency from each request's intended start, all"
-            " rounds merged."
-        )
-    return title
 
 
-def _columns(result: VerifyResult) -> list[tuple[str, str]]:
-    columns = [
+def _closed_table(result: VerifyResult) -> Table:
+    t = Table(title=_title(result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = (
         ("run", "left"), ("wkrs", "right"), ("req/s", "right"), ("", "left"), ("p50", "right"),
         ("p99", "right"), ("err", "left"), ("RSS", "right"), ("CPU", "right"),
-    ]  # fmt: skip
-    if result.rate_rps is not None:
-        columns += [(f"@{result.rate_rps:g}/s p50", "right"), ("p99", "right"), ("p99.9", "right")]
-        if result.objective is not None:
-            columns.append(("SLO", "left"))
-    if any(r.capacity is not None for r in result.runs):
-        columns.append(("capacity at SLO", "right"))
-    return columns
-
-
-def _rate_cells(result: VerifyResult, run: Run) -> list[str]:
-    cells: list[str] = []
-    if result.rate_rps is not None:
-        check = run.at_rate
-        pct = check.percentiles() if check is not None else {}
-        cells += [_ms(pct.get(50.0)), _ms(pct.get(99.0)), _ms(pct.get(99.9))]
-        if result.objective is not None:
-            verdict = objective_verdict(run, result.objective)
-            cells.append("-" if verdict is None else "[green]met[/]" if verdict[0] else "[red]missed[/]")
-    if any(r.capacity is not None for r in result.runs):
-        cap = run.capacity
-        cells.append("-" if cap is None else "none" if cap.rate_rps is None else f"{cap.rate_rps:.0f}/s")
-    return cells
-
-
-def print_verify(console: Console, result: VerifyResult) -> None:
-    """The side-by-side table (the bars are the chart), the verdict and the objective's."""
-    t = Table(title=_title(result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, justify in _columns(result):
+    )  # fmt: skip
+    for name, justify in columns:
         t.add_column(name, justify=justify, no_wrap=name != "err")  # type: ignore[arg-type]
     top_x = max((r.throughput_rps for r in result.runs), default=0.0)
     v = result.verdict
@@ -132,10 +100,61 @@ def print_verify(console: Console, result: VerifyResult) -> None:
             _err_cell(r),
             f"{r.rss_mib:.0f}",
             f"{r.server_cpu_cores:.2f}",
-            *_rate_cells(result, r),
             style="bold" if r.label == RECOMMENDED else "",
         )
-    console.print(t)
+    return t
+
+
+def _open_table(result: VerifyResult) -> Table | None:
+    """The open loop at --rate and the capacity at the objective, one row per configuration."""
+    capacity = any(r.capacity is not None for r in result.runs)
+    if result.rate_rps is None and not capacity:
+        return None
+    title = "At an arrival rate (open loop: latency ms from each request's intended start, rounds merged)"
+    if result.objective is not None:
+        title += f"; objective {result.objective.describe()}"
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("run", no_wrap=True)
+    if result.rate_rps is not None:
+        for name in (f"@{result.rate_rps:g}/s got", "p50", "p99", "p99.9", "failed", "late", "SLO"):
+            t.add_column(name, justify="right", no_wrap=True)
+    if capacity:
+        t.add_column("capacity at SLO", justify="right", no_wrap=True)
+    for r in result.runs:
+        t.add_row(r.names, *_rate_cells(result, r), style="bold" if r.label == RECOMMENDED else "")
+    return t
+
+
+def _rate_cells(result: VerifyResult, run: Run) -> list[str]:
+    cells: list[str] = []
+    check = run.at_rate
+    if result.rate_rps is not None and check is not None:
+        pct = check.percentiles()
+        verdict = objective_verdict(run, result.objective) if result.objective is not None else None
+        cells += [
+            f"{check.achieved_rps:.1f}",
+            _ms(pct.get(50.0)),
+            _ms(pct.get(99.0)),
+            _ms(pct.get(99.9)),
+            f"{check.failed / check.intended:.1%}" if check.intended else "-",
+            str(check.late),
+            "-" if verdict is None else "[green]met[/]" if verdict[0] else "[red]missed[/]",
+        ]
+    elif result.rate_rps is not None:
+        cells += ["-"] * 7
+    if any(r.capacity is not None for r in result.runs):
+        cap = run.capacity
+        cells.append("-" if cap is None else "none" if cap.rate_rps is None else f"{cap.rate_rps:.0f} req/s")
+    return cells
+
+
+def print_verify(console: Console, result: VerifyResult) -> None:
+    """The side-by-side tables (the bars are the chart), the verdict and the objective's."""
+    console.print(_closed_table(result))
+    open_table = _open_table(result)
+    if open_table is not None:
+        console.print(open_table)
+    v = result.verdict
     if v is not None:
         legend = " (★ best beyond the noise, ≈ tied within it)" if v.best_is_clear or len(v.tied) > 1 else ""
         console.print(f"[bold]Verdict:[/]{legend} {v.line}")
@@ -146,7 +165,7 @@ def print_verify(console: Console, result: VerifyResult) -> None:
     for r in result.runs:
         if r.capacity is not None and result.objective is not None:
             steps = ", ".join(f"{rate:g} {'ok' if ok else 'missed'}" for rate, ok, _ in r.capacity.steps)
-            console.print(f"  capacity of {r.names} at {result.objective.describe()}: steps {steps}")
+            console.print(f"  capacity search of {r.names} (req/s): {steps}")
     if result.slo_line is not None:
         colour = "green" if result.slo_met else "red"
         console.print(f"[bold {colour}]Objective:[/] {result.slo_line}")
