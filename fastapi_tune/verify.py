@@ -74,10 +74,15 @@ _OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_AR
 NO_RECYCLING: Final = ("--max-requests", "0")
 # Open-loop runs: connections enough for a rate x a latency of a second or more.
 _OPEN_CONNECTIONS: Final = 512
-# A capacity step gives each request at most this many times the objective's largest bound before
-# it counts as a timeout (it has failed the objective long before): an overloaded step then ends
-# within seconds instead of the full request timeout.
+# In an open loop with an objective (--rate, a capacity step) a request gets at most this many times
+# the objective's largest bound (at least 1 s) before it counts as a timeout, a failure: it failed
+# the objective long before, and an overloaded run then ends within seconds, not the full --timeout.
 _STEP_TIMEOUT_FACTOR: Final = 3.0
+
+# Capacity steps last at least this many times the objective's largest bound (see _capacity), at
+# most _MAX_STEP_S: a p99 < 300 ms objective gets 3 s steps, about 20 s per configuration.
+_STEP_BOUNDS: Final = 10.0
+_MAX_STEP_S: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,14 @@ def _open_loop(
     )
 
 
+def _open_timeout(options: VerifyOptions) -> float:
+    """An open-loop request's timeout: with an objective, _STEP_TIMEOUT_FACTOR x its largest bound."""
+    if options.objective is None:
+        return options.timeout_s
+    worst = max(b.limit_ms for b in options.objective.latency) / 1000.0
+    return min(options.timeout_s, max(1.0, _STEP_TIMEOUT_FACTOR * worst))
+
+
 def _capacity(
     specs: Sequence[RequestSpec],
     throughput_rps: float,
@@ -261,15 +274,19 @@ def _capacity(
     """The highest arrival rate meeting the objective: short open-loop steps (verify_judge.next_rate)."""
     objective = options.objective
     assert objective is not None
-    worst = max(b.limit_ms for b in objective.latency) / 1000.0
-    timeout = min(options.timeout_s, max(1.0, _STEP_TIMEOUT_FACTOR * worst))
+    timeout = _open_timeout(options)
+    worst_s = max(b.limit_ms for b in objective.latency) / 1000.0
+    # A rate above capacity builds its queue at (rate - capacity) per second: within a step of T
+    # seconds the wait reaches the bound L only beyond capacity x (1 + L / T). Steps of at least
+    # 10 L keep that overstatement within 10%.
+    step_s = min(_MAX_STEP_S, max(options.step_s, _STEP_BOUNDS * worst_s))
     steps: list[tuple[float, bool, str]] = []
     while not stop.is_set():
         rate = next_rate(throughput_rps * CAPACITY_START, [(r, ok) for r, ok, _ in steps])
         if rate is None:
             break
         events.step(f"capacity search, step {len(steps) + 1}: {rate:.1f} req/s")
-        check = _open_loop(specs, rate, options.step_s, timeout, stop)
+        check = _open_loop(specs, rate, step_s, timeout, stop)
         if stop.is_set():
             break
         ok, text = meets(objective, check.measured())
@@ -323,7 +340,7 @@ def _measure_all(
     run = _measure(planned, running, specs, options, stop, live)
     if options.rate_rps is not None and not stop.is_set():
         events.step(f"open loop at {options.rate_rps:g} req/s")
-        check = _open_loop(specs, options.rate_rps, options.duration_s, options.timeout_s, stop, live)
+        check = _open_loop(specs, options.rate_rps, options.duration_s, _open_timeout(options), stop, live)
         run = replace(run, at_rate=check)
     if options.capacity and round_no == 0 and not stop.is_set() and run.throughput_rps > 0:
         run = replace(run, capacity=_capacity(specs, run.throughput_rps, options, stop, events))
