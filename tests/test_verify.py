@@ -319,7 +319,7 @@ def _run(label: str, workers: int, rps: float, p99: float | None, rss: float, er
             [_run("recommended", 2, 300, None, 93, errors=50), _run("single-worker", 1, 100, None, 46)],
             "single-worker",
             None,
-            ["failed 50 of 1000 requests", "not comparable"],
+            ["failed 50 of 1000 (5.0%)", "not comparable"],
             [],
             id="errors-disqualify-the-best",
         ),
