@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from fastapi_tune.demand import BUSY_OTHERS_CORES
 from fastapi_tune.mixmodel import (
     MixDemand,
     RouteDemand,
@@ -108,6 +109,15 @@ def mix_of_report(
             )
         else:
             routes.append(demand)
+    others = [
+        v for e in report.endpoints if e.verdict and (v := e.verdict.evidence.host_others_cores) is not None
+    ]
+    if others and median(others) >= BUSY_OTHERS_CORES:
+        unknowns.append(
+            f"other processes used {median(others):.2f} cores while the probe ran: the mix model counts"
+            " every effective CPU as the server's, so on a host this busy an objective can be missed"
+            " (`verify --rate R --slo ...` measures it there)"
+        )
     if not routes:
         return None, tuple(unknowns)
     return mix_demand(routes), tuple(unknowns)
