@@ -29,6 +29,8 @@ from fastapi_tune.errors import (
     FastapiTuneError,
     Interrupted,
     RefusedError,
+    RunErrorsError,
+    SloMissedError,
     UsageError,
 )
 from fastapi_tune.export_load import parse_mix, parse_objective, render_k6, render_locust, spec_from_report
@@ -63,7 +65,8 @@ from fastapi_tune.target import (
     sizing_warning,
     with_overrides,
 )
-from fastapi_tune.verify import VerifyOptions, run_verify, verify_notes
+from fastapi_tune.slo import parse_slo
+from fastapi_tune.verify import VerifyOptions, VerifyResult, run_verify, verify_notes
 from fastapi_tune.workflow import (
     TuneOptions,
     TuneResult,
@@ -504,7 +507,25 @@ def recommend(
     ] = None,
     preload: Annotated[bool, flag(help="Agree to preload_app (saves memory with several workers).")] = False,
     target_rps: Annotated[
-        float | None, typer.Option(help="Requests/s to size replicas for (kubernetes profile).")
+        float | None,
+        typer.Option(
+            help="Requests/s to plan for: with --slo, the fewest workers predicted to meet the objective"
+            " at this rate; on kubernetes, the replicas."
+        ),
+    ] = None,
+    slo: Annotated[
+        str | None,
+        typer.Option(
+            "--slo",
+            help="Objective to size for, e.g. 'p99<300ms' or 'p50<50ms,p99.9<1s,errors<0.5%'"
+            " (p50/p90/p95/p99/p99.9; errors default to <1%).",
+        ),
+    ] = None,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            "--mix", help="Traffic shares of the probed routes, e.g. 'GET /a=70,POST /b=30' (default: equal)."
+        ),
     ] = None,
     db_max_connections: Annotated[
         int | None,
@@ -537,6 +558,8 @@ def recommend(
     if target_rps is not None:
         checks.number(target_rps, "--target-rps", 1e-3, checks.MAX_RPS, " requests/s")
     _check_db_options(db_max_connections, db_pool_size)
+    if target_rps is not None and not (math.isfinite(target_rps) and target_rps > 0):
+        raise UsageError("--target-rps: expected a positive number of requests per second")
     ask = _interactive(yes, as_json)
     if ask:
         app_module = app_module or _ask("App to serve (module:attribute)", "main:app", _app_spec)
@@ -560,6 +583,8 @@ def recommend(
             stack=stack,
             db_max_connections=db_max_connections,
             db_pool_size=db_pool_size,
+            objective=parse_slo(slo) if slo else None,
+            mix=parse_mix(mix) if mix else None,
         ),
     )
     _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json)
@@ -819,6 +844,30 @@ def verify(
         bool,
         flag("--sweep", help="Also try 1 .. 2 x effective CPUs workers and show which was best."),
     ] = False,
+    slo: Annotated[
+        str | None,
+        typer.Option(
+            "--slo",
+            help="Objective, e.g. 'p99<300ms,errors<1%': judged at --rate (exit 7 when the recommended"
+            " config misses it) and by --capacity.",
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate", help="Also drive every configuration at this arrival rate (req/s, open loop)."
+        ),
+    ] = None,
+    capacity: Annotated[
+        bool,
+        flag("--capacity", help="Find each configuration's highest arrival rate meeting --slo (~15 s each)."),
+    ] = False,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            "--mix", help="Traffic shares of the routes driven, e.g. 'GET /a=70,GET /b=30' (default: equal)."
+        ),
+    ] = None,
     as_json: Annotated[bool, flag("--json", help="Print runs[] and the verdict as JSON.")] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
@@ -847,6 +896,10 @@ def verify(
         duration_s=duration,
         repeat=repeat,
         sweep=sweep,
+        mix=parse_mix(mix) if mix else None,
+        objective=parse_slo(slo) if slo else None,
+        rate_rps=rate,
+        capacity=capacity,
     )
     for note in verify_notes(options, report):
         err.print(f"[yellow]note:[/] {escape(note)}")
@@ -863,6 +916,16 @@ def verify(
         err.print(f"HTML report saved to [bold]{html}[/]")
     if result.interrupted:
         raise Interrupted(f"interrupted after {len(result.runs)} run(s); every server started was stopped")
+    _verify_exit(result)
+
+
+def _verify_exit(result: VerifyResult) -> None:
+    """The exit code CI gates on: the objective missed (7) first, then runs with errors (8)."""
+    if result.slo_met is False and result.slo_line is not None:
+        raise SloMissedError(result.slo_line)
+    out_of_play = result.verdict.not_comparable if result.verdict else tuple(r.names for r in result.runs)
+    if out_of_play:
+        raise RunErrorsError("runs not comparable: " + "; ".join(out_of_play))
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:

@@ -15,6 +15,8 @@ class ExitCode(IntEnum):
     TARGET_UNREACHABLE = 4  # connection refused, DNS failure, the server died
     REFUSED = 5  # unsafe request: non-loopback target, overwriting a file without consent
     SERVER_FAILED = 6  # a server fastapi-tune started (demo, verify) failed to boot
+    SLO_MISSED = 7  # verify: the recommended config missed the objective (--slo) at the rate asked
+    RUN_ERRORS = 8  # verify: a run had failed requests, so its figures are not comparable
     INTERRUPTED = 130  # Ctrl-C: what was measured is kept
 
 
@@ -52,6 +54,18 @@ class ServerFailedError(FastapiTuneError):
     """A server started by fastapi-tune did not come up."""
 
     exit_code = ExitCode.SERVER_FAILED
+
+
+class SloMissedError(FastapiTuneError):
+    """The objective was missed where it was checked; the message holds the shortfall."""
+
+    exit_code = ExitCode.SLO_MISSED
+
+
+class RunErrorsError(FastapiTuneError):
+    """A measured run failed requests beyond the tolerance: its figures are not comparable."""
+
+    exit_code = ExitCode.RUN_ERRORS
 
 
 class Interrupted(FastapiTuneError):

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Final
 
 from fastapi_tune.appenv import AppEnv
 from fastapi_tune.errors import UsageError
 from fastapi_tune.host import HostFacts
+from fastapi_tune.plan_mix import MixSizing, mix_of_report, replicas_for_objective, size_for_mix
 from fastapi_tune.profiles import Profile
 from fastapi_tune.report import Endpoint, EndpointClass, Level, ProbeReport
 from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, rule_of_thumb_workers, suggested_thread_tokens
 from fastapi_tune.target import runs_in_container
+from fastapi_tune.slo import Objective
 
 UVICORN_WORKER: Final = "uvicorn_worker.UvicornWorker"
 ASGI_WORKER: Final = "asgi"
@@ -75,6 +77,8 @@ class Choices:
     db_pool_size: int | None = None  # connections each worker's pool may open (pool + overflow)
     db_reserved: int = DB_RESERVED_CONNECTIONS  # slots the database keeps for others (admin, migrations)
     stack: AppEnv | None = None  # the app's environment: decides which printed commands work
+    objective: Objective | None = None  # --slo: size for this at target_rps (workers, or replicas)
+    mix: Mapping[str, float] | None = None  # --mix: route name -> weight; None: equal shares
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class Plan:
     # profile fixes the count (it does not follow the CPUs).
     workers_per_cpu: float | None = None
     stack: AppEnv | None = None  # the server stack of the app's environment, when it was read
+    mix_sizing: MixSizing | None = None  # the whole-mix model's figures, when the probe measured CPU
 
     def setting(self, name: str) -> Setting:
         """The setting called `name` (KeyError when the plan has none)."""
@@ -823,6 +828,8 @@ def _replica_plan(
     if choices.target_rps is None:
         return None, Decided()
     if profile.workers.fixed is None:
+        if choices.objective is not None:  # the target sized the workers (_mix_workers)
+            return None, Decided()
         return None, Decided(
             unknowns=(
                 f"target {choices.target_rps:g} req/s: replica sizing applies to profiles with a "
@@ -914,6 +921,134 @@ def _merge(parts: Sequence[Decided]) -> Decided:
     )
 
 
+def _worker_ceiling(host: HostFacts, report: ProbeReport | None, profile: Profile, choices: Choices) -> int:
+    """The most workers this host holds: memory, the database's connections, the profile, 4 per CPU."""
+    eff = float(host.cpu.effective)
+    rss, _ = _worker_rss(report, profile)
+    cap = min(
+        profile.workers.max,
+        math.floor(host.memory.effective_bytes * (1 - profile.memory_headroom) / rss),
+        max(1, math.ceil(eff * BLOCKED_WORKERS_PER_CPU)),
+    )
+    db = _connection_cap(choices)
+    return max(1, min(cap, db[0]) if db is not None else cap)
+
+
+def _shortfall(sizing: MixSizing, target: float, workers: int) -> Advice:
+    """No worker count on this host meets the objective at the target: by how much, and what would."""
+    assert sizing.objective is not None
+    cap = sizing.capacity_with(workers) or 0.0
+    goal = f"{sizing.objective.describe()} at {target:g} req/s"
+    if cap <= 0:
+        return Advice(
+            f"No configuration on this host meets {goal}, at any rate: the slowest route's own latency"
+            f" ({sizing.mix.base_ms:.0f} ms at concurrency 1) already breaks a bound. Make that route"
+            " faster or relax the objective; more workers or replicas do not help."
+        )
+    hosts = math.ceil(target / cap)
+    return Advice(
+        f"No configuration on this host ({_cpus(sizing.cpus)}, up to {sizing.max_workers} workers) is"
+        f" predicted to meet {goal}: the best, {workers} workers, holds it up to ~{cap:.0f} req/s, short"
+        f" by {target - cap:.0f} req/s ({(target - cap) / target:.0%} of the target). Spread the load over"
+        f" {hosts} instances of this size, or make the routes that hold the loop or the CPU cheaper."
+    )
+
+
+def _objective_workers(sizing: MixSizing, wd: _WorkerDecision, target: float) -> tuple[int, str, Decided]:
+    """Workers for an objective at a target rate: the fewest predicted to meet it, else the best."""
+    assert sizing.objective is not None
+    goal = f"{sizing.objective.describe()} at {target:g} req/s"
+    if sizing.workers is not None:
+        cap = sizing.capacity_with(sizing.workers) or 0.0
+        text = (
+            f"the objective {goal}: the fewest workers the mix model predicts to meet it = {sizing.workers}"
+            f" (they hold it up to ~{cap:.0f} req/s; `verify --rate {target:g} --slo ...` measures it)"
+        )
+        return sizing.workers, text, Decided()
+    best = sizing.best_workers or wd.workers
+    text = f"no worker count is predicted to meet {goal}; the one that comes closest = {best}"
+    return best, text, Decided(advice=(_shortfall(sizing, target, best),))
+
+
+def _mix_workers(
+    host: HostFacts, report: ProbeReport | None, profile: Profile, choices: Choices, wd: _WorkerDecision
+) -> tuple[_WorkerDecision, MixSizing | None, Decided]:
+    """Workers from a model of the whole mix (mixmodel.py): for an objective at a target rate, and
+    so that loop-blocking routes' extra workers stop where the CPU the rest of the mix needs is used."""
+    objective, target = choices.objective, choices.target_rps
+    if report is None:
+        missing = ("the objective: no probe report, so no mix to model (run `fastapi-tune probe` first)",)
+        return wd, None, Decided(unknowns=missing if objective is not None else ())
+    mix, unknown = mix_of_report(report, choices.mix)
+    if mix is None:
+        note = "the mix model: no route had server CPU measured (a remote or imported probe)"
+        return wd, None, Decided(unknowns=(*unknown, note) if objective is not None else unknown)
+    eff = float(host.cpu.effective)
+    if profile.workers.fixed is not None:  # replicas carry the load: see _objective_replicas
+        pod = min(eff, float(profile.workers.fixed))
+        return wd, size_for_mix(mix, pod, profile.workers.fixed, objective, None), Decided(unknowns=unknown)
+    sizing = size_for_mix(mix, eff, _worker_ceiling(host, report, profile, choices), objective, target)
+    n, text, decided = wd.workers, "", Decided(unknowns=unknown)
+    if objective is not None and target is not None:
+        n, text, more = _objective_workers(sizing, wd, target)
+        decided = _merge((decided, more))
+    elif EndpointClass.LOOP_BLOCKING in _classes(report) and sizing.throughput_workers < n:
+        n = max(sizing.throughput_workers, cpu_processes(eff, profile.workers.per_cpu))
+        text = (
+            "but past the point where the event loops keep the CPUs busy, more workers only share"
+            f" the same CPUs (the whole mix, not the blocking route alone): {n}"
+        )
+    if objective is not None and target is None:
+        cap = sizing.capacity_with(n) or 0.0
+        decided = _merge(
+            (
+                decided,
+                Decided(
+                    advice=(
+                        Advice(
+                            f"{n} worker(s) are predicted to meet {objective.describe()} up to"
+                            f" ~{cap:.0f} req/s (the number to plan from;"
+                            " `verify --slo ... --capacity` measures it)."
+                        ),
+                    )
+                ),
+            )
+        )
+    if n == wd.workers or not text:
+        return wd, sizing, decided
+    n = max(n, profile.workers.min)
+    formula = f"{wd.formula}; the whole mix: {sizing.why}; {text} => {n} worker" + ("" if n == 1 else "s")
+    # The note on the old count ("8 workers only hide the loop-blocking route...") no longer applies.
+    notes = tuple(a for a in wd.notes if not a.text.startswith(f"{wd.workers} workers only hide"))
+    if len(notes) < len(wd.notes):
+        notes += (
+            Advice(
+                f"{n} workers partly hide the loop-blocking route(s): once they no longer block the event"
+                " loop, fewer workers do the same work with less memory. Probe and regenerate after the fix."
+            ),
+        )
+    decision = replace(wd, workers=n, formula=formula, why=f"{text}; {sizing.why}.", notes=notes)
+    return decision, sizing, decided
+
+
+def _objective_replicas(
+    host: HostFacts, replicas: ReplicaSizing | None, sizing: MixSizing | None, choices: Choices, workers: int
+) -> ReplicaSizing | None:
+    """With an objective: replicas from the mix model's capacity per pod, not the slowest route's peak."""
+    if replicas is None or sizing is None or choices.objective is None or choices.target_rps is None:
+        return replicas
+    pod = min(float(host.cpu.effective), float(workers))
+    r = replicas_for_objective(sizing.mix, pod, workers, choices.objective, choices.target_rps)
+    if r is None:
+        why = (
+            f"no pod ({workers} worker(s), {_cpus(pod)}) meets {choices.objective.describe()} at any rate:"
+            f" the slowest route alone takes {sizing.mix.base_ms:.0f} ms; kept the throughput sizing:"
+            f" {replicas.why}"
+        )
+        return replace(replicas, why=why)
+    return replace(replicas, replicas=r.replicas, per_worker_rps=round(r.per_pod_rps / workers, 3), why=r.why)
+
+
 # ---------------------------------------------------------------------------------------
 # The plan
 
@@ -925,17 +1060,20 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
     by_cls = _classes(report)
     inputs, known = _inputs(host, report, profile)
     wd = _decide_workers(host, report, profile, choices)
+    wd, mix_sizing, mix_advice = _mix_workers(host, report, profile, choices, wd)
     timeouts = _timeouts(report, profile)
     graceful = int(next(s.value for s in timeouts.settings if s.name == "graceful_timeout") or 0)
     worker_class = _worker_class_setting(profile, choices)
     limiter, limiter_advice = _limiter(report, by_cls, wd.workers)
     replicas, replica_advice = _replica_plan(report, profile, choices, wd.workers)
+    replicas = _objective_replicas(host, replicas, mix_sizing, choices, wd.workers)
     merged = _merge(
         (
             known,
             _app_and_bind(profile, choices),
             worker_class,
             Decided(settings=(Setting("workers", wd.workers, wd.why),), advice=wd.notes),
+            mix_advice,
             timeouts,
             _keepalive(profile),
             _recycling(profile),
@@ -968,4 +1106,5 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
         if profile.workers.fixed is not None
         else round(wd.workers / float(host.cpu.effective), 3),
         stack=choices.stack,
+        mix_sizing=mix_sizing,
     )

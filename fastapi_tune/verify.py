@@ -1,8 +1,10 @@
 """verify: measure a recommended gunicorn config against the alternatives on the real app.
 
-Each run starts gunicorn from the user's config (only the bind and, for the baselines, the
-worker count are overridden on the command line, which gunicorn ranks above the file), drives
-it with the same closed-loop mix, and stops it before the next one starts.
+Each run starts gunicorn from the user's config (only the bind, worker recycling (off) and, for the
+baselines, the worker count are overridden on the command line, which gunicorn ranks above the file),
+drives it with the same closed-loop mix, optionally an open loop at a fixed rate (--rate) and a search
+for the highest rate meeting an objective (--capacity), and stops it before the next one starts.
+The judgement (best beyond noise, comparability, the objective) is verify_judge.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
@@ -28,18 +30,62 @@ from fastapi_tune.host import HostFacts
 from fastapi_tune.launch import Running, free_port, run_server
 from fastapi_tune.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.observe import cpu_seconds, worker_children
+from fastapi_tune.openloop import run_open_loop
 from fastapi_tune.redact import REDACTED
 from fastapi_tune.report import Endpoint, EndpointClass, ProbeReport
 from fastapi_tune.rules import rule_of_thumb_workers
 from fastapi_tune.signals import stop_on_signals
-from fastapi_tune.stats import median, summarize
+from fastapi_tune.slo import Objective, meets
+from fastapi_tune.stats import errors_by_kind, summarize
+from fastapi_tune.verify_judge import (
+    CAPACITY_START,
+    RECOMMENDED,
+    RULE_OF_THUMB,
+    SINGLE_WORKER,
+    Capacity,
+    Comparison,
+    Planned,
+    RateCheck,
+    Run,
+    capacity_of,
+    combine,
+    judge,
+    next_rate,
+    objective_verdict,
+    weighted_order,
+)
+from fastapi_tune.verify_judge import plan_runs as plan_configurations
 
-RECOMMENDED: Final = "recommended"
-RULE_OF_THUMB: Final = "rule-of-thumb"
-SINGLE_WORKER: Final = "single-worker"
+__all__ = [
+    "RECOMMENDED",
+    "RULE_OF_THUMB",
+    "SINGLE_WORKER",
+    "Comparison",
+    "Run",
+    "VerifyOptions",
+    "VerifyResult",
+    "combine",
+    "judge",
+    "run_verify",
+]
+
 # Environment the config reads that would silently change what is being verified.
 _OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_ARGS")
-SWEEP_MAX_WORKERS: Final = 32
+# Worker recycling off while measuring: max_requests restarts a worker mid-run on fast routes (10k
+# requests go by in seconds), which shows as socket errors, negative CPU deltas and a worker missing
+# from the RSS sum (FIELD-NOTES). The command line ranks above the config file.
+NO_RECYCLING: Final = ("--max-requests", "0")
+# Open-loop runs: connections enough for a rate x a latency of a second or more.
+_OPEN_CONNECTIONS: Final = 512
+# In an open loop with an objective (--rate, a capacity step) a request gets at most this many times
+# the objective's largest bound (at least 1 s) before it counts as a timeout, a failure: it failed
+# the objective long before, and an overloaded run then ends within seconds, not the full --timeout.
+_STEP_TIMEOUT_FACTOR: Final = 3.0
+
+# Capacity steps last at least this many times the objective's largest bound (see _capacity), at
+# most _MAX_STEP_S: a p99 < 300 ms objective gets 3 s steps, about 20 s per configuration.
+_STEP_BOUNDS: Final = 10.0
+_MAX_STEP_S: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -56,34 +102,11 @@ class VerifyOptions:
     warmup_s: float = 1.0
     sweep: bool = False
     timeout_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class Run:
-    """One server configuration under the same load."""
-
-    label: str
-    workers: int  # worker processes observed after boot
-    requests: int
-    errors: int
-    throughput_rps: float
-    p50_ms: float | None
-    p99_ms: float | None
-    rss_mib: float  # total RSS of the worker processes at the end of the run
-    server_cpu_cores: float
-    client_cpu_cores: float
-    rounds_rps: tuple[float, ...] = ()  # throughput of each round, for the spread
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Which run was best, and how the recommendation compares with it and the rule of thumb."""
-
-    best: Run
-    recommended: Run | None
-    ratio_to_best: float | None  # recommended throughput / best throughput
-    memory_vs_rule: float | None  # recommended RSS / rule-of-thumb RSS
-    line: str
+    mix: Mapping[str, float] | None = None  # route name ("GET /a") -> weight; None: each in turn
+    objective: Objective | None = None  # --slo
+    rate_rps: float | None = None  # --rate: an open loop at this rate on every configuration
+    capacity: bool = False  # --capacity: search the highest rate meeting the objective
+    step_s: float = 2.0  # counted seconds per capacity step
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,11 @@ class VerifyResult:
     duration_s: float
     repeat: int
     interrupted: bool
+    objective: Objective | None = None
+    rate_rps: float | None = None
+    slo_met: bool | None = None  # the recommended config at --rate; None when not checked
+    slo_line: str | None = None
+    recycling: str = "off while measuring (--max-requests 0 on gunicorn's command line)"
 
 
 class VerifyEvents(Protocol):
@@ -102,22 +130,17 @@ class VerifyEvents(Protocol):
         self, label: str, workers: int | None, round_no: int, rounds: int, live: Callable[[], tuple[int, int]]
     ) -> None: ...
 
+    def step(self, text: str) -> None: ...
+
     def run_done(self, run: Run) -> None: ...
 
 
-def plan_runs(host: HostFacts, sweep: bool) -> list[tuple[str, int | None]]:
-    """(label, workers) in order; None means the config's own worker count."""
-    runs: list[tuple[str, int | None]] = [
-        (RECOMMENDED, None),
-        (RULE_OF_THUMB, rule_of_thumb_workers(host.cpu.logical)),
-        (SINGLE_WORKER, 1),
-    ]
-    if sweep:
-        # A CPU override may say 1024: each count boots a gunicorn, so the sweep stops at a size
-        # one machine's verify can run in minutes.
-        top = min(SWEEP_MAX_WORKERS, max(2, math.ceil(2 * float(host.cpu.effective))))
-        runs += [(f"sweep-{n}", n) for n in range(1, top + 1)]
-    return runs
+def plan_runs(host: HostFacts, sweep: bool, configured: int | None = None) -> list[tuple[str, int | None]]:
+    """(label, workers) in order, each worker count once; None means the config's own worker count."""
+    planned = plan_configurations(
+        rule_of_thumb_workers(host.cpu.logical), float(host.cpu.effective), configured or 0, sweep
+    )
+    return [(p.label, p.workers) for p in planned]
 
 
 def _drivable(report: ProbeReport) -> tuple[list[Endpoint], list[str]]:
@@ -140,35 +163,80 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
-    headers = tuple(parse_header(h) for h in options.headers)
-    if options.endpoints:
-        paths = [parse_endpoint(e) for e in options.endpoints]
-        if any("{" in p for _, p in paths):
-            raise UsageError("-e paths for verify must be concrete, e.g. 'GET /orders/1'")
-        return [RequestSpec(m, base + p, headers, timeout_s=options.timeout_s) for m, p in paths]
-    if report is None or not report.endpoints:
-        raise UsageError("nothing to drive: pass --probe REPORT (its endpoints are mixed) or -e 'GET /path'")
+@dataclass(frozen=True)
+class _Route:
+    """One route to drive: its name for --mix, the concrete path (base path included), its body."""
+
+    name: str
+    method: str
+    path: str
+    body: bytes | None = None
+    content_type: str | None = None
+
+
+def _report_routes(report: ProbeReport) -> list[_Route]:
     kept, _ = _drivable(report)
     if not kept:
         raise UsageError(
             "nothing to drive: no endpoint of the report was clean in the probe; use -e 'GET /path'"
         )
-    # The report's URLs point at the server it probed: keep their path (base path included) and query.
-    origin = _origin(report.target)
     hidden = [f"{e.method} {e.path}" for e in kept if REDACTED in e.url]
     if hidden:
         raise UsageError(
             f"{hidden[0]}: its URL held a secret that the report does not keep; drive it with"
             " -e 'METHOD /path?name=VALUE' (and -H for credentials)"
         )
-    specs = []
-    for e in kept:
-        extra = (("Content-Type", e.content_type),) if e.body is not None and e.content_type else ()
-        body = e.body.encode() if e.body is not None else None
-        url = base + (e.url.removeprefix(origin) or "/")
-        specs.append(RequestSpec(e.method, url, (*headers, *extra), body, timeout_s=options.timeout_s))
-    return specs
+    # The report's URLs point at the server it probed: keep their path (base path included) and query.
+    origin = _origin(report.target)
+    return [
+        _Route(
+            f"{e.method} {e.path}",
+            e.method,
+            e.url.removeprefix(origin) or "/",
+            e.body.encode() if e.body is not None else None,
+            e.content_type if e.body is not None else None,
+        )
+        for e in kept
+    ]
+
+
+def _routes(options: VerifyOptions, report: ProbeReport | None) -> list[_Route]:
+    """The routes to drive, in order, repeated by their --mix weight."""
+    if options.endpoints:
+        pairs = [parse_endpoint(e) for e in options.endpoints]
+        if any("{" in p for _, p in pairs):
+            raise UsageError("-e paths for verify must be concrete, e.g. 'GET /orders/1'")
+        routes = [_Route(f"{m} {p}", m, p) for m, p in pairs]
+    elif report is not None and report.endpoints:
+        routes = _report_routes(report)
+    else:
+        raise UsageError("nothing to drive: pass --probe REPORT (its endpoints are mixed) or -e 'GET /path'")
+    if options.mix is None:
+        return routes
+    names = [r.name for r in routes]
+    unknown = sorted(set(options.mix) - set(names))
+    if unknown:
+        raise UsageError(
+            f"--mix names {', '.join(unknown)}: not among the routes driven ({', '.join(names)})"
+        )
+    weights = [float(options.mix.get(n, 0.0)) for n in names]
+    if not any(w > 0 for w in weights) or any(w < 0 for w in weights):
+        raise UsageError("--mix weights must be >= 0 and at least one > 0")
+    return [routes[i] for i in weighted_order(weights)]
+
+
+def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
+    headers = tuple(parse_header(h) for h in options.headers)
+    return [
+        RequestSpec(
+            r.method,
+            base + r.path,
+            (*headers, *((("Content-Type", r.content_type),) if r.content_type else ())),
+            r.body,
+            timeout_s=options.timeout_s,
+        )
+        for r in _routes(options, report)
+    ]
 
 
 def verify_notes(options: VerifyOptions, report: ProbeReport | None) -> list[str]:
@@ -205,7 +273,15 @@ def _gunicorn(options: VerifyOptions, *args: str) -> list[str]:
 def _argv(options: VerifyOptions, port: int, workers: int | None, control: list[str]) -> list[str]:
     extra = ["--workers", str(workers)] if workers is not None else []
     return _gunicorn(
-        options, "-c", str(options.config), "--bind", f"127.0.0.1:{port}", *control, *extra, options.app
+        options,
+        "-c",
+        str(options.config),
+        "--bind",
+        f"127.0.0.1:{port}",
+        *NO_RECYCLING,
+        *control,
+        *extra,
+        options.app,
     )
 
 
@@ -227,8 +303,80 @@ def _run_gunicorn(
         raise ServerFailedError(f"cannot run gunicorn with {options.python}: {e}") from None
 
 
+def _open_loop(
+    specs: Sequence[RequestSpec],
+    rate: float,
+    duration_s: float,
+    timeout_s: float,
+    stop: threading.Event,
+    live: LiveCount | None = None,
+) -> RateCheck:
+    """One open-loop run at `rate`, counted as the objective counts it."""
+    r = run_open_loop(
+        specs,
+        rate,
+        duration_s,
+        max_connections=_OPEN_CONNECTIONS,
+        timeout_s=timeout_s,
+        warmup_s=0.5,
+        stop=stop,
+        live=live,
+    )
+    failed = sum(errors_by_kind(r.status_counts, r.errors_by_kind).values()) + r.dropped_starts
+    failed += r.in_flight_at_end
+    return RateCheck(
+        rate_rps=rate,
+        duration_s=r.duration_s,
+        intended=r.intended_starts,
+        completed=r.completed,
+        failed=failed,
+        late=r.late_starts,
+        dropped=r.dropped_starts,
+        histogram=r.histogram,
+        client_cpu_cores=r.client_cpu_s / r.duration_s if r.duration_s > 0 else 0.0,
+    )
+
+
+def _open_timeout(options: VerifyOptions) -> float:
+    """An open-loop request's timeout: with an objective, _STEP_TIMEOUT_FACTOR x its largest bound."""
+    if options.objective is None:
+        return options.timeout_s
+    worst = max(b.limit_ms for b in options.objective.latency) / 1000.0
+    return min(options.timeout_s, max(1.0, _STEP_TIMEOUT_FACTOR * worst))
+
+
+def _capacity(
+    specs: Sequence[RequestSpec],
+    throughput_rps: float,
+    options: VerifyOptions,
+    stop: threading.Event,
+    events: VerifyEvents,
+) -> Capacity:
+    """The highest arrival rate meeting the objective: short open-loop steps (verify_judge.next_rate)."""
+    objective = options.objective
+    assert objective is not None
+    timeout = _open_timeout(options)
+    worst_s = max(b.limit_ms for b in objective.latency) / 1000.0
+    # A rate above capacity builds its queue at (rate - capacity) per second: within a step of T
+    # seconds the wait reaches the bound L only beyond capacity x (1 + L / T). Steps of at least
+    # 10 L keep that overstatement within 10%.
+    step_s = min(_MAX_STEP_S, max(options.step_s, _STEP_BOUNDS * worst_s))
+    steps: list[tuple[float, bool, str]] = []
+    while not stop.is_set():
+        rate = next_rate(throughput_rps * CAPACITY_START, [(r, ok) for r, ok, _ in steps])
+        if rate is None:
+            break
+        events.step(f"capacity search, step {len(steps) + 1}: {rate:.1f} req/s")
+        check = _open_loop(specs, rate, step_s, timeout, stop)
+        if stop.is_set():
+            break
+        ok, text = meets(objective, check.measured())
+        steps.append((round(rate, 2), ok, text))
+    return capacity_of(steps)
+
+
 def _measure(
-    label: str,
+    planned: Planned,
     running: Running,
     specs: Sequence[RequestSpec],
     options: VerifyOptions,
@@ -243,7 +391,7 @@ def _measure(
     # Server CPU is averaged over the whole burst, warm-up included: context for the table,
     # not part of the verdict.
     return Run(
-        label=label,
+        label=planned.label,
         workers=len(workers),
         requests=b.requests,
         errors=b.errors,
@@ -253,67 +401,121 @@ def _measure(
         rss_mib=round(_rss_mib(workers), 1),
         server_cpu_cores=round((cpu_after - cpu_before) / wall, 3),
         client_cpu_cores=round(b.client_cpu_cores, 3),
+        aliases=planned.aliases,
+        errors_by_status=dict(b.errors_by_status),
+        errors_by_kind=dict(b.errors_by_kind),
     )
 
 
-def combine(rounds: Sequence[Run]) -> Run:
-    """Pure: one configuration's rounds as one run: medians of the rates, the sums of the counts."""
-    first = rounds[0]
-    p50s = [r.p50_ms for r in rounds if r.p50_ms is not None]
-    p99s = [r.p99_ms for r in rounds if r.p99_ms is not None]
-    return Run(
-        label=first.label,
-        workers=first.workers,
-        requests=sum(r.requests for r in rounds),
-        errors=sum(r.errors for r in rounds),
-        throughput_rps=median([r.throughput_rps for r in rounds]),
-        p50_ms=median(p50s) if p50s else None,
-        p99_ms=median(p99s) if p99s else None,
-        rss_mib=max(r.rss_mib for r in rounds),
-        server_cpu_cores=round(median([r.server_cpu_cores for r in rounds]), 3),
-        client_cpu_cores=round(median([r.client_cpu_cores for r in rounds]), 3),
-        rounds_rps=tuple(round(r.throughput_rps, 1) for r in rounds),
-    )
+def _measure_all(
+    planned: Planned,
+    round_no: int,
+    running: Running,
+    specs: Sequence[RequestSpec],
+    options: VerifyOptions,
+    stop: threading.Event,
+    events: VerifyEvents,
+    live: LiveCount,
+) -> Run:
+    """The closed-loop burst, then the open loop at --rate, then (first round) the capacity search."""
+    run = _measure(planned, running, specs, options, stop, live)
+    if options.rate_rps is not None and not stop.is_set():
+        events.step(f"open loop at {options.rate_rps:g} req/s")
+        check = _open_loop(specs, options.rate_rps, options.duration_s, _open_timeout(options), stop, live)
+        run = replace(run, at_rate=check)
+    if options.capacity and round_no == 0 and not stop.is_set() and run.throughput_rps > 0:
+        run = replace(run, capacity=_capacity(specs, run.throughput_rps, options, stop, events))
+    return run
 
 
-def judge(runs: Sequence[Run]) -> Comparison | None:
-    """Pure: which run was best, and how the recommendation compares with it and the rule of thumb."""
-    clean = [r for r in runs if r.requests and r.errors <= 0.01 * r.requests]
-    if not clean:
-        return None
-    best = max(clean, key=lambda r: r.throughput_rps)
-    rec = next((r for r in runs if r.label == RECOMMENDED), None)
-    rule = next((r for r in runs if r.label == RULE_OF_THUMB), None)
-    ratio = rec.throughput_rps / best.throughput_rps if rec in clean and best.throughput_rps else None
-    memory = rec.rss_mib / rule.rss_mib if rec and rule and rule.rss_mib else None
-    if rec is None or ratio is None:
-        line = f"best clean run: {best.label} ({best.workers} workers), {best.throughput_rps:.1f} req/s"
-        if rec is not None:
-            line += (
-                f"; the recommended config failed {rec.errors} of {rec.requests} requests, so its"
-                f" {rec.throughput_rps:.1f} req/s is not comparable"
-            )
-    else:
-        line = (
-            f"recommended ({rec.workers} workers): {rec.throughput_rps:.1f} req/s,"
-            f" {ratio:.0%} of the best run ({best.label}, {best.workers} workers,"
-            f" {best.throughput_rps:.1f} req/s)"
+def _check_options(options: VerifyOptions) -> None:
+    if not options.config.is_file():
+        raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
+    if options.concurrency < 1 or options.duration_s <= 0 or options.repeat < 1:
+        raise UsageError("--concurrency, --duration and --repeat must be positive")
+    if options.rate_rps is not None and not (math.isfinite(options.rate_rps) and options.rate_rps > 0):
+        raise UsageError("--rate: expected a positive number of requests per second")
+    if options.capacity and options.objective is None:
+        raise UsageError(
+            "--capacity searches the highest rate meeting an objective: add --slo, e.g. 'p99<300ms'"
         )
-        if rule is not None and memory is not None:
-            line += (
-                f"; rule of thumb ({rule.workers} workers): {rule.throughput_rps:.1f} req/s with"
-                f" {rule.rss_mib:.0f} MiB of workers vs {rec.rss_mib:.0f} MiB recommended"
-            )
-            if rec.p99_ms is not None and rule.p99_ms is not None and rec.p99_ms > 1.25 * rule.p99_ms:
-                # Fewer workers each queue more of the same load: the tail grows before the median.
-                line += (
-                    f"; but p99 is {rec.p99_ms:.0f} ms vs {rule.p99_ms:.0f} ms with the rule of thumb"
-                    " under this load: if such concurrency is real and the tail matters, weigh it"
-                )
-        if len(rec.rounds_rps) > 1:
-            low, high = min(rec.rounds_rps), max(rec.rounds_rps)
-            line += f"; the recommended config's rounds ranged {low:.1f}-{high:.1f} req/s (noise)"
-    return Comparison(best=best, recommended=rec, ratio_to_best=ratio, memory_vs_rule=memory, line=line)
+    if options.objective is not None and options.rate_rps is None and not options.capacity:
+        raise UsageError(
+            "--slo is judged at an arrival rate: add --rate R (pass or fail at R req/s) or --capacity"
+            " (the highest rate that meets it)"
+        )
+
+
+def _slo_verdict(runs: Sequence[Run], options: VerifyOptions) -> tuple[bool | None, str | None]:
+    """The objective at --rate, judged on the recommended config (the one CI gates on)."""
+    rec = next((r for r in runs if r.label == RECOMMENDED), None)
+    if options.objective is None or rec is None:
+        return None, None
+    verdict = objective_verdict(rec, options.objective)
+    return (None, None) if verdict is None else verdict
+
+
+def run_verify(
+    options: VerifyOptions, host: HostFacts, report: ProbeReport | None, events: VerifyEvents
+) -> VerifyResult:
+    """Start each configuration in turn, drive it, stop it; Ctrl-C keeps the runs done so far."""
+    # gunicorn runs in --app-dir: a relative --config means relative to where the user is.
+    options = replace(options, config=options.config.resolve())
+    _check_options(options)
+    check_verify_options(options)
+    _routes(options, report)  # usage errors before any server starts
+    env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES_DROPPED}
+    app_dir = options.app_dir.resolve()
+    env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])
+    control = control_socket_flags(options, env, app_dir)
+    configured = configured_workers(options, env, app_dir, control)
+    stop = threading.Event()
+    endpoints: tuple[str, ...] = ()
+    measured: dict[str, list[Run]] = {}
+    plan = plan_configurations(
+        rule_of_thumb_workers(host.cpu.logical), float(host.cpu.effective), configured, options.sweep
+    )
+    with stop_on_signals(stop):
+        for planned, round_no in ((p, r) for r in range(options.repeat) for p in plan):
+            # Rounds go through every configuration before repeating any, so a drift on the
+            # machine (another process, CPU steal) touches all of them alike.
+            if stop.is_set():
+                break
+            port = free_port()
+            specs = _specs(options, report, f"http://127.0.0.1:{port}")
+            endpoints = tuple(dict.fromkeys(f"{s.method} {s.url.split(str(port), 1)[1]}" for s in specs))
+            live = LiveCount()
+            events.run_started(planned.label, planned.workers, round_no + 1, options.repeat, live.read)
+            with run_server(
+                _argv(options, port, planned.workers, control),
+                port,
+                ready_path=endpoints[0].split(" ", 1)[1],
+                workers=planned.workers or configured,
+                cwd=app_dir,
+                env=env,
+                name=f"gunicorn ({planned.label})",
+            ) as running:
+                time.sleep(0.2)
+                run = _measure_all(planned, round_no, running, specs, options, stop, events, live)
+            if stop.is_set():
+                break
+            measured.setdefault(planned.label, []).append(run)
+            events.run_done(run)
+    runs = [combine(rounds) for rounds in measured.values()]
+    met, line = _slo_verdict(runs, options)
+    return VerifyResult(
+        runs=tuple(runs),
+        verdict=judge(runs),
+        endpoints=endpoints,
+        concurrency=options.concurrency,
+        duration_s=options.duration_s,
+        repeat=options.repeat,
+        interrupted=stop.is_set(),
+        objective=options.objective,
+        rate_rps=options.rate_rps,
+        slo_met=met,
+        slo_line=line,
+    )
 
 
 def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path) -> list[str]:
@@ -354,59 +556,3 @@ def check_verify_options(options: VerifyOptions) -> None:
     checks.number(options.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
     checks.number(options.warmup_s, "warm-up", 0, 600, " seconds")
     checks.open_files_allow(options.concurrency, "--concurrency")
-
-
-def run_verify(
-    options: VerifyOptions, host: HostFacts, report: ProbeReport | None, events: VerifyEvents
-) -> VerifyResult:
-    """Start each configuration in turn, drive it, stop it; Ctrl-C keeps the runs done so far."""
-    # gunicorn runs in --app-dir: a relative --config means relative to where the user is.
-    options = replace(options, config=options.config.resolve())
-    if not options.config.is_file():
-        raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
-    check_verify_options(options)
-    env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES_DROPPED}
-    app_dir = options.app_dir.resolve()
-    env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])
-    control = control_socket_flags(options, env, app_dir)
-    planned = configured_workers(options, env, app_dir, control)
-    stop = threading.Event()
-    endpoints: tuple[str, ...] = ()
-    measured: dict[str, list[Run]] = {}
-    plan = plan_runs(host, options.sweep)
-    with stop_on_signals(stop):
-        for (label, workers), round_no in ((p, r) for r in range(options.repeat) for p in plan):
-            # Rounds go through every configuration before repeating any, so a drift on the
-            # machine (another process, CPU steal) touches all of them alike.
-            if stop.is_set():
-                break
-            port = free_port()
-            specs = _specs(options, report, f"http://127.0.0.1:{port}")
-            endpoints = tuple(f"{s.method} {s.url.split(str(port), 1)[1]}" for s in specs)
-            live = LiveCount()
-            events.run_started(label, workers, round_no + 1, options.repeat, live.read)
-            with run_server(
-                _argv(options, port, workers, control),
-                port,
-                ready_path=endpoints[0].split(" ", 1)[1],
-                workers=workers or planned,
-                cwd=app_dir,
-                env=env,
-                name=f"gunicorn ({label})",
-            ) as running:
-                time.sleep(0.2)
-                run = _measure(label, running, specs, options, stop, live)
-            if stop.is_set():
-                break
-            measured.setdefault(label, []).append(run)
-            events.run_done(run)
-    runs = [combine(rounds) for rounds in measured.values()]
-    return VerifyResult(
-        runs=tuple(runs),
-        verdict=judge(runs),
-        endpoints=endpoints,
-        concurrency=options.concurrency,
-        duration_s=options.duration_s,
-        repeat=options.repeat,
-        interrupted=stop.is_set(),
-    )
