@@ -58,6 +58,7 @@ from fastapi_tune.render_probe import LiveProgress, print_report
 from fastapi_tune.render_tune import TuneProgress, print_files, print_tune, tune_to_json
 from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
 from fastapi_tune.report import DEFAULT_REPORT, ProbeReport, load_report, report_to_json
+from fastapi_tune.slo import parse_slo
 from fastapi_tune.target import (
     cpu_is_limited,
     memory_is_limited,
@@ -65,7 +66,6 @@ from fastapi_tune.target import (
     sizing_warning,
     with_overrides,
 )
-from fastapi_tune.slo import parse_slo
 from fastapi_tune.verify import VerifyOptions, VerifyResult, run_verify, verify_notes
 from fastapi_tune.workflow import (
     TuneOptions,

@@ -19,8 +19,8 @@ from fastapi_tune.plan_mix import MixSizing, mix_of_report, replicas_for_objecti
 from fastapi_tune.profiles import Profile
 from fastapi_tune.report import Endpoint, EndpointClass, Level, ProbeReport
 from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, rule_of_thumb_workers, suggested_thread_tokens
-from fastapi_tune.target import runs_in_container
 from fastapi_tune.slo import Objective
+from fastapi_tune.target import runs_in_container
 
 UVICORN_WORKER: Final = "uvicorn_worker.UvicornWorker"
 ASGI_WORKER: Final = "asgi"
