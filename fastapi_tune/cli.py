@@ -252,7 +252,7 @@ def _parse_levels(text: str | None) -> tuple[int, ...] | None:
 
 
 @command
-def probe(  # long only in its signature: one typer parameter per option
+def probe(  # long mostly in its signature: one typer parameter per option
     url: Annotated[str, typer.Argument(help="The running app, e.g. http://127.0.0.1:8000 (loopback only).")],
     endpoint: Annotated[
         list[str] | None,
@@ -482,7 +482,7 @@ def _interactive(yes: bool, as_json: bool) -> bool:
 
 
 @command
-def recommend(
+def recommend(  # long mostly in its signature: one typer parameter per option
     app_module: Annotated[
         str | None, typer.Option("--app", help="The app to serve, as module:attribute (default: main:app).")
     ] = None,
@@ -697,7 +697,7 @@ def _refuse_early(paths: list[Path], yes: bool, ask: bool) -> bool:
 
 
 @command
-def tune(
+def tune(  # long mostly in its signature: one typer parameter per option
     app_module: Annotated[str, typer.Argument(help="Your app, as module:attribute (e.g. main:app).")],
     python: Annotated[
         str, typer.Option(help="Python of the app's environment (default: this one).")
@@ -813,7 +813,7 @@ def _show_tune(result: TuneResult, out_path: Path, as_json: bool) -> None:
 
 
 @command
-def verify(
+def verify(  # long mostly in its signature: one typer parameter per option
     app_module: Annotated[str, typer.Argument(help="The app, as module:attribute (e.g. main:app).")],
     config: Annotated[
         Path, typer.Option("--config", "-c", help="The gunicorn.conf.py to verify.")
