@@ -26,7 +26,7 @@ from typing import Final
 from fastapi_tune.demand import LevelDemand
 from fastapi_tune.report import Endpoint, EndpointClass, Evidence, Level, ProbeReport, StopReason, Verdict
 from fastapi_tune.rules import THREAD_TOKENS_PER_WORKER, littles_law_ok, suggested_thread_tokens
-from fastapi_tune.stack_attribution import RouteProfile, describe
+from fastapi_tune.stack_attribution import RouteProfile, describe, loop_hotspot
 from fastapi_tune.stats import median
 
 # ---------------------------------------------------------------------------------------
@@ -461,7 +461,7 @@ def _stacks_say(case: _Case, cls: EndpointClass) -> tuple[float, str]:
     where = describe(prof)
     blocked, idle = prof.loop.app_blocked, prof.loop.idle
     if cls is EndpointClass.LOOP_BLOCKING and blocked is not None and blocked >= STACKS_AGREE:
-        return STACKS_CONFIRM_FACTOR, f" The stacks agree: {where}."
+        return STACKS_CONFIRM_FACTOR, f" The stacks agree: {loop_hotspot(prof, blocked=True)}."
     if cls is EndpointClass.LOOP_BLOCKING and idle >= STACKS_IDLE_CONTRADICTS:
         return STACKS_CONTRADICT_FACTOR, (
             f" But the stacks show the event loop idle {idle:.0%} of samples, waiting for I/O, not blocked:"

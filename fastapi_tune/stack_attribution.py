@@ -361,6 +361,16 @@ def _pool_clause(p: RouteProfile) -> str | None:
     return text
 
 
+def loop_hotspot(profile: RouteProfile, blocked: bool) -> str:
+    """The event loop's top app line with its share: what a loop-blocking or CPU verdict cites."""
+    spot = next((h for h in profile.hotspots if h.thread is ThreadKind.EVENT_LOOP), None)
+    share = profile.loop.app_blocked if blocked else profile.loop.app_running
+    what = "blocked" if blocked else "computing"
+    if spot is None or share is None:
+        return describe(profile)
+    return f"event loop {what} {share:.0%} of samples{_where(spot)}"
+
+
 def describe(profile: RouteProfile) -> str:
     """One line: `event loop blocked 91% of samples in app.py:42 get_inventory -> time.sleep`."""
     if profile.loop.samples == 0 and profile.threadpool.busy_threads == 0:
