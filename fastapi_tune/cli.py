@@ -53,7 +53,7 @@ from fastapi_tune.render_conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render_deploy import deploy_files
 from fastapi_tune.render_host import print_host
 from fastapi_tune.render_html import render_html
-from fastapi_tune.render_plan import plan_to_json, print_plan
+from fastapi_tune.render_plan import plan_to_json, print_brief, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
 from fastapi_tune.render_tune import TuneProgress, print_files, print_tune, tune_to_json
 from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
@@ -92,8 +92,17 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
 # Results go to stdout; progress, warnings and errors go to stderr, so `--json | jq` works.
-out = Console()
+def _width() -> int | None:
+    """Piped output is read later, in wider windows than rich's 80-column fallback: 120 unless COLUMNS."""
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 120
+
+
+out = Console(width=_width())
 err = Console(stderr=True, soft_wrap=True)
 
 _state: dict[str, bool] = {"debug": False}
@@ -542,6 +551,12 @@ def recommend(  # long mostly in its signature: one typer parameter per option
         flag("--yes", "-y", help="Take the defaults, never prompt; replace --out (kept as .bak)."),
     ] = False,
     as_json: Annotated[bool, flag("--json", help="Print the plan as JSON on stdout.")] = False,
+    brief: Annotated[
+        bool,
+        flag(
+            "--brief", help="The plan on one screen: workers, key settings, the command (the file has all)."
+        ),
+    ] = False,
     python: Annotated[
         str, typer.Option(help="Python of the app's environment: the printed commands match its versions.")
     ] = sys.executable,
@@ -587,7 +602,7 @@ def recommend(  # long mostly in its signature: one typer parameter per option
             mix=parse_mix(mix) if mix else None,
         ),
     )
-    _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json)
+    _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
     if deploy is not None:
         spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name)
         for name, text in deploy_files(spec):
@@ -603,11 +618,15 @@ def _check_db_options(max_connections: int | None, pool_size: int | None) -> Non
         raise UsageError("--db-pool-size: expected connections per worker from 1 to 100000")
 
 
-def _show_and_write(plan: Plan, output: Path, consent: bool, ask: bool, as_json: bool) -> None:
+def _show_and_write(
+    plan: Plan, output: Path, consent: bool, ask: bool, as_json: bool, brief: bool = False
+) -> None:
     """Print the plan, then write gunicorn.conf.py without ever replacing a file silently."""
     text = render_gunicorn_conf(plan)
     if as_json:
         print_json(plan_to_json(plan))
+    elif brief:
+        print_brief(out, plan)
     else:
         print_plan(out, plan)
     _show_and_write_file(output, text, consent, ask)

@@ -19,6 +19,27 @@ from fastapi_tune.render_commands import (
     uvicorn_argv,
 )
 
+# The settings a brief plan shows; the rest keep their defaults' reasons in gunicorn.conf.py.
+_BRIEF_SETTINGS = ("bind", "worker_class", "workers", "timeout", "keepalive", "max_requests")
+
+
+def print_brief(console: Console, plan: Plan) -> None:
+    """The plan on one screen: workers and why in a line, the key settings, the first advice, the command."""
+    console.print(f"[bold]Plan for {escape(plan.app)}[/] (profile [cyan]{escape(plan.profile)}[/])")
+    console.print(
+        f"[bold]Workers {plan.workers}[/] (rule of thumb: {plan.rule_of_thumb}): "
+        f"{escape(plan.worker_formula)}"
+    )
+    shown = [s for s in plan.settings if s.name in _BRIEF_SETTINGS]
+    console.print("  " + ", ".join(f"{s.name}={s.value}" for s in shown), highlight=False)
+    for a in plan.advice[:3]:
+        console.print(f"  - {escape(a.text[:200])}{'...' if len(a.text) > 200 else ''}")
+    if len(plan.advice) > 3:
+        console.print(f"  [dim]... {len(plan.advice) - 3} more piece(s) of advice: drop --brief[/]")
+    if plan.unknowns:
+        console.print(f"  [yellow]{len(plan.unknowns)} thing(s) not known[/]: drop --brief to read them")
+    console.print(escape(one_line(gunicorn_argv(plan))), highlight=False, soft_wrap=True)
+
 
 def print_plan(console: Console, plan: Plan) -> None:
     """Print the plan: settings with reasons, the worker formula, advice, unknowns, commands."""

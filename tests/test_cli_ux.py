@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -16,7 +17,9 @@ from typer.testing import CliRunner
 
 from fastapi_tune.cli import app
 from fastapi_tune.errors import ExitCode
+from fastapi_tune.report import report_to_json
 from tests.servers import REPO
+from tests.test_plan import cpu_report
 
 COMMANDS = ("host", "probe", "recommend", "verify", "demo", "report")
 
@@ -114,3 +117,28 @@ def test_ctrl_c_at_a_prompt_exits_130_without_a_traceback(tmp_path: Path) -> Non
     assert code == ExitCode.INTERRUPTED, t.seen
     assert "Traceback" not in t.seen
     assert not (tmp_path / "gunicorn.conf.py").exists()
+
+
+def test_brief_fits_a_screen_and_piped_output_is_not_cut_at_80_columns(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps(report_to_json(cpu_report())))
+    args = ["-m", "fastapi_tune", "recommend", "--probe", str(probe), "--yes"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("COLUMNS", None)
+    full = subprocess.run(
+        [sys.executable, *args, "-o", str(tmp_path / "a.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    brief = subprocess.run(
+        [sys.executable, *args, "--brief", "-o", str(tmp_path / "b.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert len(brief.stdout.splitlines()) <= 24 < len(full.stdout.splitlines())
+    assert "gunicorn main:app" in brief.stdout
+    assert max(len(line) for line in full.stdout.splitlines()) > 80  # piped: 120 columns, not 80
