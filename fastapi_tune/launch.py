@@ -40,23 +40,49 @@ class Running:
     pid: int
 
 
+# What helps after a failed boot, by the root cause's exception: the usual cause is the environment.
+_BOOT_HINTS: Final = (
+    (
+        ("ModuleNotFoundError", "ImportError"),
+        "the app does not import from here: pass --app-dir DIR (where `import MODULE` works) or"
+        " --python PATH (the interpreter of the app's environment)",
+    ),
+    (("Failed to find attribute", "AttributeError"), "check APP as MODULE:ATTRIBUTE, e.g. main:app"),
+    (("SyntaxError",), "the app's code does not compile: see the file and line above"),
+    (("Address already in use",), "another process took the port: try again"),
+)
+# Lines of the server's own output shown after the cause: enough to explain, not a traceback.
+_OWN_LINES: Final = 6
+
+
 def _tail(path: Path) -> str:
-    """The end of a server's output, plus its root cause when a long traceback pushed it out."""
+    """The root cause of a failed boot on one line, a hint, then the server's last few own lines."""
     try:
         text = path.read_text(errors="replace").strip()
     except OSError:
         return ""
-    tail = text[-_STDERR_TAIL:]
-    # gunicorn's HaltServer traceback can be longer than the tail and bury the real error
-    # (ModuleNotFoundError, SyntaxError ...) that a worker logged before it.
+    lines = text.splitlines()
+    # gunicorn's HaltServer traceback buries the real error (ModuleNotFoundError, SyntaxError ...)
+    # that a worker logged before it.
     causes = [
         line.strip()
-        for line in text.splitlines()
-        if ("Error" in line or "Exception" in line) and ":" in line and "HaltServer" not in line
+        for line in lines
+        if ("Error" in line or "Exception" in line or "Failed to find" in line)
+        and ":" in line
+        and "HaltServer" not in line
+        and not line.lstrip().startswith(("File ", "Traceback", "During handling"))
     ]
-    if causes and causes[-1] not in tail:
-        return f"{causes[-1]}\n...\n{tail}"
-    return tail
+    cause = causes[-1] if causes else ""
+    hint = next((h for keys, h in _BOOT_HINTS if any(k in cause for k in keys)), "")
+    own = [
+        line
+        for line in lines
+        if line.strip() and not line.startswith((" ", "\t", "Traceback", "During handling", "The above"))
+    ][-_OWN_LINES:]
+    head = [cause] if cause else []
+    if hint:
+        head.append(f"hint: {hint}")
+    return "\n".join([*head, *("  " + line[:_STDERR_TAIL] for line in own if line.strip() != cause)])
 
 
 @contextmanager

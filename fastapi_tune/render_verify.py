@@ -21,8 +21,13 @@ class VerifyProgress:
     """VerifyEvents on a spinner (stderr): which configuration runs, with live request counts."""
 
     def __init__(self, console: Console) -> None:
+        # Transient: the spinner's last line goes away, so an error is the first thing after it.
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         )
         self.task = self.progress.add_task("starting")
         self.console = console
