@@ -98,6 +98,7 @@ class ProbeOptions:
     bodies: tuple[str, ...] = ()  # --body "POST /items=@body.json"
     preflight: bool = True  # one request per endpoint first; failing ones are skipped
     profile: bool = True  # sample the server's stacks at each route's most loaded clean level
+    app_dir: Path | None = None  # the app's own files, for naming its lines (default: the server's cwd)
 
 
 class ProbeEvents(Protocol):
@@ -807,7 +808,7 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
         session = _Session(
             options, server.workers, watcher, budget, events, target.host, target.port, demand,
             server.worker_pids if server.local and server.pid else (),
-            server_cwd(server.pid) if server.pid else None,
+            options.app_dir or (server_cwd(server.pid) if server.pid else None),
         )  # fmt: skip
         climbed, error = _climb_all(session, ops, headers)
     endpoints, unreached = not_measured(climbed)

@@ -148,7 +148,9 @@ def is_user_file(file: str, app_dir: Path | None) -> bool:
     if not file or file.startswith("<"):
         return False  # <frozen runpy>, <string>: the interpreter's own
     if app_dir is not None:
-        return Path(file).is_relative_to(app_dir) and _LIBRARY_RE.search(file) is None
+        # An app installed as a package (the demo's sample app) lives in site-packages itself.
+        installed_app = _LIBRARY_RE.search(str(app_dir)) is not None
+        return Path(file).is_relative_to(app_dir) and (installed_app or _LIBRARY_RE.search(file) is None)
     return _LIBRARY_RE.search(file) is None
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from fastapi_tune.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.classify import classify_report
-from fastapi_tune.demo import SAMPLE_APP, sample_server
+from fastapi_tune.demo import SAMPLE_APP, SAMPLE_DIR, sample_server
 from fastapi_tune.deploy import DeploySpec, decide_deploy
 from fastapi_tune.errors import BadInputError, RefusedError
 from fastapi_tune.fileio import Overwrite, Written, atomic_write, existing_state, write_output
@@ -77,7 +77,9 @@ class DemoResult:
 def run_demo(host: HostFacts, max_seconds: float, events: ProbeEvents) -> DemoResult:
     """Serve the sample app, probe and judge it, stop it, and plan from the report."""
     with sample_server() as running:
-        outcome = probe_and_classify(ProbeOptions(url=running.url, max_seconds=max_seconds), host, events)
+        outcome = probe_and_classify(
+            ProbeOptions(url=running.url, max_seconds=max_seconds, app_dir=SAMPLE_DIR), host, events
+        )
     plan = make_plan(
         host,
         outcome.report,
@@ -169,7 +171,9 @@ def run_tune(options: TuneOptions, host: HostFacts, target: HostFacts, events: T
     with app_server(options.app, app_env, options.app_dir) as running:
         events.step(f"{options.app} answers on {running.url}; probing it")
         with events.probing() as progress:
-            outcome = probe_and_classify(replace(options.probe, url=running.url), host, progress)
+            outcome = probe_and_classify(
+                replace(options.probe, url=running.url, app_dir=options.app_dir.resolve()), host, progress
+            )
     save_report(outcome.report, options.report_path)
     if outcome.error is not None or outcome.report.interrupted:
         return TuneResult(app_env, running.url, outcome, None, (), None, None)
