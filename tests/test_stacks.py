@@ -298,3 +298,10 @@ def test_py_spy_errors_become_reasons(stderr: str, says: str, how: str) -> None:
     result = stacks._failure(1, stderr)
     assert says in result.reason
     assert how in result.how_to_enable
+
+
+def test_an_app_installed_in_site_packages_is_still_the_apps_own_code() -> None:
+    installed = Path("/venv/lib/python3.11/site-packages/shop")
+    assert is_user_file("/venv/lib/python3.11/site-packages/shop/main.py", installed)
+    assert not is_user_file("/venv/lib/python3.11/site-packages/fastapi/routing.py", installed)
+    assert not is_user_file("/venv/lib/python3.11/site-packages/fastapi/routing.py", Path("/src/shop"))
