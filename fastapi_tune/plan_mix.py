@@ -13,10 +13,12 @@ from typing import Final
 
 from fastapi_tune.demand import BUSY_OTHERS_CORES
 from fastapi_tune.mixmodel import (
+    MIN_WORKER_GAIN,
     MixDemand,
     RouteDemand,
     capacity_at,
     mix_demand,
+    mva_throughput,
     smallest_meeting,
     throughput_workers,
 )
@@ -139,11 +141,13 @@ def size_for_mix(
 ) -> MixSizing:
     """The CPU cap on workers, and with an objective and a target, the fewest workers predicted to meet it."""
     max_workers = max(1, max_workers)
-    w_star = min(max_workers, throughput_workers(mix, cpus))
+    w_star = min(max_workers, throughput_workers(mix, cpus, max_workers))
+    rates = mva_throughput(mix, cpus, w_star + 1)
+    gain = f"{rates[w_star] / rates[w_star - 1] - 1:.0%}" if len(rates) > w_star else "-"
     why = (
-        f"{_mix_text(mix)}; capacity min(W / L, {cpus:g} CPUs / D): the loops stop being the limit at"
-        f" W = ceil({cpus:g} x {mix.loop_ms:.2f} / {mix.cpu_ms:.2f}) = {throughput_workers(mix, cpus)}"
-        f" ({mix.max_rps(w_star, cpus):.0f} req/s modelled)"
+        f"{_mix_text(mix)}; throughput by mean value analysis (W loops, {cpus:g} CPUs): workers stop"
+        f" paying at W = {w_star} ({rates[w_star - 1]:.0f} req/s modelled; one more would add {gain},"
+        f" below {MIN_WORKER_GAIN:.0%})"
     )
     workers = capacity = best = None
     caps: dict[int, float] = {}
