@@ -10,9 +10,9 @@ Pure: no I/O. From the probe, each route i gets three numbers and a share p_i of
 
 The mix then has two kinds of servers. W event loops, each serving one request at a time for
 L = sum p_i loop_ms_i: capacity W / L. And the C effective CPUs, which every request needs for
-D = sum p_i cpu_ms_i: capacity C / D. Throughput is the smaller of the two; so the loop-blocking
-route's extra workers stop paying once W / L reaches C / D: the CPU the rest of the mix needs caps
-them (W* = ceil(C x L / D)).
+D = sum p_i cpu_ms_i: capacity C / D. Throughput is at most the smaller of the two, and approaches
+it as mean value analysis says (mva_throughput); so the loop-blocking route's extra workers stop
+paying near W / L = C / D: the CPU the rest of the mix needs caps them (throughput_workers).
 
 Latency at a rate λ: base + the wait for a free loop + (with more workers than CPUs) the wait for
 a CPU. The loops do not share one queue: each worker serves the connections it accepted, so the

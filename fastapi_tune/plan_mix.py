@@ -44,7 +44,7 @@ class MixSizing:
     mix: MixDemand
     cpus: float
     max_workers: int  # the largest count considered (memory, the database, the profile)
-    throughput_workers: int  # fewest workers that keep the CPUs busy: ceil(C x L / D)
+    throughput_workers: int  # workers past which one more buys under MIN_WORKER_GAIN (mean value analysis)
     max_rps: float  # the model's throughput with throughput_workers
     objective: Objective | None
     target_rps: float | None
