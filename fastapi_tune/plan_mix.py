@@ -45,7 +45,7 @@ class MixSizing:
     cpus: float
     max_workers: int  # the largest count considered (memory, the database, the profile)
     throughput_workers: int  # workers past which one more buys under MIN_WORKER_GAIN (mean value analysis)
-    max_rps: float  # the model's throughput with throughput_workers
+    max_rps: float  # the modelled throughput (mean value analysis) with throughput_workers
     objective: Objective | None
     target_rps: float | None
     workers: int | None  # fewest workers predicted to meet the objective at the target; None: none do
@@ -163,7 +163,7 @@ def size_for_mix(
         cpus=cpus,
         max_workers=max_workers,
         throughput_workers=w_star,
-        max_rps=mix.max_rps(w_star, cpus),
+        max_rps=rates[w_star - 1],
         objective=objective,
         target_rps=target_rps,
         workers=workers,

@@ -59,6 +59,8 @@ def print_plan(console: Console, plan: Plan) -> None:
 
     console.print(f"[bold]Workers:[/] {escape(plan.worker_formula)}")
     console.print(f"[bold]Rule of thumb:[/] {escape(plan.rule_of_thumb_note)}")
+    if plan.mix_sizing is not None:
+        console.print(f"[bold]Mix model:[/] {escape(plan.mix_sizing.why)}")
 
     if plan.replicas is not None:
         r = plan.replicas
@@ -90,6 +92,22 @@ def print_plan(console: Console, plan: Plan) -> None:
         console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
 
 
+def _mix_json(plan: Plan) -> dict[str, Any] | None:
+    """What the whole-mix model said, when the probe measured CPU (README: Plans from the mix)."""
+    m = plan.mix_sizing
+    if m is None:
+        return None
+    return {
+        "throughput_workers": m.throughput_workers,
+        "max_rps": round(m.max_rps, 1),
+        "objective": m.objective.describe() if m.objective is not None else None,
+        "target_rps": m.target_rps,
+        "workers_for_objective": m.workers,
+        "capacity_rps": None if m.capacity_rps is None else round(m.capacity_rps, 1),
+        "why": m.why,
+    }
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     """The plan as the JSON object `recommend --json` prints."""
     return {
@@ -111,4 +129,5 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         },
         "command_notes": list(command_notes(plan)),
         "replicas": asdict(plan.replicas) if plan.replicas is not None else None,
+        "mix_model": _mix_json(plan),
     }
