@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from fastapi_tune.errors import UsageError
 from fastapi_tune.report import ProbeReport
+from fastapi_tune.slo import parse_slo
 
 # Locust's @task weights are integers: floats are scaled so the whole mix sums to ~1000, which
 # keeps a 0.1% share distinguishable while a 1-weight route is never dropped.
@@ -222,22 +223,20 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
-_SLO_PART = re.compile(r"^\s*(p99|errors)\s*<\s*([0-9.]+)\s*(ms|s|%)?\s*$")
+# What an exported file checks when the objective names no latency (slo.py reads the same grammar).
+DEFAULT_EXPORT_P99_MS: Final = 1000.0
 
 
 def parse_objective(text: str) -> Objective:
-    """Parse "p99<300ms,errors<1%" (either part may be left out: p99 < 1 s, errors < 1%)."""
-    p99_ms, errors = 1000.0, 0.01
-    for part in text.split(","):
-        m = _SLO_PART.match(part)
-        if m is None:
-            raise UsageError(f"--slo {text!r}: expected e.g. 'p99<300ms,errors<1%'")
-        key, value, unit = m.group(1), float(m.group(2)), m.group(3)
-        if key == "p99":
-            p99_ms = value * 1000 if unit == "s" else value
-        else:
-            errors = value / 100 if unit == "%" else value
-    return Objective(p99_ms=p99_ms, max_error_ratio=errors)
+    """Parse "p99<300ms,errors<1%" with slo.parse_slo; the files check p99 and errors only."""
+    slo = parse_slo(text)
+    others = [b.name for b in slo.latency if b.name != "p99"]
+    if others:
+        raise UsageError(
+            f"--slo {text!r}: the exported files check p99 and errors; {others[0]} is not exported"
+        )
+    p99 = next((b.limit_ms for b in slo.latency if b.name == "p99"), DEFAULT_EXPORT_P99_MS)
+    return Objective(p99_ms=p99, max_error_ratio=slo.max_error_ratio)
 
 
 # ---------------------------------------------------------------------------------------

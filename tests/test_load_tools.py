@@ -128,8 +128,10 @@ def test_parse_mix() -> None:
 def test_parse_objective() -> None:
     assert parse_objective("p99<300ms,errors<1%") == Objective(p99_ms=300, max_error_ratio=0.01)
     assert parse_objective("p99 < 0.5s") == Objective(p99_ms=500, max_error_ratio=0.01)
-    with pytest.raises(UsageError, match="p99<300ms"):
+    with pytest.raises(UsageError, match="cannot read 'latency fast'"):
         parse_objective("latency fast")
+    with pytest.raises(UsageError, match="p95 is not exported"):
+        parse_objective("p95<200ms")
 
 
 def test_scripts_name_header_variables_and_never_hold_a_value() -> None:
