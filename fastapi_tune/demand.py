@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from fastapi_tune.errors import BadInputError
+from fastapi_tune.jsonread import JsonReader
 
 __all__ = [
     "BUSY_OTHERS_CORES",
@@ -552,39 +552,29 @@ def demand_to_json(d: LevelDemand) -> dict[str, Any]:
     }
 
 
-def _fail(where: str, expected: str) -> BadInputError:
-    return BadInputError(f"{where}: expected {expected}")
+# The one reader of checked JSON (jsonread.py); `where` already names the file and the key path.
+_READ: Final = JsonReader("")
 
 
 def _obj(d: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(d, dict):
-        raise _fail(where, "an object")
-    return d
+    return _READ.obj(d, where)
 
 
 def _num(d: Mapping[str, Any], key: str, where: str) -> float:
-    v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _fail(f"{where}.{key}", "a number")
-    return float(v)
+    """A finite, non-negative number: cores, seconds and shares are never below zero."""
+    return _READ.num(d.get(key), f"{where}.{key}", 0)
 
 
 def _opt_num(d: Mapping[str, Any], key: str, where: str) -> float | None:
-    return None if d.get(key) is None else _num(d, key, where)
+    return _READ.opt_num(d.get(key), f"{where}.{key}", 0)
 
 
 def _int(d: Mapping[str, Any], key: str, where: str) -> int:
-    v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail(f"{where}.{key}", "an integer")
-    return v
+    return _READ.int_(d.get(key), f"{where}.{key}", 0)
 
 
 def _list(d: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    v = d.get(key)
-    if not isinstance(v, list):
-        raise _fail(f"{where}.{key}", "a list")
-    return v
+    return _READ.list_(d.get(key), f"{where}.{key}")
 
 
 def _worker_from_json(raw: object, where: str) -> WorkerDemand:
@@ -601,7 +591,7 @@ def _consumer_from_json(raw: object, where: str) -> Consumer:
     d = _obj(raw, where)
     name = d.get("name")
     if not isinstance(name, str):
-        raise _fail(f"{where}.name", "a string")
+        raise _READ.fail(f"{where}.name", "a string")
     return Consumer(name=name, pid=_int(d, "pid", where), cores=_num(d, "cores", where))
 
 
@@ -614,7 +604,7 @@ def demand_from_json(raw: object, where: str) -> LevelDemand:
     missing = _list(d, "missing_pids", where)
     for i, pid in enumerate(missing):
         if isinstance(pid, bool) or not isinstance(pid, int):
-            raise _fail(f"{where}.missing_pids[{i}]", "an integer")
+            raise _READ.fail(f"{where}.missing_pids[{i}]", "an integer")
     return LevelDemand(
         window_s=_num(d, "window_s", where),
         workers=tuple(

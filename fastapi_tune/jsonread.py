@@ -22,7 +22,8 @@ class JsonReader:
 
     def fail(self, where: str, expected: str) -> BadInputError:
         """The error for a value at `where` that is not `expected`."""
-        return BadInputError(f"{self.source}: {where}: expected {expected}")
+        prefix = f"{self.source}: " if self.source else ""
+        return BadInputError(f"{prefix}{where}: expected {expected}")
 
     def obj(self, value: object, where: str) -> Mapping[str, Any]:
         if not isinstance(value, dict):

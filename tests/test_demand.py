@@ -365,16 +365,22 @@ def _broken(path: list[str | int], value: object) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "value", "where"),
     [
-        pytest.param(["window_s"], "1.2", "d.window_s: expected a number", id="window"),
+        pytest.param(["window_s"], "1.2", "d.window_s: expected a finite number", id="window"),
         pytest.param(["host_cpus"], 2.0, "d.host_cpus: expected an integer", id="cpus"),
-        pytest.param(["host_cpu_pressure"], True, "d.host_cpu_pressure: expected a number", id="pressure"),
+        pytest.param(
+            ["host_cpu_pressure"], True, "d.host_cpu_pressure: expected a finite number", id="pressure"
+        ),
         pytest.param(["workers"], {}, "d.workers: expected a list", id="workers"),
         pytest.param(
-            ["workers", 1, "wait_cores"], None, "d.workers[1].wait_cores: expected a number", id="wait"
+            ["workers", 1, "wait_cores"], None, "d.workers[1].wait_cores: expected a finite number", id="wait"
         ),
         pytest.param(["workers", 0], 3, "d.workers[0]: expected an object", id="worker"),
         pytest.param(["missing_pids", 0], "13", "d.missing_pids[0]: expected an integer", id="missing"),
         pytest.param(["top_others", 1, "name"], 5, "d.top_others[1].name: expected a string", id="name"),
+        pytest.param(["others_cores"], float("nan"), "d.others_cores: expected a finite number", id="nan"),
+        pytest.param(
+            ["window_s"], -1.0, "d.window_s: expected a number from 0 to inf (got -1)", id="negative"
+        ),
     ],
 )
 def test_json_errors_name_the_key(path: list[str | int], value: object, where: str) -> None:
