@@ -67,6 +67,7 @@ class Operation:
     # Parameters filled with made-up values, as (name, value): a 404 may then blame the value,
     # not the route. Values given with --param are not in here.
     guessed: tuple[tuple[str, str], ...] = ()
+    body_given: bool = False  # the body came from --body (it may hold secrets), not from the schema
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,7 @@ def build_operation(
 ) -> Operation | Skipped:
     """Fill the path and query parameters (--param values first) and make the request body."""
     given = params or {}
+    body_given = body is not None
     try:
         declared = declared_parameters(doc, op, path_item)
         concrete, query, guessed = path, [], []
@@ -367,6 +369,7 @@ def build_operation(
         body=body.content if body else None,
         content_type=body.content_type if body else None,
         guessed=tuple(guessed),
+        body_given=body_given,
     )
 
 
@@ -484,6 +487,7 @@ def explicit_operations(
                     url=base + literal,
                     body=body.content if body else None,
                     content_type=body.content_type if body else None,
+                    body_given=body is not None,
                 )
             )
     return ops, skipped

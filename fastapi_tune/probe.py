@@ -725,7 +725,7 @@ def _climb_all(
                 error = TargetUnreachableError(
                     f"the server stopped answering during {died} (connection refused)"
                 )
-            results[i] = _with_body(ep, op, options)
+            results[i] = _with_body(ep, op)
             if first_pass:
                 session.events.endpoint_done(ep)
             if ep.stop_reason is StopReason.STALLED:
@@ -733,12 +733,11 @@ def _climb_all(
     return [results.get(i) or _unreached(op, budget, error) for i, op in enumerate(ops)], error
 
 
-def _with_body(ep: Endpoint, op: Operation, options: ProbeOptions) -> Endpoint:
+def _with_body(ep: Endpoint, op: Operation) -> Endpoint:
     """Keep a generated body for verify; a body the user gave is only marked (it may hold secrets)."""
     if op.body is None:
         return ep
-    given = any(text.split("=", 1)[0].split() == [op.method, op.path] for text in options.bodies)
-    if given:
+    if op.body_given:
         return replace(ep, body_given=True, content_type=op.content_type)
     return replace(ep, body=op.body.decode("utf-8", "replace"), content_type=op.content_type)
 

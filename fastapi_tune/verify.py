@@ -135,14 +135,6 @@ class VerifyEvents(Protocol):
     def run_done(self, run: Run) -> None: ...
 
 
-def plan_runs(host: HostFacts, sweep: bool, configured: int | None = None) -> list[tuple[str, int | None]]:
-    """(label, workers) in order, each worker count once; None means the config's own worker count."""
-    planned = plan_configurations(
-        rule_of_thumb_workers(host.cpu.logical), float(host.cpu.effective), configured or 0, sweep
-    )
-    return [(p.label, p.workers) for p in planned]
-
-
 def _drivable(report: ProbeReport) -> tuple[list[Endpoint], list[str]]:
     """The report's endpoints that were clean in the probe, and why each other one is left out."""
     kept: list[Endpoint] = []
@@ -431,8 +423,7 @@ def _measure_all(
 def _check_options(options: VerifyOptions) -> None:
     if not options.config.is_file():
         raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
-    if options.concurrency < 1 or options.duration_s <= 0 or options.repeat < 1:
-        raise UsageError("--concurrency, --duration and --repeat must be positive")
+    check_verify_options(options)
     if options.rate_rps is not None and not (math.isfinite(options.rate_rps) and options.rate_rps > 0):
         raise UsageError("--rate: expected a positive number of requests per second")
     if options.capacity and options.objective is None:
@@ -462,7 +453,6 @@ def run_verify(
     # gunicorn runs in --app-dir: a relative --config means relative to where the user is.
     options = replace(options, config=options.config.resolve())
     _check_options(options)
-    check_verify_options(options)
     _routes(options, report)  # usage errors before any server starts
     env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES_DROPPED}
     app_dir = options.app_dir.resolve()

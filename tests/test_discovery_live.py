@@ -154,3 +154,19 @@ def test_a_generated_body_is_sent_with_every_request_of_the_ladder(tmp_path: Pat
     assert ep["body"] is not None
     assert ep["content_type"] == "application/json"
     assert all(lv["errors"] == 0 and lv["requests"] > 0 for lv in ep["levels"]), ep["levels"]
+
+
+def test_a_body_the_user_gave_is_sent_but_never_kept(tmp_path: Path) -> None:
+    """--body may hold a password: the report marks it given and keeps no bytes, however it was typed."""
+    out = tmp_path / "r.json"
+    with serve("tests.apps.bodies_app:app") as s:
+        doc = httpx.get(s.url + "/openapi.json").json()
+        body = json.loads(discover(doc, s.url, "x", include_unsafe=True).operations[0].body or b"{}")
+        result = CliRunner().invoke(
+            app, ["probe", s.url, "-e", "POST /users", "--body", f"post /users={json.dumps(body)}",
+                  "--levels", "1", "--duration", "0.2", "--no-profile", "-o", str(out)],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (ep,) = json.loads(out.read_text())["endpoints"]
+    assert (ep["body"], ep["body_given"]) == (None, True)
+    assert ep["levels"][0]["errors"] == 0
