@@ -36,8 +36,6 @@ from fastapi_tune.errors import (
 from fastapi_tune.export_load import parse_mix, parse_objective, render_k6, render_locust, spec_from_report
 from fastapi_tune.fileio import Overwrite, atomic_write, check_writable, existing_state, write_output
 from fastapi_tune.host import (
-    CPUS_ENV,
-    MEMORY_ENV,
     HostFacts,
     host_to_json,
     parse_cpus_override,
@@ -221,12 +219,7 @@ _Memory = Annotated[
 
 def _host_facts(cpus: str | None, memory: str | None) -> HostFacts:
     """This machine's facts, with the target's CPUs and memory where the user named them."""
-    env = dict(os.environ)
-    if cpus is not None:
-        env[CPUS_ENV] = cpus
-    if memory is not None:
-        env[MEMORY_ENV] = memory
-    return read_host(env=env)
+    return read_host(env=with_overrides(os.environ, cpus, memory))
 
 
 @command
@@ -465,7 +458,7 @@ def _ask_limit(question: str, parse: Callable[[str], object]) -> str | None:
 def _target_facts(profile: Profile, cpus: str | None, memory: str | None, ask: bool) -> HostFacts:
     """The CPUs and memory to plan for: --cpus/--memory, else asked for a container at a terminal,
     else this machine's (with a warning when a container is sized from a machine without limits)."""
-    facts = read_host(env=with_overrides(os.environ, cpus, memory))
+    facts = _host_facts(cpus, memory)
     if ask and runs_in_container(profile):
         if cpus is None and not cpu_is_limited(facts):
             cpus = _ask_limit(
@@ -478,7 +471,7 @@ def _target_facts(profile: Profile, cpus: str | None, memory: str | None, ask: b
                 f" {facts.memory.effective_bytes / (1 << 30):.1f} GiB)",
                 parse_memory_override,
             )
-        facts = read_host(env=with_overrides(os.environ, cpus, memory))
+        facts = _host_facts(cpus, memory)
     warning = sizing_warning(profile, facts)
     if warning is not None:
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
