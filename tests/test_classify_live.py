@@ -65,4 +65,7 @@ def test_cpu_work_is_not_read_as_a_blocked_loop_on_a_busy_host(tmp_path: Path) -
         (e["path"], e["verdict"]["summary"]) for e in report["endpoints"]
     ]
     assert report["host_load"]["busy"] is True
-    assert any(lv["demand"]["starved"] for e in report["endpoints"] for lv in e["levels"])
+    # The levels saw the contention (whether the scheduler made the workers wait is its own affair:
+    # with more busy processes than the test's, it may give them their core and starve the others).
+    demands = [lv["demand"] for e in report["endpoints"] for lv in e["levels"]]
+    assert any(d["host_idle_cores"] < 0.3 and d["others_cores"] >= 1.0 for d in demands), demands
