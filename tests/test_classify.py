@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from fastapi_tune.classify import (
+from fastapi_tune.judge.classify import (
     classify,
     clean_levels,
     exclusion_reason,
@@ -19,7 +19,7 @@ from fastapi_tune.classify import (
     usl_fit,
     usl_peak,
 )
-from fastapi_tune.report import EndpointClass, Latency, Level, Verdict, evidence_rows
+from fastapi_tune.measure.report import EndpointClass, Latency, Level, Verdict, evidence_rows
 
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128)
 DURATION_S = 5.0

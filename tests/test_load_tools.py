@@ -14,9 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from fastapi_tune.classify import classify
-from fastapi_tune.errors import BadInputError, ExitCode, UsageError
-from fastapi_tune.export_load import (
+from fastapi_tune.core.errors import BadInputError, ExitCode, UsageError
+from fastapi_tune.judge.classify import classify
+from fastapi_tune.measure.import_load import import_k6, import_locust
+from fastapi_tune.measure.report import (
+    Endpoint,
+    EndpointClass,
+    Latency,
+    Level,
+    ProbeReport,
+    ServerInfo,
+    StopReason,
+    report_from_json,
+    report_to_json,
+)
+from fastapi_tune.render.export_load import (
     ArrivalRate,
     Ladder,
     LoadSpec,
@@ -27,18 +39,6 @@ from fastapi_tune.export_load import (
     render_k6,
     render_locust,
     spec_from_report,
-)
-from fastapi_tune.import_load import import_k6, import_locust
-from fastapi_tune.report import (
-    Endpoint,
-    EndpointClass,
-    Latency,
-    Level,
-    ProbeReport,
-    ServerInfo,
-    StopReason,
-    report_from_json,
-    report_to_json,
 )
 from tests.servers import free_port, serve
 
