@@ -21,7 +21,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app as cli
+from fastapi_tune.cli import base as cli
 from fastapi_tune.cli.app import app
 from fastapi_tune.core.errors import BadInputError, ServerFailedError
 from fastapi_tune.core.fileio import atomic_write, write_with_backup
@@ -260,7 +260,7 @@ def test_a_secret_query_parameter_is_redacted_in_the_report(tmp_path: Path) -> N
 
 def test_error_lines_hide_the_users_header_values(capsys: pytest.CaptureFixture[str]) -> None:
     error = ServerFailedError(f"gunicorn said: token {SECRET} refused; dsn postgres://u:pw@db/x")
-    assert cli._report_error(error, [SECRET]) == 6
+    assert cli.report_error(error, [SECRET]) == 6
     said = capsys.readouterr().err
     assert SECRET not in said
     assert ":pw@" not in said
