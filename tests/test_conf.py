@@ -25,7 +25,7 @@ from rich.console import Console
 from fastapi_tune.core.errors import RefusedError
 from fastapi_tune.core.fileio import atomic_write, backup_path, write_with_backup
 from fastapi_tune.measure.launch import free_port, run_server
-from fastapi_tune.plan.plan import DEPRECATED_WORKER, Plan
+from fastapi_tune.plan.model import DEPRECATED_WORKER, Plan
 from fastapi_tune.render.commands import flag_per_line, gunicorn_argv
 from fastapi_tune.render.conf import render_gunicorn_conf
 from fastapi_tune.render.plan import plan_to_json, print_plan

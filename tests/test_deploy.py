@@ -18,7 +18,7 @@ from fastapi_tune.measure.appenv import AppEnv
 from fastapi_tune.measure.host import HostFacts, MemoryFacts
 from fastapi_tune.measure.report import EndpointClass, ProbeReport, report_to_json
 from fastapi_tune.plan.deploy import PRE_STOP_SLEEP_S, DeploySpec, decide_deploy, k8s_name, pick_health
-from fastapi_tune.plan.plan import MIN_REPLICAS, Plan
+from fastapi_tune.plan.model import MIN_REPLICAS, Plan
 from fastapi_tune.plan.profiles import load_profile
 from fastapi_tune.render.deploy import deploy_files, render_dockerfile, render_hpa
 from tests.test_plan import (

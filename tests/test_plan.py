@@ -21,14 +21,9 @@ from fastapi_tune.measure.report import (
     StopReason,
     Verdict,
 )
-from fastapi_tune.plan.plan import (
-    DEPRECATED_WORKER,
-    UVICORN_WORKER,
-    Choices,
-    Plan,
-    cpu_processes,
-    make_plan,
-)
+from fastapi_tune.plan.evidence import cpu_processes
+from fastapi_tune.plan.model import DEPRECATED_WORKER, UVICORN_WORKER, Choices, Plan
+from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import load_profile
 from fastapi_tune.render.commands import fastapi_argv, gunicorn_argv, one_line, uvicorn_argv
 from fastapi_tune.render.conf import render_gunicorn_conf

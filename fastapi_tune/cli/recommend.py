@@ -28,7 +28,8 @@ from fastapi_tune.core.fileio import check_writable
 from fastapi_tune.measure.appenv import read_app_env
 from fastapi_tune.measure.report import load_report
 from fastapi_tune.plan.deploy import decide_deploy
-from fastapi_tune.plan.plan import Choices, Plan, make_plan
+from fastapi_tune.plan.model import Choices, Plan
+from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
 from fastapi_tune.plan.slo import parse_slo
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf

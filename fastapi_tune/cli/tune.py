@@ -23,7 +23,7 @@ from fastapi_tune.measure.host import (
     read_host,
 )
 from fastapi_tune.measure.probe import ProbeOptions
-from fastapi_tune.plan.plan import Choices
+from fastapi_tune.plan.model import Choices
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
 from fastapi_tune.render.conf import DEFAULT_CONF
 from fastapi_tune.render.tune import TuneProgress, print_files, print_tune, tune_to_json

@@ -24,7 +24,8 @@ from fastapi_tune.measure.host import HostFacts
 from fastapi_tune.measure.probe import ProbeEvents, ProbeOptions, ProbeOutcome, run_probe
 from fastapi_tune.measure.report import ProbeReport, report_to_json
 from fastapi_tune.plan.deploy import DeploySpec, decide_deploy
-from fastapi_tune.plan.plan import Choices, Plan, make_plan
+from fastapi_tune.plan.model import Choices, Plan
+from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, Profile, load_profile
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render.deploy import deploy_files

@@ -15,16 +15,10 @@ from typing import Final
 from fastapi_tune.core.errors import UsageError
 from fastapi_tune.measure.host import HostFacts
 from fastapi_tune.measure.report import EndpointClass, ProbeReport
-from fastapi_tune.plan.plan import (
-    MIN_PLAN_CONFIDENCE,
-    MIN_REPLICAS,
-    REPLICA_UTILISATION,
-    Plan,
-    pod_memory_mib,
-    worker_rss,
-)
+from fastapi_tune.plan.model import MIN_PLAN_CONFIDENCE, MIN_REPLICAS, REPLICA_UTILISATION, Plan
 from fastapi_tune.plan.profiles import Profile
 from fastapi_tune.plan.target import cpu_is_limited, memory_is_limited, runs_in_container
+from fastapi_tune.plan.workers import pod_memory_mib, worker_rss
 
 # After SIGTERM the pod leaves the Service's endpoints, but kube-proxy and ingress controllers learn it
 # a few seconds later and keep sending requests meanwhile; the usual pause is 5 s (Kubernetes docs,

@@ -9,7 +9,7 @@ import shlex
 from typing import Final
 
 from fastapi_tune.measure.appenv import version_tuple
-from fastapi_tune.plan.plan import Plan
+from fastapi_tune.plan.model import Plan
 
 # Command-line flags for the settings that have one, in gunicorn's spelling.
 _GUNICORN_FLAGS: Final = {

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Final
 
-from fastapi_tune.plan.plan import Plan, Setting, Value
+from fastapi_tune.plan.model import Plan, Setting, Value
 from fastapi_tune.render.commands import (
     command_notes,
     fastapi_argv,

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fastapi_tune.plan.plan import Plan
+from fastapi_tune.plan.model import Plan
 from fastapi_tune.render.commands import (
     command_notes,
     fastapi_argv,

@@ -14,7 +14,7 @@ from fastapi_tune.measure.appenv import AppEnv
 from fastapi_tune.measure.probe import ProbeEvents
 from fastapi_tune.measure.report import ProbeReport, report_to_json
 from fastapi_tune.plan.deploy import DeploySpec
-from fastapi_tune.plan.plan import Plan
+from fastapi_tune.plan.model import Plan
 from fastapi_tune.render.plan import plan_to_json, print_plan
 from fastapi_tune.render.probe import LiveProgress, print_report
 from fastapi_tune.render.verify import VerifyProgress, print_verify, verify_to_json
