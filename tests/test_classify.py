@@ -11,14 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from fastapi_tune.judge.classify import (
-    classify,
-    clean_levels,
-    exclusion_reason,
-    knee_fit,
-    usl_fit,
-    usl_peak,
-)
+from fastapi_tune.judge.classify import classify
+from fastapi_tune.judge.curve import clean_levels, exclusion_reason, knee_fit, usl_fit, usl_peak
 from fastapi_tune.measure.report import EndpointClass, Latency, Level, Verdict, evidence_rows
 
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128)

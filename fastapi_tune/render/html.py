@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from fastapi_tune.judge.classify import exclusion_reason
+from fastapi_tune.judge.curve import exclusion_reason
 from fastapi_tune.measure.report import Latency, Level, evidence_labels
 from fastapi_tune.render.probe import CLASS_STYLE
 from fastapi_tune.render.svgchart import Chart, Mark, Point, Series, render_chart
