@@ -20,7 +20,7 @@ from fastapi_tune.cli.app import app
 from fastapi_tune.core.errors import BadInputError, ExitCode, RefusedError
 from fastapi_tune.discover.openapi import discover, resolve_target
 from fastapi_tune.measure.launch import run_server
-from fastapi_tune.measure.probe import default_levels, imbalanced
+from fastapi_tune.measure.levels import default_levels, imbalanced
 from fastapi_tune.measure.report import SCHEMA_VERSION
 from tests.servers import REPO, Server, free_port, serve
 

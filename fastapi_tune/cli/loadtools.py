@@ -20,7 +20,7 @@ from fastapi_tune.core.fileio import write_output
 from fastapi_tune.discover.openapi import parse_header
 from fastapi_tune.judge.classify import classify_report
 from fastapi_tune.measure.import_load import import_k6, import_locust
-from fastapi_tune.measure.probe import ProbeOutcome
+from fastapi_tune.measure.probe_options import ProbeOutcome
 from fastapi_tune.measure.report import DEFAULT_REPORT, ProbeReport, load_report
 from fastapi_tune.render.export_load import (
     parse_mix,

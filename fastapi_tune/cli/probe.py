@@ -22,7 +22,7 @@ from fastapi_tune.measure.host import (
     HostFacts,
     read_host,
 )
-from fastapi_tune.measure.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
+from fastapi_tune.measure.probe_options import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.probe import LiveProgress, print_report

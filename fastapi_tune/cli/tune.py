@@ -22,7 +22,7 @@ from fastapi_tune.flows.workflow import (
 from fastapi_tune.measure.host import (
     read_host,
 )
-from fastapi_tune.measure.probe import ProbeOptions
+from fastapi_tune.measure.probe_options import ProbeOptions
 from fastapi_tune.plan.model import Choices
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
 from fastapi_tune.render.conf import DEFAULT_CONF

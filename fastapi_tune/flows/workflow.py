@@ -21,7 +21,8 @@ from fastapi_tune.flows.demo import SAMPLE_APP, SAMPLE_DIR, sample_server
 from fastapi_tune.judge.classify import classify_report
 from fastapi_tune.measure.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.measure.host import HostFacts
-from fastapi_tune.measure.probe import ProbeEvents, ProbeOptions, ProbeOutcome, run_probe
+from fastapi_tune.measure.probe import run_probe
+from fastapi_tune.measure.probe_options import ProbeEvents, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
 from fastapi_tune.plan.deploy import DeploySpec, decide_deploy
 from fastapi_tune.plan.model import Choices, Plan

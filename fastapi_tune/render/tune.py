@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from fastapi_tune.core.fileio import Written
 from fastapi_tune.measure.appenv import AppEnv
-from fastapi_tune.measure.probe import ProbeEvents
+from fastapi_tune.measure.probe_options import ProbeEvents
 from fastapi_tune.measure.report import ProbeReport, report_to_json
 from fastapi_tune.plan.deploy import DeploySpec
 from fastapi_tune.plan.model import Plan
