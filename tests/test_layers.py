@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -40,3 +41,12 @@ def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
     r = _lint(tmp_path)
     assert r.returncode != 0
     assert "fastapi_tune.measure.stats -> fastapi_tune.render.probe" in r.stdout
+
+
+def test_each_class_name_is_unique_in_the_package() -> None:
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "fastapi_tune").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}

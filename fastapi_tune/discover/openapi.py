@@ -47,7 +47,7 @@ _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass(frozen=True)
-class Target:
+class TargetUrl:
     base_url: str  # scheme://host:port with no trailing slash, plus any base path
     host: str
     port: int
@@ -178,7 +178,7 @@ def _is_loopback_ip(addr: str) -> bool:
         return False
 
 
-def resolve_target(url: str, allow_remote: bool) -> Target:
+def resolve_target(url: str, allow_remote: bool) -> TargetUrl:
     """Check the URL and refuse anything but loopback unless --allow-remote, before any request."""
     shown = redact_url(url)
     try:
@@ -222,7 +222,7 @@ def resolve_target(url: str, allow_remote: bool) -> Target:
         )
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     base = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
-    return Target(base_url=base, host=host, port=port, loopback=loopback)
+    return TargetUrl(base_url=base, host=host, port=port, loopback=loopback)
 
 
 # ---------------------------------------------------------------------------------------

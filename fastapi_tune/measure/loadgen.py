@@ -158,7 +158,7 @@ class LiveCount:
 
 
 @dataclass(frozen=True)
-class Target:
+class WireRequest:
     host: str
     port: int
     addr: str  # resolved once, so reconnects never go through a resolver thread pool
@@ -168,7 +168,7 @@ class Target:
     is_head: bool
 
 
-def _encode(spec: RequestSpec) -> Target:
+def _encode(spec: RequestSpec) -> WireRequest:
     parts = urlsplit(spec.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"unsupported URL: {spec.url!r}")
@@ -201,10 +201,10 @@ def _encode(spec: RequestSpec) -> Target:
             ssl_ctx.verify_mode = ssl.CERT_NONE
     info = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     family, _, _, _, sockaddr = info[0]
-    return Target(parts.hostname, port, str(sockaddr[0]), family, ssl_ctx, request, method == "HEAD")
+    return WireRequest(parts.hostname, port, str(sockaddr[0]), family, ssl_ctx, request, method == "HEAD")
 
 
-def encode_targets(specs: Sequence[RequestSpec]) -> list[Target]:
+def encode_targets(specs: Sequence[RequestSpec]) -> list[WireRequest]:
     """Each spec as the bytes to send, all checked to share one server."""
     targets = [_encode(spec) for spec in specs]
     if len({(t.addr, t.port, t.ssl_ctx is None) for t in targets}) > 1:
@@ -212,7 +212,7 @@ def encode_targets(specs: Sequence[RequestSpec]) -> list[Target]:
     return targets
 
 
-async def open_connection(conn: HttpConnection, t: Target, timeout_s: float) -> None:
+async def open_connection(conn: HttpConnection, t: WireRequest, timeout_s: float) -> None:
     """Connect `conn` to `t` within `timeout_s` in all (TCP and TLS handshakes together)."""
     loop = asyncio.get_running_loop()
     try:
@@ -344,7 +344,7 @@ class HttpConnection(asyncio.Protocol):
         self.status = self.parser.get_status_code()
 
     # -- requests ----------------------------------------------------------------------------------
-    def write(self, target: Target, now: float) -> bool:
+    def write(self, target: WireRequest, now: float) -> bool:
         """Send `target`'s request; False if the peer already hung up (connection_lost follows)."""
         if self.transport is None or self.transport.is_closing():
             return False
@@ -431,11 +431,11 @@ class _Burst:
 class _Slot:
     """One closed-loop slot: the requests it sends in turn, across reconnects."""
 
-    def __init__(self, targets: Sequence[Target], offset: int) -> None:
+    def __init__(self, targets: Sequence[WireRequest], offset: int) -> None:
         self.targets = targets
         self.index = offset
 
-    def next(self) -> Target:
+    def next(self) -> WireRequest:
         t = self.targets[self.index % len(self.targets)]
         self.index += 1
         return t
@@ -508,7 +508,7 @@ class _Window:
 
 
 async def _open_slots(
-    burst: _Burst, targets: Sequence[Target], concurrency: int, stop: threading.Event | None
+    burst: _Burst, targets: Sequence[WireRequest], concurrency: int, stop: threading.Event | None
 ) -> list[asyncio.Future[None]]:
     slots: list[asyncio.Future[None]] = []
     for i in range(concurrency):

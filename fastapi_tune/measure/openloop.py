@@ -40,7 +40,7 @@ from fastapi_tune.measure.loadgen import (
     HttpConnection,
     LiveCount,
     RequestSpec,
-    Target,
+    WireRequest,
     encode_targets,
     in_flight_ages,
     open_connection,
@@ -61,7 +61,7 @@ LATE_START_S: Final = 0.010
 # both event loops' timers (epoll's timeout, libuv's clock).
 _TIMER_FLOOR_S: Final = 0.001
 
-_Pending = tuple[float, Target, bool]  # intended start (perf_counter), request, counted
+_Pending = tuple[float, WireRequest, bool]  # intended start (perf_counter), request, counted
 
 
 def _offsets(rate_rps: float, arrival: Arrival, seed: int) -> Iterator[float]:
@@ -166,7 +166,7 @@ class _Pool:
     """The connections, the backlog and the counters of one open-loop run (loop thread only)."""
 
     def __init__(
-        self, targets: Sequence[Target], max_connections: int, max_backlog: int, timeout_s: float
+        self, targets: Sequence[WireRequest], max_connections: int, max_backlog: int, timeout_s: float
     ) -> None:
         self.targets = targets
         self.next_target = 0

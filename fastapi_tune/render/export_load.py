@@ -66,7 +66,7 @@ class LoadEndpoint:
 
 
 @dataclass(frozen=True)
-class Ladder:
+class ScriptLadder:
     """A closed-loop concurrency ladder, like the probe's: each level held `seconds`."""
 
     levels: tuple[int, ...]
@@ -77,7 +77,7 @@ class Ladder:
 
 
 @dataclass(frozen=True)
-class Objective:
+class ScriptObjective:
     """What a run at a fixed arrival rate must meet (k6 thresholds, Locust's exit code)."""
 
     p99_ms: float
@@ -90,7 +90,7 @@ class ArrivalRate:
 
     rps: float
     seconds: float
-    objective: Objective
+    objective: ScriptObjective
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class LoadSpec:
 
     base_url: str
     endpoints: tuple[LoadEndpoint, ...]
-    pattern: Ladder | ArrivalRate
+    pattern: ScriptLadder | ArrivalRate
     header_names: tuple[str, ...] = ()  # values come from header_env_var(name) at run time
 
 
@@ -128,8 +128,8 @@ def _relative(url: str, fallback: str) -> str:
     return f"{path}?{parts.query}" if parts.query else path
 
 
-def _check_pattern(pattern: Ladder | ArrivalRate) -> None:
-    if isinstance(pattern, Ladder):
+def _check_pattern(pattern: ScriptLadder | ArrivalRate) -> None:
+    if isinstance(pattern, ScriptLadder):
         if not pattern.levels or min(pattern.levels) < 1:
             raise UsageError("the ladder needs at least one concurrency level, each >= 1")
         if pattern.seconds < MIN_STEP_SECONDS:
@@ -163,7 +163,7 @@ def spec_from_report(
     seconds: float = 10.0,
     isolate: bool = True,
     rate: float | None = None,
-    objective: Objective | None = None,
+    objective: ScriptObjective | None = None,
     header_names: Sequence[str] = (),
     bodies: Mapping[str, tuple[bytes, str]] | None = None,
 ) -> LoadSpec:
@@ -189,10 +189,10 @@ def spec_from_report(
         for e in report.endpoints
         if (name := route_name(e.method, e.path)) in weights
     )
-    pattern: Ladder | ArrivalRate
+    pattern: ScriptLadder | ArrivalRate
     if rate is None:
         measured = sorted({lv.concurrency for e in report.endpoints for lv in e.levels})
-        pattern = Ladder(
+        pattern = ScriptLadder(
             levels=tuple(sorted(set(levels or measured or [1]))), seconds=seconds, isolate=isolate
         )
     else:
@@ -227,7 +227,7 @@ def parse_mix(text: str) -> dict[str, float]:
 DEFAULT_EXPORT_P99_MS: Final = 1000.0
 
 
-def parse_objective(text: str) -> Objective:
+def parse_objective(text: str) -> ScriptObjective:
     """Parse "p99<300ms,errors<1%" with slo.parse_slo; the files check p99 and errors only."""
     slo = parse_slo(text)
     others = [b.name for b in slo.latency if b.name != "p99"]
@@ -236,7 +236,7 @@ def parse_objective(text: str) -> Objective:
             f"--slo {text!r}: the exported files check p99 and errors; {others[0]} is not exported"
         )
     p99 = next((b.limit_ms for b in slo.latency if b.name == "p99"), DEFAULT_EXPORT_P99_MS)
-    return Objective(p99_ms=p99, max_error_ratio=slo.max_error_ratio)
+    return ScriptObjective(p99_ms=p99, max_error_ratio=slo.max_error_ratio)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def parse_objective(text: str) -> Objective:
 def _describe(spec: LoadSpec) -> str:
     p = spec.pattern
     routes = ", ".join(f"{e.name} (weight {e.weight:g})" for e in spec.endpoints)
-    if isinstance(p, Ladder):
+    if isinstance(p, ScriptLadder):
         levels = ",".join(str(n) for n in p.levels)
         how = "each route alone, one after the other" if p.isolate else "the whole mix at every step"
         total = p.seconds * len(p.levels) * (len(spec.endpoints) if p.isolate else 1)
@@ -269,7 +269,7 @@ def _header_lines(spec: LoadSpec, comment: str) -> list[str]:
     return lines
 
 
-def _steps(spec: LoadSpec, ladder: Ladder) -> list[tuple[int | None, int, float]]:
+def _steps(spec: LoadSpec, ladder: ScriptLadder) -> list[tuple[int | None, int, float]]:
     """(endpoint index or None for the mix, users, seconds) per step, in order.
 
     Between two routes of an isolated ladder all users stop for a moment: Locust keeps users of
@@ -330,7 +330,7 @@ def _locust_task(e: LoadEndpoint, i: int, weight: int | None) -> list[str]:
 
 def _locust_users(spec: LoadSpec) -> list[str]:
     p = spec.pattern
-    if isinstance(p, Ladder) and p.isolate:
+    if isinstance(p, ScriptLadder) and p.isolate:
         out: list[str] = []
         for i, e in enumerate(spec.endpoints):
             out += [
@@ -348,7 +348,7 @@ def _locust_users(spec: LoadSpec) -> list[str]:
         return out
     wait = (
         "constant(0)  # closed loop: users = requests in flight"
-        if isinstance(p, Ladder)
+        if isinstance(p, ScriptLadder)
         else "constant_throughput(RATE / USERS)  # open loop: each user paces itself"
     )
     out = ["class Mix(HttpUser):", '    """The routes in their weighted mix."""', ""]
@@ -360,7 +360,7 @@ def _locust_users(spec: LoadSpec) -> list[str]:
 
 def _locust_shape(spec: LoadSpec) -> list[str]:
     p = spec.pattern
-    if isinstance(p, Ladder):
+    if isinstance(p, ScriptLadder):
         steps = [f"    ({'Mix' if i is None else f'Route{i}'}, {n}, {t!r})," for i, n, t in _steps(spec, p)]
         return [
             "# (user class, users, seconds); 0 users between two routes: all of the last route's stop.",
@@ -404,13 +404,13 @@ def _locust_shape(spec: LoadSpec) -> list[str]:
 def render_locust(spec: LoadSpec) -> str:
     """A locustfile for the spec (see the file's own docstring for how to run it)."""
     p = spec.pattern
-    if isinstance(p, Ladder) and p.seconds < LOCUST_MIN_STEP_SECONDS:
+    if isinstance(p, ScriptLadder) and p.seconds < LOCUST_MIN_STEP_SECONDS:
         raise UsageError(
             f"Locust ladder steps need at least {LOCUST_MIN_STEP_SECONDS:.0f} s (got {p.seconds:g})"
         )
     window = max(1, min(LOCUST_MAX_WINDOW_S, int(p.seconds) - STEP_WARMUP_S))
     headers = ", ".join(f"({n!r}, {header_env_var(n)!r})" for n in spec.header_names)
-    used = ("constant",) if isinstance(p, Ladder) else ("constant_throughput", "events")
+    used = ("constant",) if isinstance(p, ScriptLadder) else ("constant_throughput", "events")
     names = ", ".join(sorted(("HttpUser", "LoadTestShape", "task", *used)))
     lines = [
         *_locust_doc(spec),
@@ -534,7 +534,7 @@ def _k6_exec(spec: LoadSpec) -> list[str]:
     p = spec.pattern
     tags = "{}" if isinstance(p, ArrivalRate) else "{ vus: String(level()) }"
     out: list[str] = []
-    if isinstance(p, Ladder):
+    if isinstance(p, ScriptLadder):
         out += [
             "// The ladder step in effect, the same on every instance of a distributed run: the results",
             "// are grouped by it (tags.vus) when imported.",
@@ -544,7 +544,7 @@ def _k6_exec(spec: LoadSpec) -> list[str]:
             "}",
             "",
         ]
-    if isinstance(p, Ladder) and p.isolate:
+    if isinstance(p, ScriptLadder) and p.isolate:
         for i in range(len(spec.endpoints)):
             out += [f"export function route_{i}() {{", f"  send(ROUTES[{i}], {tags});", "}", ""]
         return out
@@ -587,7 +587,7 @@ def render_k6(spec: LoadSpec) -> str:
         *routes,
         "];",
     ]
-    if isinstance(p, Ladder):
+    if isinstance(p, ScriptLadder):
         stages = ", ".join(
             f"{{ duration: '0s', target: {n} }}, {{ duration: '{p.seconds:g}s', target: {n} }}"
             for n in p.levels
