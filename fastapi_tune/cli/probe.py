@@ -24,6 +24,7 @@ from fastapi_tune.measure.host import (
 )
 from fastapi_tune.measure.probe_options import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
+from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S, ROUTE_S
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.probe import LiveProgress, print_report
 
@@ -92,7 +93,14 @@ def probe(  # long mostly in its signature: one typer parameter per option
     duration: Annotated[
         float | None, typer.Option(help="Counted seconds per level (default: adaptive, 0.5 s or more).")
     ] = None,
-    max_seconds: Annotated[float, typer.Option(help="Time budget for the whole probe.")] = 60.0,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Time budget for the whole probe (default: {DEFAULT_BUDGET_S:.0f} s, or {ROUTE_S:g} s per"
+            f" route past {DEFAULT_BUDGET_S / ROUTE_S:.0f} routes).",
+            show_default=False,
+        ),
+    ] = None,
     max_requests: Annotated[int, typer.Option(help="Request budget for the whole probe.")] = 500_000,
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as a timeout.")] = 10.0,
     insecure: Annotated[bool, flag("--insecure", help="Accept a self-signed TLS certificate.")] = False,

@@ -19,6 +19,7 @@ from fastapi_tune.core.errors import BadInputError, RefusedError
 from fastapi_tune.core.fileio import Overwrite, Written, atomic_write, existing_state, write_output
 from fastapi_tune.flows.demo import SAMPLE_APP, SAMPLE_DIR, sample_server
 from fastapi_tune.judge.classify import classify_report
+from fastapi_tune.judge.priority import deepen_order
 from fastapi_tune.measure.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.measure.host import HostFacts
 from fastapi_tune.measure.probe import run_probe
@@ -35,7 +36,7 @@ from fastapi_tune.verify.run import VerifyEvents, VerifyOptions, VerifyResult, r
 
 def probe_and_classify(options: ProbeOptions, host: HostFacts, events: ProbeEvents) -> ProbeOutcome:
     """Measure, then judge every endpoint from what was measured."""
-    outcome = run_probe(options, host, events)
+    outcome = run_probe(options, host, events, deepen_order)
     return replace(outcome, report=classify_report(outcome.report))
 
 

@@ -10,12 +10,17 @@ from typing import Final
 
 from fastapi_tune.core.rules import THREAD_TOKENS_PER_WORKER, suggested_thread_tokens
 from fastapi_tune.judge.curve import Curve, curve_evidence, exclusion_reason, fit_curve
+from fastapi_tune.judge.stack_evidence import async_only, in_threads, seen, stacks_word
 from fastapi_tune.judge.thresholds import (
     CHEAP_SERVICE_MS,
     CONFIDENCE_RANGE,
     CPU_AMBIGUOUS_WIDTH,
     CPU_BOUND_SPLIT,
     CPU_SATURATED,
+    CPU_SUPPORT_MAX,
+    CURVE_SUPPORT_BASE,
+    CURVE_SUPPORT_MAX,
+    CURVE_SUPPORT_STEP,
     MAX_ERROR_RATIO,
     MIN_CLEAN_LEVELS,
     NOISE_BAD,
@@ -24,12 +29,12 @@ from fastapi_tune.judge.thresholds import (
     SERIAL_MAX_PER_WORKER,
     SERIAL_MAX_UNKNOWN_WORKERS,
     STACKS_AGREE,
-    STACKS_CONFIRM_FACTOR,
     STACKS_CONTRADICT_FACTOR,
-    STACKS_IDLE_CONTRADICTS,
+    STACKS_IO_IDLE,
     STARVED_FACTOR,
     THREADPOOL_BAND,
     THREADPOOL_RULE_OUT,
+    TWO_LEVELS_PER_WORKER,
     UNKNOWN_WORKERS_FACTOR,
 )
 from fastapi_tune.measure.report import (
@@ -38,7 +43,7 @@ from fastapi_tune.measure.report import (
     Level,
     Verdict,
 )
-from fastapi_tune.measure.stack_attribution import RouteProfile, describe, loop_hotspot
+from fastapi_tune.measure.stack_attribution import RouteProfile
 
 
 def _inconclusive_why(levels: Sequence[Level], clean: int) -> tuple[str, tuple[str, ...]]:
@@ -56,7 +61,8 @@ def _inconclusive_why(levels: Sequence[Level], clean: int) -> tuple[str, tuple[s
             ),
         )
     why = (
-        f"only {clean} of {len(levels)} levels are clean (need {MIN_CLEAN_LEVELS}): "
+        f"only {clean} of {len(levels)} levels are clean (need {MIN_CLEAN_LEVELS}, or 2 reaching"
+        f" {TWO_LEVELS_PER_WORKER:g} requests per worker with the server's CPU or stacks): "
         f"{n_client} client-saturated, {len(errored)} with errors above {MAX_ERROR_RATIO:.0%} or no responses"
     )
     if errored and len(errored) >= n_client:
@@ -99,7 +105,8 @@ class _Case:
     p: int  # workers, 1 when unknown
     cpu: float | None  # server CPU demand per busy worker (use where demand was not read); None: unobserved
     cpu_what: str  # "CPU demand (on CPU + waiting)" or "CPU"
-    confidence: float
+    curve_support: float  # how strongly the curve alone backs a verdict: its levels, noise, Little's law
+    damping: float  # what lowers any verdict: unknown workers, a starved host
     notes: tuple[str, ...]
     evidence: Evidence
     profile: RouteProfile | None = None  # the server's stacks at the most loaded clean level
@@ -135,42 +142,64 @@ def shape(case: _Case) -> Shape:
     return Shape.UNCAPPED
 
 
+def shape_with_stacks(case: _Case) -> Shape:
+    """The curve's shape, unless the stacks rule it out: a knee near the thread limiter with no pool
+    thread busy is not the limiter (an async route whose server ran out of CPU there)."""
+    found = shape(case)
+    profile = case.profile
+    if profile is None or not seen(profile) or not async_only(profile):
+        return found
+    if found is Shape.THREADPOOL:
+        return Shape.UNCAPPED
+    # Capped between, with the worker's CPU spent yet its loop idle at the spread level: an async
+    # route whose server ran out of CPU (its own per-request work), not a pool or a hot handler.
+    cpu_capped = case.cpu is not None and case.cpu >= CPU_BOUND_SPLIT
+    if found is Shape.BETWEEN and cpu_capped and profile.loop.idle >= STACKS_IO_IDLE:
+        return Shape.UNCAPPED
+    return found
+
+
 def _clamp(conf: float) -> float:
     lo, hi = CONFIDENCE_RANGE
     return round(min(max(conf, lo), hi), 3)
 
 
-def _stacks_say(case: _Case, cls: EndpointClass) -> tuple[float, str]:
-    """What the sampled stacks add to a verdict: a confidence factor and a sentence (or '')."""
-    prof = case.profile
-    if prof is None or prof.loop.samples == 0:
-        return 1.0, ""
-    where = describe(prof)
-    blocked, idle = prof.loop.app_blocked, prof.loop.idle
-    if cls is EndpointClass.LOOP_BLOCKING and blocked is not None and blocked >= STACKS_AGREE:
-        return STACKS_CONFIRM_FACTOR, f" The stacks agree: {loop_hotspot(prof, blocked=True)}."
-    if cls is EndpointClass.LOOP_BLOCKING and idle >= STACKS_IDLE_CONTRADICTS:
-        return STACKS_CONTRADICT_FACTOR, (
-            f" But the stacks show the event loop idle {idle:.0%} of samples, waiting for I/O, not blocked:"
-            f" the limit may be elsewhere ({where})."
-        )
-    if cls is EndpointClass.CPU_BOUND and blocked is not None and blocked >= STACKS_AGREE:
-        return STACKS_CONTRADICT_FACTOR, (
-            f" But the stacks show the event loop blocked off the CPU {blocked:.0%} of samples ({where}):"
-            " part of the time is a blocking call, not computation."
-        )
-    return 1.0, f" Stacks: {where}."
-
-
-def _verdict(case: _Case, cls: EndpointClass, factor: float, summary: str, advice: Sequence[str]) -> Verdict:
-    stack_factor, said = _stacks_say(case, cls)
+def _verdict(
+    case: _Case,
+    cls: EndpointClass,
+    factor: float,
+    summary: str,
+    advice: Sequence[str],
+    cpu_support: float = 0.0,
+) -> Verdict:
+    """The verdict with its confidence: the curve's, the CPU's and the stacks' support combined as
+    independent witnesses (1 - the product of their doubts), a contradiction from the stacks
+    lowering it, and the case's damping (unknown workers, a starved host) on the whole."""
+    word = stacks_word(case.profile, cls)
+    doubt = (1 - case.curve_support * factor) * (1 - cpu_support) * (1 - word.support)
+    conf = (1 - doubt) * (STACKS_CONTRADICT_FACTOR if word.contradicts else 1.0) * case.damping
     return Verdict(
         cls=cls,
-        confidence=_clamp(case.confidence * factor * stack_factor),
-        summary=summary + said,
+        confidence=_clamp(conf),
+        summary=summary + word.sentence,
         evidence=case.evidence,
         advice=tuple(advice),
     )
+
+
+def _cpu_lean(case: _Case) -> float:
+    """Which side of the split the CPU puts a serialised route: -1 loop-blocking .. +1 cpu-bound."""
+    assert case.cpu is not None
+    return min(max((case.cpu - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, -1.0), 1.0)
+
+
+def _stack_lean(case: _Case) -> float:
+    """Which side the stacks put it: the loop's share computing less its share blocked (0: silent)."""
+    prof = case.profile
+    if prof is None or not seen(prof) or prof.loop.app_blocked is None:
+        return 0.0
+    running = max(prof.loop.app_running or 0.0, prof.loop.framework)
+    return running - prof.loop.app_blocked
 
 
 def _serial(case: _Case) -> Verdict:
@@ -194,15 +223,20 @@ def _serial(case: _Case) -> Verdict:
                 "If it computes: one worker per effective CPU; move heavy work to a process pool.",
             ),
         )
-    ambiguity = min(abs(case.cpu - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, 1.0)
-    factor = 0.6 + 0.4 * ambiguity
-    if case.cpu >= CPU_BOUND_SPLIT:
+    cpu_lean, stack_lean = _cpu_lean(case), _stack_lean(case)
+    # The CPU splits cpu-bound from loop-blocking; where it sits near the split, stacks that lean
+    # clearly one way decide (a loop blocked in time.sleep is not computing, whatever the CPU).
+    lean = stack_lean if abs(cpu_lean) < 1 and abs(stack_lean) >= STACKS_AGREE else cpu_lean
+    factor = 0.6 + 0.4 * max(abs(cpu_lean), min(abs(stack_lean), 1.0))
+    cpu_support = CPU_SUPPORT_MAX * abs(cpu_lean) if cpu_lean * lean > 0 else 0.0
+    if lean >= 0:
         return _verdict(
             case,
             EndpointClass.CPU_BOUND,
             factor,
             f"CPU-bound: {head}, server {case.cpu_what} {case.cpu:.2f} cores per busy worker{case.note()}.",
             _cpu_advice(case),
+            cpu_support,
         )
     return _verdict(
         case,
@@ -217,6 +251,7 @@ def _serial(case: _Case) -> Verdict:
             "or declare the route `def` so it runs in the thread pool.",
             "More workers only multiply the plateau; they do not remove the block.",
         ),
+        cpu_support,
     )
 
 
@@ -290,6 +325,7 @@ def _between(case: _Case) -> Verdict:
                 "non-critical work to a "
                 "process pool or a task queue.",
             ),
+            CPU_SUPPORT_MAX * _cpu_lean(case),
         )
     return _pool(case)
 
@@ -335,6 +371,7 @@ def _pool(case: _Case) -> Verdict:
             "slots): `fastapi-tune recommend --db-max-connections N --db-pool-size M` does the arithmetic.",
             "The pool may also be held after the response (a reset round trip): the real size can be larger.",
         ),
+        CPU_SUPPORT_MAX * max(0.0, -_cpu_lean(case)),
     )
 
 
@@ -350,10 +387,17 @@ def _io(case: _Case) -> Verdict:
     if c.plateau:
         factor *= 0.85
         cpu_txt = f", server CPU {case.cpu:.2f} cores per worker" if case.cpu is not None else ""
-        extra.append(
-            f"growth slowed past c~{c.fit.knee:.0f}{cpu_txt}, far beyond the thread limiter (~{tp_knee}): "
-            "the server's own per-request CPU or a downstream limit"
+        where = (
+            f"far beyond the thread limiter (~{tp_knee})"
+            if c.fit.knee >= tp_knee
+            else "yet no pool thread was busy in the stacks (an async route)"
         )
+        extra.append(
+            f"growth slowed past c~{c.fit.knee:.0f}{cpu_txt}, {where}: the server's own per-request CPU"
+            " or a downstream limit"
+        )
+    elif c.n_max < THREADPOOL_RULE_OUT * tp_knee and case.profile is not None and in_threads(case.profile):
+        return _threadpool_ahead(case)
     elif c.n_max < THREADPOOL_RULE_OUT * tp_knee:
         factor *= 0.6
         extra.append(
@@ -377,6 +421,28 @@ def _io(case: _Case) -> Verdict:
     )
 
 
+def _threadpool_ahead(case: _Case) -> Verdict:
+    """Still scaling below the thread limiter, with pool threads busy in the app: a `def` route that
+    will plateau at 40 threads per worker (the levels stopped before that knee)."""
+    c, p = case.curve, case.p
+    tp_knee = THREAD_TOKENS_PER_WORKER * p
+    tokens = suggested_thread_tokens(max(c.n_max, math.ceil(THREADPOOL_RULE_OUT * tp_knee)), p)
+    case = replace(case, evidence=replace(case.evidence, suggested_thread_tokens=tokens.tokens))
+    return _verdict(
+        case,
+        EndpointClass.THREADPOOL_BOUND,
+        0.6,
+        f"Threadpool-bound: a `def` route (pool threads busy inside the app), still scaling at c={c.n_max}"
+        f" ({c.levels[-1].throughput_rps:.0f} req/s, S={c.service_ms:.1f} ms); it will plateau near"
+        f" AnyIO's 40 threads x {p} worker{'s' if p > 1 else ''}, past the levels measured{case.note()}.",
+        (
+            f"Raise AnyIO's thread limit in the app's lifespan (40 per worker by default; {tokens.why}),"
+            " or make the route `async def` with an async driver.",
+            f"To see the knee, probe up to c>={math.ceil(THREADPOOL_RULE_OUT * tp_knee)}.",
+        ),
+    )
+
+
 BUILDERS: Final = {
     Shape.SERIAL: _serial,
     Shape.THREADPOOL: _threadpool,
@@ -395,21 +461,22 @@ def make_case(
     """The curve and the confidence every class shares: levels, noise, Little's law, known workers."""
     p = workers if workers and workers > 0 else 1
     curve = fit_curve(clean, p)
-    conf = 0.95 * min(1.0, 0.55 + 0.15 * (len(clean) - MIN_CLEAN_LEVELS))
+    support = min(CURVE_SUPPORT_MAX, CURVE_SUPPORT_BASE + CURVE_SUPPORT_STEP * len(clean))
     noise = min(max((curve.fit.rms - NOISE_OK) / (NOISE_BAD - NOISE_OK), 0.0), 1.0)
-    conf *= 1 - 0.5 * noise
+    support *= 1 - 0.5 * noise
     if not curve.little_ok:
-        conf *= 0.85
+        support *= 0.85
+    damping = 1.0
     notes: tuple[str, ...] = ()
     if workers is None:
-        conf *= UNKNOWN_WORKERS_FACTOR
+        damping *= UNKNOWN_WORKERS_FACTOR
         notes = ("worker count unknown, 1 assumed",)
     cpu, cpu_what = curve.cpu_per_busy_worker, "CPU"
     if curve.demand_per_busy_worker is not None:
         # A worker waiting for a CPU wanted it: demand, not use, tells CPU work from a blocked loop.
         cpu, cpu_what = curve.demand_per_busy_worker, "CPU demand (on CPU + waiting)"
     if curve.starved_levels:
-        conf *= STARVED_FACTOR
+        damping *= STARVED_FACTOR
         names = f": {', '.join(curve.top_others)}" if curve.top_others else ""
         others = f"{curve.others_cores:.2f} cores" if curve.others_cores is not None else "its CPU"
         notes = (
@@ -422,7 +489,8 @@ def make_case(
         p=p,
         cpu=cpu if observed else None,
         cpu_what=cpu_what,
-        confidence=conf,
+        curve_support=support,
+        damping=damping,
         notes=notes,
         evidence=curve_evidence(curve, levels, len(clean), workers),
         profile=profile,

@@ -28,6 +28,7 @@ from fastapi_tune.discover.samples import Body
 from fastapi_tune.measure.preflight import json_getter, preflight_all, resolve_ids
 from fastapi_tune.measure.probe_options import ProbeOptions
 from fastapi_tune.measure.report import Endpoint
+from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S
 
 # The OpenAPI document and the preflight each get this long at most, whatever the server does.
 DISCOVERY_DEADLINE_S: Final = 30.0
@@ -78,7 +79,9 @@ def find_operations(
     openapi_url = _openapi_url(options, base)
     params, bodies = _given(options)
     started = time.monotonic() if started is None else started
-    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S, options.max_seconds)
+    # The route count (which may grow the default budget) is not known yet: the default bounds it.
+    budget = options.max_seconds if options.max_seconds is not None else DEFAULT_BUDGET_S
+    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S, budget)
     with httpx.Client(headers=list(headers), timeout=options.timeout_s, verify=options.verify_tls) as client:
         get_doc = lambda: fetch_json(client, openapi_url)  # noqa: E731 - the call the deadline bounds
         doc: object | None
@@ -106,7 +109,7 @@ def find_operations(
         kept, excluded = apply_excludes(ops, options.excludes)
         failed: list[Skipped] = []
         if options.preflight and kept:
-            until = started + PREFLIGHT_SHARE * options.max_seconds
+            until = started + PREFLIGHT_SHARE * budget
             # Each request is bounded by twice the timeout (headers, then the body's read cap).
             kept, failed = within(
                 max(0.0, until - time.monotonic()) + 2 * options.timeout_s + 1,

@@ -222,6 +222,8 @@ def _blocked_samples(
     """Samples the loop spent off-CPU inside app code: the loop's off-CPU time (from its scheduler
     clock) that its selector wait does not explain. py-spy's raw format drops its own running flag."""
     tids = {s.tid for s in loop}
+    if not tids:
+        return 0.0  # no loop thread in this worker's samples: nothing of it was blocked
     if seconds <= 0 or not tids <= w.thread_active_s.keys():
         return None
     samples = sum(s.count for s in loop)

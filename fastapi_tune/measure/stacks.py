@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Final
 
 __all__ = [
     "Frame",
+    "StackRecorder",
     "StackSample",
     "ThreadStack",
     "Unavailable",
@@ -311,6 +313,26 @@ def _user_sources(workers: Sequence[WorkerStacks], app_dir: Path | None) -> dict
     return sources
 
 
+def _cannot_sample(pids: Sequence[int]) -> tuple[str | None, Unavailable | None]:
+    """py-spy's path, or why sampling cannot start (no pid, no py-spy, ptrace forbidden)."""
+    if not pids:
+        return None, Unavailable("no worker process to sample", "sample a local server (its pid is known)")
+    exe = find_py_spy()
+    if exe is None:
+        return None, Unavailable("py-spy is not installed", _ENABLE_INSTALL)
+    return exe, _ptrace_blocked()
+
+
+def _finish(runs: Sequence[_Run], t0: float, rate_hz: int, app_dir: Path | None) -> StackSample | Unavailable:
+    """Close the window opened at t0: read the threads' clocks, stop every py-spy, read their stacks."""
+    window = time.monotonic() - t0
+    for run in runs:
+        run.active_end = _active_seconds(run.pid)
+        _stop(run)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    return _collect(runs, [_reap(run, deadline) for run in runs], window, rate_hz, app_dir)
+
+
 def sample_workers(
     pids: Sequence[int],
     seconds: float,
@@ -321,14 +343,10 @@ def sample_workers(
 ) -> StackSample | Unavailable:
     """Sample every worker's stacks for `seconds` at `rate_hz`, all at once; never raises for
     py-spy's or the system's reasons, and leaves no py-spy behind (hard deadline, then SIGKILL)."""
-    if not pids:
-        return Unavailable("no worker process to sample", "sample a local server (its pid is known)")
-    exe = find_py_spy()
-    if exe is None:
-        return Unavailable("py-spy is not installed", _ENABLE_INSTALL)
-    blocked = _ptrace_blocked()
-    if blocked is not None:
-        return blocked
+    exe, why_not = _cannot_sample(pids)
+    if exe is None or why_not is not None:
+        assert why_not is not None
+        return why_not
     with _spawned(exe, pids, rate_hz, nonblocking) as runs:
         _wait_started(runs, time.monotonic() + _ATTACH_TIMEOUT_S)
         for run in runs:
@@ -336,12 +354,64 @@ def sample_workers(
         t0 = time.monotonic()
         if any(run.started for run in runs):
             time.sleep(seconds)
-        window = time.monotonic() - t0
-        for run in runs:
-            run.active_end = _active_seconds(run.pid)
-            _stop(run)
-        deadline = time.monotonic() + _STOP_GRACE_S
-        return _collect(runs, [_reap(run, deadline) for run in runs], window, rate_hz, app_dir)
+        return _finish(runs, t0, rate_hz, app_dir)
+
+
+class StackRecorder:
+    """Sample every worker for as long as the caller's own work runs (a level's burst).
+
+    `start()` spawns py-spy and returns at once: py-spy attaches while the burst opens its
+    connections and warms up (~0.1-0.2 s here), and the window opens when every py-spy samples.
+    `stop()` closes it. Like sample_workers it never raises for py-spy's reasons and leaves no
+    py-spy behind; one still attaching when `stop()` comes gives an Unavailable, not a short sample.
+    """
+
+    def __init__(self, pids: Sequence[int], rate_hz: int, app_dir: Path | None) -> None:
+        self.pids = tuple(pids)
+        self.rate_hz = rate_hz
+        self.app_dir = app_dir
+        self._stack = contextlib.ExitStack()
+        self._runs: list[_Run] = []
+        self._t0: float | None = None
+        self._why_not: Unavailable | None = None
+        self._attach: threading.Thread | None = None
+
+    def start(self) -> None:
+        exe, self._why_not = _cannot_sample(self.pids)
+        if exe is None or self._why_not is not None:
+            return
+        self._runs = self._stack.enter_context(_spawned(exe, self.pids, self.rate_hz, NONBLOCKING))
+        self._attach = threading.Thread(target=self._wait_attached, name="py-spy attach", daemon=True)
+        self._attach.start()
+
+    def _wait_attached(self) -> None:
+        _wait_started(self._runs, time.monotonic() + _ATTACH_TIMEOUT_S)
+        if all(run.started for run in self._runs):
+            for run in self._runs:
+                run.active_start = _active_seconds(run.pid)
+            self._t0 = time.monotonic()
+
+    def sampled_s(self) -> float:
+        """Seconds every py-spy has been sampling (0 while they attach)."""
+        return 0.0 if self._t0 is None else time.monotonic() - self._t0
+
+    def stop(self) -> StackSample | Unavailable:
+        """Close the window; every py-spy is gone when this returns."""
+        with self._stack:
+            if self._why_not is not None:
+                return self._why_not
+            if self._attach is not None and self._t0 is None:
+                for run in self._runs:  # still attaching: its stdout closes and the wait ends
+                    if run.proc.poll() is None:
+                        run.proc.kill()
+            if self._attach is not None:
+                self._attach.join(_ATTACH_TIMEOUT_S + 1)
+            if self._t0 is None:
+                return Unavailable(
+                    "py-spy had not attached when the load ended (a busy machine attaches slowly)",
+                    "probe again, or give the probe more time with --max-seconds",
+                )
+            return _finish(self._runs, self._t0, self.rate_hz, self.app_dir)
 
 
 def _collect(
