@@ -10,6 +10,7 @@ thread limiter). Pure: reads a RouteProfile, returns numbers and a sentence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from fastapi_tune.judge.thresholds import (
     POOL_WAIT_THREADS,
@@ -21,7 +22,7 @@ from fastapi_tune.judge.thresholds import (
     STACKS_WEIGHT,
 )
 from fastapi_tune.measure.report import EndpointClass
-from fastapi_tune.measure.stack_attribution import RouteProfile, describe, loop_hotspot
+from fastapi_tune.measure.stack_attribution import RouteProfile, ThreadKind, describe, loop_hotspot
 
 
 @dataclass(frozen=True)
@@ -51,28 +52,58 @@ def async_only(profile: RouteProfile) -> bool:
     return profile.threadpool.busy_threads < STACKS_THREADS_BUSY / 2
 
 
-def _running(profile: RouteProfile) -> float:
+# Calls that block the thread off the CPU. The scheduler's clock (app_blocked) undercounts a block on
+# a starved host, where a thread woken from its sleep waits for a CPU and counts as active; the call
+# a line was in, read from its stack or its source text, does not depend on the host.
+BLOCKING_CALLS: Final = (
+    "time.sleep",
+    "socket.",
+    "ssl.",
+    "select.",
+    "selectors.",
+    "subprocess.",
+    "http.client.",
+    "urllib.",
+    "requests.",
+    "psycopg2.",
+    "pymysql.",
+    "sqlite3.",
+    "redis.",
+)
+
+
+def _blocking_spot(profile: RouteProfile) -> float:
+    """The loop's share at its top app line when that line sits in a blocking call (else 0)."""
+    spot = next((h for h in profile.hotspots if h.thread is ThreadKind.EVENT_LOOP), None)
+    if spot is None or spot.call is None or not spot.call.startswith(BLOCKING_CALLS):
+        return 0.0
+    return spot.share
+
+
+def loop_blocked(profile: RouteProfile) -> float:
+    """The loop's share blocked off the CPU in app code: its clock's count, or its blocking call's."""
+    return max(profile.loop.app_blocked or 0.0, _blocking_spot(profile))
+
+
+def loop_running(profile: RouteProfile) -> float:
     """The loop's share computing: in app code on a CPU, or (a cheap route) in the framework."""
     app_running = profile.loop.app_running
     app = profile.loop.app if app_running is None else app_running
+    app = max(0.0, min(app, profile.loop.app - _blocking_spot(profile)))
     framework = profile.loop.framework if profile.loop.framework >= STACKS_FRAMEWORK else 0.0
     return max(app, framework)
 
 
-def _blocked(profile: RouteProfile) -> float:
-    return profile.loop.app_blocked or 0.0
-
-
 def _cpu(profile: RouteProfile) -> StackWord:
     where = describe(profile)
-    if _blocked(profile) >= STACKS_AGREE and _blocked(profile) > _running(profile):
+    if loop_blocked(profile) >= STACKS_AGREE and loop_blocked(profile) > loop_running(profile):
         return StackWord(
             0.0,
             True,
-            f" But the stacks show the event loop blocked off the CPU {_blocked(profile):.0%} of samples"
+            f" But the stacks show the event loop blocked off the CPU {loop_blocked(profile):.0%} of samples"
             f" ({where}): part of the time is a blocking call, not computation.",
         )
-    running = _running(profile)
+    running = loop_running(profile)
     if running >= STACKS_AGREE:
         spot = loop_hotspot(profile, blocked=False) if profile.loop.app >= STACKS_AGREE else where
         return StackWord(STACKS_WEIGHT * running, False, f" The stacks agree: {spot}.")
@@ -82,12 +113,12 @@ def _cpu(profile: RouteProfile) -> StackWord:
 
 
 def _loop_blocking(profile: RouteProfile) -> StackWord:
-    blocked, idle = _blocked(profile), profile.loop.idle
+    blocked, idle = loop_blocked(profile), profile.loop.idle
     if blocked >= STACKS_AGREE:
         return StackWord(
             STACKS_WEIGHT * blocked, False, f" The stacks agree: {loop_hotspot(profile, blocked=True)}."
         )
-    if idle >= STACKS_IDLE_CONTRADICTS or _running(profile) >= STACKS_IDLE_CONTRADICTS:
+    if idle >= STACKS_IDLE_CONTRADICTS or loop_running(profile) >= STACKS_IDLE_CONTRADICTS:
         what = "idle, waiting for I/O" if idle >= STACKS_IDLE_CONTRADICTS else "computing"
         return StackWord(
             0.0,
@@ -100,7 +131,7 @@ def _loop_blocking(profile: RouteProfile) -> StackWord:
 
 def _io(profile: RouteProfile) -> StackWord:
     where = describe(profile)
-    if in_threads(profile) or _blocked(profile) >= STACKS_AGREE:
+    if in_threads(profile) or loop_blocked(profile) >= STACKS_AGREE:
         return StackWord(0.0, True, f" But the stacks do not show an async route waiting: {where}.")
     if profile.loop.idle >= STACKS_IO_IDLE and async_only(profile):
         return StackWord(STACKS_WEIGHT * profile.loop.idle, False, f" The stacks agree: {where}.")
@@ -120,7 +151,7 @@ def _pool(profile: RouteProfile) -> StackWord:
     where = describe(profile)
     if profile.threadpool.pool_wait_threads >= POOL_WAIT_THREADS:
         return StackWord(STACKS_WEIGHT, False, f" The stacks agree: {where}.")
-    if _blocked(profile) >= STACKS_AGREE or _running(profile) >= STACKS_IDLE_CONTRADICTS:
+    if loop_blocked(profile) >= STACKS_AGREE or loop_running(profile) >= STACKS_IDLE_CONTRADICTS:
         return StackWord(0.0, True, f" But the stacks show the event loop held, not waiting: {where}.")
     return StackWord(0.0, False, f" Stacks: {where}.")
 

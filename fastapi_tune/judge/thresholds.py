@@ -96,6 +96,17 @@ STACKS_IO_IDLE: Final = 0.5
 STACKS_FRAMEWORK: Final = 0.5
 
 
+# A serialised route's side (cpu-bound or loop-blocking): the CPU's lean (-1 .. 1 across the split)
+# plus this many times the stacks' (the loop's share computing less its share blocked).
+STACKS_LEAN_WEIGHT: Final = 2.0
+
+
+# The event loop held (blocked or computing in app code, or busy in the framework) this share of
+# the samples at the triage's spread level: it can serve one request at a time, whatever two noisy
+# levels seemed to show (a starved host slows c=1 most).
+STACKS_LOOP_HELD: Final = 0.6
+
+
 # How much the stacks alone can back a verdict (times the share of samples that agree): a sampled
 # loop seen blocked in `time.sleep` 98% of the time is as direct as evidence gets from outside.
 STACKS_WEIGHT: Final = 0.9

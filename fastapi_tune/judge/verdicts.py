@@ -10,7 +10,14 @@ from typing import Final
 
 from fastapi_tune.core.rules import THREAD_TOKENS_PER_WORKER, suggested_thread_tokens
 from fastapi_tune.judge.curve import Curve, curve_evidence, exclusion_reason, fit_curve
-from fastapi_tune.judge.stack_evidence import async_only, in_threads, seen, stacks_word
+from fastapi_tune.judge.stack_evidence import (
+    async_only,
+    in_threads,
+    loop_blocked,
+    loop_running,
+    seen,
+    stacks_word,
+)
 from fastapi_tune.judge.thresholds import (
     CHEAP_SERVICE_MS,
     CONFIDENCE_RANGE,
@@ -28,9 +35,10 @@ from fastapi_tune.judge.thresholds import (
     POOL_WAIT_THREADS,
     SERIAL_MAX_PER_WORKER,
     SERIAL_MAX_UNKNOWN_WORKERS,
-    STACKS_AGREE,
     STACKS_CONTRADICT_FACTOR,
     STACKS_IO_IDLE,
+    STACKS_LEAN_WEIGHT,
+    STACKS_LOOP_HELD,
     STARVED_FACTOR,
     THREADPOOL_BAND,
     THREADPOOL_RULE_OUT,
@@ -94,6 +102,7 @@ class Shape(Enum):
     THREADPOOL = "about 40 requests per worker"
     BETWEEN = "between one and 40 per worker"
     UNCAPPED = "no cap, or one far past the thread limiter"
+    CPU_WORK = "the whole request is CPU work, whatever the curve shows"
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,10 @@ class _Case:
     p: int  # workers, 1 when unknown
     cpu: float | None  # server CPU demand per busy worker (use where demand was not read); None: unobserved
     cpu_what: str  # "CPU demand (on CPU + waiting)" or "CPU"
+    cpu_at_one: float | None  # a worker's CPU demand at c=1 (Curve.cpu_at_one); None: unobserved
     curve_support: float  # how strongly the curve alone backs a verdict: its levels, noise, Little's law
-    damping: float  # what lowers any verdict: unknown workers, a starved host
+    damping: float  # what lowers any verdict: unknown workers
+    starved: float  # what a starved host leaves of the curve's and the CPU's word (the stacks keep theirs)
     notes: tuple[str, ...]
     evidence: Evidence
     profile: RouteProfile | None = None  # the server's stacks at the most loaded clean level
@@ -128,8 +139,14 @@ def _implied_workers(case: _Case) -> int:
 
 
 def shape(case: _Case) -> Shape:
-    """The curve's kind: a pure decision on the knee, which every builder then explains."""
+    """The curve's kind: a pure decision on the knee, which every builder then explains.
+
+    Two levels (the triage's serialised routes) cannot place a knee: a line through two points
+    bends wherever the second one falls short. They tell only whether the route scaled.
+    """
     knee, lo, hi = case.curve.fit.knee, THREADPOOL_BAND[0], THREADPOOL_BAND[1]
+    if len(case.curve.levels) == 2:  # the curve's plateau then says whether it scaled (fit_curve)
+        return Shape.SERIAL if case.curve.plateau else Shape.UNCAPPED
     if not case.curve.plateau:
         return Shape.UNCAPPED
     if knee <= _serial_cap(case.workers, case.p):
@@ -143,19 +160,29 @@ def shape(case: _Case) -> Shape:
 
 
 def shape_with_stacks(case: _Case) -> Shape:
-    """The curve's shape, unless the stacks rule it out: a knee near the thread limiter with no pool
-    thread busy is not the limiter (an async route whose server ran out of CPU there)."""
+    """The curve's shape, corrected by what a worker did at c=1 and by what the stacks saw."""
     found = shape(case)
+    if found is not Shape.SERIAL and case.cpu_at_one is not None and case.cpu_at_one >= CPU_BOUND_SPLIT:
+        # One request at a time kept a worker on the CPU: a cheap route's framework work or a
+        # handler computing, which "scaled" past c=1 only because c=1 waited on the round trip.
+        return Shape.CPU_WORK
     profile = case.profile
-    if profile is None or not seen(profile) or not async_only(profile):
-        return found
-    if found is Shape.THREADPOOL:
-        return Shape.UNCAPPED
-    # Capped between, with the worker's CPU spent yet its loop idle at the spread level: an async
-    # route whose server ran out of CPU (its own per-request work), not a pool or a hot handler.
-    cpu_capped = case.cpu is not None and case.cpu >= CPU_BOUND_SPLIT
-    if found is Shape.BETWEEN and cpu_capped and profile.loop.idle >= STACKS_IO_IDLE:
-        return Shape.UNCAPPED
+    return found if profile is None or not seen(profile) else _stacks_shape(case, found, profile)
+
+
+def _stacks_shape(case: _Case, found: Shape, profile: RouteProfile) -> Shape:
+    """Where the stacks overrule the curve's shape: who held the requests in flight."""
+    cpu_high = case.cpu is not None and case.cpu >= CPU_BOUND_SPLIT
+    held = loop_blocked(profile) + loop_running(profile)
+    if found is Shape.UNCAPPED and len(case.curve.levels) == 2 and held >= STACKS_LOOP_HELD:
+        return Shape.SERIAL  # two levels that seemed to scale, but the loop was held: it serialises
+    if found is Shape.BETWEEN and in_threads(profile) and not cpu_high:
+        if profile.threadpool.pool_wait_threads < POOL_WAIT_THREADS:
+            return Shape.THREADPOOL  # a `def` route whose threads bent the curve early, no pool seen
+    elif found is Shape.THREADPOOL and async_only(profile):
+        return Shape.UNCAPPED  # no pool thread busy: not the limiter, the server's CPU (an async route)
+    elif found is Shape.BETWEEN and async_only(profile) and cpu_high and profile.loop.idle >= STACKS_IO_IDLE:
+        return Shape.UNCAPPED  # an async route whose server ran out of CPU, not a pool or a hot handler
     return found
 
 
@@ -174,9 +201,11 @@ def _verdict(
 ) -> Verdict:
     """The verdict with its confidence: the curve's, the CPU's and the stacks' support combined as
     independent witnesses (1 - the product of their doubts), a contradiction from the stacks
-    lowering it, and the case's damping (unknown workers, a starved host) on the whole."""
+    lowering it, and the case's damping (unknown workers) on the whole. A starved host bends the
+    curve and muddles the CPU: it lowers their word, not what the stacks saw."""
     word = stacks_word(case.profile, cls)
-    doubt = (1 - case.curve_support * factor) * (1 - cpu_support) * (1 - word.support)
+    doubt = (1 - case.curve_support * factor * case.starved) * (1 - cpu_support * case.starved)
+    doubt *= 1 - word.support
     conf = (1 - doubt) * (STACKS_CONTRADICT_FACTOR if word.contradicts else 1.0) * case.damping
     return Verdict(
         cls=cls,
@@ -196,17 +225,17 @@ def _cpu_lean(case: _Case) -> float:
 def _stack_lean(case: _Case) -> float:
     """Which side the stacks put it: the loop's share computing less its share blocked (0: silent)."""
     prof = case.profile
-    if prof is None or not seen(prof) or prof.loop.app_blocked is None:
+    if prof is None or not seen(prof):
         return 0.0
-    running = max(prof.loop.app_running or 0.0, prof.loop.framework)
-    return running - prof.loop.app_blocked
+    return loop_running(prof) - loop_blocked(prof)
 
 
 def _serial(case: _Case) -> Verdict:
     c, p = case.curve, case.p
     per = f"~{p}/S with {p} worker{'s' if p > 1 else ''}" if case.workers else f"~{c.fit.knee:.0f}/S"
+    plateau = c.plateau_rps if c.plateau_rps is not None else c.levels[-1].throughput_rps
     head = (
-        f"throughput plateaus at {c.plateau_rps or 0:.0f} req/s from c~{c.fit.knee:.0f} ({per}, "
+        f"throughput plateaus at {plateau:.0f} req/s from c~{c.fit.knee:.0f} ({per}, "
         f"S={c.service_ms:.1f} ms), latency x{c.latency_inflation:.1f} at c={c.n_max}"
     )
     if case.cpu is None:
@@ -224,10 +253,11 @@ def _serial(case: _Case) -> Verdict:
             ),
         )
     cpu_lean, stack_lean = _cpu_lean(case), _stack_lean(case)
-    # The CPU splits cpu-bound from loop-blocking; where it sits near the split, stacks that lean
-    # clearly one way decide (a loop blocked in time.sleep is not computing, whatever the CPU).
-    lean = stack_lean if abs(cpu_lean) < 1 and abs(stack_lean) >= STACKS_AGREE else cpu_lean
-    factor = 0.6 + 0.4 * max(abs(cpu_lean), min(abs(stack_lean), 1.0))
+    # The CPU splits cpu-bound from loop-blocking, the stacks say it directly (a loop blocked in
+    # time.sleep is not computing): they weigh double, since a starved host inflates the demand of
+    # a loop that wakes from a blocking call as much as it deflates a computing one's.
+    lean = cpu_lean + STACKS_LEAN_WEIGHT * stack_lean
+    factor = 0.6 + 0.4 * min(abs(lean), 1.0)
     cpu_support = CPU_SUPPORT_MAX * abs(cpu_lean) if cpu_lean * lean > 0 else 0.0
     if lean >= 0:
         return _verdict(
@@ -290,14 +320,23 @@ def _threadpool(case: _Case) -> Verdict:
             f"Server CPU is already {case.cpu:.2f} cores per worker at the plateau: more threads alone may "
             "not help, add workers too."
         )
+    band = THREAD_TOKENS_PER_WORKER * implied
+    matching = f"matching AnyIO's 40 threads x {implied} worker{'s' if implied > 1 else ''}"
+    if c.fit.knee < THREADPOOL_BAND[0] * band:
+        # Reached here from the stacks (pool threads busy, none waiting for a connection): the
+        # threads' hand-offs and the GIL, or a starved host, bent the curve before the limiter.
+        factor *= 0.6
+        matching = (
+            f"before AnyIO's 40 threads x {implied} worker{'s' if implied > 1 else ''}; the stacks show"
+            " pool threads busy in the app (a `def` route), so the threads and their hand-offs bind"
+        )
     case = replace(case, evidence=replace(case.evidence, suggested_thread_tokens=tokens.tokens))
     return _verdict(
         case,
         EndpointClass.THREADPOOL_BOUND,
         factor,
         f"Threadpool-bound: flat latency ({c.service_ms:.1f} ms) until c~{c.fit.knee:.0f}, then throughput "
-        f"plateaus at {c.plateau_rps or 0:.0f} req/s, matching AnyIO's 40 threads x "
-        f"{implied} worker{'s' if implied > 1 else ''}{case.note(*extra)}.",
+        f"plateaus at {c.plateau_rps or 0:.0f} req/s, {matching}{case.note(*extra)}.",
         advice,
     )
 
@@ -421,6 +460,28 @@ def _io(case: _Case) -> Verdict:
     )
 
 
+def _cpu_work(case: _Case) -> Verdict:
+    """At c=1 a worker wanted a CPU most of the time: the request is CPU work, however it scaled."""
+    c, at = case.curve, case.cpu_at_one or 0.0
+    top = c.levels[-1]
+    cap = (
+        f"throughput plateaus at {c.plateau_rps or 0:.0f} req/s from c~{c.fit.knee:.0f}"
+        if c.plateau
+        else f"throughput reaches {top.throughput_rps:.0f} req/s at c={c.n_max}"
+    )
+    cpu = f", server {case.cpu_what} {case.cpu:.2f} cores per busy worker" if case.cpu is not None else ""
+    lean = min(max((at - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, 0.0), 1.0)
+    return _verdict(
+        case,
+        EndpointClass.CPU_BOUND,
+        0.7,
+        f"CPU-bound: at c=1 a worker wanted a CPU {min(at, 1.0):.0%} of the time (S={c.service_ms:.1f} ms):"
+        f" the whole request is CPU work; {cap}{cpu}{case.note()}.",
+        _cpu_advice(case),
+        CPU_SUPPORT_MAX * lean,
+    )
+
+
 def _threadpool_ahead(case: _Case) -> Verdict:
     """Still scaling below the thread limiter, with pool threads busy in the app: a `def` route that
     will plateau at 40 threads per worker (the levels stopped before that knee)."""
@@ -448,6 +509,7 @@ BUILDERS: Final = {
     Shape.THREADPOOL: _threadpool,
     Shape.BETWEEN: _between,
     Shape.UNCAPPED: _io,
+    Shape.CPU_WORK: _cpu_work,
 }
 
 
@@ -466,17 +528,20 @@ def make_case(
     support *= 1 - 0.5 * noise
     if not curve.little_ok:
         support *= 0.85
-    damping = 1.0
+    damping = starved = 1.0
     notes: tuple[str, ...] = ()
     if workers is None:
         damping *= UNKNOWN_WORKERS_FACTOR
         notes = ("worker count unknown, 1 assumed",)
     cpu, cpu_what = curve.cpu_per_busy_worker, "CPU"
-    if curve.demand_per_busy_worker is not None:
+    # A `def` route's waits are its threads' (each wakes and waits for a CPU and the GIL): summed,
+    # they read as CPU wanted. Its on-CPU time is what it used; demand tells the loop's kinds apart.
+    threads = profile is not None and seen(profile) and in_threads(profile)
+    if curve.demand_per_busy_worker is not None and not threads:
         # A worker waiting for a CPU wanted it: demand, not use, tells CPU work from a blocked loop.
         cpu, cpu_what = curve.demand_per_busy_worker, "CPU demand (on CPU + waiting)"
     if curve.starved_levels:
-        damping *= STARVED_FACTOR
+        starved = STARVED_FACTOR
         names = f": {', '.join(curve.top_others)}" if curve.top_others else ""
         others = f"{curve.others_cores:.2f} cores" if curve.others_cores is not None else "its CPU"
         notes = (
@@ -489,8 +554,10 @@ def make_case(
         p=p,
         cpu=cpu if observed else None,
         cpu_what=cpu_what,
+        cpu_at_one=curve.cpu_at_one if observed else None,
         curve_support=support,
         damping=damping,
+        starved=starved,
         notes=notes,
         evidence=curve_evidence(curve, levels, len(clean), workers),
         profile=profile,

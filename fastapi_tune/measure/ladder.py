@@ -186,8 +186,11 @@ class Ladder:
         levels = tuple(sorted(self.levels, key=lambda lv: lv.concurrency))
         return Endpoint(op.method, op.path, op.url, levels, reason, detail)
 
-    def cannot_start(self, n: int, pace: Pace | None = None) -> StopReason | None:
-        """Why level `n` must not start: a stop request, or a budget it would overrun."""
+    def cannot_start(self, n: int, pace: Pace | None = None, until: float | None = None) -> StopReason | None:
+        """Why level `n` must not start: a stop request, or a budget it would overrun.
+
+        `until` (the triage's) replaces the ladder's own deadline, within the probe's budget.
+        """
         budget, options = self.s.budget, self.s.options
         if budget.stop.is_set():
             return StopReason.INTERRUPTED
@@ -197,8 +200,9 @@ class Ladder:
             duration, warmup = pace.min_s, pace.warmup_s
         # An endpoint's first level may overrun its share (every endpoint gets one when the time
         # allows), never the whole probe's budget.
-        until = min(self.deadline, budget.deadline) if self.levels else budget.deadline
-        if time.monotonic() + opening_s(n) + warmup + duration > until:
+        if until is None:
+            until = min(self.deadline, budget.deadline) if self.levels else budget.deadline
+        if time.monotonic() + opening_s(n) + warmup + duration > min(until, budget.deadline):
             return StopReason.TIME_BUDGET
         if budget.requests >= budget.max_requests:
             return StopReason.REQUEST_BUDGET
@@ -242,10 +246,16 @@ class Ladder:
         if before is not None and self.s.demand is not None:
             demand = demand_between(before, self.s.demand.snapshot())
         server_cpu = by_worker = rss = None
-        if watcher is not None:
+        if pace is not None and demand is not None and demand.workers:
+            # A short level reads the workers' CPU from the same schedstat window as its demand:
+            # the watcher's samples would first have to pass the window's end (up to 0.15 s).
+            server_cpu = demand.on_cpu_cores
+            by_worker = tuple(w.on_cpu_cores for w in demand.workers)
+        elif watcher is not None:
             cut = watcher.cpu_cores_between(result.window_start, result.window_end)
             if cut is not None:
                 server_cpu, by_worker = cut
+        if watcher is not None:
             rss = watcher.worker_rss()
         level = make_level(result, server_cpu, rss, by_worker, demand, previous)
         self.levels.append(level)

@@ -55,7 +55,7 @@ from fastapi_tune.measure.report import Endpoint, EvidenceDepth, Level, ProbeRep
 from fastapi_tune.measure.schedule import after_triage, budget_s, initial_plan, ladder_deadline, picks_for
 from fastapi_tune.measure.stack_attribution import attribute
 from fastapi_tune.measure.stacks import StackSample, Unavailable, sample_workers
-from fastapi_tune.measure.triage import triage_route
+from fastapi_tune.measure.triage import TRIAGE_MIN_S, triage_route
 
 # How long the host is watched before the probe, to warn when other work already takes its CPU.
 HOST_CHECK_S: Final = 0.5
@@ -230,12 +230,15 @@ def _triage_all(
     for i, op in enumerate(ops):
         if budget.stop.is_set():
             break
-        # Each route's first level may overrun its share, never the budget (Ladder.cannot_start):
-        # on a short budget the later levels give way, so that every route is measured.
-        share = (budget.deadline - time.monotonic()) / (len(ops) - i)
+        # A route's first two levels may overrun its share of what is left, as long as every
+        # later route keeps TRIAGE_MIN_S for its own; its third gives way first on a short budget.
+        left = len(ops) - i
+        now = time.monotonic()
+        share = now + (budget.deadline - now) / left
+        must = budget.deadline - TRIAGE_MIN_S * (left - 1)
         spec = _spec(op, headers, session.options)
         try:
-            ep = triage_route(session, op, spec, time.monotonic() + share)
+            ep = triage_route(session, op, spec, share, must)
         except ServerDied as died:
             ep, error = _died(op, died)
             results[i] = ep

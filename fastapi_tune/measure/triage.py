@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Final
 
-from fastapi_tune.core.rules import THREAD_TOKENS_PER_WORKER
+from fastapi_tune.core.rules import SCALED_SHARE, THREAD_TOKENS_PER_WORKER
 from fastapi_tune.discover.openapi import Operation
 from fastapi_tune.measure.drain import wait_drained
 from fastapi_tune.measure.ladder import Ladder, Pace, Session
@@ -38,10 +38,6 @@ SPREAD_PER_WORKER: Final = 4
 # of 16: 64 for one worker, 128 for two. The judge needs 1.3x past a knee to call it a plateau.
 KNEE_REACH: Final = 1.5
 
-# Level 3 is measured when level 2 kept at least this share of linear growth from level 1: a
-# serialised route keeps 1/SPREAD_PER_WORKER of it (one request per worker), a scaling one ~all.
-SCALED_SHARE: Final = 0.5
-
 # Stacks are sampled over level 2 at this rate: its window is short, and nonblocking sampling at
 # 100 Hz stayed within the run-to-run noise of the app's throughput (benchmarks/stacks_overhead.py).
 STACKS_HZ: Final = 100
@@ -54,8 +50,12 @@ STACKS_MIN_S: Final = 0.25
 # level 3 a warm-up and a window of a couple of service times (its first wave of answers arrives
 # together), bounded so that a slow route costs at most about 3 s.
 C1_PACE: Final = Pace(warmup_s=0.05, min_s=0.1, max_s=1.0, completions=4)
-SPREAD_PACE: Final = Pace(warmup_s=0.15, min_s=0.3, max_s=1.0, completions=10)
+SPREAD_PACE: Final = Pace(warmup_s=0.15, min_s=0.2, max_s=1.0, completions=10)
 KNEE_PACE: Final = Pace(warmup_s=0.1, min_s=0.2, max_s=1.0, completions=32)
+
+# What a route's first two levels cost at least (a fast route, measured: ~0.45 s on the 2-core
+# machine): the triage keeps this much of the budget for each route still to come.
+TRIAGE_MIN_S: Final = 0.5
 SLOW_WARMUP_MAX_S: Final = 0.5
 
 
@@ -70,7 +70,7 @@ def triage_concurrency(workers: int | None, max_concurrency: int | None) -> tupl
 
 
 def scaled(first: Level, spread: Level) -> bool:
-    """Level 2 kept SCALED_SHARE of linear growth from c=1: worth measuring level 3."""
+    """Level 2 kept SCALED_SHARE of linear growth from c=1 (core.rules): worth measuring level 3."""
     if first.throughput_rps <= 0 or spread.concurrency <= first.concurrency:
         return False
     linear = spread.concurrency / first.concurrency
@@ -102,14 +102,17 @@ class _Found:
     unavailable: str | None = None
 
 
-def triage_route(session: Session, op: Operation, spec: RequestSpec, deadline: float) -> Endpoint:
-    """The route's triage levels within `deadline` (its stacks sampled at level 2), then a drained server.
+def triage_route(
+    session: Session, op: Operation, spec: RequestSpec, share_until: float, must_until: float
+) -> Endpoint:
+    """The route's triage levels (its stacks sampled at level 2), then a drained server.
 
-    Its first level may overrun the deadline, never the probe's budget (Ladder.cannot_start). Raises
-    ServerDied like a ladder; every other end (errors, 429, a stall, the budget) is the endpoint's
-    stop reason.
+    Its first two levels, which carry most of the evidence, start while they fit before
+    `must_until` (the budget less what the later routes need for theirs); the third only while it
+    fits the route's share, `share_until`. Raises ServerDied like a ladder; every other end (errors,
+    429, a stall, the budget) is the endpoint's stop reason.
     """
-    ladder = Ladder(session, op, spec, deadline)
+    ladder = Ladder(session, op, spec, share_until)
     found = _Found(unavailable=_why_no_stacks(session))
     spread_c, knee_c = triage_concurrency(session.workers, session.options.max_concurrency)
     for n, pace, sampled in ((1, C1_PACE, False), (spread_c, SPREAD_PACE, True), (knee_c, KNEE_PACE, False)):
@@ -118,7 +121,7 @@ def triage_route(session: Session, op: Operation, spec: RequestSpec, deadline: f
         if n == knee_c and len(ladder.levels) >= 2 and not scaled(ladder.levels[0], ladder.levels[-1]):
             found.reason = StopReason.SATURATED
             break
-        if not _level(session, ladder, n, pace, sampled, found):
+        if not _level(session, ladder, n, pace, sampled, found, share_until if n == knee_c else must_until):
             break
     if found.reason is not StopReason.STALLED:  # a stall has its own, longer recovery
         last = ladder.levels[-1] if ladder.levels else None
@@ -136,11 +139,13 @@ def triage_route(session: Session, op: Operation, spec: RequestSpec, deadline: f
     )
 
 
-def _level(session: Session, ladder: Ladder, n: int, pace: Pace, sampled: bool, found: _Found) -> bool:
+def _level(
+    session: Session, ladder: Ladder, n: int, pace: Pace, sampled: bool, found: _Found, until: float
+) -> bool:
     """Measure one triage level (sampling the stacks over it when asked); False: the triage ends."""
     first = ladder.levels[0] if ladder.levels else None
     paced = _paced(session.options.duration_s, pace, _service_s(first))
-    before = ladder.cannot_start(n, paced)
+    before = ladder.cannot_start(n, paced, until)
     if before is not None:
         found.reason = before
         return False

@@ -81,7 +81,7 @@ def _burn(ms: float) -> None:
 Handler = Callable[..., Any]
 
 
-def _handler(route: Route) -> Handler:  # noqa: C901 - one small closure per kind
+def _handler(route: Route) -> Handler:
     seconds = route.ms / 1000
     if route.kind == "io":
 
