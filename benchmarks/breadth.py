@@ -121,7 +121,7 @@ def score(report: dict[str, Any], labels: dict[str, str], config: str, mode: str
 
 def one(config: str, n: int, seed: int, mode: str, out_dir: Path, reference: Path | None) -> Run:
     labels = {f"GET {r.path}": r.label for r in routes(n, seed)}
-    out = out_dir / f"breadth-{config}-{n}-{mode}.json"
+    out = out_dir / f"breadth-{config}-{n}-s{seed}-{mode}.json"
     extra = [] if mode == "default" else ["--max-seconds", FULL_SECONDS]
     src = reference if mode == "reference" and reference is not None else REPO
     before = os.getloadavg()[0]

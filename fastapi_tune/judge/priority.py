@@ -28,8 +28,10 @@ _SIZES_WORKERS: Final = frozenset(
     }
 )
 # Group scores: a route in a higher group goes first unless a lower one carries several times the
-# traffic (the weight factor is the square root of the route's share over the mean share).
+# traffic (the weight factor is the square root of the route's share over the mean share); within
+# a group the slower route first (its service time's rank adds up to _SLOWNESS).
 _GROUP: Final = {"uncertain": 3.0, "serialised": 2.0, "slowest": 1.0}
+_SLOWNESS: Final = 0.5
 
 
 def _group(e: Endpoint, workers: int | None, observed: bool) -> str:
@@ -60,7 +62,7 @@ def deepen_order(
     scored: list[tuple[float, int, str]] = []
     for i, e in enumerate(triaged):
         group = _group(e, server.workers, observed)
-        score = (_GROUP[group] + slowness[i]) * math.sqrt(max(shares[i], 0.0) / mean)
+        score = (_GROUP[group] + _SLOWNESS * slowness[i]) * math.sqrt(max(shares[i], 0.0) / mean)
         scored.append((score, i, group))
     scored.sort(key=lambda t: (-t[0], t[1]))
     return [DeepenPick(i, group) for _, i, group in scored]

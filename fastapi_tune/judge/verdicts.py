@@ -36,6 +36,7 @@ from fastapi_tune.judge.thresholds import (
     SERIAL_MAX_PER_WORKER,
     SERIAL_MAX_UNKNOWN_WORKERS,
     STACKS_CONTRADICT_FACTOR,
+    STACKS_IDLE_CONTRADICTS,
     STACKS_IO_IDLE,
     STACKS_LEAN_WEIGHT,
     STACKS_LOOP_HELD,
@@ -174,8 +175,11 @@ def _stacks_shape(case: _Case, found: Shape, profile: RouteProfile) -> Shape:
     """Where the stacks overrule the curve's shape: who held the requests in flight."""
     cpu_high = case.cpu is not None and case.cpu >= CPU_BOUND_SPLIT
     held = loop_blocked(profile) + loop_running(profile)
-    if found is Shape.UNCAPPED and len(case.curve.levels) == 2 and held >= STACKS_LOOP_HELD:
+    two = len(case.curve.levels) == 2
+    if found is Shape.UNCAPPED and two and held >= STACKS_LOOP_HELD:
         return Shape.SERIAL  # two levels that seemed to scale, but the loop was held: it serialises
+    if found is Shape.SERIAL and two and in_threads(profile) and profile.loop.idle >= STACKS_IDLE_CONTRADICTS:
+        return Shape.UNCAPPED  # two levels that seemed flat, but the loop idled while threads worked
     if found is Shape.BETWEEN and in_threads(profile) and not cpu_high:
         if profile.threadpool.pool_wait_threads < POOL_WAIT_THREADS:
             return Shape.THREADPOOL  # a `def` route whose threads bent the curve early, no pool seen
@@ -423,6 +427,8 @@ def _io(case: _Case) -> Verdict:
         "The async path scales: a few workers suffice (about one per core leaves CPU headroom).",
         "Watch downstream pool sizes (database, HTTP client): they, not the workers, cap concurrency.",
     ]
+    if c.n_max < THREADPOOL_RULE_OUT * tp_knee and case.profile is not None and in_threads(case.profile):
+        return _threadpool_ahead(case)
     if c.plateau:
         factor *= 0.85
         cpu_txt = f", server CPU {case.cpu:.2f} cores per worker" if case.cpu is not None else ""
@@ -435,8 +441,6 @@ def _io(case: _Case) -> Verdict:
             f"growth slowed past c~{c.fit.knee:.0f}{cpu_txt}, {where}: the server's own per-request CPU"
             " or a downstream limit"
         )
-    elif c.n_max < THREADPOOL_RULE_OUT * tp_knee and case.profile is not None and in_threads(case.profile):
-        return _threadpool_ahead(case)
     elif c.n_max < THREADPOOL_RULE_OUT * tp_knee:
         factor *= 0.6
         extra.append(

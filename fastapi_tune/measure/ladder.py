@@ -168,6 +168,10 @@ class Ladder:
         reason, detail = StopReason.MAX_LEVEL, ""
         while todo:
             n = todo.pop(0)
+            if any(lv.concurrency == n for lv in self.levels):  # the triage's, reached by extending
+                if not todo and self._extend(n):
+                    todo.append(n * 2)
+                continue
             before = self.cannot_start(n)
             if before is not None:
                 reason = before

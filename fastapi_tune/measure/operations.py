@@ -23,6 +23,7 @@ from fastapi_tune.discover.openapi import (
     parse_endpoint,
     parse_param_option,
     resolve_target,
+    same_route_once,
 )
 from fastapi_tune.discover.samples import Body
 from fastapi_tune.measure.preflight import json_getter, preflight_all, resolve_ids
@@ -106,6 +107,7 @@ def find_operations(
                 "list routes for real ids",
                 lambda: resolve_ids(doc, ops, base, json_getter(client, options.timeout_s), params),
             )
+        ops, repeated = same_route_once(ops)
         kept, excluded = apply_excludes(ops, options.excludes)
         failed: list[Skipped] = []
         if options.preflight and kept:
@@ -116,7 +118,7 @@ def find_operations(
                 "preflight",
                 lambda: preflight_all(client, kept, options.timeout_s, until),
             )
-    return kept, [*skipped, *excluded, *failed], source
+    return kept, [*skipped, *repeated, *excluded, *failed], source
 
 
 def with_body(ep: Endpoint, op: Operation) -> Endpoint:
