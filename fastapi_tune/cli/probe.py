@@ -25,6 +25,7 @@ from fastapi_tune.measure.host import (
 from fastapi_tune.measure.probe_options import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
 from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S, ROUTE_S
+from fastapi_tune.render.export_load import parse_mix
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.probe import LiveProgress, print_report
 
@@ -81,8 +82,19 @@ def probe(  # long mostly in its signature: one typer parameter per option
             help="Do not sample the server's stacks with py-spy (the line that limits a route).",
         ),
     ] = False,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            "--mix",
+            help="Traffic shares, e.g. 'GET /a=70,GET /b=30': the routes that carry the traffic get"
+            " their full ladder first (default: equal).",
+        ),
+    ] = None,
     levels: Annotated[
-        str | None, typer.Option(help="Fixed concurrency levels, e.g. 1,8,64 (no adaptive stop).")
+        str | None,
+        typer.Option(
+            help="Fixed concurrency levels for every route, e.g. 1,8,64 (no triage, no adaptive stop)."
+        ),
     ] = None,
     max_concurrency: Annotated[
         int | None,
@@ -118,11 +130,13 @@ def probe(  # long mostly in its signature: one typer parameter per option
 ) -> None:
     """Measure how each endpoint of a running app scales, and classify it.
 
-    Finds the endpoints in the app's OpenAPI document (or takes them from -e), drives each with
-    closed-loop bursts at rising concurrency (1, 2, 4 ... 128), watches the server's CPU and
+    Finds the endpoints in the app's OpenAPI document (or takes them from -e), triages every one
+    with three short closed-loop levels (c=1, 4 per worker with its stacks sampled, past the
+    thread limiter), then gives the budget left to full ladders (1, 2, 4 ... 128) for the routes
+    that need them most, and says up front how the time will go. It watches the server's CPU and
     memory when it runs on this machine, and tells each endpoint's class: io-bound, cpu-bound,
-    loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence and the fix.
-    The report is saved to --out for `fastapi-tune recommend`.
+    loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence, how sure it
+    is, and the fix. The report is saved to --out for `fastapi-tune recommend`.
     """
     options = ProbeOptions(
         url=url,
@@ -143,6 +157,7 @@ def probe(  # long mostly in its signature: one typer parameter per option
         timeout_s=timeout,
         verify_tls=not insecure,
         allow_remote=allow_remote,
+        weights=parse_mix(mix) if mix else None,
     )
     check_writable(out_path, "--out")  # never measure into a path that cannot be written
     if html is not None:

@@ -16,6 +16,7 @@ from fastapi_tune.judge.thresholds import (
     POOL_WAIT_THREADS,
     STACKS_AGREE,
     STACKS_FRAMEWORK,
+    STACKS_FULL_SAMPLES,
     STACKS_IDLE_CONTRADICTS,
     STACKS_IO_IDLE,
     STACKS_THREADS_BUSY,
@@ -78,6 +79,12 @@ def _blocking_spot(profile: RouteProfile) -> float:
     if spot is None or spot.call is None or not spot.call.startswith(BLOCKING_CALLS):
         return 0.0
     return spot.share
+
+
+def threads_blocked(profile: RouteProfile) -> bool:
+    """The pool threads' top app line sits in a blocking call: a `def` route waiting, not computing."""
+    spot = next((h for h in profile.hotspots if h.thread is ThreadKind.THREADPOOL), None)
+    return spot is not None and spot.call is not None and spot.call.startswith(BLOCKING_CALLS)
 
 
 def loop_blocked(profile: RouteProfile) -> float:
@@ -169,4 +176,6 @@ def stacks_word(profile: RouteProfile | None, cls: EndpointClass) -> StackWord:
     }.get(cls)
     if reader is None:
         return StackWord(0.0, False, f" Stacks: {describe(profile)}.")
-    return reader(profile)
+    word = reader(profile)
+    few = min(1.0, profile.loop.samples / STACKS_FULL_SAMPLES)
+    return StackWord(word.support * few, word.contradicts and few >= 1, word.sentence)

@@ -69,6 +69,16 @@ NOISE_BAD: Final = 0.40
 STARVED_FACTOR: Final = 0.8
 
 
+# The stacks keep most of their word on a starved host (they see where the loop is, not how fast),
+# but not all: a starved load generator leaves the loop idle waiting for requests.
+STARVED_STACKS_FACTOR: Final = 0.85
+
+
+# Stack samples of the event loop below this many give the stacks a proportionally smaller word
+# (at 100 Hz, 0.2 s of one worker; py-spy on a starved host may catch only a handful).
+STACKS_FULL_SAMPLES: Final = 20
+
+
 # Below this service time a request is mostly the framework's own work (measured here: 0.1-0.3 ms
 # for a trivial route), and "move heavy work to a process pool" has nothing to move.
 CHEAP_SERVICE_MS: Final = 2.0

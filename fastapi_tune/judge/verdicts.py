@@ -17,6 +17,7 @@ from fastapi_tune.judge.stack_evidence import (
     loop_running,
     seen,
     stacks_word,
+    threads_blocked,
 )
 from fastapi_tune.judge.thresholds import (
     CHEAP_SERVICE_MS,
@@ -41,6 +42,7 @@ from fastapi_tune.judge.thresholds import (
     STACKS_LEAN_WEIGHT,
     STACKS_LOOP_HELD,
     STARVED_FACTOR,
+    STARVED_STACKS_FACTOR,
     THREADPOOL_BAND,
     THREADPOOL_RULE_OUT,
     TWO_LEVELS_PER_WORKER,
@@ -180,7 +182,10 @@ def _stacks_shape(case: _Case, found: Shape, profile: RouteProfile) -> Shape:
         return Shape.SERIAL  # two levels that seemed to scale, but the loop was held: it serialises
     if found is Shape.SERIAL and two and in_threads(profile) and profile.loop.idle >= STACKS_IDLE_CONTRADICTS:
         return Shape.UNCAPPED  # two levels that seemed flat, but the loop idled while threads worked
-    if found is Shape.BETWEEN and in_threads(profile) and not cpu_high:
+    # A `def` route whose threads wait in a blocking call: what CPU it shows is the threads'
+    # hand-offs (on a busy host, their fight for the GIL), not work that more workers would share.
+    waiting_threads = in_threads(profile) and (not cpu_high or threads_blocked(profile))
+    if found is Shape.BETWEEN and waiting_threads:
         if profile.threadpool.pool_wait_threads < POOL_WAIT_THREADS:
             return Shape.THREADPOOL  # a `def` route whose threads bent the curve early, no pool seen
     elif found is Shape.THREADPOOL and async_only(profile):
@@ -209,7 +214,8 @@ def _verdict(
     curve and muddles the CPU: it lowers their word, not what the stacks saw."""
     word = stacks_word(case.profile, cls)
     doubt = (1 - case.curve_support * factor * case.starved) * (1 - cpu_support * case.starved)
-    doubt *= 1 - word.support
+    # A starved host starves the client too: a loop can idle waiting for requests it was not sent.
+    doubt *= 1 - word.support * (STARVED_STACKS_FACTOR if case.starved < 1 else 1.0)
     conf = (1 - doubt) * (STACKS_CONTRADICT_FACTOR if word.contradicts else 1.0) * case.damping
     return Verdict(
         cls=cls,

@@ -68,10 +68,10 @@ class LoopShares:
     """Shares of the event loop thread's samples (they add up to 1)."""
 
     samples: int
-    idle: float  # waiting in its selector: nothing to do
+    idle: float  # waiting in its selector with nothing to do (woken and waiting for a CPU is not idle)
     app: float  # inside the app's code
     app_blocked: float | None  # of `app`: the thread was off-CPU there (None: its clock unread)
-    framework: float  # server, framework or library code outside the app
+    framework: float  # server, framework or library code outside the app (or woken, waiting for a CPU)
 
     @property
     def app_running(self) -> float | None:
@@ -231,6 +231,20 @@ def _blocked_samples(
     return min(float(app), max(0.0, (1.0 - active) * samples - idle))
 
 
+def _runnable_in_selector(loop: Sequence[ThreadStack], idle: int, w: WorkerStacks, seconds: float) -> int:
+    """Of the loop's selector samples, those where it was woken and waiting for a CPU, not idle.
+
+    A loop woken by new events is runnable while its stack still shows the selector; on a starved
+    host it waits there for a CPU, and those samples are work to do, not idleness. Its scheduler
+    clock's wait, as a share of the window, says how many (at most all the selector samples).
+    """
+    tids = {s.tid for s in loop}
+    if not tids or seconds <= 0 or not tids <= w.thread_wait_s.keys():
+        return 0
+    waiting = min(1.0, sum(w.thread_wait_s[t] for t in tids) / (seconds * len(tids)))
+    return min(idle, round(waiting * sum(s.count for s in loop)))
+
+
 def _tally_worker(
     w: WorkerStacks,
     seconds: float,
@@ -249,6 +263,7 @@ def _tally_worker(
         elif user is not None:
             t.app += s.count
             _spot(spots, ThreadKind.EVENT_LOOP, s, user, app_dir, sources)
+    t.idle -= _runnable_in_selector(loop, t.idle, w, seconds)  # those count as framework work
     blocked = _blocked_samples(loop, t.idle, t.app, w, seconds)
     t.blocked, t.blocked_known = blocked or 0.0, blocked is not None
     for s in pool:

@@ -98,6 +98,9 @@ class WorkerStacks:
     # A thread whose samples sit in app code but that was neither was blocked there.
     thread_active_s: Mapping[str, float]
     raw: str = ""  # py-spy's output verbatim, kept for saving and for tests' fixtures
+    # Per thread id: of thread_active_s, the seconds it was runnable but waiting for a CPU. A thread
+    # woken in its selector on a starved host waits there, its stack still showing the selector.
+    thread_wait_s: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,15 +213,15 @@ def _failure(pid: int, stderr: str) -> Unavailable:
     return Unavailable(f"py-spy failed on process {pid}: {first}", "run `py-spy dump --pid PID` to see why")
 
 
-def _active_seconds(pid: int) -> dict[str, float]:
-    """Seconds each thread of pid spent on a CPU or waiting for one, from /proc (schedstat)."""
-    out: dict[str, float] = {}
+def _active_seconds(pid: int) -> dict[str, tuple[float, float]]:
+    """Per thread of pid: (seconds on a CPU or waiting for one, seconds waiting), from schedstat."""
+    out: dict[str, tuple[float, float]] = {}
     with contextlib.suppress(OSError):
         for tid in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 # schedstat: ns on CPU, ns runnable on a run queue, timeslices.
                 run_ns, wait_ns, *_ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
-                out[tid] = (int(run_ns) + int(wait_ns)) / 1e9
+                out[tid] = ((int(run_ns) + int(wait_ns)) / 1e9, int(wait_ns) / 1e9)
     return out
 
 
@@ -228,8 +231,8 @@ class _Run:
     proc: subprocess.Popen[bytes]
     out: Path
     started: bool = False
-    active_start: dict[str, float] = field(default_factory=dict)
-    active_end: dict[str, float] = field(default_factory=dict)
+    active_start: dict[str, tuple[float, float]] = field(default_factory=dict)
+    active_end: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _spawn(exe: str, pid: int, rate_hz: int, out: Path, nonblocking: bool) -> subprocess.Popen[bytes]:
@@ -428,11 +431,12 @@ def _collect(
             failures.append(failure)
             skipped.append((run.pid, failure.reason))
             continue
+        # A thread born in the window started at 0.
         active = {
-            tid: end - run.active_start.get(tid, 0.0)  # a thread born in the window started at 0
-            for tid, end in run.active_end.items()
+            tid: end[0] - run.active_start.get(tid, (0.0, 0.0))[0] for tid, end in run.active_end.items()
         }
-        workers.append(WorkerStacks(run.pid, stacks, MappingProxyType(active), text))
+        wait = {tid: end[1] - run.active_start.get(tid, (0.0, 0.0))[1] for tid, end in run.active_end.items()}
+        workers.append(WorkerStacks(run.pid, stacks, MappingProxyType(active), text, MappingProxyType(wait)))
     if not workers:
         return failures[0]
     sources = MappingProxyType(_user_sources(workers, app_dir))

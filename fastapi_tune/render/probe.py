@@ -29,6 +29,7 @@ from fastapi_tune.measure.probe_options import BudgetPlan
 from fastapi_tune.measure.report import (
     Endpoint,
     EndpointClass,
+    EvidenceDepth,
     Level,
     ProbeReport,
     ServerInfo,
@@ -44,6 +45,11 @@ CLASS_STYLE: Final = {
     EndpointClass.POOL_BOUND: "cyan",
     EndpointClass.STALLED: "bold red",
     EndpointClass.INCONCLUSIVE: "dim",
+}
+# What the evidence of a verdict rests on, when it is less than a full ladder.
+DEPTH_LABEL: Final = {
+    EvidenceDepth.TRIAGE: "evidence: the triage's short levels only (no full ladder)",
+    EvidenceDepth.LADDER: "evidence: a full ladder",
 }
 _BAR_WIDTH: Final = 16
 _BLOCKS: Final = " ▏▎▍▌▋▊▉█"
@@ -276,6 +282,8 @@ def endpoint_panel(ep: Endpoint) -> Panel:
         parts += [Text(f"  → {a}") for a in v.advice]
     detail = f" ({ep.stop_detail})" if ep.stop_detail else ""
     parts.append(Text(f"ladder stopped: {ep.stop_reason}{detail}", style="dim"))
+    if ep.evidence_depth is EvidenceDepth.TRIAGE:
+        parts.append(Text(DEPTH_LABEL[ep.evidence_depth], style="dim"))
     title = f"[bold]{escape(ep.method)} {escape(ep.path)}[/]"
     return Panel(Group(*parts), title=title, title_align="left", expand=True)
 
