@@ -42,9 +42,9 @@ APP: Final = "tests.apps.breadth_app:app"
 CONFIGS: Final = {"uvicorn-1": ("uvicorn", 1), "gunicorn-2": ("gunicorn", 2)}
 # The bars: routes -> (share right, wall seconds or None: within the announced budget).
 BARS: Final = {60: (0.95, 90.0), 150: (0.90, None)}
-# A run may end this long after its announced budget (the last level's teardown, writing the
-# report) and still count as within it.
-BUDGET_SLACK_S: Final = 5.0
+# The probe may end this long after its announced budget (stopping its last level) and still count
+# as within it; the CLI's start and the report's rendering are in the wall time, not in this.
+BUDGET_SLACK_S: Final = 2.0
 FULL_SECONDS: Final = "900"
 
 
@@ -56,7 +56,8 @@ class Run:
     right: int
     inconclusive: int
     for_time: int  # inconclusive or unmeasured because the budget ran out
-    wall_s: float
+    wall_s: float  # the CLI's whole run: its start, the probe, the report's rendering
+    elapsed_s: float  # the probe itself, as its report records it
     budget_s: float | None
     load_before: float
     load_after: float
@@ -69,14 +70,16 @@ class Run:
         budget = "-" if self.budget_s is None else f"{self.budget_s:.0f}"
         return (
             f"{self.config:11} {self.mode:9} {self.routes:4} {100 * self.share:6.1f}% {self.inconclusive:5}"
-            f" {self.for_time:5} {self.wall_s:7.1f} {self.wall_s / self.routes:6.2f} {budget:>6}"
+            f" {self.for_time:5} {self.wall_s:7.1f} {self.elapsed_s:7.1f}"
+            f" {self.wall_s / self.routes:6.2f} {budget:>6}"
             f"  {self.load_before:4.1f} -> {self.load_after:4.1f}"
         )
 
 
 HEADER: Final = (
-    "config      mode      routes  right incl. time   wall s  s/rte budget  load avg\n"
-    "                                            (incl.: inconclusive; time: for lack of time)"
+    "config      mode      routes  right incl. time   wall s probe s  s/rte budget  load avg\n"
+    "  (incl.: inconclusive; time: without a verdict for lack of time; wall: the CLI's whole run,\n"
+    "   probe: its report's elapsed_s; s/rte: wall / routes; budget: announced)"
 )
 
 
@@ -116,7 +119,8 @@ def score(report: dict[str, Any], labels: dict[str, str], config: str, mode: str
         inconclusive += cls == "inconclusive"
         for_time += e is None or (cls == "inconclusive" and e["stop_reason"] == "time budget")
     budget = report.get("settings", {}).get("budget_s")
-    return Run(config, len(labels), mode, right, inconclusive, for_time, wall, budget, 0.0, 0.0)
+    elapsed = float(report.get("elapsed_s", 0.0))
+    return Run(config, len(labels), mode, right, inconclusive, for_time, wall, elapsed, budget, 0.0, 0.0)
 
 
 def one(config: str, n: int, seed: int, mode: str, out_dir: Path, reference: Path | None) -> Run:
@@ -144,9 +148,10 @@ def misses(run: Run) -> list[str]:
         out.append(f"{run.config} {run.routes} routes: {run.share:.0%} right < {share:.0%}")
     if run.for_time:
         out.append(f"{run.config} {run.routes} routes: {run.for_time} without a verdict for lack of time")
-    limit = wall if wall is not None else (run.budget_s or 0) + BUDGET_SLACK_S
-    if run.wall_s > limit:
-        out.append(f"{run.config} {run.routes} routes: wall {run.wall_s:.0f} s > {limit:.0f} s")
+    if wall is not None and run.wall_s > wall:
+        out.append(f"{run.config} {run.routes} routes: wall {run.wall_s:.0f} s > {wall:.0f} s")
+    if wall is None and run.elapsed_s > (run.budget_s or 0) + BUDGET_SLACK_S:
+        out.append(f"{run.config} {run.routes} routes: probe {run.elapsed_s:.0f} s > budget {run.budget_s} s")
     return out
 
 

@@ -118,7 +118,11 @@ def triage_route(
     for n, pace, sampled in ((1, C1_PACE, False), (spread_c, SPREAD_PACE, True), (knee_c, KNEE_PACE, False)):
         if n in {lv.concurrency for lv in ladder.levels}:
             continue  # --max-concurrency 1 or 4: the levels coincide
-        if n == knee_c and len(ladder.levels) >= 2 and not scaled(ladder.levels[0], ladder.levels[-1]):
+        # Without the server's CPU or stacks (a remote server) two levels are no verdict: the third
+        # is measured whatever the second showed.
+        observed = session.demand is not None or session.watcher is not None or bool(session.worker_pids)
+        flat = len(ladder.levels) >= 2 and not scaled(ladder.levels[0], ladder.levels[-1])
+        if n == knee_c and observed and flat:
             found.reason = StopReason.SATURATED
             break
         if not _level(session, ladder, n, pace, sampled, found, share_until if n == knee_c else must_until):
