@@ -41,7 +41,7 @@ from fastapi_tune.measure.stack_attribution import (
     ThreadKind,
     ThreadpoolLoad,
 )
-from fastapi_tune.measure.triage import scaled, triage_concurrency
+from fastapi_tune.measure.triage import TRIAGE_MIN_S, TriageClock, scaled, triage_concurrency
 from fastapi_tune.render.probe import plan_line
 from tests.test_classify import level
 
@@ -70,6 +70,15 @@ def test_level_three_only_after_a_step_that_scaled() -> None:
     assert scaled(one, level(4, 190.0, 21.0, 0.1))  # ~linear: an async route or a `def` one
     assert not scaled(one, level(4, 52.0, 77.0, 0.9))  # one request at a time: serialised
     assert not scaled(replace(one, throughput_rps=0.0), level(4, 190.0, 21.0, 0.1))
+
+
+def test_later_routes_keep_what_the_first_two_levels_cost_on_this_host() -> None:
+    clock = TriageClock()
+    assert clock.reserve_s() == TRIAGE_MIN_S
+    clock.costs += [0.3, 0.35]  # a quiet host: the floor holds
+    assert clock.reserve_s() == TRIAGE_MIN_S
+    clock.costs += [1.2, 1.1, 1.3]  # a busy one: what it costs there
+    assert clock.reserve_s() == pytest.approx(1.1)
 
 
 # ---------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from fastapi_tune.measure.report import Endpoint, EvidenceDepth, Level, ProbeRep
 from fastapi_tune.measure.schedule import after_triage, budget_s, initial_plan, ladder_deadline, picks_for
 from fastapi_tune.measure.stack_attribution import attribute
 from fastapi_tune.measure.stacks import StackSample, Unavailable, sample_workers
-from fastapi_tune.measure.triage import TRIAGE_MIN_S, triage_route
+from fastapi_tune.measure.triage import TriageClock, triage_route
 
 # How long the host is watched before the probe, to warn when other work already takes its CPU.
 HOST_CHECK_S: Final = 0.5
@@ -225,20 +225,20 @@ def _triage_all(
     session: Session, ops: Sequence[Operation], headers: tuple[tuple[str, str], ...]
 ) -> tuple[dict[int, Endpoint], TargetUnreachableError | None]:
     """Every route's triage, each within its share of what is left; stops at a dead server."""
-    budget = session.budget
+    budget, clock = session.budget, TriageClock()
     results: dict[int, Endpoint] = {}
     for i, op in enumerate(ops):
         if budget.stop.is_set():
             break
         # A route's first two levels may overrun its share of what is left, as long as every
-        # later route keeps TRIAGE_MIN_S for its own; its third gives way first on a short budget.
+        # later route keeps what its own cost so far (TriageClock); its third gives way first.
         left = len(ops) - i
         now = time.monotonic()
         share = now + (budget.deadline - now) / left
-        must = budget.deadline - TRIAGE_MIN_S * (left - 1)
+        must = budget.deadline - clock.reserve_s() * (left - 1)
         spec = _spec(op, headers, session.options)
         try:
-            ep = triage_route(session, op, spec, share, must)
+            ep = triage_route(session, op, spec, share, must, clock)
         except ServerDied as died:
             ep, error = _died(op, died)
             results[i] = ep

@@ -18,7 +18,8 @@ Measurement only: what the levels mean is the judge's business.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from fastapi_tune.core.rules import SCALED_SHARE, THREAD_TOKENS_PER_WORKER
@@ -29,6 +30,7 @@ from fastapi_tune.measure.loadgen import RequestSpec
 from fastapi_tune.measure.report import Endpoint, EvidenceDepth, Level, StopReason
 from fastapi_tune.measure.stack_attribution import RouteProfile, attribute
 from fastapi_tune.measure.stacks import StackRecorder, Unavailable
+from fastapi_tune.measure.stats import median
 
 # Level 2 holds this many requests in flight per worker: past one per worker, so that a serialised
 # route (one request per worker at a time) and a scaling one differ by a factor of four.
@@ -53,9 +55,23 @@ C1_PACE: Final = Pace(warmup_s=0.05, min_s=0.1, max_s=1.0, completions=4)
 SPREAD_PACE: Final = Pace(warmup_s=0.15, min_s=0.2, max_s=1.0, completions=10)
 KNEE_PACE: Final = Pace(warmup_s=0.1, min_s=0.2, max_s=1.0, completions=32)
 
-# What a route's first two levels cost at least (a fast route, measured: ~0.45 s on the 2-core
-# machine): the triage keeps this much of the budget for each route still to come.
+# What a route's first two levels (and its drain) cost at least (a fast route, measured: ~0.45 s on
+# the 2-core machine): the triage keeps this much of the budget for each route still to come, or
+# what they have cost so far on this host when that is more (a busy host slows everything).
 TRIAGE_MIN_S: Final = 0.5
+
+
+@dataclass
+class TriageClock:
+    """What the routes' first two levels and drain have cost so far on this host."""
+
+    costs: list[float] = field(default_factory=list)
+
+    def reserve_s(self) -> float:
+        """What each route still to come keeps of the budget for its first two levels."""
+        return max(TRIAGE_MIN_S, median(self.costs)) if self.costs else TRIAGE_MIN_S
+
+
 SLOW_WARMUP_MAX_S: Final = 0.5
 
 
@@ -103,7 +119,12 @@ class _Found:
 
 
 def triage_route(
-    session: Session, op: Operation, spec: RequestSpec, share_until: float, must_until: float
+    session: Session,
+    op: Operation,
+    spec: RequestSpec,
+    share_until: float,
+    must_until: float,
+    clock: TriageClock | None = None,
 ) -> Endpoint:
     """The route's triage levels (its stacks sampled at level 2), then a drained server.
 
@@ -112,6 +133,7 @@ def triage_route(
     fits the route's share, `share_until`. Raises ServerDied like a ladder; every other end (errors,
     429, a stall, the budget) is the endpoint's stop reason.
     """
+    started, third_s = time.monotonic(), 0.0
     ladder = Ladder(session, op, spec, share_until)
     found = _Found(unavailable=_why_no_stacks(session))
     spread_c, knee_c = triage_concurrency(session.workers, session.options.max_concurrency)
@@ -125,11 +147,17 @@ def triage_route(
         if n == knee_c and observed and flat:
             found.reason = StopReason.SATURATED
             break
-        if not _level(session, ladder, n, pace, sampled, found, share_until if n == knee_c else must_until):
+        level_started = time.monotonic()
+        go_on = _level(session, ladder, n, pace, sampled, found, share_until if n == knee_c else must_until)
+        if n == knee_c:
+            third_s = time.monotonic() - level_started
+        if not go_on:
             break
     if found.reason is not StopReason.STALLED:  # a stall has its own, longer recovery
         last = ladder.levels[-1] if ladder.levels else None
         wait_drained(session.worker_pids, last, session.budget.stop, session.budget.deadline)
+    if clock is not None and len(ladder.levels) >= 2:
+        clock.costs.append(time.monotonic() - started - third_s)
     return Endpoint(
         op.method,
         op.path,
