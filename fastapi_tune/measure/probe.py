@@ -234,8 +234,10 @@ def _triage_all(
         # later route keeps what its own cost so far (TriageClock); its third gives way first.
         left = len(ops) - i
         now = time.monotonic()
-        share = now + (budget.deadline - now) / left
-        must = budget.deadline - clock.reserve_s() * (left - 1)
+        fair = (budget.deadline - now) / left
+        # Never more than a fair share each: one slow route must not shut the next ones out.
+        must = budget.deadline - min(clock.reserve_s(), fair) * (left - 1)
+        share = now + fair
         spec = _spec(op, headers, session.options)
         try:
             ep = triage_route(session, op, spec, share, must, clock)
@@ -255,8 +257,17 @@ _CUT: Final = frozenset({StopReason.TIME_BUDGET, StopReason.INTERRUPTED, StopRea
 
 
 def _deepen(session: Session, op: Operation, spec: RequestSpec, prior: Endpoint, until: float) -> Endpoint:
-    """A full ladder resumed from the route's triage levels; its stacks are the triage's."""
-    ep = Ladder(session, op, spec, until, prior.levels).run()
+    """A full ladder resumed from the route's triage levels; its stacks are the triage's.
+
+    Its c=1 level is measured again at full length: the service time it gives is the base of every
+    ratio the judge reads (scaling, latency inflation, a pool's size), and the triage's c=1 ends
+    after a handful of answers.
+    """
+    resumed = tuple(lv for lv in prior.levels if lv.concurrency != 1)
+    ep = Ladder(session, op, spec, until, resumed).run()
+    if not any(lv.concurrency == 1 for lv in ep.levels):  # stopped before it: keep the triage's
+        kept = [lv for lv in prior.levels if lv.concurrency == 1]
+        ep = replace(ep, levels=tuple(sorted((*kept, *ep.levels), key=lambda lv: lv.concurrency)))
     depth = EvidenceDepth.TRIAGE if ep.stop_reason in _CUT else EvidenceDepth.LADDER
     ep = replace(
         ep, profile=prior.profile, profile_unavailable=prior.profile_unavailable, evidence_depth=depth
