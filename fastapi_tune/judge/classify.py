@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from fastapi_tune.judge.case import make_case
 from fastapi_tune.judge.curve import clean_levels
+from fastapi_tune.judge.shape import shape_with_stacks
 from fastapi_tune.judge.stack_evidence import seen
 from fastapi_tune.judge.thresholds import MIN_CLEAN_LEVELS, TWO_LEVELS_PER_WORKER
-from fastapi_tune.judge.verdicts import BUILDERS, inconclusive, make_case, shape_with_stacks, stalled
+from fastapi_tune.judge.verdicts import BUILDERS, inconclusive, stalled
 from fastapi_tune.measure.report import (
     Endpoint,
     Level,

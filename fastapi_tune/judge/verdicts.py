@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from enum import Enum
+from dataclasses import replace
 from typing import Final
 
 from fastapi_tune.core.rules import THREAD_TOKENS_PER_WORKER, suggested_thread_tokens
-from fastapi_tune.judge.curve import Curve, curve_evidence, exclusion_reason, fit_curve
+from fastapi_tune.judge.case import Case
+from fastapi_tune.judge.curve import curve_evidence, exclusion_reason, fit_curve
+from fastapi_tune.judge.shape import Shape, implied_workers
 from fastapi_tune.judge.stack_evidence import (
-    async_only,
     in_threads,
     loop_blocked,
     loop_running,
     seen,
     stacks_word,
-    threads_blocked,
 )
 from fastapi_tune.judge.thresholds import (
     CHEAP_SERVICE_MS,
@@ -26,35 +25,22 @@ from fastapi_tune.judge.thresholds import (
     CPU_BOUND_SPLIT,
     CPU_SATURATED,
     CPU_SUPPORT_MAX,
-    CURVE_SUPPORT_BASE,
-    CURVE_SUPPORT_MAX,
-    CURVE_SUPPORT_STEP,
     MAX_ERROR_RATIO,
     MIN_CLEAN_LEVELS,
-    NOISE_BAD,
-    NOISE_OK,
     POOL_WAIT_THREADS,
     SERIAL_MAX_PER_WORKER,
-    SERIAL_MAX_UNKNOWN_WORKERS,
     STACKS_CONTRADICT_FACTOR,
-    STACKS_IDLE_CONTRADICTS,
-    STACKS_IO_IDLE,
     STACKS_LEAN_WEIGHT,
-    STACKS_LOOP_HELD,
-    STARVED_FACTOR,
     STARVED_STACKS_FACTOR,
     THREADPOOL_BAND,
     THREADPOOL_RULE_OUT,
     TWO_LEVELS_PER_WORKER,
-    UNKNOWN_WORKERS_FACTOR,
 )
 from fastapi_tune.measure.report import (
     EndpointClass,
-    Evidence,
     Level,
     Verdict,
 )
-from fastapi_tune.measure.stack_attribution import RouteProfile
 
 
 def _inconclusive_why(levels: Sequence[Level], clean: int) -> tuple[str, tuple[str, ...]]:
@@ -98,110 +84,13 @@ def inconclusive(levels: Sequence[Level], clean: tuple[Level, ...], workers: int
     )
 
 
-class Shape(Enum):
-    """Where the curve's cap sits, relative to the workers and the thread limiter."""
-
-    SERIAL = "about one request per worker"
-    THREADPOOL = "about 40 requests per worker"
-    BETWEEN = "between one and 40 per worker"
-    UNCAPPED = "no cap, or one far past the thread limiter"
-    CPU_WORK = "the whole request is CPU work, whatever the curve shows"
-
-
-@dataclass(frozen=True)
-class _Case:
-    """What every builder reads: the curve, the worker count, the CPU, the shared confidence."""
-
-    curve: Curve
-    workers: int | None  # as observed; None when unknown
-    p: int  # workers, 1 when unknown
-    cpu: float | None  # server CPU demand per busy worker (use where demand was not read); None: unobserved
-    cpu_what: str  # "CPU demand (on CPU + waiting)" or "CPU"
-    cpu_at_one: float | None  # a worker's CPU demand at c=1 (Curve.cpu_at_one); None: unobserved
-    curve_support: float  # how strongly the curve alone backs a verdict: its levels, noise, Little's law
-    damping: float  # what lowers any verdict: unknown workers
-    starved: float  # what a starved host leaves of the curve's and the CPU's word (the stacks keep theirs)
-    notes: tuple[str, ...]
-    evidence: Evidence
-    profile: RouteProfile | None = None  # the server's stacks at the most loaded clean level
-
-    def note(self, *extra: str) -> str:
-        parts = [*self.notes, *extra]
-        return f" ({'; '.join(parts)})" if parts else ""
-
-
-def _serial_cap(workers: int | None, p: int) -> float:
-    return SERIAL_MAX_UNKNOWN_WORKERS if workers is None else SERIAL_MAX_PER_WORKER * p
-
-
-def _implied_workers(case: _Case) -> int:
-    """Unknown workers: the knee must sit near 40 x some whole number of workers."""
-    if case.workers is not None:
-        return case.p
-    return max(1, round(case.curve.fit.knee / THREAD_TOKENS_PER_WORKER))
-
-
-def shape(case: _Case) -> Shape:
-    """The curve's kind: a pure decision on the knee, which every builder then explains.
-
-    Two levels (the triage's serialised routes) cannot place a knee: a line through two points
-    bends wherever the second one falls short. They tell only whether the route scaled.
-    """
-    knee, lo, hi = case.curve.fit.knee, THREADPOOL_BAND[0], THREADPOOL_BAND[1]
-    if len(case.curve.levels) == 2:  # the curve's plateau then says whether it scaled (fit_curve)
-        return Shape.SERIAL if case.curve.plateau else Shape.UNCAPPED
-    if not case.curve.plateau:
-        return Shape.UNCAPPED
-    if knee <= _serial_cap(case.workers, case.p):
-        return Shape.SERIAL
-    band_knee = THREAD_TOKENS_PER_WORKER * _implied_workers(case)
-    if lo * band_knee <= knee <= hi * band_knee:
-        return Shape.THREADPOOL
-    if knee < lo * THREAD_TOKENS_PER_WORKER * case.p:
-        return Shape.BETWEEN
-    return Shape.UNCAPPED
-
-
-def shape_with_stacks(case: _Case) -> Shape:
-    """The curve's shape, corrected by what a worker did at c=1 and by what the stacks saw."""
-    found = shape(case)
-    if found is not Shape.SERIAL and case.cpu_at_one is not None and case.cpu_at_one >= CPU_BOUND_SPLIT:
-        # One request at a time kept a worker on the CPU: a cheap route's framework work or a
-        # handler computing, which "scaled" past c=1 only because c=1 waited on the round trip.
-        return Shape.CPU_WORK
-    profile = case.profile
-    return found if profile is None or not seen(profile) else _stacks_shape(case, found, profile)
-
-
-def _stacks_shape(case: _Case, found: Shape, profile: RouteProfile) -> Shape:
-    """Where the stacks overrule the curve's shape: who held the requests in flight."""
-    cpu_high = case.cpu is not None and case.cpu >= CPU_BOUND_SPLIT
-    held = loop_blocked(profile) + loop_running(profile)
-    two = len(case.curve.levels) == 2
-    if found is Shape.UNCAPPED and two and held >= STACKS_LOOP_HELD:
-        return Shape.SERIAL  # two levels that seemed to scale, but the loop was held: it serialises
-    if found is Shape.SERIAL and two and in_threads(profile) and profile.loop.idle >= STACKS_IDLE_CONTRADICTS:
-        return Shape.UNCAPPED  # two levels that seemed flat, but the loop idled while threads worked
-    # A `def` route whose threads wait in a blocking call: what CPU it shows is the threads'
-    # hand-offs (on a busy host, their fight for the GIL), not work that more workers would share.
-    waiting_threads = in_threads(profile) and (not cpu_high or threads_blocked(profile))
-    if found is Shape.BETWEEN and waiting_threads:
-        if profile.threadpool.pool_wait_threads < POOL_WAIT_THREADS:
-            return Shape.THREADPOOL  # a `def` route whose threads bent the curve early, no pool seen
-    elif found is Shape.THREADPOOL and async_only(profile):
-        return Shape.UNCAPPED  # no pool thread busy: not the limiter, the server's CPU (an async route)
-    elif found is Shape.BETWEEN and async_only(profile) and cpu_high and profile.loop.idle >= STACKS_IO_IDLE:
-        return Shape.UNCAPPED  # an async route whose server ran out of CPU, not a pool or a hot handler
-    return found
-
-
 def _clamp(conf: float) -> float:
     lo, hi = CONFIDENCE_RANGE
     return round(min(max(conf, lo), hi), 3)
 
 
 def _verdict(
-    case: _Case,
+    case: Case,
     cls: EndpointClass,
     factor: float,
     summary: str,
@@ -226,13 +115,13 @@ def _verdict(
     )
 
 
-def _cpu_lean(case: _Case) -> float:
+def _cpu_lean(case: Case) -> float:
     """Which side of the split the CPU puts a serialised route: -1 loop-blocking .. +1 cpu-bound."""
     assert case.cpu is not None
     return min(max((case.cpu - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, -1.0), 1.0)
 
 
-def _stack_lean(case: _Case) -> float:
+def _stack_lean(case: Case) -> float:
     """Which side the stacks put it: the loop's share computing less its share blocked (0: silent)."""
     prof = case.profile
     if prof is None or not seen(prof):
@@ -240,7 +129,7 @@ def _stack_lean(case: _Case) -> float:
     return loop_running(prof) - loop_blocked(prof)
 
 
-def _serial(case: _Case) -> Verdict:
+def _serial(case: Case) -> Verdict:
     c, p = case.curve, case.p
     per = f"~{p}/S with {p} worker{'s' if p > 1 else ''}" if case.workers else f"~{c.fit.knee:.0f}/S"
     plateau = c.plateau_rps if c.plateau_rps is not None else c.levels[-1].throughput_rps
@@ -295,7 +184,7 @@ def _serial(case: _Case) -> Verdict:
     )
 
 
-def _cpu_advice(case: _Case) -> tuple[str, ...]:
+def _cpu_advice(case: Case) -> tuple[str, ...]:
     """CPU work: one worker per CPU; heavy work to a process pool, unless the route is framework-cheap."""
     if case.curve.service_ms < CHEAP_SERVICE_MS:
         return (
@@ -311,8 +200,8 @@ def _cpu_advice(case: _Case) -> tuple[str, ...]:
     )
 
 
-def _threadpool(case: _Case) -> Verdict:
-    c, implied = case.curve, _implied_workers(case)
+def _threadpool(case: Case) -> Verdict:
+    c, implied = case.curve, implied_workers(case)
     factor, extra = 1.0, []
     if case.workers is None:
         factor *= 0.9
@@ -351,7 +240,7 @@ def _threadpool(case: _Case) -> Verdict:
     )
 
 
-def _between(case: _Case) -> Verdict:
+def _between(case: Case) -> Verdict:
     """Capped well above one request per worker yet well below the thread limiter."""
     c, p, cpu = case.curve, case.p, case.cpu
     plateau = c.plateau_rps or 0.0
@@ -379,7 +268,7 @@ def _between(case: _Case) -> Verdict:
     return _pool(case)
 
 
-def _pool(case: _Case) -> Verdict:
+def _pool(case: Case) -> Verdict:
     """Capped at K in flight per worker, 1 < K << 40, with little CPU: something holds K slots each."""
     c, p = case.curve, case.p
     plateau = c.plateau_rps or 0.0
@@ -424,7 +313,7 @@ def _pool(case: _Case) -> Verdict:
     )
 
 
-def _io(case: _Case) -> Verdict:
+def _io(case: Case) -> Verdict:
     """No cap within the ladder, or one far past the thread limiter: the async path scaled."""
     c, p = case.curve, case.p
     tp_knee = THREAD_TOKENS_PER_WORKER * p
@@ -470,7 +359,7 @@ def _io(case: _Case) -> Verdict:
     )
 
 
-def _cpu_work(case: _Case) -> Verdict:
+def _cpu_work(case: Case) -> Verdict:
     """At c=1 a worker wanted a CPU most of the time: the request is CPU work, however it scaled."""
     c, at = case.curve, case.cpu_at_one or 0.0
     top = c.levels[-1]
@@ -492,7 +381,7 @@ def _cpu_work(case: _Case) -> Verdict:
     )
 
 
-def _threadpool_ahead(case: _Case) -> Verdict:
+def _threadpool_ahead(case: Case) -> Verdict:
     """Still scaling below the thread limiter, with pool threads busy in the app: a `def` route that
     will plateau at 40 threads per worker (the levels stopped before that knee)."""
     c, p = case.curve, case.p
@@ -521,57 +410,6 @@ BUILDERS: Final = {
     Shape.UNCAPPED: _io,
     Shape.CPU_WORK: _cpu_work,
 }
-
-
-def make_case(
-    levels: Sequence[Level],
-    clean: tuple[Level, ...],
-    workers: int | None,
-    observed: bool,
-    profile: RouteProfile | None = None,
-) -> _Case:
-    """The curve and the confidence every class shares: levels, noise, Little's law, known workers."""
-    p = workers if workers and workers > 0 else 1
-    curve = fit_curve(clean, p)
-    support = min(CURVE_SUPPORT_MAX, CURVE_SUPPORT_BASE + CURVE_SUPPORT_STEP * len(clean))
-    noise = min(max((curve.fit.rms - NOISE_OK) / (NOISE_BAD - NOISE_OK), 0.0), 1.0)
-    support *= 1 - 0.5 * noise
-    if not curve.little_ok:
-        support *= 0.85
-    damping = starved = 1.0
-    notes: tuple[str, ...] = ()
-    if workers is None:
-        damping *= UNKNOWN_WORKERS_FACTOR
-        notes = ("worker count unknown, 1 assumed",)
-    cpu, cpu_what = curve.cpu_per_busy_worker, "CPU"
-    # A `def` route's waits are its threads' (each wakes and waits for a CPU and the GIL): summed,
-    # they read as CPU wanted. Its on-CPU time is what it used; demand tells the loop's kinds apart.
-    threads = profile is not None and seen(profile) and in_threads(profile)
-    if curve.demand_per_busy_worker is not None and not threads:
-        # A worker waiting for a CPU wanted it: demand, not use, tells CPU work from a blocked loop.
-        cpu, cpu_what = curve.demand_per_busy_worker, "CPU demand (on CPU + waiting)"
-    if curve.starved_levels:
-        starved = STARVED_FACTOR
-        names = f": {', '.join(curve.top_others)}" if curve.top_others else ""
-        others = f"{curve.others_cores:.2f} cores" if curve.others_cores is not None else "its CPU"
-        notes = (
-            *notes,
-            f"the host was starved at {curve.starved_levels} level(s), other processes took {others}{names}",
-        )
-    return _Case(
-        curve=curve,
-        workers=workers,
-        p=p,
-        cpu=cpu if observed else None,
-        cpu_what=cpu_what,
-        cpu_at_one=curve.cpu_at_one if observed else None,
-        curve_support=support,
-        damping=damping,
-        starved=starved,
-        notes=notes,
-        evidence=curve_evidence(curve, levels, len(clean), workers),
-        profile=profile,
-    )
 
 
 def stalled(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None) -> Verdict:
