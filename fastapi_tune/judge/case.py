@@ -83,7 +83,7 @@ def make_case(
         p=p,
         cpu=cpu if observed else None,
         cpu_what=cpu_what,
-        cpu_at_one=curve.cpu_at_one if observed else None,
+        cpu_at_one=(curve.cpu_use_at_one if threads else curve.cpu_at_one) if observed else None,
         curve_support=support,
         damping=damping,
         starved=starved,

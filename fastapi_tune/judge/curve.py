@@ -158,6 +158,7 @@ class Curve:
     # request is CPU work (a handler computing, or a cheap route's framework work), near 0 when it
     # waits (I/O, a thread, a blocking sleep). None without a c=1 level or without the server's CPU.
     cpu_at_one: float | None
+    cpu_use_at_one: float | None  # the same on a CPU only (a `def` route's threads' waits left out)
     starved_levels: int  # of the levels past the knee, those taken while the host had no idle CPU
     others_cores: float | None  # other processes' CPU over those levels (median)
     top_others: tuple[str, ...]  # the biggest of them, by name
@@ -211,9 +212,10 @@ def fit_curve(levels: tuple[Level, ...], workers: int) -> Curve:
     ]
     demand = [_gil_demand(lv.demand) / _busy(lv, workers, busy_cap) for lv in past if lv.demand is not None]
     starved, others, top_others = _host_contention(past)
-    at_one = None
+    at_one = use_at_one = None
     if base.concurrency == 1:
-        at_one = _gil_demand(base.demand) if base.demand is not None else base.server_cpu_cores
+        use_at_one = base.server_cpu_cores
+        at_one = _gil_demand(base.demand) if base.demand is not None else use_at_one
     littles = [lv.littles_law_ratio for lv in levels if lv.littles_law_ratio is not None]
     return Curve(
         levels=levels,
@@ -227,6 +229,7 @@ def fit_curve(levels: tuple[Level, ...], workers: int) -> Curve:
         cpu_per_busy_worker=median(cpu) if cpu else None,
         demand_per_busy_worker=median(demand) if demand else None,
         cpu_at_one=at_one,
+        cpu_use_at_one=use_at_one,
         starved_levels=starved,
         others_cores=others,
         top_others=top_others,

@@ -48,9 +48,9 @@ STACKS_HZ: Final = 100
 STACKS_MIN_S: Final = 0.25
 
 # The paces, sized from measurement on the 2-core machine (benchmarks/breadth.py): c=1 needs a few
-# answers for a service time; level 2 a window long enough for ~30 stack samples per worker;
-# level 3 a warm-up and a window of a couple of service times (its first wave of answers arrives
-# together), bounded so that a slow route costs at most about 3 s.
+# answers for a service time; level 2 a window long enough for ~25 stack samples per worker;
+# level 3 a warm-up and a window of a few service times (SLOW_WINDOW_SERVICES: its answers arrive
+# in waves), bounded so that a slow route costs at most about 3 s.
 C1_PACE: Final = Pace(warmup_s=0.05, min_s=0.1, max_s=1.0, completions=4)
 SPREAD_PACE: Final = Pace(warmup_s=0.15, min_s=0.2, max_s=1.0, completions=10)
 KNEE_PACE: Final = Pace(warmup_s=0.1, min_s=0.2, max_s=1.0, completions=32)
@@ -73,6 +73,9 @@ class TriageClock:
 
 
 SLOW_WARMUP_MAX_S: Final = 0.5
+# A slow route's answers come in waves one service time apart while many are in flight: a window
+# of three service times holds enough of them for a throughput (two read 174-348 req/s for 285).
+SLOW_WINDOW_SERVICES: Final = 3.0
 
 
 def triage_concurrency(workers: int | None, max_concurrency: int | None) -> tuple[int, int]:
@@ -100,7 +103,7 @@ def _paced(options_duration: float | None, pace: Pace, service_s: float | None) 
     if service_s is None:
         return pace
     warmup = max(pace.warmup_s, min(service_s, SLOW_WARMUP_MAX_S))
-    window = min(pace.max_s, max(pace.min_s, 2 * service_s))
+    window = min(pace.max_s, max(pace.min_s, SLOW_WINDOW_SERVICES * service_s))
     return replace(pace, warmup_s=warmup, min_s=window)
 
 
