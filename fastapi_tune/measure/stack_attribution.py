@@ -65,13 +65,14 @@ _DB_POOL_WAITS: Final = (
 
 @dataclass(frozen=True)
 class LoopShares:
-    """Shares of the event loop thread's samples (they add up to 1)."""
+    """Shares of the event loop thread's samples (they add up to 1), those where it had been woken in
+    its selector and was waiting for a CPU left out (`samples` counts the rest)."""
 
     samples: int
-    idle: float  # waiting in its selector with nothing to do (woken and waiting for a CPU is not idle)
+    idle: float  # waiting in its selector with nothing to do
     app: float  # inside the app's code
     app_blocked: float | None  # of `app`: the thread was off-CPU there (None: its clock unread)
-    framework: float  # server, framework or library code outside the app (or woken, waiting for a CPU)
+    framework: float  # server, framework or library code outside the app
 
     @property
     def app_running(self) -> float | None:
@@ -235,8 +236,8 @@ def _runnable_in_selector(loop: Sequence[ThreadStack], idle: int, w: WorkerStack
     """Of the loop's selector samples, those where it was woken and waiting for a CPU, not idle.
 
     A loop woken by new events is runnable while its stack still shows the selector; on a starved
-    host it waits there for a CPU, and those samples are work to do, not idleness. Its scheduler
-    clock's wait, as a share of the window, says how many (at most all the selector samples).
+    host it waits there for a CPU, and those samples are not idleness. Its scheduler clock's wait,
+    as a share of the window, says how many (at most all the selector samples).
     """
     tids = {s.tid for s in loop}
     if not tids or seconds <= 0 or not tids <= w.thread_wait_s.keys():
@@ -263,7 +264,12 @@ def _tally_worker(
         elif user is not None:
             t.app += s.count
             _spot(spots, ThreadKind.EVENT_LOOP, s, user, app_dir, sources)
-    t.idle -= _runnable_in_selector(loop, t.idle, w, seconds)  # those count as framework work
+    # Woken and waiting for a CPU: neither idle nor working, so those samples are left out of the
+    # shares (on a starved host each wake-up waits tens of ms; counted as idle they hide a busy
+    # loop, counted as work they invent one).
+    runnable = _runnable_in_selector(loop, t.idle, w, seconds)
+    t.idle -= runnable
+    t.loop -= runnable
     blocked = _blocked_samples(loop, t.idle, t.app, w, seconds)
     t.blocked, t.blocked_known = blocked or 0.0, blocked is not None
     for s in pool:
