@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from fastapi_tune.core.errors import UsageError
 from fastapi_tune.discover.openapi import Operation, explicit_operations, same_route_once
 from fastapi_tune.judge.classify import classify
 from fastapi_tune.judge.priority import deepen_order
 from fastapi_tune.measure.drain import DRAIN_MAX_S, backlog_s, loops_idle, wait_drained
-from fastapi_tune.measure.probe_options import BudgetPlan, DeepenPick
+from fastapi_tune.measure.probe_options import BudgetPlan, DeepenPick, ProbeOptions, check_options
 from fastapi_tune.measure.report import (
     Endpoint,
     EndpointClass,
@@ -320,3 +321,9 @@ def test_evidence_depth_is_written_only_when_known() -> None:
 def test_budget_plan_estimate_never_exceeds_the_budget() -> None:
     plan = BudgetPlan(routes=5, budget_s=10.0, grown=False, triage_s=8.0, ladder_s=5.0, ladders=3)
     assert plan.estimate_s == 10.0
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), -1.0])
+def test_traffic_weights_are_checked_where_they_enter(weight: float) -> None:
+    with pytest.raises(UsageError, match="traffic weight of GET /a"):
+        check_options(ProbeOptions(url="http://127.0.0.1:1", weights={"GET /a": weight}))
