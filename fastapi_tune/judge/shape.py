@@ -19,7 +19,6 @@ from fastapi_tune.judge.thresholds import (
     POOL_WAIT_THREADS,
     SERIAL_MAX_PER_WORKER,
     SERIAL_MAX_UNKNOWN_WORKERS,
-    STACKS_IDLE_CONTRADICTS,
     STACKS_IO_IDLE,
     STACKS_LOOP_HELD,
     THREADPOOL_BAND,
@@ -87,8 +86,8 @@ def _stacks_shape(case: Case, found: Shape, profile: RouteProfile) -> Shape:
     two = len(case.curve.levels) == 2
     if found is Shape.UNCAPPED and two and held >= STACKS_LOOP_HELD:
         return Shape.SERIAL  # two levels that seemed to scale, but the loop was held: it serialises
-    if found is Shape.SERIAL and two and in_threads(profile) and profile.loop.idle >= STACKS_IDLE_CONTRADICTS:
-        return Shape.UNCAPPED  # two levels that seemed flat, but the loop idled while threads worked
+    if found is Shape.SERIAL and two and in_threads(profile) and held < STACKS_LOOP_HELD:
+        return Shape.UNCAPPED  # two levels that seemed flat, but threads worked while the loop was free
     # A `def` route whose threads wait in a blocking call: what CPU it shows is the threads'
     # hand-offs (on a busy host, their fight for the GIL), not work that more workers would share.
     waiting_threads = in_threads(profile) and (not cpu_high or threads_blocked(profile))
