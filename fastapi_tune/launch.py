@@ -38,6 +38,7 @@ class Running:
     url: str
     port: int
     pid: int
+    boot_s: float = 0.0  # from the start of the process until it answered with every worker up
 
 
 # What helps after a failed boot, by the root cause's exception: the usual cause is the environment.
@@ -106,6 +107,7 @@ def run_server(
     """
     log = tempfile.NamedTemporaryFile(prefix="fastapi-tune-", suffix=".log", delete=False)  # noqa: SIM115
     log_path = Path(log.name)
+    started = time.monotonic()
     proc = subprocess.Popen(
         list(argv),
         cwd=cwd,
@@ -128,6 +130,7 @@ def run_server(
                 # verify=False: a server we started ourselves on loopback, maybe with a test certificate.
                 answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
             if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
+                boot_s = time.monotonic() - started
                 if workers > 1:
                     time.sleep(0.5)  # one worker answered; let the others finish importing the app
                 break
@@ -136,7 +139,7 @@ def run_server(
                     f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
                 )
             time.sleep(0.1)
-        yield Running(url=url, port=port, pid=proc.pid)
+        yield Running(url=url, port=port, pid=proc.pid, boot_s=boot_s)
     finally:
         stop_group(proc)
         log.close()

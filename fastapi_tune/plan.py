@@ -96,6 +96,7 @@ class Advice:
 
     text: str
     code: tuple[str, ...] = ()
+    only_for: str | None = None  # the one server it concerns ("gunicorn"); None: the app, any server
 
 
 @dataclass(frozen=True)
@@ -817,6 +818,7 @@ def _uvicorn_worker_note(worker_class: str, graceful: int) -> Decided:
                     "    # add 'limit_concurrency': N to answer 503 at once beyond N connections "
                     "instead of queueing",
                 ),
+                only_for="gunicorn",
             ),
         )
     )

@@ -174,6 +174,6 @@ preload_app = True
 #       --worker-tmp-dir /dev/shm \
 #       --preload
 #   uvicorn main:app --host 127.0.0.1 --port 8000 --workers 2 --timeout-keep-alive 5 \
-#       --backlog 2048 --timeout-graceful-shutdown 30 --limit-max-requests 10000 \
-#       --limit-max-requests-jitter 1000 --no-access-log
+#       --backlog 2048 --timeout-graceful-shutdown 30 --timeout-worker-healthcheck 30 \
+#       --limit-max-requests 10000 --limit-max-requests-jitter 1000 --no-access-log
 #   fastapi run main.py --app app --host 127.0.0.1 --port 8000 --workers 2
