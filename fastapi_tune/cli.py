@@ -44,6 +44,7 @@ from fastapi_tune.host import (
 )
 from fastapi_tune.import_load import import_k6, import_locust
 from fastapi_tune.plan import Choices, Plan, make_plan
+from fastapi_tune.plan_servers import plan_server
 from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
 from fastapi_tune.redact import option_secrets, redact_secrets_in, redact_text
@@ -53,9 +54,17 @@ from fastapi_tune.render_host import print_host
 from fastapi_tune.render_html import render_html
 from fastapi_tune.render_plan import plan_to_json, print_brief, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
+from fastapi_tune.render_servers import (
+    SCRIPT_NAMES,
+    print_server_plan,
+    render_run_script,
+    server_plan_to_json,
+)
 from fastapi_tune.render_tune import TuneProgress, print_files, print_tune, tune_to_json
 from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
 from fastapi_tune.report import DEFAULT_REPORT, ProbeReport, load_report, report_to_json
+from fastapi_tune.server_evidence import server_evidence
+from fastapi_tune.server_plan import Server, ServerPlan
 from fastapi_tune.slo import parse_slo
 from fastapi_tune.target import (
     cpu_is_limited,
@@ -501,9 +510,23 @@ def recommend(  # long mostly in its signature: one typer parameter per option
         ),
     ] = None,
     output: Annotated[
-        Path, typer.Option("-o", "--out", help="Where to write the gunicorn config.")
-    ] = DEFAULT_CONF,
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Where to write the gunicorn config (default gunicorn.conf.py), or with --server uvicorn"
+            " or granian the script that runs it (default run-uvicorn.sh, run-granian.sh).",
+        ),
+    ] = None,
     bind: Annotated[str | None, typer.Option(help="Address to listen on (default: the profile's).")] = None,
+    server: Annotated[
+        Server,
+        typer.Option(
+            "--server",
+            help="The server to plan for: gunicorn (default; gunicorn.conf.py), uvicorn (its own process"
+            " manager) or granian; the same plan, each value as that server spells it, what it lacks said.",
+        ),
+    ] = Server.GUNICORN,
     worker_class: Annotated[
         str | None, typer.Option(help="uvicorn-worker (default) or asgi (gunicorn's native worker, >= 24).")
     ] = None,
@@ -561,7 +584,9 @@ def recommend(  # long mostly in its signature: one typer parameter per option
     Every number comes with what was measured and why (no (2 x cores) + 1). At a terminal it asks
     for what it cannot know (app module, deployment profile, bind, overwrite); with --yes or
     without a terminal it takes the defaults and never replaces an existing file unless --yes.
+    With --server uvicorn or granian it writes a script that runs that server with the same plan.
     """
+    output = output or (DEFAULT_CONF if server is Server.GUNICORN else Path(SCRIPT_NAMES[server]))
     check_writable(output, "--out")
     if target_rps is not None:
         checks.number(target_rps, "--target-rps", 1e-3, checks.MAX_RPS, " requests/s")
@@ -595,9 +620,14 @@ def recommend(  # long mostly in its signature: one typer parameter per option
             mix=parse_mix(mix) if mix else None,
         ),
     )
-    _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
+    sp = None
+    if server is Server.GUNICORN:
+        _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
+    else:
+        sp = plan_server(server, plan, server_evidence(facts, report, chosen))
+        _show_server_and_write(plan, sp, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
     if deploy is not None:
-        spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name)
+        spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name, sp)
         for name, text in deploy_files(spec):
             _show_and_write_file(deploy / name, text, consent=yes, ask=ask)
 
@@ -625,7 +655,18 @@ def _show_and_write(
     _show_and_write_file(output, text, consent, ask)
 
 
-def _show_and_write_file(output: Path, text: str, consent: bool, ask: bool) -> None:
+def _show_server_and_write(
+    plan: Plan, sp: ServerPlan, output: Path, consent: bool, ask: bool, as_json: bool, brief: bool
+) -> None:
+    """Print the plan as uvicorn or Granian runs it, then write the script that runs it."""
+    if as_json:
+        print_json({**plan_to_json(plan), "server": server_plan_to_json(sp)})
+    else:
+        print_server_plan(out, plan, sp, brief=brief)
+    _show_and_write_file(output, render_run_script(sp, plan), consent, ask, executable=True)
+
+
+def _show_and_write_file(output: Path, text: str, consent: bool, ask: bool, executable: bool = False) -> None:
     """Write one generated file, asking before replacing a different one (a backup is kept)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     if existing_state(output, text) is Overwrite.ASK and ask:
@@ -636,11 +677,14 @@ def _show_and_write_file(output: Path, text: str, consent: bool, ask: bool) -> N
             err.print(f"Left {output} as it was; the new config was not written.")
             return
     written = write_output(output, text, consent)
+    if executable:
+        output.chmod(output.stat().st_mode | 0o111)  # a script to run: ./run-granian.sh
     if written.unchanged:
         err.print(f"{output} already holds this config; nothing written.")
     else:
         saved = f" (previous version kept as {written.backup})" if written.backup else ""
         check = f" Check it: gunicorn --check-config -c {output}" if output.suffix == ".py" else ""
+        check = f" Run it from the app's directory: sh {output}" if executable else check
         err.print(f"Wrote [bold]{output}[/]{saved}.{check}")
 
 

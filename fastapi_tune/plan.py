@@ -617,7 +617,9 @@ def _app_and_bind(profile: Profile, choices: Choices) -> Decided:
     if choices.bind:
         why = "you chose it."
     elif bind.startswith("127."):
-        why = "loopback: a reverse proxy on the same host forwards to it, and gunicorn stays off the network."
+        why = (
+            "loopback: a reverse proxy on the same host forwards to it, and the server stays off the network."
+        )
     else:
         why = (
             "all interfaces: port publishing and Services forward to the container's interface, not its "

@@ -6,11 +6,10 @@ Rendering only: the values are the plan's settings; the flags are each tool's sp
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
 
 from fastapi_tune.plan import Plan
 from fastapi_tune.plan_servers import gunicorn_plan, uvicorn_plan
-from fastapi_tune.server_plan import UVICORN_FLAG_SINCE, ServerPlan, dotted, uvicorn_accepts
+from fastapi_tune.server_plan import UVICORN_FLAG_SINCE, dotted, server_argv, uvicorn_accepts
 
 __all__ = [
     "command_notes",
@@ -23,16 +22,6 @@ __all__ = [
     "uvicorn_argv",
     "wrapped",
 ]
-
-
-def server_argv(sp: ServerPlan, program: Sequence[str] | None = None) -> tuple[str, ...]:
-    """PROGRAM APP followed by every option (`program` defaults to the server's own command)."""
-    argv = [*(program or (sp.server.value,)), sp.app]
-    for o in sp.options:
-        argv.append(o.flag)
-        if o.value is not None:
-            argv.append(o.value)
-    return tuple(argv)
 
 
 def _host_port(plan: Plan) -> tuple[str, str]:

@@ -110,6 +110,8 @@ def print_server_plan(console: Console, plan: Plan, sp: ServerPlan, brief: bool 
                 console.print(f"  - {escape(a.text)}")
                 for line in a.code:
                     console.print(f"      {escape(line)}", style="green", highlight=False)
+        if plan.unknowns:
+            console.print("[bold yellow]Unknown[/]")
         for u in plan.unknowns:
             console.print(f"  - {escape(u)}", style="yellow")
     for note in sp.notes:

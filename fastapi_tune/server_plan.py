@@ -5,7 +5,7 @@ Shared by the deciders (plan_servers.py) and the renderers (render_servers.py); 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -88,6 +88,16 @@ class ServerPlan:
 
 # ---------------------------------------------------------------------------------------
 # Shared pieces
+
+
+def server_argv(sp: ServerPlan, program: Sequence[str] | None = None) -> tuple[str, ...]:
+    """PROGRAM APP followed by every option (`program` defaults to the server's own command)."""
+    argv = [*(program or (sp.server.value,)), sp.app]
+    for o in sp.options:
+        argv.append(o.flag)
+        if o.value is not None:
+            argv.append(o.value)
+    return tuple(argv)
 
 
 def accepts(flag: str, version: str | None, since: Mapping[str, tuple[int, int]]) -> bool:

@@ -88,7 +88,7 @@ def workers_for_cpus(planned: int, cpus: float | None, per_cpu: float) -> int:
 # wsgi_app: the application gunicorn loads (so `gunicorn -c FILE` needs no argument).
 wsgi_app = "main:app"
 
-# bind: loopback: a reverse proxy on the same host forwards to it, and gunicorn stays off the
+# bind: loopback: a reverse proxy on the same host forwards to it, and the server stays off the
 #   network.
 bind = os.environ.get("BIND") or "127.0.0.1" + ":" + os.environ.get("PORT", "8000")
 
