@@ -6,7 +6,7 @@ Shared by the deciders (plan_servers.py) and the renderers (render_servers.py); 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
@@ -190,3 +190,19 @@ def parse_servers(text: str) -> tuple[Server, ...]:
             + (f" ({', '.join(unknown)} unknown)" if unknown else "")
         )
     return tuple(dict.fromkeys(known[n] for n in names))
+
+
+def for_measuring(sp: ServerPlan, port: int) -> tuple[ServerPlan, tuple[str, ...]]:
+    """The plan on a loopback port, without the options that restart workers on their own (a restart
+    mid-run shows as errors, a vanished worker, negative CPU), and those options, as `flag value`."""
+    why = "verify: a free loopback port"
+    if sp.server is Server.GUNICORN:
+        bind: tuple[ServerOption, ...] = (ServerOption("--bind", f"127.0.0.1:{port}", why, "bind"),)
+    else:
+        bind = (
+            ServerOption("--host", "127.0.0.1", why, "bind"),
+            ServerOption("--port", str(port), why, "bind"),
+        )
+    kept = tuple(o for o in sp.options if o.carries != "bind" and not o.recycles)
+    dropped = tuple(f"{o.flag} {o.value}" if o.value else o.flag for o in sp.options if o.recycles)
+    return replace(sp, options=(*bind, *kept)), dropped
