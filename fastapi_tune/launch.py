@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 import httpx
+import psutil
 
 from fastapi_tune.errors import ServerFailedError
 from fastapi_tune.observe import worker_children
@@ -130,9 +131,12 @@ def run_server(
                 # verify=False: a server we started ourselves on loopback, maybe with a test certificate.
                 answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
             if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
-                boot_s = time.monotonic() - started
                 if workers > 1:
-                    time.sleep(0.5)  # one worker answered; let the others finish importing the app
+                    # One worker answered; the others may still import the app. Load sent now would pin
+                    # its keep-alive connections on the ready ones (and Granian's late workers have no
+                    # socket yet), measuring fewer workers than the config has.
+                    _wait_settled(proc.pid, deadline)
+                boot_s = time.monotonic() - started
                 break
             if time.monotonic() > deadline:
                 raise ServerFailedError(
@@ -144,6 +148,24 @@ def run_server(
         stop_group(proc)
         log.close()
         log_path.unlink(missing_ok=True)
+
+
+# A worker whose main thread sleeps (in accept or its event loop's poll) at this many looks in a row,
+# SETTLE_INTERVAL_S apart, has finished starting; an importing one runs or waits for a CPU.
+_SETTLE_LOOKS: Final = 3
+_SETTLE_INTERVAL_S: Final = 0.1
+
+
+def _wait_settled(pid: int, deadline: float) -> None:
+    """Until every worker's main thread has slept for a few looks in a row (or the boot deadline)."""
+    calm = 0
+    while calm < _SETTLE_LOOKS and time.monotonic() < deadline:
+        states = []
+        for w in worker_children(pid):
+            with contextlib.suppress(psutil.Error):
+                states.append(w.status())
+        calm = calm + 1 if states and all(s == psutil.STATUS_SLEEPING for s in states) else 0
+        time.sleep(_SETTLE_INTERVAL_S)
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:

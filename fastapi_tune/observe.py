@@ -101,15 +101,18 @@ def find_server(port: int) -> ServerInfo:
 
 
 def _reuseport_master(listeners: list[psutil.Process]) -> psutil.Process | None:
-    """The parent of several listeners that do not share one socket (Granian: each worker binds its own
-    SO_REUSEPORT socket on the port, and the master holds none of them), else None."""
+    """The master of listeners that do not share one socket (Granian: each worker binds its own
+    SO_REUSEPORT socket on the port, and the master holds none of them), else None: their one parent,
+    when there are several or when it runs the same command (a worker not yet listening beside it)."""
     parents = {p.ppid() for p in listeners}
-    if len(listeners) < 2 or len(parents) != 1:
+    if len(parents) != 1:
         return None
     try:
-        return psutil.Process(parents.pop())
-    except psutil.NoSuchProcess:
+        parent = psutil.Process(parents.pop())
+        same = parent.cmdline() == listeners[0].cmdline()
+    except psutil.Error:
         return None
+    return parent if len(listeners) > 1 or same else None
 
 
 def _server_info(root: psutil.Process, workers: tuple[int, ...]) -> ServerInfo:

@@ -69,11 +69,16 @@ _RECYCLING: Final = ("max_requests", "max_requests_jitter")
 def gunicorn_plan(plan: Plan) -> ServerPlan:
     """gunicorn with every plan setting that has a flag (gunicorn.conf.py holds the same values)."""
     options: list[ServerOption] = []
+    defaults: list[NotFlag] = []
     for s in plan.settings:
         if s.name in _GUNICORN_SWITCHES:
             if s.value:
                 options.append(ServerOption(_GUNICORN_SWITCHES[s.name], None, s.why, s.name))
-        elif s.name in _GUNICORN_FLAGS and s.value is not None:
+            else:
+                defaults.append(NotFlag(s.name, f"off, gunicorn's default: {s.why}"))
+        elif s.name in _GUNICORN_FLAGS and s.value is None:
+            defaults.append(NotFlag(s.name, f"none, gunicorn's default: {s.why}"))
+        elif s.name in _GUNICORN_FLAGS:
             recycles = s.name in _RECYCLING and bool(s.value)
             options.append(ServerOption(_GUNICORN_FLAGS[s.name], str(s.value), s.why, s.name, recycles))
     stack = plan.stack
@@ -91,7 +96,7 @@ def gunicorn_plan(plan: Plan) -> ServerPlan:
         installed=installed,
         workers=plan.workers,
         options=tuple(options),
-        not_flags=(),
+        not_flags=tuple(defaults),
         notes=notes,
         advice=advice_for(plan, Server.GUNICORN),
         pins=tuple(pins),
@@ -142,7 +147,7 @@ def _uvicorn_recycling(plan: Plan) -> tuple[list[ServerOption], list[NotFlag]]:
     limit, jitter = plan.setting("max_requests"), plan.setting("max_requests_jitter")
     if not limit.value:
         said = NotFlag("max_requests", "no recycling, uvicorn's default (no --limit-max-requests)")
-        return [], [said]
+        return [], [said, NotFlag("max_requests_jitter", "no recycling, so no jitter")]
     return [
         ServerOption("--limit-max-requests", str(limit.value), limit.why, "max_requests", recycles=True),
         ServerOption(
@@ -170,10 +175,12 @@ def _uvicorn_limit(ev: ServerEvidence) -> tuple[list[ServerOption], list[str]]:
         )
         return [], [note]
     why += (
-        ": beyond it the worker answers 503 at once instead of letting requests pile into the collapse"
-        " (uvicorn counts idle keep-alive connections too: keep a proxy's pool per worker below it)"
+        f": {cap} + 1, since uvicorn counts the connection asking among the open ones (measured: with 2,"
+        " a second keep-alive connection gets 503). Beyond it the worker answers 503 at once instead of"
+        " letting requests pile into the collapse; idle keep-alive connections count too, so keep a"
+        " proxy's pool per worker below it"
     )
-    return [ServerOption("--limit-concurrency", str(cap), why)], []
+    return [ServerOption("--limit-concurrency", str(cap + 1), why)], []
 
 
 _UVICORN_NOT_FLAGS: Final = {
@@ -297,7 +304,10 @@ def _granian_lifetime(plan: Plan, ev: ServerEvidence) -> tuple[list[ServerOption
     """gunicorn's max_requests (a count) as an age, at the rate the probe measured per worker."""
     count = int(str(plan.setting("max_requests").value or 0))
     if not count:
-        return [], [NotFlag("max_requests", "no recycling by age: Granian's default (no --workers-lifetime)")]
+        return [], [
+            NotFlag("max_requests", "no recycling by age: Granian's default (no --workers-lifetime)"),
+            NotFlag("max_requests_jitter", "no recycling, so no jitter"),
+        ]
     jitter = NotFlag(
         "max_requests_jitter",
         "Granian has no jitter: workers born together reach their age together, then are replaced one at a"
