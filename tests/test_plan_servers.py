@@ -9,20 +9,20 @@ import sys
 
 import pytest
 
-from fastapi_tune.appenv import AppEnv, read_app_env
-from fastapi_tune.errors import UsageError
-from fastapi_tune.histogram import LatencyHistogram
-from fastapi_tune.plan import Plan
-from fastapi_tune.plan_servers import plan_server
-from fastapi_tune.profiles import load_profile
-from fastapi_tune.render_commands import server_argv
-from fastapi_tune.render_servers import render_run_script
-from fastapi_tune.report import EndpointClass, ProbeReport
-from fastapi_tune.server_evidence import ServerEvidence, server_evidence
-from fastapi_tune.server_plan import Server, for_measuring, parse_servers
-from fastapi_tune.servers_judge import ServerRun, judge_servers
-from fastapi_tune.slo import parse_slo
-from fastapi_tune.verify_judge import Capacity, RateCheck, Run
+from fastapi_tune.core.errors import UsageError
+from fastapi_tune.measure.appenv import AppEnv, read_app_env
+from fastapi_tune.measure.histogram import LatencyHistogram
+from fastapi_tune.measure.report import EndpointClass, ProbeReport
+from fastapi_tune.plan.model import Plan
+from fastapi_tune.plan.profiles import load_profile
+from fastapi_tune.plan.server_evidence import ServerEvidence, server_evidence
+from fastapi_tune.plan.server_model import Server, for_measuring, parse_servers
+from fastapi_tune.plan.servers import plan_server
+from fastapi_tune.plan.slo import parse_slo
+from fastapi_tune.render.commands import server_argv
+from fastapi_tune.render.servers import render_run_script
+from fastapi_tune.verify.judge import Capacity, RateCheck, Run
+from fastapi_tune.verify.servers_judge import ServerRun, judge_servers
 from tests.test_plan import MIB, cpu_report, make_endpoint, make_host, make_level, make_report, plan_for
 
 STACK = AppEnv(python="py", gunicorn="27.0.1", uvicorn="0.55.0", uvicorn_worker="0.4.0", granian="2.8.9")

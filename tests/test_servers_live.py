@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from fastapi_tune.launch import free_port, run_server
-from fastapi_tune.observe import find_server
-from fastapi_tune.report import EndpointClass, ProbeReport, report_to_json
-from fastapi_tune.server_plan import Server
+from fastapi_tune.measure.launch import free_port, run_server
+from fastapi_tune.measure.observe import find_server
+from fastapi_tune.measure.report import EndpointClass, ProbeReport, report_to_json
+from fastapi_tune.plan.server_model import Server
 from tests.servers import REPO
 from tests.test_plan import cpu_report, make_endpoint, make_level, make_report
 from tests.test_verify import run_cli
