@@ -18,7 +18,8 @@ throughput is within 5% of the best wrk measures.
 Rounds during which other processes took more than 0.1 core are flagged (the machine may be shared).
 Exits 1 if a bar is missed. Needs wrk (apt-get install wrk). About 4 minutes on 2 cores.
 
-Run from the repo root:  .venv/bin/python benchmarks/servers.py [--rounds 4] [--duration 4]
+Run from the repo root:  .venv/bin/python benchmarks/servers.py [--rounds 4] [--duration 4] [--workers N]
+(--workers pins every server's count through a copy of the vm profile with min = max = N).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -106,9 +108,21 @@ def probe(work: Path) -> Path:
     return work / "report.json"
 
 
-def server_plans(report: Path) -> dict[Server, ServerPlan]:
-    """The plans verify --servers makes on this host (vm profile), for the referee to run the same."""
-    host, profile, loaded = read_host(), load_profile("vm"), load_report(report)
+def bench_profile(work: Path, workers: int | None) -> str:
+    """vm, or vm with the worker count pinned (min = max = N) so every server and run has N."""
+    if workers is None:
+        return "vm"
+    text = (REPO / "profiles" / "vm.yaml").read_text(encoding="utf-8")
+    text = re.sub(r"^  min: \d+", f"  min: {workers}", text, flags=re.M)
+    text = re.sub(r"^  max: \d+", f"  max: {workers}", text, flags=re.M)
+    path = work / f"vm-{workers}-workers.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def server_plans(report: Path, profile_name: str) -> dict[Server, ServerPlan]:
+    """The plans verify --servers makes on this host, for the referee to run the same."""
+    host, profile, loaded = read_host(), load_profile(profile_name), load_report(report)
     stack = read_app_env(sys.executable, REPO)
     plan = make_plan(host, loaded, profile, Choices(app=APP, gunicorn_version=stack.gunicorn, stack=stack))
     evidence = server_evidence(host, loaded, profile)
@@ -225,6 +239,7 @@ def verify(
 ) -> dict[str, Any]:
     r = cli(
         "verify", APP, "--probe", str(report), "--servers", ",".join(servers), "--json",
+        "--profile", args.profile,
         "--repeat", str(rounds or args.rounds), "--duration", f"{args.duration:g}",
         "--concurrency", str(args.concurrency), cwd=work,
     )  # fmt: skip
@@ -276,13 +291,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="pin every server's workers (default: the plan's)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         report = probe(work)
-        plans = server_plans(report)
+        args.profile = bench_profile(work, args.workers)
+        plans = server_plans(report, args.profile)
         lua = work / "mix.lua"
         lua.write_text(WRK_LUA % ", ".join(f'"{p}"' for p in PATHS))
         print(

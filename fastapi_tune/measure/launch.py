@@ -135,7 +135,7 @@ def run_server(
                     # One worker answered; the others may still import the app. Load sent now would pin
                     # its keep-alive connections on the ready ones (and Granian's late workers have no
                     # socket yet), measuring fewer workers than the config has.
-                    _wait_settled(proc.pid, deadline)
+                    _wait_settled(proc.pid, min(deadline, time.monotonic() + _SETTLE_MAX_S))
                 boot_s = time.monotonic() - started
                 break
             if time.monotonic() > deadline:
@@ -154,6 +154,8 @@ def run_server(
 # SETTLE_INTERVAL_S apart, has finished starting; an importing one runs or waits for a CPU.
 _SETTLE_LOOKS: Final = 3
 _SETTLE_INTERVAL_S: Final = 0.1
+# An app whose main thread keeps computing at idle never settles: load starts after this long anyway.
+_SETTLE_MAX_S: Final = 20.0
 
 
 def _wait_settled(pid: int, deadline: float) -> None:
