@@ -113,8 +113,9 @@ def bench_profile(work: Path, workers: int | None) -> str:
     if workers is None:
         return "vm"
     text = (REPO / "profiles" / "vm.yaml").read_text(encoding="utf-8")
-    text = re.sub(r"^  min: \d+", f"  min: {workers}", text, flags=re.M)
-    text = re.sub(r"^  max: \d+", f"  max: {workers}", text, flags=re.M)
+    # The first min/max are the workers' (the timeout's come later in the file).
+    text = re.sub(r"^  min: \d+", f"  min: {workers}", text, count=1, flags=re.M)
+    text = re.sub(r"^  max: \d+", f"  max: {workers}", text, count=1, flags=re.M)
     path = work / f"vm-{workers}-workers.yaml"
     path.write_text(text, encoding="utf-8")
     return str(path)
@@ -151,7 +152,9 @@ class Others:
     @staticmethod
     def _busy() -> float:
         t = psutil.cpu_times()
-        return float(sum(t)) - t.idle - getattr(t, "iowait", 0.0)
+        # guest time is already counted in user time on Linux: leave it out of the sum.
+        skipped = ("idle", "iowait", "guest", "guest_nice")
+        return float(sum(t)) - sum(getattr(t, name, 0.0) for name in skipped)
 
     def start(self) -> None:
         self.t0, self.busy0, self.ours0 = time.perf_counter(), self._busy(), self._ours()
