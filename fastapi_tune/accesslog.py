@@ -103,7 +103,7 @@ def _start(name: str, stack: ExitStack, notes: list[str]) -> _Input:
         raise BadInputError(f"--access-log {name}: empty: no line to read ({_EXPECTED})")
     if fmt is None:
         raise BadInputError(
-            f"--access-log {name}: no line in a known format among its first {len(head)}"
+            f"--access-log {name}: no line in a known format in the first {len(head)} read"
             f" ({_EXPECTED}); the first reads: {redact_log_line(head[0])!r}"
         )
     return _Input(name, itertools.chain(head, lines), fmt)

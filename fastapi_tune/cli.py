@@ -18,11 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from fastapi_tune import __version__, checks
+from fastapi_tune.accesslog import Progress, read_access_logs
 from fastapi_tune.appenv import read_app_env
 from fastapi_tune.classify import classify_report
 from fastapi_tune.demo import SAMPLE_APP
 from fastapi_tune.deploy import decide_deploy
-from fastapi_tune.discovery import parse_header
+from fastapi_tune.discovery import document_routes, parse_header
 from fastapi_tune.errors import (
     BadInputError,
     ExitCode,
@@ -44,6 +45,7 @@ from fastapi_tune.host import (
 )
 from fastapi_tune.import_load import import_k6, import_locust
 from fastapi_tune.plan import Choices, Plan, make_plan
+from fastapi_tune.plan_traffic import TrafficDefaults, traffic_defaults, with_traffic_input
 from fastapi_tune.probe import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
 from fastapi_tune.redact import option_secrets, redact_secrets_in, redact_text
@@ -53,9 +55,10 @@ from fastapi_tune.render_host import print_host
 from fastapi_tune.render_html import render_html
 from fastapi_tune.render_plan import plan_to_json, print_brief, print_plan
 from fastapi_tune.render_probe import LiveProgress, print_report
+from fastapi_tune.render_traffic import print_traffic, traffic_summary
 from fastapi_tune.render_tune import TuneProgress, print_files, print_tune, tune_to_json
 from fastapi_tune.render_verify import VerifyProgress, print_verify, verify_to_json
-from fastapi_tune.report import DEFAULT_REPORT, ProbeReport, load_report, report_to_json
+from fastapi_tune.report import DEFAULT_REPORT, ProbeReport, load_report, report_routes, report_to_json
 from fastapi_tune.slo import parse_slo
 from fastapi_tune.target import (
     cpu_is_limited,
@@ -64,11 +67,13 @@ from fastapi_tune.target import (
     sizing_warning,
     with_overrides,
 )
+from fastapi_tune.traffic import TrafficProfile, traffic_to_json
 from fastapi_tune.verify import VerifyOptions, VerifyResult, run_verify, verify_notes
 from fastapi_tune.workflow import (
     TuneOptions,
     TuneResult,
     probe_and_classify,
+    read_traffic,
     run_demo,
     run_tune,
     save_report,
@@ -217,6 +222,27 @@ _Memory = Annotated[
 ]
 
 
+_AccessLog = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--access-log",
+        help="Production access log (nginx/gunicorn combined, uvicorn, JSON lines; .gz read directly;"
+        " - for stdin); repeatable. Its routes' shares and its busiest 60 s guide the run.",
+    ),
+]
+
+
+def _read_logs(read: Callable[[Progress], TrafficProfile], say: bool = True) -> TrafficProfile:
+    """Read access logs with a progress line on stderr, then say what was found (one line)."""
+    with err.status("Reading the access logs") as status:
+        traffic = read(lambda n: status.update(f"Reading the access logs: {n:,} lines"))
+    if say:
+        err.print(escape(traffic_summary(traffic)), highlight=False)
+    for note in traffic.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    return traffic
+
+
 def _host_facts(cpus: str | None, memory: str | None) -> HostFacts:
     """This machine's facts, with the target's CPUs and memory where the user named them."""
     return read_host(env=with_overrides(os.environ, cpus, memory))
@@ -332,6 +358,7 @@ def probe(  # long mostly in its signature: one typer parameter per option
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
+    access_log: _AccessLog = None,
 ) -> None:
     """Measure how each endpoint of a running app scales, and classify it.
 
@@ -364,15 +391,21 @@ def probe(  # long mostly in its signature: one typer parameter per option
     check_writable(out_path, "--out")  # never measure into a path that cannot be written
     if html is not None:
         check_writable(html, "--html")
-    _probe_and_save(options, read_host(), out_path, as_json, html)
+    traffic = _read_logs(lambda p: read_traffic(options, access_log, p)) if access_log else None
+    _probe_and_save(options, read_host(), out_path, as_json, html, traffic)
 
 
 def _probe_and_save(
-    options: ProbeOptions, facts: HostFacts, out_path: Path, as_json: bool, html: Path | None = None
+    options: ProbeOptions,
+    facts: HostFacts,
+    out_path: Path,
+    as_json: bool,
+    html: Path | None = None,
+    traffic: TrafficProfile | None = None,
 ) -> ProbeReport:
     """Run a probe with live progress, save the report always, show it, and raise on a bad end."""
     with LiveProgress(err) as progress:
-        outcome = probe_and_classify(options, facts, progress)
+        outcome = probe_and_classify(options, facts, progress, traffic)
     return _save_and_show(outcome, out_path, as_json, html)
 
 
@@ -555,6 +588,7 @@ def recommend(  # long mostly in its signature: one typer parameter per option
     ] = sys.executable,
     deploy: Annotated[Path | None, typer.Option(help=_DEPLOY_HELP)] = None,
     health_path: Annotated[str | None, typer.Option(help=_HEALTH_HELP)] = None,
+    access_log: _AccessLog = None,
 ) -> None:
     """Turn host facts + the probe report + a profile into gunicorn.conf.py and a command.
 
@@ -568,6 +602,8 @@ def recommend(  # long mostly in its signature: one typer parameter per option
     _check_db_options(db_max_connections, db_pool_size)
     if target_rps is not None and not (math.isfinite(target_rps) and target_rps > 0):
         raise UsageError("--target-rps: expected a positive number of requests per second")
+    report = load_report(probe_path)
+    traffic = _recommend_traffic(report, access_log)
     ask = _interactive(yes, as_json)
     if ask:
         app_module = app_module or _ask("App to serve (module:attribute)", "main:app", _app_spec)
@@ -576,30 +612,47 @@ def recommend(  # long mostly in its signature: one typer parameter per option
         bind = _ask("Bind address", chosen.bind, _bind_spec)
     facts = _target_facts(chosen, cpus, memory, ask)
     stack = read_app_env(python)
-    report = load_report(probe_path)
-    plan = make_plan(
-        facts,
-        report,
-        chosen,
-        Choices(
-            app=app_module or "main:app",
-            bind=bind,
-            worker_class=worker_class,
-            preload=preload,
-            target_rps=target_rps,
-            gunicorn_version=stack.gunicorn,
-            stack=stack,
-            db_max_connections=db_max_connections,
-            db_pool_size=db_pool_size,
-            objective=parse_slo(slo) if slo else None,
-            mix=parse_mix(mix) if mix else None,
-        ),
+    choices = Choices(
+        app=app_module or "main:app",
+        bind=bind,
+        worker_class=worker_class,
+        preload=preload,
+        target_rps=target_rps,
+        gunicorn_version=stack.gunicorn,
+        stack=stack,
+        db_max_connections=db_max_connections,
+        db_pool_size=db_pool_size,
+        objective=parse_slo(slo) if slo else None,
+        mix=parse_mix(mix) if mix else None,
     )
+    defaults = None if traffic is None else traffic_defaults(choices, traffic, report)
+    plan = make_plan(facts, report, chosen, defaults.choices if defaults else choices)
+    if defaults is not None:
+        plan = with_traffic_input(plan, defaults)
+        _say_defaults(defaults)
     _show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
     if deploy is not None:
         spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name)
         for name, text in deploy_files(spec):
             _show_and_write_file(deploy / name, text, consent=yes, ask=ask)
+
+
+def _recommend_traffic(report: ProbeReport | None, access_log: list[str] | None) -> TrafficProfile | None:
+    """The traffic to plan for: --access-log matched to the report's routes, else the report's own."""
+    if not access_log:
+        return None if report is None else report.traffic
+    if report is None:
+        raise UsageError(
+            "--access-log needs the app's routes to match requests to: probe the app first"
+            " (`fastapi-tune probe URL`), or pass --probe REPORT"
+        )
+    return _read_logs(lambda p: read_access_logs(access_log, report_routes(report), p))
+
+
+def _say_defaults(defaults: TrafficDefaults) -> None:
+    err.print(escape(defaults.line), highlight=False)
+    for note in defaults.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 def _check_db_options(max_connections: int | None, pool_size: int | None) -> None:
@@ -765,6 +818,7 @@ def tune(  # long mostly in its signature: one typer parameter per option
         flag("--yes", "-y", help="Take the defaults, never prompt; replace files (kept as .bak)."),
     ] = False,
     as_json: Annotated[bool, flag("--json", help="Print report, plan and files as one JSON object.")] = False,
+    access_log: _AccessLog = None,
 ) -> None:
     """Your own app in one command: start it, probe it, recommend, write the config, stop it.
 
@@ -800,6 +854,7 @@ def tune(  # long mostly in its signature: one typer parameter per option
         health_path=health_path,
         replace=consent,
         verify=verify_it,
+        access_logs=tuple(access_log or ()),
     )
     if deploy is not None:
         deploy.mkdir(parents=True, exist_ok=True)
@@ -819,6 +874,8 @@ def _show_tune(result: TuneResult, out_path: Path, as_json: bool) -> None:
         raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
     if outcome.report.interrupted:
         raise Interrupted(f"interrupted: what was measured is in {out_path}; the app was stopped")
+    if result.traffic is not None:
+        _say_defaults(result.traffic)
     print_files(err, result)
     if result.verify is not None and result.verify.interrupted:
         raise Interrupted("interrupted during --verify; every server started was stopped")
@@ -970,6 +1027,52 @@ def report(
     verify_data = _read_json_object(verify_json) if verify_json else None
     atomic_write(html, render_html(data, plan_data, verify_data))
     err.print(f"HTML report saved to [bold]{html}[/]")
+
+
+@command
+def traffic(
+    access_log: Annotated[
+        list[str],
+        typer.Option(
+            "--access-log",
+            help="Access log (nginx/gunicorn combined, uvicorn, JSON lines; .gz read directly; - for stdin);"
+            " repeatable: several servers' logs add up.",
+        ),
+    ],
+    probe_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--probe", help="Probe report whose routes to match (default: ./fastapi-tune-probe.json)."
+        ),
+    ] = None,
+    openapi: Annotated[
+        Path | None,
+        typer.Option("--openapi", help="The app's OpenAPI document as a file (instead of a probe report)."),
+    ] = None,
+    as_json: Annotated[bool, flag("--json", help="Print the traffic profile as JSON on stdout.")] = False,
+) -> None:
+    """What production traffic looks like, from access logs: each route's share, the peak rate, statuses.
+
+    Every request is matched to the app's path templates (from --openapi, or the probe report):
+    /orders/123 -> GET /orders/{oid}, the most specific template winning. Unmatched paths are counted,
+    never guessed. The peak is the highest mean rate over any 60 s. `recommend --access-log` plans
+    for this mix and peak; `probe --access-log` measures the busiest routes first.
+    """
+    if openapi is not None:
+        routes = document_routes(_read_json_object(openapi), str(openapi))
+    else:
+        report = load_report(probe_path)
+        if report is None:
+            raise UsageError(
+                "traffic: the app's routes are needed to match requests to: pass --openapi FILE"
+                " (the app's /openapi.json) or --probe REPORT (run `fastapi-tune probe URL` first)"
+            )
+        routes = report_routes(report)
+    profile = _read_logs(lambda p: read_access_logs(access_log, routes, p), say=as_json)
+    if as_json:
+        print_json(traffic_to_json(profile))
+    else:
+        print_traffic(out, profile)
 
 
 _EXPORT_REPORT = typer.Option(

@@ -451,6 +451,11 @@ def _operations(
             yield path, method, op, item
 
 
+def document_routes(doc: object, source: str) -> list[tuple[str, str]]:
+    """Every (METHOD, path template) the document declares, unsafe ones included (access logs have them)."""
+    return [(method, path) for path, method, _, _ in _operations(_check_document(doc, source), [])]
+
+
 def explicit_operations(
     endpoints: Sequence[tuple[str, str]],
     doc: object | None,

@@ -22,7 +22,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from fastapi_tune.errors import UsageError
-from fastapi_tune.report import ProbeReport
+from fastapi_tune.report import ProbeReport, route_name
 from fastapi_tune.slo import parse_slo
 
 # Locust's @task weights are integers: floats are scaled so the whole mix sums to ~1000, which
@@ -106,11 +106,6 @@ class LoadSpec:
 def header_env_var(name: str) -> str:
     """The variable holding a header's value: Authorization -> FASTAPI_TUNE_HEADER_AUTHORIZATION."""
     return HEADER_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-def route_name(method: str, path: str) -> str:
-    """The tag a request carries: "GET /orders/{oid}"."""
-    return f"{method.upper()} {path}"
 
 
 def rate_users(rate: ArrivalRate) -> int:

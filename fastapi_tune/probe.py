@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ from fastapi_tune.discovery import (
     Operation,
     apply_excludes,
     discover,
+    document_routes,
     explicit_operations,
     fetch_json,
     parse_body_option,
@@ -46,7 +47,16 @@ from fastapi_tune.loadgen import (
 from fastapi_tune.observe import ServerWatcher, find_server, server_cwd
 from fastapi_tune.preflight import json_getter, preflight_all, resolve_ids
 from fastapi_tune.redact import redact_headers, redact_url
-from fastapi_tune.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, Skipped, StopReason
+from fastapi_tune.report import (
+    Endpoint,
+    Latency,
+    Level,
+    ProbeReport,
+    ServerInfo,
+    Skipped,
+    StopReason,
+    route_name,
+)
 from fastapi_tune.rules import P99_MIN_SAMPLES, THREAD_TOKENS_PER_WORKER
 from fastapi_tune.samples import Body
 from fastapi_tune.signals import stop_on_signals
@@ -99,6 +109,11 @@ class ProbeOptions:
     preflight: bool = True  # one request per endpoint first; failing ones are skipped
     profile: bool = True  # sample the server's stacks at each route's most loaded clean level
     app_dir: Path | None = None  # the app's own files, for naming its lines (default: the server's cwd)
+    # Route name ("GET /orders/{oid}", as the report names it) -> weight, e.g. its share of the
+    # traffic in the access logs. When given, endpoints are preflighted and measured heaviest
+    # first, so a budget too short for all of them is spent on the routes that carry the traffic;
+    # routes without a weight come last, in the document's order.
+    route_weights: Mapping[str, float] | None = None
 
 
 class ProbeEvents(Protocol):
@@ -571,6 +586,7 @@ def find_operations(
                 lambda: resolve_ids(doc, ops, base, json_getter(client, options.timeout_s), params),
             )
         kept, excluded = apply_excludes(ops, options.excludes)
+        kept = by_weight(kept, options.route_weights)
         failed: list[Skipped] = []
         if options.preflight and kept:
             until = started + PREFLIGHT_SHARE * options.max_seconds
@@ -581,6 +597,33 @@ def find_operations(
                 lambda: preflight_all(client, kept, options.timeout_s, until),
             )
     return kept, [*skipped, *excluded, *failed], source
+
+
+def by_weight(ops: Sequence[Operation], weights: Mapping[str, float] | None) -> list[Operation]:
+    """The operations heaviest first (a stable sort: equal weights keep the document's order)."""
+    if not weights:
+        return list(ops)
+    return sorted(ops, key=lambda op: -weights.get(route_name(op.method, op.path), 0.0))
+
+
+def routes_to_match(options: ProbeOptions) -> list[tuple[str, str]]:
+    """The app's (METHOD, path template) pairs, for matching access-log lines: the -e endpoints and
+    every operation of the OpenAPI document (which may be missing when -e names the endpoints)."""
+    target = resolve_target(options.url, options.allow_remote)
+    explicit = [parse_endpoint(e) for e in options.endpoints]
+    url = _openapi_url(options, target.base_url)
+    headers = [parse_header(h) for h in options.headers]
+    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S)
+    with httpx.Client(headers=headers, timeout=options.timeout_s, verify=options.verify_tls) as client:
+        try:
+            doc = within(deadline, f"GET {redact_url(url)}", lambda: fetch_json(client, url))
+        except TargetUnreachableError:
+            raise
+        except Exception:
+            if not explicit:
+                raise
+            return explicit
+    return [*explicit, *document_routes(doc, url)]
 
 
 def _settings(

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import unquote
 
-from fastapi_tune.export_load import route_name
+from fastapi_tune.report import route_name
 
 # Paths already matched (or not), kept for the next line that repeats one: logs repeat a few hot
 # paths millions of times. Cleared when full, so memory stays flat however varied the paths are.
