@@ -57,11 +57,14 @@ class _Input:
 
 
 def _open(name: str, stack: ExitStack) -> IO[str]:
-    """The file (or stdin) as text; gzip is recognised by its magic bytes, whatever the name."""
+    """The file (or stdin, left open) as text, closed with `stack`; gzip is recognised by its magic
+    bytes, whatever the name."""
     try:
-        raw: IO[bytes] = sys.stdin.buffer if name == STDIN else stack.enter_context(open(name, "rb"))  # noqa: SIM115
+        raw: IO[bytes] = sys.stdin.buffer if name == STDIN else open(name, "rb")  # noqa: SIM115
     except OSError as e:
         raise BadInputError(f"--access-log {name}: cannot read it ({e.strerror or e})") from None
+    if name != STDIN:
+        stack.callback(raw.close)
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[type-var]
     try:
         magic = buffered.peek(2)[:2]
@@ -69,16 +72,21 @@ def _open(name: str, stack: ExitStack) -> IO[str]:
         raise BadInputError(f"--access-log {name}: cannot read it ({e.strerror or e})") from None
     stream: IO[bytes] | gzip.GzipFile = buffered
     if magic == b"\x1f\x8b":
-        stream = gzip.GzipFile(fileobj=buffered, mode="rb")
+        stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # closing it leaves `buffered` open
+        stack.callback(stream.close)
     elif name.endswith(".gz"):
         raise BadInputError(f"--access-log {name}: named .gz but not gzip data")
-    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+    stack.callback(text.detach)  # the file is closed above; stdin is not closed at all
+    return text
 
 
 def _guarded_lines(name: str, text: IO[str], notes: list[str]) -> Iterator[str]:
     """The lines of `text`; a gzip stream that ends early stops here with a note, keeping what was read."""
     try:
-        yield from text
+        # Not `yield from`: closing this generator early would close `text` through it.
+        for line in text:  # noqa: UP028
+            yield line
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         notes.append(f"{name}: the gzip data ends early or is damaged ({e}); the lines before it were used")
     except OSError as e:

@@ -249,9 +249,14 @@ def _pick(d: Mapping[str, Any], key: str) -> Any:
     return value
 
 
+def _scalar(value: object) -> bool:
+    return value is not None and not isinstance(value, (dict, list))
+
+
 def _first_key(objects: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str | None:
+    """The first of `keys` holding a plain value in any of `objects` ("url" may be ECS's object)."""
     for key in keys:
-        if any(_pick(d, key) is not None for d in objects):
+        if any(_scalar(_pick(d, key)) for d in objects):
             return key
     return None
 
@@ -310,7 +315,7 @@ class JsonFields:
     def of(cls, objects: Sequence[Mapping[str, Any]]) -> JsonFields:
         """The first key of each kind that any of `objects` has."""
         duration = next(
-            ((k, f) for k, f in DURATION_KEYS if any(_pick(d, k) is not None for d in objects)), None
+            ((k, f) for k, f in DURATION_KEYS if any(_scalar(_pick(d, k)) for d in objects)), None
         )
         return cls(
             method=_first_key(objects, METHOD_KEYS),

@@ -3,7 +3,8 @@
 Built once from the OpenAPI path templates, then asked once per access-log line, so the work per
 line is a dict lookup (literal paths, repeated paths) or one compiled regex per method. The most
 specific template wins, whatever order the document lists them in: the fewest parameters, then
-the longest run of literal segments from the left, then the document's order. Nothing is guessed:
+the longest run of literal segments from the left, then the most literal characters, then the
+document's order. Nothing is guessed:
 a path no template matches, or a method the matching template does not have, is unmatched.
 """
 
@@ -29,12 +30,14 @@ def _segment_pattern(segment: str) -> str:
     return "[^/]+?".join(re.escape(p) for p in parts) if len(parts) > 1 else re.escape(segment)
 
 
-def specificity(path: str, order: int) -> tuple[int, int, int]:
-    """Sort key, most specific first: fewer parameters, a longer literal prefix, earlier in the document."""
+def specificity(path: str, order: int) -> tuple[int, int, int, int]:
+    """Sort key, most specific first: fewer parameters, more literal segments before the first one,
+    more literal characters (`{name}.json` before `{name}`), earlier in the document."""
     segments = path.strip("/").split("/")
-    params = sum(1 for s in segments if "{" in s)
+    params = sum(s.count("{") for s in segments)
     prefix = next((i for i, s in enumerate(segments) if "{" in s), len(segments))
-    return params, -prefix, order
+    literal = len(_PARAM.sub("", path))
+    return params, -prefix, -literal, order
 
 
 class RouteMatcher:
@@ -42,7 +45,7 @@ class RouteMatcher:
 
     def __init__(self, routes: Iterable[tuple[str, str]]) -> None:
         self._literal: dict[tuple[str, str], str] = {}
-        templated: dict[str, list[tuple[tuple[int, int, int], str]]] = {}
+        templated: dict[str, list[tuple[tuple[int, int, int, int], str]]] = {}
         for order, (method, path) in enumerate(routes):
             method = method.upper()
             if "{" in path:

@@ -156,8 +156,8 @@ class _PeakWindow:
         """Close every open second up to `last`, in order, sliding the window over them."""
         second = self.closed_up_to
         if second is None:
-            if not self.open:
-                return
+            if not self.open or min(self.open) > last:
+                return  # nothing old enough to close yet
             second = min(self.open) - 1
         while second < last:
             if self.ring_sum == 0:

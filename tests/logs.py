@@ -13,7 +13,7 @@ import gzip
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Final
@@ -60,7 +60,9 @@ class Shape:
         return self.seconds // 2
 
     def rate(self, second: int) -> int:
-        return self.burst_rps if self.burst_start <= second < self.burst_start + self.burst_s else self.base_rps
+        return (
+            self.burst_rps if self.burst_start <= second < self.burst_start + self.burst_s else self.base_rps
+        )
 
     @property
     def requests(self) -> int:
@@ -74,8 +76,7 @@ class Shape:
     def for_lines(self, lines: int) -> Shape:
         """The same shape stretched to about `lines` matched requests."""
         per_second = self.requests / self.seconds
-        return Shape(seconds=max(120, int(lines / per_second)), base_rps=self.base_rps,
-                     burst_rps=self.burst_rps, burst_s=self.burst_s, extra=self.extra, garbage=self.garbage)  # fmt: skip
+        return replace(self, seconds=max(120, int(lines / per_second)))
 
 
 def _cycle() -> list[str]:
@@ -130,7 +131,8 @@ def line(fmt: str, t: float, method: str, target: str, status: int, ms: float) -
     """One request as `fmt` writes it."""
     if fmt == "nginx":
         when = _when(t, UTC).strftime("%d/%b/%Y:%H:%M:%S %z")
-        return f'10.0.0.7 - - [{when}] "{method} {target} HTTP/1.1" {status} 512 "-" "curl/8.5" rt={ms / 1000:.3f}'
+        request = f'"{method} {target} HTTP/1.1"'
+        return f'10.0.0.7 - - [{when}] {request} {status} 512 "-" "curl/8.5" rt={ms / 1000:.3f}'
     if fmt == "gunicorn":
         when = _when(t, timezone(timedelta(hours=-7))).strftime("%d/%b/%Y:%H:%M:%S %z")
         return f'127.0.0.1 - - [{when}] "{method} {target} HTTP/1.1" {status} - "-" "python-httpx/0.28"'
@@ -148,17 +150,35 @@ def line(fmt: str, t: float, method: str, target: str, status: int, ms: float) -
     return json.dumps(record)
 
 
-def write_log(path: Path, fmt: str, shape: Shape | None = None, compress: bool = False) -> Shape:
-    """Write a log of `shape` in `fmt` (gzip with `compress`); returns the shape."""
+@dataclass(frozen=True)
+class Written:
+    """What a generated log holds."""
+
+    shape: Shape
+    requests: int  # lines of the app's routes
+    unmatched: int  # request lines no route serves
+    garbage: int  # unreadable lines
+
+    @property
+    def lines(self) -> int:
+        return self.requests + self.unmatched + self.garbage
+
+
+def write_log(path: Path, fmt: str, shape: Shape | None = None, compress: bool = False) -> Written:
+    """Write a log of `shape` in `fmt` (gzip with `compress`); what it holds."""
     shape = shape or Shape()
     rng = random.Random(3)
+    requests = unmatched = garbage = 0
     opener = gzip.open if compress else open
-    with opener(path, "wt", encoding="utf-8") as f:  # type: ignore[operator]
-        for t, method, target, _, status, ms in _events(shape):
+    with opener(path, "wt", encoding="utf-8") as f:
+        for t, method, target, route, status, ms in _events(shape):
             f.write(line(fmt, t, method, target, status, ms) + "\n")
+            requests += bool(route)
+            unmatched += not route
             if rng.random() < shape.garbage:
                 f.write(_garbage(rng) + "\n")
-    return shape
+                garbage += 1
+    return Written(shape, requests, unmatched, garbage)
 
 
 def log_text(fmt: str, shape: Shape) -> str:
