@@ -184,3 +184,13 @@ def write_log(path: Path, fmt: str, shape: Shape | None = None, compress: bool =
 def log_text(fmt: str, shape: Shape) -> str:
     """The log as one string (for stdin)."""
     return "".join(line(fmt, t, m, target, s, ms) + "\n" for t, m, target, _, s, ms in _events(shape))
+
+
+def weighted_log(path: Path, weights: dict[str, int], seconds: int = 120) -> None:
+    """An nginx log: each second, `weights[p]` GETs of each path `p` (a query with secrets on some)."""
+    with path.open("w") as f:
+        for second in range(seconds):
+            for p, n in weights.items():
+                for i in range(n):
+                    target = p + (QUERY if i % 5 == 0 else "")
+                    f.write(line("nginx", second + i / max(n, 1), "GET", target, 200, 3.0) + "\n")
