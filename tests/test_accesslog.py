@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fastapi_tune.accesslog import read_access_logs
-from fastapi_tune.errors import BadInputError, UsageError
-from fastapi_tune.logformats import detect
-from fastapi_tune.report import ProbeReport, ServerInfo, load_report, report_to_json
-from fastapi_tune.routematch import RouteMatcher
-from fastapi_tune.traffic import (
+from fastapi_tune.core.errors import BadInputError, UsageError
+from fastapi_tune.discover.routes import RouteMatcher
+from fastapi_tune.measure.accesslog import read_access_logs
+from fastapi_tune.measure.logformats import detect
+from fastapi_tune.measure.report import ProbeReport, ServerInfo, load_report, report_to_json
+from fastapi_tune.measure.traffic import (
     PEAK_WINDOW_S,
     TrafficProfile,
     TrafficTally,

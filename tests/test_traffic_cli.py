@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.errors import ExitCode
-from fastapi_tune.report import EndpointClass, ProbeReport, Skipped, report_to_json
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import ExitCode
+from fastapi_tune.discover.openapi import Skipped
+from fastapi_tune.measure.report import EndpointClass, ProbeReport, report_to_json
 from tests.logs import QUERY, ROUTES, SECRETS, SHARES, Shape, log_text, write_log
 from tests.servers import REPO
 from tests.test_plan import make_endpoint, make_level, make_report

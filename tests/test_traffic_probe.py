@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
+from fastapi_tune.cli.app import app
 from tests.logs import SECRETS, weighted_log
 from tests.servers import Server, serve
 
