@@ -25,7 +25,11 @@ _LOG_HELP = (
 )
 AccessLog = Annotated[
     list[str] | None,
-    typer.Option("--access-log", help=_LOG_HELP + " Its routes' shares and its busiest 60 s guide the run."),
+    typer.Option(
+        "--access-log",
+        metavar="FILE",
+        help=_LOG_HELP + " Its routes' shares and its busiest 60 s guide the run.",
+    ),
 ]
 
 
@@ -61,7 +65,7 @@ def say_defaults(defaults: TrafficDefaults) -> None:
 
 @command
 def traffic(
-    access_log: Annotated[list[str], typer.Option("--access-log", help=_LOG_HELP)],
+    access_log: Annotated[list[str], typer.Option("--access-log", metavar="FILE", help=_LOG_HELP)],
     probe_path: Annotated[
         Path | None,
         typer.Option(
