@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,23 +34,23 @@ _READER: Final = """
 import json, resource, sys, time
 from fastapi_tune.measure.accesslog import read_access_logs
 routes = [tuple(r) for r in json.loads(sys.argv[2])]
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 p = read_access_logs([sys.argv[1]], routes)
-seconds = time.perf_counter() - t
-print(json.dumps({"seconds": seconds, "lines": p.lines, "used": p.used, "unreadable": p.unreadable,
-    "unmatched": p.unmatched, "shares": p.shares(), "peak": p.peak.rps if p.peak else None,
-    "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+seconds, cpu = time.perf_counter() - t, time.process_time() - c
+print(json.dumps({"seconds": seconds, "cpu": cpu, "lines": p.lines, "used": p.used,
+    "unreadable": p.unreadable, "unmatched": p.unmatched, "shares": p.shares(),
+    "peak": p.peak.rps if p.peak else None, "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 _FLOOR: Final = """
 import gzip, json, resource, sys, time
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 name = sys.argv[1]
 f = gzip.open(name, "rt", encoding="utf-8", errors="replace") if name.endswith(".gz") else open(
     name, encoding="utf-8", errors="replace")
 n = 0
 for line in f:
     n += 1
-print(json.dumps({"seconds": time.perf_counter() - t, "lines": n,
+print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c, "lines": n,
     "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
@@ -82,6 +83,10 @@ def _check(result: dict[str, Any], name: str) -> list[str]:
     return problems
 
 
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,8 +98,9 @@ def main() -> int:
     directory = args.dir or Path(tempfile.mkdtemp(prefix="fastapi-tune-accesslog-"))
     directory.mkdir(parents=True, exist_ok=True)
     print(f"logs in {directory}; {args.lines:,} lines each (and a tenth, for memory)")
-    header = f"{'format':<10} {'lines':>9} {'read s':>7} {'lines/s':>9} {'floor s':>8} {'x floor':>7}"
-    print(header + f" {'RSS MiB':>8} {'RSS 1/10':>8} {'floor RSS':>9}")
+    print(f"load average before: {_load()} (wall time grows with the machine's other work)")
+    header = f"{'format':<10} {'lines':>9} {'wall s':>7} {'cpu s':>6} {'lines/s':>9} {'floor s':>8}"
+    print(header + f" {'x floor':>7} {'RSS MiB':>8} {'RSS 1/10':>8} {'floor RSS':>9}")
     problems: list[str] = []
     worst = 0.0
     for name in args.formats.split(","):
@@ -108,9 +114,11 @@ def main() -> int:
         seconds, rate = result["seconds"], result["lines"] / result["seconds"]
         mib = [r["rss_kib"] / 1024 for r in (result, tenth, floor)]
         print(
-            f"{name:<10} {result['lines']:>9,} {seconds:>7.2f} {rate:>9,.0f} {floor['seconds']:>8.2f}"
-            f" {seconds / floor['seconds']:>7.1f} {mib[0]:>8.1f} {mib[1]:>8.1f} {mib[2]:>9.1f}"
+            f"{name:<10} {result['lines']:>9,} {seconds:>7.2f} {result['cpu']:>6.2f} {rate:>9,.0f}"
+            f" {floor['seconds']:>8.2f} {seconds / floor['seconds']:>7.1f}"
+            f" {mib[0]:>8.1f} {mib[1]:>8.1f} {mib[2]:>9.1f}"
         )
+    print(f"load average after: {_load()}")
     print(f"slowest: {worst:.2f} s per million lines (bar: {BAR_S_PER_MILLION:g} s)")
     for p in problems:
         print("WRONG:", p)

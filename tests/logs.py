@@ -74,9 +74,9 @@ class Shape:
         return float(self.burst_rps if self.burst_s >= 60 else self.base_rps)
 
     def for_lines(self, lines: int) -> Shape:
-        """The same shape stretched to about `lines` matched requests."""
-        per_second = self.requests / self.seconds
-        return replace(self, seconds=max(120, int(lines / per_second)))
+        """The same burst in a log long enough for about `lines` matched requests."""
+        quiet = max(0, lines - self.burst_rps * self.burst_s) // self.base_rps
+        return replace(self, seconds=max(2 * self.burst_s, quiet + self.burst_s))
 
 
 def _cycle() -> list[str]:

@@ -160,10 +160,8 @@ def test_rotated_files_in_any_order(tmp_path: Path) -> None:
 def test_lines_far_out_of_order_are_left_out_of_the_peak_only() -> None:
     tally = TrafficTally()
     for second in range(0, 600):
-        tally.request("GET /a", 200, None)
-        tally.arrival(1_000_000 + second)
-    tally.request("GET /a", 200, None)
-    tally.arrival(1_000_000)  # 10 minutes late
+        tally.request("GET /a", 200, None, 1_000_000 + second)
+    tally.request("GET /a", 200, None, 1_000_000)  # 10 minutes late
     profile = tally.profile((), None)
     assert profile.off_peak == 1
     assert profile.used == 601
@@ -185,8 +183,7 @@ def test_a_quiet_hour_between_bursts() -> None:
     for offset, rps in ((0, 5), (3600, 9), (7200, 3)):
         for second in range(120):
             for _ in range(rps):
-                tally.request("GET /a", 200, None)
-                tally.arrival(start + offset + second)
+                tally.request("GET /a", 200, None, start + offset + second)
     peak = tally.profile((), None).peak
     assert peak is not None
     assert peak.rps == pytest.approx(9.0)
@@ -238,9 +235,9 @@ def test_most_specific_template_wins(method: str, path: str, expected: str | Non
 def test_unmatched_paths_stay_bounded() -> None:
     tally = TrafficTally()
     for i in range(20_000):
-        tally.unmatched_path(f"GET /scan/{i}")
+        tally.unmatched_path("GET", f"/scan/{i}?token=x")
     for _ in range(50):
-        tally.unmatched_path("GET /favicon.ico")
+        tally.unmatched_path("GET", "/favicon.ico")
     profile = tally.profile((), None)
     assert profile.unmatched == 20_050
     assert profile.unmatched_top[0] == ("GET /favicon.ico", 50)

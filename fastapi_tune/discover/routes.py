@@ -13,14 +13,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
+from fastapi_tune.core.redact import strip_query
 from fastapi_tune.discover.openapi import route_name
 
 # Paths already matched (or not), kept for the next line that repeats one: logs repeat a few hot
 # paths millions of times. Cleared when full, so memory stays flat however varied the paths are.
 _CACHE_SIZE: Final = 1 << 16
-_METHODS_CACHED: Final = 32
+_MISS: Final = ""  # not in the cache (a route name is never empty)
 _PARAM: Final = re.compile(r"\{[^{}/]*\}")
 
 
@@ -38,6 +39,17 @@ def specificity(path: str, order: int) -> tuple[int, int, int, int]:
     prefix = next((i for i, s in enumerate(segments) if "{" in s), len(segments))
     literal = len(_PARAM.sub("", path))
     return params, -prefix, -literal, order
+
+
+def request_path(target: str) -> str:
+    """The path of a request target, its query cut off: '/a?token=x' -> '/a'; the absolute form too."""
+    target = strip_query(target)
+    if target.startswith(("http://", "https://")):
+        try:
+            return urlsplit(target).path or "/"
+        except ValueError:
+            return target
+    return target
 
 
 class RouteMatcher:
@@ -64,23 +76,23 @@ class RouteMatcher:
             )
             names = tuple(route_name(method, p) for p in paths)
             self._patterns[method] = (re.compile(branches), names)
-        self._cache: dict[str, dict[str, str | None]] = {}
+        self._seen: dict[tuple[str, str], str | None] = {}  # (method, target) -> route
         self.routes: frozenset[str] = frozenset(
             [*self._literal.values(), *(n for _, names in self._patterns.values() for n in names)]
         )
 
-    def match(self, method: str, path: str) -> str | None:
-        """The route name serving `method path` (path without its query), or None."""
-        cache = self._cache.get(method)
-        if cache is None:
-            if len(self._cache) >= _METHODS_CACHED:  # junk methods must not grow it either
-                self._cache.clear()
-            cache = self._cache[method] = {}
-        elif path in cache:
-            return cache[path]
-        if len(cache) >= _CACHE_SIZE:
-            cache.clear()
-        found = cache[path] = self._match(method, unquote(path) if "%" in path else path)
+    def match(self, method: str, target: str) -> str | None:
+        """The route serving a request target as logged (`/a/1`, `/a?token=x`, `http://host/a`), or None."""
+        key = (method, target)
+        found = self._seen.get(key, _MISS)
+        if found != _MISS:
+            return found
+        if "?" in target or "#" in target or target[:1] != "/":
+            target = request_path(target)
+        found = self._match(method, unquote(target) if "%" in target else target)
+        if len(self._seen) >= _CACHE_SIZE:
+            self._seen.clear()
+        self._seen[key] = found
         return found
 
     def _match(self, method: str, path: str) -> str | None:

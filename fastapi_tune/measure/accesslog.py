@@ -20,10 +20,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import IO, Final
-from urllib.parse import urlsplit
 
 from fastapi_tune.core.errors import BadInputError, UsageError
-from fastapi_tune.core.redact import redact_log_line, redact_text, strip_query
+from fastapi_tune.core.redact import redact_log_line, redact_text
 from fastapi_tune.discover.routes import RouteMatcher
 from fastapi_tune.measure.logformats import DESCRIPTIONS, LogFormat, Record, detect
 from fastapi_tune.measure.traffic import LogSource, TrafficProfile, TrafficTally, utc_offset
@@ -33,10 +32,7 @@ STDIN: Final = "-"
 # format has read _DETECT_ENOUGH of them.
 _DETECT_LINES: Final = 200
 _DETECT_ENOUGH: Final = 20
-# Progress is reported every 2**17 lines (per file).
-_PROGRESS_MASK: Final = (1 << 17) - 1
 _EXPECTED: Final = "expected " + ", ".join(DESCRIPTIONS.values()) + " with method, path and status"
-_LABEL_MAX: Final = 100  # characters of an unmatched "METHOD /path" kept
 
 Progress = Callable[[int], None]  # lines read so far, across files
 
@@ -117,63 +113,39 @@ def _start(name: str, stack: ExitStack, notes: list[str]) -> _Input:
     return _Input(name, itertools.chain(head, lines), fmt)
 
 
-def _records(src: _Input, progress: Progress | None, seen: list[int]) -> Iterator[Record]:
-    """The readable lines of `src` as records, counting the others (in locals: this runs per line)."""
-    parse = src.fmt.parse
+def _parsed(src: _Input) -> Iterator[Record | None]:
+    """Each non-blank line of `src` parsed (None: unreadable), with no Python frame per line."""
+    return map(src.fmt.parse, filter(str.strip, src.lines))
+
+
+def _readable(src: _Input) -> Iterator[Record]:
+    """The readable lines of `src`, counting them all into `src` (for the merge, which needs times)."""
     count = unreadable = 0
     try:
-        for line in src.lines:
-            if len(line) < 3 and not line.strip():
-                continue
+        for record in _parsed(src):
             count += 1
-            record = parse(line)
             if record is None:
                 unreadable += 1
-                continue
-            if progress is not None and not count & _PROGRESS_MASK:
-                progress(seen[0] + count)
-            yield record
+            else:
+                yield record
     finally:
         src.count, src.unreadable = count, unreadable
-        seen[0] += count
 
 
-def _path_of(target: str) -> str:
-    """The path of a request target, without its query: '/a?token=x' -> '/a'; absolute form too."""
-    if "?" in target or "#" in target:
-        target = strip_query(target)
-    if not target.startswith("/") and target.startswith(("http://", "https://")):
-        try:
-            target = urlsplit(target).path or "/"
-        except ValueError:
-            return target
-    return target
-
-
-def _tally(records: Iterable[Record], matcher: RouteMatcher, tally: TrafficTally) -> None:
-    """Match and count every record (the hot loop: a million lines go through here)."""
-    match = matcher.match
-    request = tally.request
-    arrival = tally.arrival
-    unmatched = tally.unmatched_path
-    for second, method, target, status, duration in records:
-        path = _path_of(target) if (target[0] != "/" or "?" in target or "#" in target) else target
-        route = match(method, path)
-        if route is None:
-            unmatched(f"{method} {path[:_LABEL_MAX]}")
-            continue
-        request(route, status, duration)
-        if second is not None:
-            arrival(second)
-
-
-def _merged(inputs: Sequence[_Input], progress: Progress | None) -> Iterable[Record]:
-    """All records; in time order across files when every file has times (each file roughly sorted)."""
-    seen = [0]
-    streams = [_records(i, progress, seen) for i in inputs]
-    if len(streams) > 1 and all(i.fmt.timed for i in inputs):
-        return heapq.merge(*streams, key=itemgetter(0))
-    return itertools.chain.from_iterable(streams)
+def _tally(
+    inputs: Sequence[_Input], matcher: RouteMatcher, tally: TrafficTally, progress: Progress | None
+) -> None:
+    """Every request counted: files with times side by side in time order, others one after another."""
+    if len(inputs) > 1 and all(i.fmt.timed for i in inputs):
+        # One line of lookahead per file; each file is roughly in time order, as servers write them.
+        merged = heapq.merge(*(_readable(i) for i in inputs), key=itemgetter(0))
+        tally.consume(merged, matcher.match, progress)
+        return
+    done = 0
+    for src in inputs:
+        tick = None if progress is None else (lambda n, base=done: progress(base + n))
+        src.count, src.unreadable = tally.consume(_parsed(src), matcher.match, tick)
+        done += src.count
 
 
 def read_access_logs(
@@ -197,7 +169,7 @@ def read_access_logs(
         inputs = [_start(name, stack, notes) for name in names]
         offset = next((i.fmt.offset_minutes for i in inputs if i.fmt.offset_minutes is not None), None)
         tally.offset = None if offset is None else utc_offset(offset)
-        _tally(_merged(inputs, progress), matcher, tally)
+        _tally(inputs, matcher, tally, progress)
     durations = next((i.fmt.durations for i in inputs if i.fmt.durations), None)
     profile = tally.profile(tuple(i.source() for i in inputs), durations)
     _check_used(profile)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.scanner import make_scanner
 from operator import methodcaller
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ DESCRIPTIONS: Final = {
 
 _MONTHS: Final = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 _CACHE_MAX: Final = 4096
+_NO_TIME: Final = -1  # not cached yet (no log line is from before 1970)
 _METHODS_KEPT: Final = 32
 
 # nginx "combined" and gunicorn's default access_log_format write the same line:
@@ -42,10 +44,9 @@ _METHODS_KEPT: Final = 32
 # (nginx $request_time, gunicorn %(L)s).
 _COMBINED: Final = re.compile(
     r"[^\[\s]+ [^\[]*\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "
-    r'"([A-Z]{3,10}) ([^ "]+)[^"]*" (\d{3}) (?:\d+|-)(.*)'
+    r'"([A-Z]{3,10}) ([^ "]+)[^"]*" (\d{3}) (?:\d+|-)(.*?)(?:(?: |rt=|request_time=)(\d+\.\d+))?\s*$'
 )
 _SECONDS_FIELD: Final = re.compile(r"\b(?:rt|request_time)=(\d+(?:\.\d+)?)")
-_DECIMAL: Final = re.compile(r"\d+\.\d+")
 # uvicorn:  INFO:     127.0.0.1:51234 - "GET /items/7?x=1 HTTP/1.1" 200 OK
 # (gunicorn's uvicorn worker writes the same without "INFO:"); no time unless a logging config
 # puts one first: an ISO 8601 time at the start of the line is read when present.
@@ -62,24 +63,22 @@ class _ClfTime:
     """'10/Oct/2000:13:55:36 -0700' -> Unix seconds, one calendar computation per minute."""
 
     def __init__(self) -> None:
-        self.minutes: dict[str, int] = {}
-        self.last_text = ""
-        self.last_second = 0
+        self.seconds: dict[str, int | None] = {}  # whole texts: a busy log repeats each second
+        self.minutes: dict[str, int | None] = {}
 
     def __call__(self, text: str) -> int | None:
-        if text == self.last_text:  # busy logs write the same second many times in a row
-            return self.last_second
+        second = self.seconds.get(text, _NO_TIME)
+        if second != _NO_TIME:
+            return second
         key = text[:17] + text[20:]
-        base = self.minutes.get(key)
-        if base is None:
-            base = self._minute(text)
-            if base is None:
-                return None
-            if len(self.minutes) >= _CACHE_MAX:
-                self.minutes.clear()
-            self.minutes[key] = base
-        second = base + int(text[18:20])
-        self.last_text, self.last_second = text, second
+        base = self.minutes.get(key, _NO_TIME)
+        if base == _NO_TIME:
+            base = self.minutes[key] = self._minute(text)
+        second = None if base is None else base + int(text[18:20])
+        if len(self.seconds) >= _CACHE_MAX:
+            self.seconds.clear()
+            self.minutes.clear()
+        self.seconds[text] = second
         return second
 
     @staticmethod
@@ -158,26 +157,16 @@ def combined_parser() -> Parser:
         m = match(line)
         if m is None:
             return None
-        when, method, target, status, rest = m.groups()
+        when, method, target, status, rest, seconds = m.groups()
         second = clf(when)
         if second is None:
             return None
-        return second, method, target, int(status), _seconds_in(rest) if len(rest) > 2 else None
+        if seconds is None and "rt=" in rest:  # rt=... before other fields, not at the end
+            found = _SECONDS_FIELD.search(rest)
+            seconds = found[1] if found else None
+        return second, method, target, int(status), None if seconds is None else float(seconds) * 1000.0
 
     return parse
-
-
-def _seconds_in(rest: str) -> float | None:
-    """A duration after a combined line's fields, in ms: the last word as decimal seconds, or rt=."""
-    last = rest.rstrip().rpartition(" ")[2]
-    if last.startswith(("rt=", "request_time=")):
-        last = last.partition("=")[2]
-    elif "rt=" in rest:
-        found = _SECONDS_FIELD.search(rest)
-        last = found[1] if found else ""
-    if _DECIMAL.fullmatch(last):
-        return float(last) * 1000.0
-    return None
 
 
 def uvicorn_parser(timed: bool) -> Parser:
@@ -262,6 +251,8 @@ def _first_key(objects: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str
 
 
 def _duration_ms(value: object, factor: float) -> float | None:
+    if type(value) is float and value >= 0:  # the common case first
+        return value * factor
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -281,12 +272,12 @@ class _JsonTime:
         self.clf = _ClfTime()
 
     def __call__(self, value: object) -> int | None:
-        if isinstance(value, str):
-            if len(value) >= 26 and value[2] == "/" and value[6] == "/":
-                return self.clf(value)
-            return self.iso(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return number_time(float(value))
+        kind = type(value)
+        if kind is str:
+            text: str = value  # type: ignore[assignment]  # type() checks are what mypy cannot follow
+            return self.clf(text) if text[2:3] == "/" and text[6:7] == "/" else self.iso(text)
+        if kind is int or kind is float:
+            return number_time(float(value))  # type: ignore[arg-type]
         return None
 
 
@@ -372,7 +363,8 @@ def _checked_method(method: str, checked: set[str]) -> str | None:
 
 def json_parser(f: JsonFields, timed: bool) -> Parser:
     """A parser for JSON lines with the keys `f`; `timed`: a line without a readable time is unreadable."""
-    decode = json.JSONDecoder().decode
+    # The C scanner behind json.loads, without its Python wrappers (a line has one object).
+    scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed's stub differs
     method_of, path_of, line_of = _getter(f.method), _getter(f.path), _getter(f.request_line)
     status_of, time_of = _getter(f.status), _getter(f.time)
     duration_of = _getter(f.duration[0] if f.duration else None)
@@ -381,11 +373,12 @@ def json_parser(f: JsonFields, timed: bool) -> Parser:
     methods: set[str] = set()  # methods already checked, as written
 
     def parse(line: str) -> Record | None:  # noqa: PLR0911 - one early return per missing field
-        if line[:1] != "{" and not line.lstrip().startswith("{"):
+        start = 0 if line[:1] == "{" else len(line) - len(line.lstrip())
+        if line[start : start + 1] != "{":
             return None
         try:
-            d = decode(line)
-        except (ValueError, RecursionError):
+            d = scan(line, start)[0]
+        except (ValueError, StopIteration, RecursionError):
             return None
         if type(d) is not dict:
             return None

@@ -8,16 +8,16 @@ pruned table of unmatched paths).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Final
 
 from fastapi_tune.core.jsonread import JsonReader
-from fastapi_tune.core.redact import redact_text
+from fastapi_tune.core.redact import redact_text, strip_query
 from fastapi_tune.measure.histogram import LatencyHistogram, bucket_of
+from fastapi_tune.measure.logformats import Record
 
 # The peak is the highest mean arrival rate over any window this long (whole seconds).
 PEAK_WINDOW_S: Final = 60
@@ -30,6 +30,8 @@ REORDER_S: Final = 120
 UNMATCHED_SHOWN: Final = 10
 _UNMATCHED_TRACKED: Final = 4096
 _UNMATCHED_KEPT: Final = 1024
+_LABEL_MAX: Final = 100  # characters of an unmatched "METHOD /path" kept
+_TICK_MASK: Final = (1 << 17) - 1  # progress every 131,072 lines
 # Latency percentiles shown per route, from the log's durations.
 TRAFFIC_PERCENTILES: Final = (50.0, 90.0, 99.0)
 
@@ -109,56 +111,47 @@ class TrafficProfile:
 # Counting
 
 
-class _RouteTally:
-    __slots__ = ("buckets", "max_ms", "min_ms", "requests", "statuses", "timed")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.statuses: dict[int, int] = {}
-        self.buckets: dict[int, int] = {}
-        self.timed = 0
-        self.min_ms = math.inf
-        self.max_ms = 0.0
+_NEVER: Final = -(2**62)  # a second before any log's
 
 
 class _PeakWindow:
     """The highest count in any PEAK_WINDOW_S window, from per-second counts arriving roughly in order.
 
     Seconds stay open for REORDER_S after the newest second seen, then close in order into a
-    ring of the last PEAK_WINDOW_S closed seconds; memory is bounded by those two spans.
+    ring of the last PEAK_WINDOW_S closed seconds; memory is bounded by those two spans. A second
+    in (closed_up_to, newest] is simply counted in `open` (the tally does that inline).
     """
 
     def __init__(self) -> None:
         self.open: dict[int, int] = {}
-        self.newest: int | None = None
-        self.closed_up_to: int | None = None  # the last closed second
+        self.newest = _NEVER
+        self.closed_up_to = _NEVER  # the last closed second
         self.ring = [0] * PEAK_WINDOW_S
         self.ring_sum = 0
         self.best = 0
         self.best_end: int | None = None  # the last second of the best window
         self.late = 0
-        self.first: int | None = None
+        self.first: int | None = None  # the earliest second counted
 
     def add(self, second: int) -> None:
-        newest = self.newest
-        if newest is None or second > newest:
-            self.newest = second
-            if newest is not None:
+        """A request in `second`, whichever of (late, open, newer) it is."""
+        if second > self.newest:
+            if self.newest != _NEVER:
                 self._close_through(second - REORDER_S - 1)
-        elif self.closed_up_to is not None and second <= self.closed_up_to:
+            self.newest = second
+        elif second <= self.closed_up_to:
             self.late += 1
             return
-        if self.first is None or second < self.first:
-            self.first = second
         self.open[second] = self.open.get(second, 0) + 1
 
     def _close_through(self, last: int) -> None:
         """Close every open second up to `last`, in order, sliding the window over them."""
         second = self.closed_up_to
-        if second is None:
+        if second == _NEVER:
             if not self.open or min(self.open) > last:
                 return  # nothing old enough to close yet
-            second = min(self.open) - 1
+            self.first = min(self.open)
+            second = self.first - 1
         while second < last:
             if self.ring_sum == 0:
                 # An empty window: skip the silent seconds up to the next one that had arrivals.
@@ -177,7 +170,7 @@ class _PeakWindow:
         self.closed_up_to = second
 
     def finish(self) -> None:
-        if self.newest is not None:
+        if self.newest != _NEVER:
             self._close_through(self.newest)
 
 
@@ -185,34 +178,70 @@ class TrafficTally:
     """Counters fed one request at a time by the reader; `profile()` turns them into the profile."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, _RouteTally] = {}
+        self._counts: dict[tuple[str, int], int] = {}  # (route, status) -> requests
+        self._buckets: dict[tuple[str, int], int] = {}  # (route, latency bucket) -> requests
+        self._extremes: dict[str, list[float]] = {}  # route -> [fastest, slowest] ms
         self.unmatched = 0
         self._unmatched_paths: dict[str, int] = {}
         self._pruned = False
         self._peak = _PeakWindow()
         self.offset: timezone | None = None  # the log's UTC offset, for showing times
 
-    def request(self, route: str, status: int, duration_ms: float | None) -> None:
-        """A matched request."""
-        tally = self.routes.get(route)
-        if tally is None:
-            tally = self.routes[route] = _RouteTally()
-        tally.requests += 1
-        tally.statuses[status] = tally.statuses.get(status, 0) + 1
-        if duration_ms is not None:
-            tally.timed += 1
-            b = bucket_of(duration_ms)
-            tally.buckets[b] = tally.buckets.get(b, 0) + 1
-            tally.min_ms = min(tally.min_ms, duration_ms)
-            tally.max_ms = max(tally.max_ms, duration_ms)
+    def consume(
+        self,
+        records: Iterable[Record | None],
+        route_of: Callable[[str, str], str | None],
+        tick: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Count every record (None: an unreadable line); (lines, unreadable lines) seen.
 
-    def arrival(self, second: int) -> None:
-        """A matched request arrived in this second (Unix time)."""
-        self._peak.add(second)
+        The hot loop of --access-log (a million lines go through it): the common cases are
+        inline, with the counters in locals.
+        """
+        counts, peak, open_seconds = self._counts, self._peak, self._peak.open
+        lines = unreadable = 0
+        for record in records:
+            lines += 1
+            if tick is not None and not lines & _TICK_MASK:
+                tick(lines)
+            if record is None:
+                unreadable += 1
+                continue
+            second, method, target, status, duration = record
+            route = route_of(method, target)
+            if route is None:
+                self.unmatched_path(method, target)
+                continue
+            key = (route, status)
+            counts[key] = counts.get(key, 0) + 1
+            if duration is not None:
+                self._duration(route, duration)
+            if second is not None:
+                if peak.closed_up_to < second <= peak.newest:
+                    open_seconds[second] = open_seconds.get(second, 0) + 1
+                else:
+                    peak.add(second)
+        return lines, unreadable
 
-    def unmatched_path(self, label: str) -> None:
-        """A readable line no route matched; `label` is "METHOD /path", already without its query."""
+    def _duration(self, route: str, ms: float) -> None:
+        key = (route, bucket_of(ms))
+        self._buckets[key] = self._buckets.get(key, 0) + 1
+        extremes = self._extremes.get(route)
+        if extremes is None:
+            self._extremes[route] = [ms, ms]
+        elif ms < extremes[0]:
+            extremes[0] = ms
+        elif ms > extremes[1]:
+            extremes[1] = ms
+
+    def request(self, route: str, status: int, duration_ms: float | None, second: int | None = None) -> None:
+        """One matched request (what `consume` does per line, for callers with one at a time)."""
+        self.consume([(second, "", "", status, duration_ms)], lambda _m, _t: route)
+
+    def unmatched_path(self, method: str, target: str) -> None:
+        """A readable line no route matched: counted, and its "METHOD /path" (never the query) kept."""
         self.unmatched += 1
+        label = f"{method} {strip_query(target)[:_LABEL_MAX]}"
         paths = self._unmatched_paths
         paths[label] = paths.get(label, 0) + 1
         if len(paths) > _UNMATCHED_TRACKED:
@@ -222,11 +251,8 @@ class TrafficTally:
 
     def profile(self, sources: tuple[LogSource, ...], durations: str | None) -> TrafficProfile:
         """The profile of everything tallied."""
-        used = sum(t.requests for t in self.routes.values())
-        routes = tuple(
-            _route_traffic(name, t, used)
-            for name, t in sorted(self.routes.items(), key=lambda kv: (-kv[1].requests, kv[0]))
-        )
+        used = sum(self._counts.values())
+        routes = self._routes(used)
         top = [
             (_shown(label), n)
             for label, n in sorted(self._unmatched_paths.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -243,7 +269,7 @@ class TrafficTally:
             peak=peak,
             peak_unknown=unknown,
             first=None if window.first is None else self._iso(window.first),
-            last=None if window.newest is None else self._iso(window.newest),
+            last=None if window.newest == _NEVER else self._iso(window.newest),
             off_peak=window.late,
             durations=durations,
         )
@@ -257,7 +283,7 @@ class TrafficTally:
             )
         window = self._peak
         window.finish()
-        if not used or window.first is None or window.newest is None or window.best_end is None:
+        if not used or window.first is None or window.best_end is None:
             return None, "no matched line carried a time"
         span = window.newest - window.first + 1
         if span < PEAK_WINDOW_S:
@@ -266,23 +292,39 @@ class TrafficTally:
         rps = window.best / PEAK_WINDOW_S
         return Peak(rps=round(rps, 3), start=self._iso(start), requests=window.best), None
 
+    def _routes(self, used: int) -> tuple[RouteTraffic, ...]:
+        statuses: dict[str, dict[int, int]] = {}
+        for (route, status), n in self._counts.items():
+            statuses.setdefault(route, {})[status] = n
+        buckets: dict[str, dict[int, int]] = {}
+        for (route, bucket), n in self._buckets.items():
+            buckets.setdefault(route, {})[bucket] = n
+        traffic = [
+            _route_traffic(r, s, buckets.get(r, {}), self._extremes.get(r), used) for r, s in statuses.items()
+        ]
+        return tuple(sorted(traffic, key=lambda t: (-t.requests, t.route)))
+
     def _iso(self, second: int) -> str:
         moment = datetime.fromtimestamp(second, self.offset or UTC)
         text = moment.isoformat()
         return text if self.offset is not None else text.removesuffix("+00:00")
 
 
-def _route_traffic(name: str, t: _RouteTally, used: int) -> RouteTraffic:
+def _route_traffic(
+    name: str, statuses: dict[int, int], buckets: dict[int, int], extremes: list[float] | None, used: int
+) -> RouteTraffic:
+    requests = sum(statuses.values())
+    timed = sum(buckets.values())
     latency = None
-    if t.timed:
-        hist = LatencyHistogram(MappingProxyType(t.buckets), t.timed, t.min_ms, t.max_ms)
+    if timed and extremes is not None:
+        hist = LatencyHistogram(MappingProxyType(buckets), timed, extremes[0], extremes[1])
         latency = MappingProxyType({f"p{q:g}": round(hist.percentile(q), 3) for q in TRAFFIC_PERCENTILES})
     return RouteTraffic(
         route=name,
-        requests=t.requests,
-        share=t.requests / used if used else 0.0,
-        statuses=MappingProxyType(dict(sorted(t.statuses.items()))),
-        timed=t.timed,
+        requests=requests,
+        share=requests / used if used else 0.0,
+        statuses=MappingProxyType(dict(sorted(statuses.items()))),
+        timed=timed,
         latency_ms=latency,
     )
 
