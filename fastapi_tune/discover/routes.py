@@ -20,7 +20,7 @@ from fastapi_tune.discover.openapi import route_name
 
 # Paths already matched (or not), kept for the next line that repeats one: logs repeat a few hot
 # paths millions of times. Cleared when full, so memory stays flat however varied the paths are.
-_CACHE_SIZE: Final = 1 << 16
+_CACHE_SIZE: Final = 1 << 14
 _MISS: Final = ""  # not in the cache (a route name is never empty)
 _PARAM: Final = re.compile(r"\{[^{}/]*\}")
 

@@ -1,8 +1,8 @@
 """Reading access logs (--access-log FILE, repeatable; '-' is stdin; gzip read directly).
 
 Streams every line once and keeps none: each file's format is found from its first lines
-(logformats.py), each request is matched to the app's routes (routematch.py) and counted
-(traffic.py). Files with times are read side by side in time order (a k-way merge, one line of
+(measure/logformats.py), each request is matched to the app's routes (discover/routes.py) and
+counted (measure/traffic.py). Files with times are read side by side in time order (a k-way merge, one line of
 lookahead per file), so logs of several servers, or rotated files given in any order, add up to
 one arrival rate.
 """
@@ -46,7 +46,6 @@ class _Input:
     fmt: LogFormat
     count: int = 0
     unreadable: int = 0
-    note: str | None = None
 
     def source(self) -> LogSource:
         return LogSource(self.name, self.fmt.name, self.count, self.unreadable, self.fmt.timed)

@@ -1,7 +1,7 @@
 """Production traffic as the access logs saw it: the routes' shares, the peak rate, statuses, latency.
 
-The reader (accesslog.py) feeds a TrafficTally line by line; `tally.profile()` derives the frozen
-TrafficProfile that the probe, the report and the plan use. Everything here is pure and bounded:
+The reader (accesslog.py) feeds a TrafficTally (`consume`, its hot loop); `tally.profile()`
+derives the frozen TrafficProfile that the probe, the report and the plan use. Everything here is pure and bounded:
 memory does not grow with the log (counters per route, a few minutes of per-second arrivals, a
 pruned table of unmatched paths).
 """
@@ -41,7 +41,7 @@ class LogSource:
     """One --access-log input: what it was, the format found, and what became of its lines."""
 
     name: str  # the path as given, or "-" for stdin
-    format: str  # one of accesslog.FORMATS
+    format: str  # one of logformats.FORMATS
     lines: int  # non-blank lines read
     unreadable: int  # lines the format could not parse (garbage, binary, truncated)
     timed: bool  # its lines carry a time, so they count towards the peak
