@@ -21,7 +21,7 @@ from fastapi_tune.discover.openapi import route_name
 # Paths already matched (or not), kept for the next line that repeats one: logs repeat a few hot
 # paths millions of times. Cleared when full, so memory stays flat however varied the paths are.
 _CACHE_SIZE: Final = 1 << 14
-_MISS: Final = ""  # not in the cache (a route name is never empty)
+NOT_SEEN: Final = ""  # not in `seen` yet (a route name is never empty)
 _PARAM: Final = re.compile(r"\{[^{}/]*\}")
 
 
@@ -76,7 +76,8 @@ class RouteMatcher:
             )
             names = tuple(route_name(method, p) for p in paths)
             self._patterns[method] = (re.compile(branches), names)
-        self._seen: dict[tuple[str, str], str | None] = {}  # (method, target) -> route
+        # (method, target) -> route, as matched before: the tally's hot loop reads it directly.
+        self.seen: dict[tuple[str, str], str | None] = {}
         self.routes: frozenset[str] = frozenset(
             [*self._literal.values(), *(n for _, names in self._patterns.values() for n in names)]
         )
@@ -84,15 +85,15 @@ class RouteMatcher:
     def match(self, method: str, target: str) -> str | None:
         """The route serving a request target as logged (`/a/1`, `/a?token=x`, `http://host/a`), or None."""
         key = (method, target)
-        found = self._seen.get(key, _MISS)
-        if found != _MISS:
+        found = self.seen.get(key, NOT_SEEN)
+        if found != NOT_SEEN:
             return found
         if "?" in target or "#" in target or target[:1] != "/":
             target = request_path(target)
         found = self._match(method, unquote(target) if "%" in target else target)
-        if len(self._seen) >= _CACHE_SIZE:
-            self._seen.clear()
-        self._seen[key] = found
+        if len(self.seen) >= _CACHE_SIZE:
+            self.seen.clear()
+        self.seen[key] = found
         return found
 
     def _match(self, method: str, path: str) -> str | None:

@@ -138,12 +138,12 @@ def _tally(
     if len(inputs) > 1 and all(i.fmt.timed for i in inputs):
         # One line of lookahead per file; each file is roughly in time order, as servers write them.
         merged = heapq.merge(*(_readable(i) for i in inputs), key=itemgetter(0))
-        tally.consume(merged, matcher.match, progress)
+        tally.consume(merged, matcher, progress)
         return
     done = 0
     for src in inputs:
         tick = None if progress is None else (lambda n, base=done: progress(base + n))
-        src.count, src.unreadable = tally.consume(_parsed(src), matcher.match, tick)
+        src.count, src.unreadable = tally.consume(_parsed(src), matcher, tick)
         done += src.count
 
 

@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from json.scanner import make_scanner
 from operator import methodcaller
 from typing import Any, Final
 
@@ -44,7 +43,7 @@ _METHODS_KEPT: Final = 32
 # (nginx $request_time, gunicorn %(L)s).
 _COMBINED: Final = re.compile(
     r"[^\[\s]+ [^\[]*\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "
-    r'"([A-Z]{3,10}) ([^ "]+)[^"]*" (\d{3}) (?:\d+|-)(.*?)(?:(?: |rt=|request_time=)(\d+\.\d+))?\s*$'
+    r'"([A-Z]{3,10}) ([^ "]+)[^"]*" (\d{3}) (?:\d+|-)(.*)'
 )
 _SECONDS_FIELD: Final = re.compile(r"\b(?:rt|request_time)=(\d+(?:\.\d+)?)")
 # uvicorn:  INFO:     127.0.0.1:51234 - "GET /items/7?x=1 HTTP/1.1" 200 OK
@@ -151,22 +150,41 @@ class LogFormat:
 def combined_parser() -> Parser:
     """A parser for nginx combined / gunicorn default lines (with its own time cache)."""
     clf = _ClfTime()
-    match = _COMBINED.match
+    match, known = _COMBINED.match, clf.seconds
 
     def parse(line: str) -> Record | None:
         m = match(line)
         if m is None:
             return None
-        when, method, target, status, rest, seconds = m.groups()
-        second = clf(when)
+        when, method, target, status, rest = m.groups()
+        second = known.get(when)  # the line's second seen before: no call
+        if second is None:
+            second = clf(when)
         if second is None:
             return None
-        if seconds is None and "rt=" in rest:  # rt=... before other fields, not at the end
-            found = _SECONDS_FIELD.search(rest)
-            seconds = found[1] if found else None
-        return second, method, target, int(status), None if seconds is None else float(seconds) * 1000.0
+        duration = _duration_at_end(rest) if rest[-1:].isdigit() or "rt=" in rest else None
+        return second, method, target, int(status), duration
 
     return parse
+
+
+def _duration_at_end(rest: str) -> float | None:
+    """ms from what follows a combined line's fields: a decimal number of seconds last, or rt=.
+
+    Done here, not in the line's regex: a lazy match for an optional field at the end doubled
+    the regex's cost on every line.
+    """
+    last = rest.rpartition(" ")[2]
+    if last.startswith(("rt=", "request_time=")):
+        last = last.partition("=")[2]
+    elif "." not in last:
+        found = _SECONDS_FIELD.search(rest)  # rt=... before other fields
+        last = found[1] if found else ""
+    try:
+        seconds = float(last) if "." in last else -1.0
+        return seconds * 1000.0 if seconds >= 0 else None
+    except ValueError:
+        return None
 
 
 def uvicorn_parser(timed: bool) -> Parser:
@@ -363,8 +381,7 @@ def _checked_method(method: str, checked: set[str]) -> str | None:
 
 def json_parser(f: JsonFields, timed: bool) -> Parser:
     """A parser for JSON lines with the keys `f`; `timed`: a line without a readable time is unreadable."""
-    # The C scanner behind json.loads, without its Python wrappers (a line has one object).
-    scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed's stub differs
+    loads = json.loads
     method_of, path_of, line_of = _getter(f.method), _getter(f.path), _getter(f.request_line)
     status_of, time_of = _getter(f.status), _getter(f.time)
     duration_of = _getter(f.duration[0] if f.duration else None)
@@ -373,12 +390,11 @@ def json_parser(f: JsonFields, timed: bool) -> Parser:
     methods: set[str] = set()  # methods already checked, as written
 
     def parse(line: str) -> Record | None:  # noqa: PLR0911 - one early return per missing field
-        start = 0 if line[:1] == "{" else len(line) - len(line.lstrip())
-        if line[start : start + 1] != "{":
+        if line[:1] != "{" and not line.lstrip().startswith("{"):
             return None
         try:
-            d = scan(line, start)[0]
-        except (ValueError, StopIteration, RecursionError):
+            d = loads(line)
+        except (ValueError, RecursionError):
             return None
         if type(d) is not dict:
             return None

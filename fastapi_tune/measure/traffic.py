@@ -1,9 +1,9 @@
 """Production traffic as the access logs saw it: the routes' shares, the peak rate, statuses, latency.
 
 The reader (accesslog.py) feeds a TrafficTally (`consume`, its hot loop); `tally.profile()`
-derives the frozen TrafficProfile that the probe, the report and the plan use. Everything here is pure and bounded:
-memory does not grow with the log (counters per route, a few minutes of per-second arrivals, a
-pruned table of unmatched paths).
+derives the frozen TrafficProfile that the probe, the report and the plan use. Everything here is
+pure and bounded: memory does not grow with the log (counters per route, a few minutes of
+per-second arrivals, a pruned table of unmatched paths).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from fastapi_tune.core.jsonread import JsonReader
 from fastapi_tune.core.redact import redact_text, strip_query
+from fastapi_tune.discover.routes import NOT_SEEN as _NOT_SEEN
+from fastapi_tune.discover.routes import RouteMatcher
 from fastapi_tune.measure.histogram import LatencyHistogram, bucket_of
 from fastapi_tune.measure.logformats import Record
 
@@ -190,15 +192,17 @@ class TrafficTally:
     def consume(
         self,
         records: Iterable[Record | None],
-        route_of: Callable[[str, str], str | None],
+        matcher: RouteMatcher,
         tick: Callable[[int], None] | None = None,
     ) -> tuple[int, int]:
         """Count every record (None: an unreadable line); (lines, unreadable lines) seen.
 
         The hot loop of --access-log (a million lines go through it): the common cases are
-        inline, with the counters in locals.
+        inline, with the counters in locals; a path seen before costs one dict lookup.
         """
-        counts, peak, open_seconds = self._counts, self._peak, self._peak.open
+        counts, buckets, extremes = self._counts, self._buckets, self._extremes
+        peak, open_seconds = self._peak, self._peak.open
+        seen, match = matcher.seen, matcher.match
         lines = unreadable = 0
         for record in records:
             lines += 1
@@ -208,14 +212,24 @@ class TrafficTally:
                 unreadable += 1
                 continue
             second, method, target, status, duration = record
-            route = route_of(method, target)
+            route = seen.get((method, target), _NOT_SEEN)
+            if route == _NOT_SEEN:
+                route = match(method, target)
             if route is None:
                 self.unmatched_path(method, target)
                 continue
             key = (route, status)
             counts[key] = counts.get(key, 0) + 1
             if duration is not None:
-                self._duration(route, duration)
+                slot = (route, bucket_of(duration))
+                buckets[slot] = buckets.get(slot, 0) + 1
+                low_high = extremes.get(route)
+                if low_high is None:
+                    extremes[route] = [duration, duration]
+                elif duration < low_high[0]:
+                    low_high[0] = duration
+                elif duration > low_high[1]:
+                    low_high[1] = duration
             if second is not None:
                 if peak.closed_up_to < second <= peak.newest:
                     open_seconds[second] = open_seconds.get(second, 0) + 1
@@ -223,20 +237,10 @@ class TrafficTally:
                     peak.add(second)
         return lines, unreadable
 
-    def _duration(self, route: str, ms: float) -> None:
-        key = (route, bucket_of(ms))
-        self._buckets[key] = self._buckets.get(key, 0) + 1
-        extremes = self._extremes.get(route)
-        if extremes is None:
-            self._extremes[route] = [ms, ms]
-        elif ms < extremes[0]:
-            extremes[0] = ms
-        elif ms > extremes[1]:
-            extremes[1] = ms
-
     def request(self, route: str, status: int, duration_ms: float | None, second: int | None = None) -> None:
         """One matched request (what `consume` does per line, for callers with one at a time)."""
-        self.consume([(second, "", "", status, duration_ms)], lambda _m, _t: route)
+        method, _, path = route.partition(" ")
+        self.consume([(second, method, path, status, duration_ms)], RouteMatcher([(method, path)]))
 
     def unmatched_path(self, method: str, target: str) -> None:
         """A readable line no route matched: counted, and its "METHOD /path" (never the query) kept."""
