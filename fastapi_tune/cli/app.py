@@ -16,6 +16,7 @@ from fastapi_tune.cli import (
     probe,
     recommend,
     report,
+    traffic,
     tune,
     verify,
 )
@@ -29,6 +30,7 @@ for _command in (
     host.host,
     probe.probe,
     recommend.recommend,
+    traffic.traffic,
     demo.demo,
     tune.tune,
     verify.verify,

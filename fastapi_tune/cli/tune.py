@@ -11,6 +11,7 @@ import typer
 from fastapi_tune.cli.base import command, err, flag, out, print_json
 from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP
 from fastapi_tune.cli.prompts import ask_profile, interactive, refuse_early, target_facts
+from fastapi_tune.cli.traffic import AccessLog, say_defaults
 from fastapi_tune.core.errors import (
     Interrupted,
 )
@@ -86,6 +87,7 @@ def tune(  # long mostly in its signature: one typer parameter per option
         flag("--yes", "-y", help="Take the defaults, never prompt; replace files (kept as .bak)."),
     ] = False,
     as_json: Annotated[bool, flag("--json", help="Print report, plan and files as one JSON object.")] = False,
+    access_log: AccessLog = None,
 ) -> None:
     """Your own app in one command: start it, probe it, recommend, write the config, stop it.
 
@@ -121,6 +123,7 @@ def tune(  # long mostly in its signature: one typer parameter per option
         health_path=health_path,
         replace=consent,
         verify=verify_it,
+        access_logs=tuple(access_log or ()),
     )
     if deploy is not None:
         deploy.mkdir(parents=True, exist_ok=True)
@@ -141,6 +144,8 @@ def _show_tune(result: TuneResult, out_path: Path, as_json: bool) -> None:
         raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
     if outcome.report.interrupted:
         raise Interrupted(f"interrupted: what was measured is in {out_path}; the app was stopped")
+    if result.traffic is not None:
+        say_defaults(result.traffic)
     print_files(err, result.written)
     if result.verify is not None and result.verify.interrupted:
         raise Interrupted("interrupted during --verify; every server started was stopped")
