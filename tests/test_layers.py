@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 import shutil
 import subprocess
-import tomllib
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
