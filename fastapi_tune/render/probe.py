@@ -1,4 +1,9 @@
-"""Showing a probe to people: live progress while it runs, then per-endpoint tables and verdicts."""
+"""Showing a probe to people: one live line while it runs, then the report sized for the app.
+
+The report: panels for the few routes that matter (every one with --verbose), the verdicts table
+(one line per route, render.verdict_table), the skipped routes grouped by reason; render.overview
+holds the order, grouping and panel rules.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
@@ -84,6 +90,7 @@ class LiveProgress:
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(bar_width=20),
+            MofNCompleteColumn(),
             _StatusColumn(self),
             TimeElapsedColumn(),
             console=console,
@@ -212,8 +219,9 @@ def level_notes(lv: Level) -> list[str]:
         usual = "p99" if lat is not None and lat.p99 is not None else "slowest answer"
         usual_ms = (lat.p99 if lat.p99 is not None else lat.max) if lat is not None else 0.0
         notes.append(
-            f"c={c}: a request was stuck: {lv.in_flight_at_end} still in flight at the end{oldest},"
-            f" beyond {STUCK_IN_FLIGHT_FACTOR:g} x the level's {usual} ({usual_ms:.0f} ms)"
+            f"c={c}: a request was stuck: the oldest of {lv.in_flight_at_end} still in flight at the end"
+            f" had waited {lv.oldest_in_flight_ms or 0:.0f} ms, over {STUCK_IN_FLIGHT_FACTOR:g} x the"
+            f" level's {usual} ({usual_ms:.0f} ms)"
         )
     if lv.client_saturated:
         notes.append(
@@ -305,13 +313,6 @@ def skipped_lines(skipped: Sequence[Skipped], every: bool = False) -> list[str]:
             " (--verbose or the report's skipped[] lists each)"
         )
     return lines
-
-
-# The verdict table's columns: class, conf and peak req/s, with 3 columns between each two of the five.
-_FIXED_COLUMNS: Final = 16 + 4 + 10 + 4 * 3
-# Narrowest route and note columns: a longer route folds onto a second line, a note is cut short.
-_ROUTE_MIN: Final = 20
-_NOTE_MIN: Final = 12
 
 
 def _height(console: Console, panel: Panel) -> int:
