@@ -260,6 +260,12 @@ def test_choose_panels(heights: list[int], chosen: list[int]) -> None:
 def test_panel_candidates_are_problems_and_plan_sizers_on_a_big_app() -> None:
     big = [_ep(f"/io{i}", EndpointClass.IO_BOUND) for i in range(8)] + [_ep("/cpu", EndpointClass.CPU_BOUND)]
     assert panel_candidates(ordered(big)) == [0]
+    unsure = [*big, _ep("/pool", EndpointClass.POOL_BOUND, confidence=0.2)]
+    assert [ordered(unsure)[i].path for i in panel_candidates(ordered(unsure))] == ["/cpu"]  # too unsure
+    failed = [*big, _ep("/boom", EndpointClass.INCONCLUSIVE, confidence=0.0, stop=StopReason.ERRORS)]
+    assert [ordered(failed)[i].path for i in panel_candidates(ordered(failed))] == ["/boom", "/cpu"]
+    twice = [*big, _ep("/cpu2", EndpointClass.CPU_BOUND, confidence=0.4)]
+    assert [ordered(twice)[i].path for i in panel_candidates(ordered(twice))] == ["/cpu"]  # one per class
     small = [_ep("/io", EndpointClass.IO_BOUND), _ep("/cpu", EndpointClass.CPU_BOUND)]
     assert panel_candidates(ordered(small)) == [0, 1]  # a small app offers every route
 
@@ -422,3 +428,32 @@ def test_live_probe_default_screen_fits_and_verbose_shows_every_panel(tmp_path: 
     assert "still in flight" not in result.stdout + result.stderr
     assert verbose.exit_code == 0, verbose.stderr
     assert verbose.stdout.count("levels used as evidence") == len(measured)
+
+
+@pytest.mark.slow
+def test_live_sixty_route_app_fits_and_groups_its_skips(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    args = [
+        "--levels",
+        "1,2",
+        "--duration",
+        "0.05",
+        "--no-profile",
+        "--max-seconds",
+        "300",
+        "--out",
+        str(out),
+    ]
+    with serve("tests.apps.wide_app:app") as server:
+        result = CliRunner().invoke(app, ["probe", server.url, *args], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(out.read_text())
+    measured = [f"{e['method']} {e['path']}" for e in report["endpoints"]]
+    assert len(measured) == ROUTES
+    lines = result.stdout.splitlines() + result.stderr.splitlines()
+    assert len(lines) <= budget(ROUTES), "\n".join(lines)
+    for route in measured:
+        assert any(route in ln and "%" in ln for ln in result.stdout.splitlines()), route
+    assert "skipped 136: not a safe method, e.g. POST /api/v1/things0" in result.stdout
+    assert "skipped 5: preflight answered 401" in result.stdout
+    assert "skipped 6: preflight answered 404" in result.stdout

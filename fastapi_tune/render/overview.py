@@ -7,9 +7,10 @@ The rule, in one place:
   the plan (cpu-bound, serialized), then the rest (io-bound, inconclusive); within a standing by
   class in that order, then the most certain verdict first, then as the report lists them.
 - Panels (levels, verdict, advice) go to the routes that are problems or size the plan, in that
-  order, one per class (the table lists the others beside it), at most PANELS_MAX, while they fit
-  in PANEL_LINES (the first always shows). A small app (SMALL_APP_ROUTES measured routes or fewer)
-  offers every route, under the same bounds.
+  order, one per class (the table lists the others beside it), leaving out verdicts too unsure to
+  size a plan (plan.model.MIN_PLAN_CONFIDENCE) unless their ladder failed, at most PANELS_MAX,
+  while they fit in PANEL_LINES (the first always shows). A small app (SMALL_APP_ROUTES measured
+  routes or fewer) offers every route, under the same bounds.
   `--verbose` shows every panel in full; the JSON and the HTML always hold everything.
 - Skipped routes are grouped by the head of their reason (the text before ': ' or '; '), largest
   group first, each with its count and one example.
@@ -25,6 +26,7 @@ from typing import Final
 from fastapi_tune.discover.openapi import Skipped
 from fastapi_tune.measure.report import Endpoint, EndpointClass, StopReason
 from fastapi_tune.measure.stack_attribution import Hotspot, ThreadKind
+from fastapi_tune.plan.model import MIN_PLAN_CONFIDENCE
 
 # A handful of panels at most: each is 10-30 lines, and the table above them already says the verdict.
 PANELS_MAX: Final = 4
@@ -124,9 +126,11 @@ def panel_candidates(ranked: Sequence[Endpoint]) -> list[int]:
     chosen: list[int] = []
     for i, ep in enumerate(ranked):
         cls = ep.verdict.cls if ep.verdict else None
-        if standing(ep) is not Standing.OTHER and cls not in seen:
-            seen.add(cls)
-            chosen.append(i)
+        unsure = ep.verdict is None or ep.verdict.confidence < MIN_PLAN_CONFIDENCE
+        if standing(ep) is Standing.OTHER or cls in seen or (unsure and ep.stop_reason not in _FAILED_STOPS):
+            continue
+        seen.add(cls)
+        chosen.append(i)
     return chosen
 
 
