@@ -55,7 +55,7 @@ from fastapi_tune.render.overview import (
     standing,
 )
 from fastapi_tune.render.probe import endpoint_panel, level_notes, print_report
-from fastapi_tune.render.verify import print_verify
+from fastapi_tune.render.verify import note_lines, print_verify
 from fastapi_tune.verify.run import Run, VerifyResult
 from tests.servers import serve
 
@@ -457,3 +457,15 @@ def test_live_sixty_route_app_fits_and_groups_its_skips(tmp_path: Path) -> None:
     assert "skipped 136: not a safe method, e.g. POST /api/v1/things0" in result.stdout
     assert "skipped 5: preflight answered 401" in result.stdout
     assert "skipped 6: preflight answered 404" in result.stdout
+
+
+def test_verify_groups_the_routes_it_leaves_out() -> None:
+    notes = [f"GET /r{i}: left out, inconclusive in the probe" for i in range(21)]
+    notes += ["POST /c: left out, its --body is not kept in the report"]
+    notes += ["the probe sent header(s) x: pass -H"]
+    assert note_lines(notes) == [
+        "21 routes left out, inconclusive in the probe, e.g. GET /r0 (--verbose names each)",
+        "POST /c: left out, its --body is not kept in the report",
+        "the probe sent header(s) x: pass -H",
+    ]
+    assert note_lines(notes, every=True) == notes

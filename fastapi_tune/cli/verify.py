@@ -26,7 +26,7 @@ from fastapi_tune.render.export_load import (
     parse_mix,
 )
 from fastapi_tune.render.html import render_html
-from fastapi_tune.render.verify import VerifyProgress, print_verify, verify_to_json
+from fastapi_tune.render.verify import VerifyProgress, note_lines, print_verify, verify_to_json
 from fastapi_tune.verify.run import VerifyOptions, VerifyResult, run_verify, verify_notes
 
 
@@ -123,7 +123,7 @@ def verify(  # long mostly in its signature: one typer parameter per option
         rate_rps=rate,
         capacity=capacity,
     )
-    for note in verify_notes(options, report):
+    for note in note_lines(verify_notes(options, report), every=verbose):
         err.print(f"[yellow]note:[/] {escape(note)}")
     with VerifyProgress(err, verbose) as progress:
         result = run_verify(options, facts, report, progress)

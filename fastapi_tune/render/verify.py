@@ -67,6 +67,27 @@ class VerifyProgress:
             self.console.print(f"  {line}")
 
 
+def note_lines(notes: Sequence[str], every: bool = False) -> list[str]:
+    """verify's notes, those about routes ('GET /a: left out, inconclusive in the probe') grouped by
+    what they say, with a count and one example; `every` keeps one line per note."""
+    if every:
+        return list(notes)
+    groups: dict[str, list[str]] = {}
+    for note in notes:
+        route, _, said = note.partition(": ")
+        about_a_route = " /" in route and said
+        groups.setdefault(said if about_a_route else note, []).append(route if about_a_route else "")
+    lines: list[str] = []
+    for said, routes in groups.items():
+        if not routes[0]:
+            lines.append(said)
+        elif len(routes) == 1:
+            lines.append(f"{routes[0]}: {said}")
+        else:
+            lines.append(f"{len(routes)} routes {said}, e.g. {routes[0]} (--verbose names each)")
+    return lines
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.0f}"
 
