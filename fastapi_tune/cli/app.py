@@ -20,7 +20,7 @@ from fastapi_tune.cli import (
     tune,
     verify,
 )
-from fastapi_tune.cli.base import app, err, report_error, state
+from fastapi_tune.cli.base import PlainHelpCommand, app, err, report_error, state
 from fastapi_tune.core.errors import ExitCode, FastapiTuneError
 from fastapi_tune.core.redact import redact_text
 
@@ -36,7 +36,7 @@ for _command in (
     verify.verify,
     report.report,
 ):
-    app.command()(_command)
+    app.command(cls=PlainHelpCommand)(_command)
 app.add_typer(loadtools.export_app, name="export")
 app.add_typer(loadtools.import_app, name="import")
 

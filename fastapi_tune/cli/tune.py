@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json
-from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP
+from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, Verbose
 from fastapi_tune.cli.prompts import ask_profile, interactive, refuse_early, target_facts
 from fastapi_tune.cli.traffic import AccessLog, say_defaults
 from fastapi_tune.core.errors import (
@@ -88,6 +88,7 @@ def tune(  # long mostly in its signature: one typer parameter per option
     ] = False,
     as_json: Annotated[bool, flag("--json", help="Print report, plan and files as one JSON object.")] = False,
     access_log: AccessLog = None,
+    verbose: Verbose = False,
 ) -> None:
     """Your own app in one command: start it, probe it, recommend, write the config, stop it.
 
@@ -127,17 +128,17 @@ def tune(  # long mostly in its signature: one typer parameter per option
     )
     if deploy is not None:
         deploy.mkdir(parents=True, exist_ok=True)
-    result = run_tune(options, read_host(), target, TuneProgress(err))
-    _show_tune(result, out_path, as_json)
+    result = run_tune(options, read_host(), target, TuneProgress(err, verbose))
+    _show_tune(result, out_path, as_json, verbose)
 
 
-def _show_tune(result: TuneResult, out_path: Path, as_json: bool) -> None:
+def _show_tune(result: TuneResult, out_path: Path, as_json: bool, verbose: bool) -> None:
     """Print the run, say where its files went, and raise for a dead app or an interruption."""
     if as_json:
         r = result
         print_json(tune_to_json(r.app_env, r.outcome.report, r.plan, r.written, r.deploy, r.verify))
     else:
-        print_tune(out, result.outcome.report, result.plan, result.verify)
+        print_tune(out, result.outcome.report, result.plan, result.verify, verbose)
     err.print(f"Report saved to [bold]{out_path}[/]")
     outcome = result.outcome
     if outcome.error is not None:

@@ -128,7 +128,7 @@ class Evidence:
     """The numbers behind a verdict; each field's label is what the terminal shows beside it."""
 
     clean_levels: int = field(default=0, metadata={"label": "levels used as evidence"})
-    workers: int | None = _ev("worker processes (none: unknown, 1 assumed)")
+    workers: int | None = _ev("worker processes serving the app, found on this machine")
     threadpool_knee_expected: int | None = _ev(
         "where AnyIO's thread limiter would bend the curve (40 x workers)"
     )
