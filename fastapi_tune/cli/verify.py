@@ -35,7 +35,7 @@ from fastapi_tune.render.export_load import (
     parse_mix,
 )
 from fastapi_tune.render.html import render_html
-from fastapi_tune.render.verify import VerifyProgress, print_verify, verify_to_json
+from fastapi_tune.render.verify import VerifyProgress, note_lines, print_verify, verify_to_json
 from fastapi_tune.render.verify_servers import print_servers, servers_to_json
 from fastapi_tune.verify.run import VerifyOptions, VerifyResult, run_verify, verify_notes
 from fastapi_tune.verify.servers import run_servers
@@ -113,6 +113,10 @@ def verify(  # long mostly in its signature: one typer parameter per option
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
+    verbose: Annotated[
+        bool,
+        flag("--verbose", "-v", help="Print each run as it ends, and name every endpoint driven."),
+    ] = False,
 ) -> None:
     """Prove a recommendation: run it against the rule of thumb and a single worker on the real app.
 
@@ -144,17 +148,17 @@ def verify(  # long mostly in its signature: one typer parameter per option
         rate_rps=rate,
         capacity=capacity,
     )
-    for note in verify_notes(options, report):
+    for note in note_lines(verify_notes(options, report), every=verbose):
         err.print(f"[yellow]note:[/] {escape(note)}")
     if servers is not None:
         _verify_servers(options, parse_servers(servers), facts, report, profile, as_json, html)
         return
-    with VerifyProgress(err) as progress:
+    with VerifyProgress(err, verbose) as progress:
         result = run_verify(options, facts, report, progress)
     if as_json:
         print_json(verify_to_json(result))
     else:
-        print_verify(out, result)
+        print_verify(out, result, verbose)
     if html is not None:
         atomic_write(
             html, render_html(report_to_json(report) if report else {}, None, verify_to_json(result))
