@@ -50,7 +50,7 @@ class VerifyProgress:
         shown = "config's workers" if workers is None else f"{workers} worker(s)"
         self.progress.update(
             self.task,
-            description=f"round {round_no}/{rounds}: {label} ({shown}): booting gunicorn, then load"
+            description=f"round {round_no}/{rounds}: {label} ({shown}): booting the server, then load"
             + self.last,
         )
 
@@ -220,7 +220,7 @@ def print_verify(console: Console, result: VerifyResult, verbose: bool = False) 
         console.print("[yellow]Interrupted: the table shows the runs finished before Ctrl-C.[/]")
 
 
-def _rate_json(check: RateCheck | None) -> dict[str, Any] | None:
+def rate_json(check: RateCheck | None) -> dict[str, Any] | None:
     if check is None:
         return None
     return {
@@ -253,7 +253,7 @@ def _run_json(r: Run) -> dict[str, Any]:
         "rss_mib": r.rss_mib,
         "server_cpu_cores": r.server_cpu_cores,
         "client_cpu_cores": r.client_cpu_cores,
-        "at_rate": _rate_json(r.at_rate),
+        "at_rate": rate_json(r.at_rate),
         "capacity": None
         if cap is None
         else {
