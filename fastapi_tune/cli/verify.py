@@ -27,7 +27,13 @@ from fastapi_tune.render.export_load import (
 )
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.verify import VerifyProgress, print_verify, verify_to_json
-from fastapi_tune.verify.run import VerifyOptions, VerifyResult, run_verify, verify_notes
+from fastapi_tune.verify.run import (
+    DEFAULT_MAX_IN_FLIGHT,
+    VerifyOptions,
+    VerifyResult,
+    run_verify,
+    verify_notes,
+)
 
 
 @command
@@ -80,6 +86,14 @@ def verify(  # long mostly in its signature: one typer parameter per option
         bool,
         flag("--capacity", help="Find each configuration's highest arrival rate meeting --slo (~15 s each)."),
     ] = False,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            "--max-in-flight",
+            help="The open loop's bound on requests in flight (like k6's maxVUs): a start that finds it"
+            " reached is dropped and counted as failed, never queued by the generator.",
+        ),
+    ] = DEFAULT_MAX_IN_FLIGHT,
     mix: Annotated[
         str | None,
         typer.Option(
@@ -118,6 +132,7 @@ def verify(  # long mostly in its signature: one typer parameter per option
         objective=parse_slo(slo) if slo else None,
         rate_rps=rate,
         capacity=capacity,
+        max_in_flight=max_in_flight,
     )
     for note in verify_notes(options, report):
         err.print(f"[yellow]note:[/] {escape(note)}")
