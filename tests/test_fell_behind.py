@@ -1,20 +1,27 @@
 """verify's "fell behind" rule (judge.fell_behind): what the server served against the rate asked for,
-and whether latency grew through the window; and the objective it overrides (judge.rate_verdict)."""
+and whether latency grew through the window; the objective it overrides (judge.rate_verdict); and the
+one line that says so in the table, the verdict, the JSON and the HTML."""
 
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
 from fastapi_tune.measure.histogram import LatencyHistogram
 from fastapi_tune.plan.slo import parse_slo
+from fastapi_tune.render.html import render_html
+from fastapi_tune.render.verify import print_verify, verify_to_json
 from fastapi_tune.verify.judge import (
     GROWTH_MIN_SAMPLES,
     SERVED_SHARE_MIN,
     RateCheck,
+    Run,
     fell_behind,
+    judge,
     merge_checks,
     rate_verdict,
 )
+from fastapi_tune.verify.run import VerifyResult
 
 
 def check(
@@ -98,3 +105,52 @@ def test_merged_rounds_keep_the_worst_backlog_and_both_seconds() -> None:
     assert (merged.backlog_at_end, merged.drain_s) == (200, 2.0)
     assert merged.last_second.total == a.last_second.total + b.last_second.total
     assert fell_behind(merged) is not None
+
+
+def _result(at_rate: RateCheck) -> VerifyResult:
+    run = Run("recommended", 1, 600, 0, 95.0, 600.0, 700.0, 45.0, 1.0, 0.05, at_rate=at_rate)
+    return VerifyResult(
+        runs=(run,),
+        verdict=judge([run]),
+        endpoints=("GET /cpu",),
+        concurrency=64,
+        duration_s=6.0,
+        repeat=1,
+        interrupted=False,
+        rate_rps=at_rate.rate_rps,
+    )
+
+
+LINE = "beyond capacity: served 98 of 143 req/s; p50 grew from 12 ms to 3.4 s"
+
+
+def test_the_line_is_in_the_table_the_verdict_the_json_and_the_html() -> None:
+    result = _result(check(rate=143.0, served_rps=98.0, last_ms=3400.0, backlog=290, drain_s=3.3))
+    console = Console(record=True, width=250)
+    print_verify(console, result)
+    text = console.export_text()
+    assert text.count(LINE) == 2  # under the open-loop table, and in the verdict
+    data = verify_to_json(result)
+    at = data["runs"][0]["at_rate"]
+    assert at["beyond_capacity"].startswith(LINE)
+    assert (at["arrival_rps"], at["served_rps"], at["backlog_at_end"], at["drain_s"]) == (
+        143.0,
+        98.0,
+        290,
+        3.3,
+    )
+    assert at["latency_last_second_ms"]["p50"] == pytest.approx(3400, rel=0.01)
+    assert "achieved_rps" not in at
+    assert LINE in data["verdict"]
+    assert LINE in render_html({}, None, data)
+
+
+def test_a_run_that_kept_up_shows_no_line() -> None:
+    result = _result(check(rate=49.0, served_rps=49.0))
+    console = Console(record=True, width=250)
+    print_verify(console, result)
+    assert "beyond capacity" not in console.export_text()
+    data = verify_to_json(result)
+    assert data["runs"][0]["at_rate"]["beyond_capacity"] is None
+    assert data["runs"][0]["at_rate"]["fell_behind"] is False
+    assert "beyond capacity" not in render_html({}, None, data)

@@ -1,0 +1,224 @@
+"""Section 4 of benchmarks/openloop.py: the open loop THROUGH `fastapi-tune verify --rate`, against k6.
+
+One gunicorn config (one uvicorn worker) serves benchmarks/openloop_app.py's /cpu10 (~10 ms of CPU)
+for both tools. k6's closed loop (--vus 16) gives the capacity; the rates are fixed from a first
+measurement of it, then each round runs, in alternating order, k6 (its closed-loop capacity, and its
+constant-arrival-rate executor at half of it) and verify (at half capacity, which first runs its
+own c=64 burst on the same server, then the open loop on the server it settled; and at 1.5x with
+an objective that the completed requests meet, so that only falling behind can miss it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi_tune.core.errors import ExitCode
+from fastapi_tune.measure.launch import free_port, run_server
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CONF = 'workers = 1\nworker_class = "uvicorn_worker.UvicornWorker"\n'
+ROUTE = "/cpu10"
+APP = "openloop_app:app"
+RATIO_BAND = (0.85, 1.15)
+SERVED_BAND = (0.90, 1.10)  # served at 1.5x / k6's closed-loop capacity
+KEPT_UP_BAND = (0.98, 1.02)  # served / arrival at half capacity
+# The completed requests meet it (a backlog of a few seconds at most): only falling behind misses it.
+LOOSE_SLO = "p99<60s"
+
+K6_CLOSED = """
+import http from 'k6/http';
+export const options = { discardResponseBodies: true };
+export default function () { http.get(__ENV.URL); }
+"""
+K6_OPEN = """
+import http from 'k6/http';
+const rate = Number(__ENV.RATE);
+const arrival = (duration, start) => ({
+  executor: 'constant-arrival-rate', rate: rate, timeUnit: '1s', duration: duration,
+  startTime: start, preAllocatedVUs: 64, maxVUs: 64,
+});
+export const options = {
+  discardResponseBodies: true,
+  thresholds: { 'http_req_duration{scenario:main}': ['max>=0'] },
+  scenarios: { warm: arrival(__ENV.WARM, '0s'), main: arrival(__ENV.DUR, __ENV.WARM) },
+};
+export default function () { http.get(__ENV.URL); }
+"""
+
+
+@dataclass(frozen=True)
+class K6Side:
+    capacity_rps: float
+    p50: float
+    p99: float
+
+
+@dataclass(frozen=True)
+class VerifySide:
+    p50: float
+    p99: float
+    arrival_rps: float
+    served_rps: float
+    line: str | None
+    notes: tuple[str, ...]
+    exit_code: int
+
+
+def _k6(k6: str, script: str, tmp: Path, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    path, summary = tmp / "script.js", tmp / "summary.json"
+    path.write_text(script)
+    cmd = [k6, "run", "-q", "--no-usage-report", "--summary-trend-stats", "med,p(99)"]
+    cmd += ["--summary-export", str(summary), *args]
+    for key, value in env.items():
+        cmd += ["-e", f"{key}={value}"]
+    subprocess.run([*cmd, str(path)], check=True, capture_output=True)
+    metrics: dict[str, Any] = json.loads(summary.read_text())["metrics"]
+    return metrics
+
+
+def _gunicorn(conf: Path, port: int) -> list[str]:
+    """The server as verify starts it: the config, recycling off, no control socket."""
+    return [
+        sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", f"127.0.0.1:{port}",
+        "--max-requests", "0", "--no-control-socket", APP,
+    ]  # fmt: skip
+
+
+def k6_side(k6: str, conf: Path, half: int | None, warmup_s: float, duration_s: float) -> K6Side:
+    """k6's closed-loop capacity on the config and (given a rate) its latency at that rate."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    with (
+        run_server(_gunicorn(conf, port), port, ready_path="/trivial", workers=1, cwd=HERE, env=env) as s,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        url = s.url + ROUTE
+        closed = _k6(
+            k6, K6_CLOSED, Path(tmp), ["--vus", "16", "--duration", f"{duration_s:g}s"], {"URL": url}
+        )
+        capacity = float(closed["http_reqs"]["rate"])
+        if half is None:
+            return K6Side(capacity, float("nan"), float("nan"))
+        env_k6 = {"URL": url, "RATE": str(half), "WARM": f"{warmup_s:g}s", "DUR": f"{duration_s:g}s"}
+        lat = _k6(k6, K6_OPEN, Path(tmp), [], env_k6)["http_req_duration{scenario:main}"]
+    return K6Side(capacity, float(lat["med"]), float(lat["p(99)"]))
+
+
+def verify_side(conf: Path, rate: int, duration_s: float, slo: str | None) -> VerifySide:
+    """`fastapi-tune verify --rate` as a user runs it; the recommended (one-worker) run's open loop."""
+    cmd = [sys.executable, "-m", "fastapi_tune", "verify", APP, "-c", str(conf), "-e", f"GET {ROUTE}"]
+    cmd += ["--app-dir", str(HERE), "--rate", str(rate), "--duration", f"{duration_s:g}", "--repeat", "1"]
+    cmd += ["--json", *(["--slo", slo] if slo else [])]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    if not done.stdout:
+        raise RuntimeError(f"verify failed (exit {done.returncode}): {done.stderr[-1500:]}")
+    run = next(r for r in json.loads(done.stdout)["runs"] if r["label"] == "recommended")
+    at = run["at_rate"]
+    return VerifySide(
+        at["latency_ms"]["p50"],
+        at["latency_ms"]["p99"],
+        at["arrival_rps"],
+        at["served_rps"],
+        at["beyond_capacity"],
+        tuple(run["notes"]),
+        done.returncode,
+    )
+
+
+@dataclass(frozen=True)
+class Round:
+    k6: K6Side
+    half: VerifySide
+    over: VerifySide
+    load: float  # 1-minute load average at the round's end
+
+
+def one_round(k6: str, conf: Path, rates: tuple[int, int], args: Any, rnd: int) -> Round:
+    half, over = rates
+
+    def theirs() -> K6Side:
+        return k6_side(k6, conf, half, args.warmup, args.duration)
+
+    def ours() -> tuple[VerifySide, VerifySide]:
+        return (
+            verify_side(conf, half, args.duration, None),
+            verify_side(conf, over, args.duration, LOOSE_SLO),
+        )
+
+    if rnd % 2 == 0:
+        them = theirs()
+        at_half, at_over = ours()
+    else:
+        at_half, at_over = ours()
+        them = theirs()
+    return Round(them, at_half, at_over, os.getloadavg()[0])
+
+
+def _print_round(rnd: int, r: Round, rates: tuple[int, int]) -> None:
+    h, o = r.half, r.over
+    print(
+        f"  r{rnd + 1} load {r.load:4.1f} | k6 capacity {r.k6.capacity_rps:6.1f}/s, at {rates[0]}/s p50"
+        f" {r.k6.p50:6.2f} p99 {r.k6.p99:6.2f} | verify at {rates[0]}/s p50 {h.p50:6.2f} p99 {h.p99:6.2f}"
+        f" arrived {h.arrival_rps:6.1f} served {h.served_rps:6.1f} line {'yes' if h.line else 'no'}"
+        f" | at {rates[1]}/s served {o.served_rps:6.1f} exit {o.exit_code}",
+        flush=True,
+    )
+    for note in (*h.notes, *o.notes):
+        print(f"     note: {note}")
+    if o.line:
+        print(f"     {o.line}")
+
+
+def _within(value: float, band: tuple[float, float]) -> bool:
+    return band[0] <= value <= band[1]
+
+
+def verify_section(k6: str, args: Any) -> int:
+    """Run section 4 and print its table; 0 if its bar is met."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "one-worker.conf.py"
+        conf.write_text(CONF)
+        first = k6_side(k6, conf, None, args.warmup, args.duration)
+        rates = (max(1, round(first.capacity_rps / 2)), max(2, round(1.5 * first.capacity_rps)))
+        print(
+            f"\n4. through `verify --rate` on {ROUTE} (gunicorn, one uvicorn worker): k6 capacity"
+            f" {first.capacity_rps:.1f} req/s -> half {rates[0]}, 1.5x {rates[1]} req/s;"
+            f" load average {os.getloadavg()[0]:.1f}"
+        )
+        rounds = []
+        for rnd in range(args.rounds):
+            rounds.append(one_round(k6, conf, rates, args, rnd))
+            _print_round(rnd, rounds[-1], rates)
+    p50 = statistics.median(r.half.p50 / r.k6.p50 for r in rounds)
+    p99 = statistics.median(r.half.p99 / r.k6.p99 for r in rounds)
+    kept = statistics.median(r.half.served_rps / r.half.arrival_rps for r in rounds)
+    served = statistics.median(r.over.served_rps / r.k6.capacity_rps for r in rounds)
+    lines_half = sum(r.half.line is not None for r in rounds)
+    lines_over = sum(r.over.line is not None for r in rounds)
+    exits = sum(r.over.exit_code == ExitCode.SLO_MISSED for r in rounds)
+    print(f"medians over {len(rounds)} rounds (load average {os.getloadavg()[0]:.1f} at the end):")
+    print(f"  at half capacity: verify/k6 p50 {p50:.3f}, p99 {p99:.3f}; served/arrival {kept:.3f};")
+    print(f"    'beyond capacity' line in {lines_half} of {len(rounds)} rounds")
+    print(
+        f"  at 1.5x: served / k6 capacity {served:.3f};"
+        f" line in {lines_over}, exit 7 in {exits} of {len(rounds)} rounds"
+    )
+    ok = (
+        _within(p50, RATIO_BAND)
+        and _within(p99, RATIO_BAND)
+        and _within(kept, KEPT_UP_BAND)
+        and _within(served, SERVED_BAND)
+        and lines_half == 0
+        and lines_over == exits == len(rounds)
+    )
+    print(f"bar of section 4: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
