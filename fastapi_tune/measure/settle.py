@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,7 +20,7 @@ import psutil
 
 from fastapi_tune.measure.observe import cpu_seconds
 
-__all__ = ["IDLE_SERVER_CORES", "SETTLE_MAX_S", "Settled", "wait_until_idle"]
+__all__ = ["IDLE_SERVER_CORES", "SETTLE_MAX_S", "Settled", "Settler", "wait_until_idle"]
 
 # Idle workers (uvicorn's loop in epoll, gunicorn's heartbeat) use well under 0.01 core; a worker
 # serving anything uses a large share of one. 0.1 core over SAMPLE_S is one or two 10 ms clock
@@ -73,3 +73,24 @@ def wait_until_idle(
         if time.perf_counter() - started >= max_wait_s:
             break
     return Settled(round(time.perf_counter() - started, 3), False, round(cores, 3))
+
+
+class Settler:
+    """Waits for the workers to go idle before each measurement of a run; keeps a note when not."""
+
+    def __init__(
+        self,
+        workers: Callable[[], Sequence[psutil.Process]],
+        stop: threading.Event,
+        step: Callable[[str], None],
+    ) -> None:
+        self.workers, self.stop, self.step = workers, stop, step
+        self.notes: list[str] = []
+
+    def __call__(self, before: str) -> None:
+        """Wait (at most SETTLE_MAX_S) before the measurement named `before`."""
+        self.step(f"waiting for the server to go idle before the {before}")
+        settled = wait_until_idle(self.workers(), SETTLE_MAX_S, self.stop)
+        note = None if self.stop.is_set() else settled.note(before)
+        if note is not None:
+            self.notes.append(note)

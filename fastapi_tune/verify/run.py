@@ -35,7 +35,7 @@ from fastapi_tune.measure.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.measure.observe import cpu_seconds, worker_children
 from fastapi_tune.measure.openloop import run_open_loop
 from fastapi_tune.measure.report import Endpoint, EndpointClass, ProbeReport
-from fastapi_tune.measure.settle import SETTLE_MAX_S, wait_until_idle
+from fastapi_tune.measure.settle import SETTLE_MAX_S, Settler
 from fastapi_tune.measure.stats import errors_by_kind, summarize
 from fastapi_tune.plan.slo import Objective
 from fastapi_tune.verify.judge import (
@@ -425,21 +425,6 @@ def _measure(
     return run, note
 
 
-class _Settler:
-    """Waits for the server's workers to go idle before each measurement; keeps a note when not."""
-
-    def __init__(self, running: Running, stop: threading.Event, events: VerifyEvents) -> None:
-        self.running, self.stop, self.events = running, stop, events
-        self.notes: list[str] = []
-
-    def __call__(self, before: str) -> None:
-        self.events.step(f"waiting for the server to go idle before the {before}")
-        settled = wait_until_idle(worker_children(self.running.pid), SETTLE_MAX_S, self.stop)
-        note = None if self.stop.is_set() else settled.note(before)
-        if note is not None:
-            self.notes.append(note)
-
-
 def _measure_all(
     planned: Planned,
     round_no: int,
@@ -453,7 +438,7 @@ def _measure_all(
     """The closed-loop burst, then the open loop at --rate, then (first round) the capacity search,
     each on a settled server (item 4 of issue 23: an open loop right after a burst measured the
     burst's backlog as its own tail)."""
-    settle = _Settler(running, stop, events)
+    settle = Settler(lambda: worker_children(running.pid), stop, events.step)
     settle("closed loop")
     run, note = _measure(planned, running, specs, options, stop, live)
     settle.notes += [note] if note else []
