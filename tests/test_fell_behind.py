@@ -81,6 +81,12 @@ def test_the_line_names_both_rates_the_growth_and_the_backlog() -> None:
     )
 
 
+def test_a_low_rate_is_not_behind_for_the_request_cut_by_the_window() -> None:
+    # 2 req/s over 3 s: 6 starts; the last one is still on the wire when the window closes.
+    assert fell_behind(check(rate=2.0, served_rps=5 / 3, duration_s=3.0, per_second=2)) is None
+    assert fell_behind(check(rate=2.0, served_rps=3 / 3, duration_s=3.0, per_second=2)) is not None
+
+
 def test_served_share_is_of_the_rate_asked_for() -> None:
     # Starts dropped at the in-flight bound lower the arrival rate held, not the bar.
     assert fell_behind(check(rate=100.0, served_rps=100.0 * SERVED_SHARE_MIN - 1)) is not None

@@ -34,6 +34,9 @@ CAPACITY_MIN_RPS: Final = 1.0
 # started in it, less a request or two on the wire at each edge; 5% short is a queue growing by
 # 5% of the rate every second, which no rate can be sustained with.
 SERVED_SHARE_MIN: Final = 0.95
+# A window's edges each cut one request that a steady server answers either side of them: at low
+# rates (2 req/s over 3 s is 6 requests) that alone would be 17% short.
+SERVED_SLACK_PER_ROUND: Final = 2
 # ... or when the latency of the window's last second (openloop.SEGMENT_S) is at least this many
 # times the first second's p50, and this much more: a queue growing through the window. Past
 # capacity by a share f, the wait grows by f x the window (5% over 6 s: +300 ms), whatever the
@@ -73,6 +76,7 @@ class RateCheck:
     drain_s: float | None = None  # from the window's end until they settled (longest over rounds)
     first_second: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(()))
     last_second: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(()))
+    rounds: int = 1
 
     @property
     def arrival_rps(self) -> float:
@@ -111,6 +115,7 @@ def merge_checks(a: RateCheck, b: RateCheck) -> RateCheck:
         drain_s=max(drains) if drains else None,
         first_second=a.first_second.merge(b.first_second),
         last_second=a.last_second.merge(b.last_second),
+        rounds=a.rounds + b.rounds,
     )
 
 
@@ -130,7 +135,8 @@ def fell_behind(check: RateCheck) -> str | None:
     """'beyond capacity: served 98 of 143 req/s; p50 grew from 12 ms to 3.4 s; ...' when the server
     fell behind the rate (SERVED_SHARE_MIN, GROWTH_*), None when it kept up."""
     growth = _p50_growth(check)
-    short = check.served_rps < SERVED_SHARE_MIN * check.rate_rps
+    slack = SERVED_SLACK_PER_ROUND * check.rounds
+    short = check.served + slack < SERVED_SHARE_MIN * check.rate_rps * check.duration_s
     grew = growth is not None and growth[1] >= max(GROWTH_RATIO * growth[0], growth[0] + GROWTH_MIN_MS)
     if not (short or grew):
         return None
