@@ -1,11 +1,12 @@
 """Section 4 of benchmarks/openloop.py: the open loop THROUGH `fastapi-tune verify --rate`, against k6.
 
 One gunicorn config (one uvicorn worker) serves benchmarks/openloop_app.py's /cpu10 (~10 ms of CPU)
-for both tools. k6's closed loop (--vus 16) gives the capacity; the rates are fixed from a first
-measurement of it, then each round runs, in alternating order, k6 (its closed-loop capacity, and its
-constant-arrival-rate executor at half of it) and verify (at half capacity, which first runs its
-own c=64 burst on the same server, then the open loop on the server it settled; and at 1.5x with
-an objective that the completed requests meet, so that only falling behind can miss it).
+for both tools, each on a server of its own as verify starts it. Each round: k6's closed loop
+(--vus 16) gives the capacity and so the rates; then, in alternating order, k6's
+constant-arrival-rate executor at half of it, and verify at half (which first runs its own c=64
+burst on the same server, then the open loop on the server it settled) and at 1.5x (with an
+objective the completed requests meet, so that only falling behind can miss it); then k6's
+capacity again: the round's capacity is the mean of both, bracketing verify's runs in time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,24 +96,28 @@ def _gunicorn(conf: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def k6_side(k6: str, conf: Path, half: int | None, warmup_s: float, duration_s: float) -> K6Side:
-    """k6's closed-loop capacity on the config and (given a rate) its latency at that rate."""
+@contextmanager
+def k6_server(conf: Path) -> Iterator[str]:
+    """A gunicorn with the config, as verify starts it, for k6; yields the route's URL."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(HERE)}
-    with (
-        run_server(_gunicorn(conf, port), port, ready_path="/trivial", workers=1, cwd=HERE, env=env) as s,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        url = s.url + ROUTE
-        closed = _k6(
-            k6, K6_CLOSED, Path(tmp), ["--vus", "16", "--duration", f"{duration_s:g}s"], {"URL": url}
-        )
-        capacity = float(closed["http_reqs"]["rate"])
-        if half is None:
-            return K6Side(capacity, float("nan"), float("nan"))
-        env_k6 = {"URL": url, "RATE": str(half), "WARM": f"{warmup_s:g}s", "DUR": f"{duration_s:g}s"}
-        lat = _k6(k6, K6_OPEN, Path(tmp), [], env_k6)["http_req_duration{scenario:main}"]
-    return K6Side(capacity, float(lat["med"]), float(lat["p(99)"]))
+    with run_server(_gunicorn(conf, port), port, ready_path="/trivial", workers=1, cwd=HERE, env=env) as s:
+        yield s.url + ROUTE
+
+
+def k6_capacity(k6: str, conf: Path, duration_s: float) -> float:
+    """k6's closed-loop throughput on the config (16 VUs, no think time)."""
+    with k6_server(conf) as url, tempfile.TemporaryDirectory() as tmp:
+        args = ["--vus", "16", "--duration", f"{duration_s:g}s"]
+        return float(_k6(k6, K6_CLOSED, Path(tmp), args, {"URL": url})["http_reqs"]["rate"])
+
+
+def k6_at_rate(k6: str, conf: Path, rate: int, warmup_s: float, duration_s: float) -> tuple[float, float]:
+    """k6's constant-arrival-rate executor on the config: (p50, p99) ms of the main scenario."""
+    with k6_server(conf) as url, tempfile.TemporaryDirectory() as tmp:
+        env = {"URL": url, "RATE": str(rate), "WARM": f"{warmup_s:g}s", "DUR": f"{duration_s:g}s"}
+        lat = _k6(k6, K6_OPEN, Path(tmp), [], env)["http_req_duration{scenario:main}"]
+    return float(lat["med"]), float(lat["p(99)"])
 
 
 def verify_side(conf: Path, rate: int, duration_s: float, slo: str | None) -> VerifySide:
@@ -136,17 +143,17 @@ def verify_side(conf: Path, rate: int, duration_s: float, slo: str | None) -> Ve
 
 @dataclass(frozen=True)
 class Round:
-    k6: K6Side
+    rates: tuple[int, int]  # half and 1.5x the capacity k6 measured just before
+    k6: K6Side  # capacity: the mean of k6's closed loop before and after the round
     half: VerifySide
     over: VerifySide
     load: float  # 1-minute load average at the round's end
 
 
-def one_round(k6: str, conf: Path, rates: tuple[int, int], args: Any, rnd: int) -> Round:
-    half, over = rates
-
-    def theirs() -> K6Side:
-        return k6_side(k6, conf, half, args.warmup, args.duration)
+def one_round(k6: str, conf: Path, args: Any, rnd: int) -> Round:
+    """k6's capacity; k6 at half of it and verify at half and 1.5x (order alternating); k6's again."""
+    before = k6_capacity(k6, conf, args.duration)
+    half, over = max(1, round(before / 2)), max(2, round(1.5 * before))
 
     def ours() -> tuple[VerifySide, VerifySide]:
         return (
@@ -155,16 +162,17 @@ def one_round(k6: str, conf: Path, rates: tuple[int, int], args: Any, rnd: int) 
         )
 
     if rnd % 2 == 0:
-        them = theirs()
+        p50, p99 = k6_at_rate(k6, conf, half, args.warmup, args.duration)
         at_half, at_over = ours()
     else:
         at_half, at_over = ours()
-        them = theirs()
-    return Round(them, at_half, at_over, os.getloadavg()[0])
+        p50, p99 = k6_at_rate(k6, conf, half, args.warmup, args.duration)
+    after = k6_capacity(k6, conf, args.duration)
+    return Round((half, over), K6Side((before + after) / 2, p50, p99), at_half, at_over, os.getloadavg()[0])
 
 
-def _print_round(rnd: int, r: Round, rates: tuple[int, int]) -> None:
-    h, o = r.half, r.over
+def _print_round(rnd: int, r: Round) -> None:
+    h, o, rates = r.half, r.over, r.rates
     print(
         f"  r{rnd + 1} load {r.load:4.1f} | k6 capacity {r.k6.capacity_rps:6.1f}/s, at {rates[0]}/s p50"
         f" {r.k6.p50:6.2f} p99 {r.k6.p99:6.2f} | verify at {rates[0]}/s p50 {h.p50:6.2f} p99 {h.p99:6.2f}"
@@ -184,20 +192,17 @@ def _within(value: float, band: tuple[float, float]) -> bool:
 
 def verify_section(k6: str, args: Any) -> int:
     """Run section 4 and print its table; 0 if its bar is met."""
+    print(
+        f"\n4. through `verify --rate` on {ROUTE} (gunicorn, one uvicorn worker): rates from k6's"
+        f" capacity just before each round; load average {os.getloadavg()[0]:.1f}"
+    )
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "one-worker.conf.py"
         conf.write_text(CONF)
-        first = k6_side(k6, conf, None, args.warmup, args.duration)
-        rates = (max(1, round(first.capacity_rps / 2)), max(2, round(1.5 * first.capacity_rps)))
-        print(
-            f"\n4. through `verify --rate` on {ROUTE} (gunicorn, one uvicorn worker): k6 capacity"
-            f" {first.capacity_rps:.1f} req/s -> half {rates[0]}, 1.5x {rates[1]} req/s;"
-            f" load average {os.getloadavg()[0]:.1f}"
-        )
-        rounds = []
         for rnd in range(args.rounds):
-            rounds.append(one_round(k6, conf, rates, args, rnd))
-            _print_round(rnd, rounds[-1], rates)
+            rounds.append(one_round(k6, conf, args, rnd))
+            _print_round(rnd, rounds[-1])
     p50 = statistics.median(r.half.p50 / r.k6.p50 for r in rounds)
     p99 = statistics.median(r.half.p99 / r.k6.p99 for r in rounds)
     kept = statistics.median(r.half.served_rps / r.half.arrival_rps for r in rounds)
