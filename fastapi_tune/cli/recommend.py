@@ -20,6 +20,7 @@ from fastapi_tune.cli.prompts import (
     show_and_write_file,
     target_facts,
 )
+from fastapi_tune.cli.traffic import AccessLog, planning_traffic, say_defaults
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import (
     UsageError,
@@ -32,6 +33,7 @@ from fastapi_tune.plan.model import Choices, Plan
 from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
 from fastapi_tune.plan.slo import parse_slo
+from fastapi_tune.plan.traffic import traffic_defaults, with_traffic_input
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render.deploy import deploy_files
 from fastapi_tune.render.export_load import (
@@ -112,6 +114,7 @@ def recommend(  # long mostly in its signature: one typer parameter per option
     ] = sys.executable,
     deploy: Annotated[Path | None, typer.Option(help=DEPLOY_HELP)] = None,
     health_path: Annotated[str | None, typer.Option(help=HEALTH_HELP)] = None,
+    access_log: AccessLog = None,
 ) -> None:
     """Turn host facts + the probe report + a profile into gunicorn.conf.py and a command.
 
@@ -125,6 +128,8 @@ def recommend(  # long mostly in its signature: one typer parameter per option
     _check_db_options(db_max_connections, db_pool_size)
     if target_rps is not None and not (math.isfinite(target_rps) and target_rps > 0):
         raise UsageError("--target-rps: expected a positive number of requests per second")
+    report = load_report(probe_path)
+    traffic = planning_traffic(report, access_log)
     ask = interactive(yes, as_json)
     if ask:
         app_module = app_module or ask_value("App to serve (module:attribute)", "main:app", app_spec)
@@ -133,25 +138,24 @@ def recommend(  # long mostly in its signature: one typer parameter per option
         bind = ask_value("Bind address", chosen.bind, bind_spec)
     facts = target_facts(chosen, cpus, memory, ask)
     stack = read_app_env(python)
-    report = load_report(probe_path)
-    plan = make_plan(
-        facts,
-        report,
-        chosen,
-        Choices(
-            app=app_module or "main:app",
-            bind=bind,
-            worker_class=worker_class,
-            preload=preload,
-            target_rps=target_rps,
-            gunicorn_version=stack.gunicorn,
-            stack=stack,
-            db_max_connections=db_max_connections,
-            db_pool_size=db_pool_size,
-            objective=parse_slo(slo) if slo else None,
-            mix=parse_mix(mix) if mix else None,
-        ),
+    choices = Choices(
+        app=app_module or "main:app",
+        bind=bind,
+        worker_class=worker_class,
+        preload=preload,
+        target_rps=target_rps,
+        gunicorn_version=stack.gunicorn,
+        stack=stack,
+        db_max_connections=db_max_connections,
+        db_pool_size=db_pool_size,
+        objective=parse_slo(slo) if slo else None,
+        mix=parse_mix(mix) if mix else None,
     )
+    defaults = None if traffic is None else traffic_defaults(choices, traffic, report)
+    plan = make_plan(facts, report, chosen, defaults.choices if defaults else choices)
+    if defaults is not None:
+        plan = with_traffic_input(plan, defaults)
+        say_defaults(defaults)
     show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
     if deploy is not None:
         spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name)

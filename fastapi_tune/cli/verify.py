@@ -26,7 +26,7 @@ from fastapi_tune.render.export_load import (
     parse_mix,
 )
 from fastapi_tune.render.html import render_html
-from fastapi_tune.render.verify import VerifyProgress, print_verify, verify_to_json
+from fastapi_tune.render.verify import VerifyProgress, note_lines, print_verify, verify_to_json
 from fastapi_tune.verify.run import (
     DEFAULT_MAX_IN_FLIGHT,
     VerifyOptions,
@@ -104,6 +104,10 @@ def verify(  # long mostly in its signature: one typer parameter per option
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
+    verbose: Annotated[
+        bool,
+        flag("--verbose", "-v", help="Print each run as it ends, and name every endpoint driven."),
+    ] = False,
 ) -> None:
     """Prove a recommendation: run it against the rule of thumb and a single worker on the real app.
 
@@ -134,14 +138,14 @@ def verify(  # long mostly in its signature: one typer parameter per option
         capacity=capacity,
         max_in_flight=max_in_flight,
     )
-    for note in verify_notes(options, report):
+    for note in note_lines(verify_notes(options, report), every=verbose):
         err.print(f"[yellow]note:[/] {escape(note)}")
-    with VerifyProgress(err) as progress:
+    with VerifyProgress(err, verbose) as progress:
         result = run_verify(options, facts, report, progress)
     if as_json:
         print_json(verify_to_json(result))
     else:
-        print_verify(out, result)
+        print_verify(out, result, verbose)
     if html is not None:
         atomic_write(
             html, render_html(report_to_json(report) if report else {}, None, verify_to_json(result))

@@ -25,7 +25,7 @@ from fastapi_tune.render.html_read import prose as _text
 from fastapi_tune.render.html_read import short as _short
 from fastapi_tune.render.html_read import strs as _strs
 from fastapi_tune.render.html_verify import verify_section
-from fastapi_tune.render.probe import CLASS_STYLE
+from fastapi_tune.render.styles import CLASS_STYLE
 from fastapi_tune.render.svgchart import Chart, Mark, Point, Series, render_chart
 
 # Nothing may load: no script, image, font, frame or connection; only the inline stylesheet.
@@ -33,7 +33,7 @@ CSP: Final = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 )
 
-# The terminal's colour per class (render_probe.CLASS_STYLE owns which class gets which) as CSS.
+# The terminal's colour per class (render.styles.CLASS_STYLE owns which class gets which) as CSS.
 _CSS_COLORS: Final[Mapping[str, str]] = {
     "green": "#1a7f37",
     "yellow": "#9a6700",
