@@ -151,10 +151,13 @@ def test_half_capacity_changes_nothing_and_matches_k6(referee: Referee, tmp_path
     assert at["served_rps"] == pytest.approx(at["arrival_rps"], rel=0.1)
     assert at["arrival_rps"] == pytest.approx(referee.half_rps, rel=0.05)
     assert at["dropped_starts"] == 0
-    # Measured on a settled server: the c=64 burst before it left ~64 x 20 ms of work queued, which
-    # an open loop started at once reads as its own tail (issue 23, item 4: p99 30x k6's).
+    # Measured on a settled server: the c=64 burst before it left ~64 x 20 ms = 1.3 s of work
+    # queued, which an open loop started at once reads as its own latency (issue 23, item 4; on
+    # main this run read p50 770 ms, p99 1370 ms where k6 reads ~25 ms). The slack is for a busy
+    # machine's hiccups in one tool's run and not the other's (seen: 100-300 ms at load 12).
     assert run["notes"] == []
     lat = at["latency_ms"]
-    for ours, theirs in ((lat["p50"], referee.half_p50_ms), (lat["p99"], referee.half_p99_ms)):
-        assert ours <= max(2 * theirs, theirs + 40), (ours, theirs, os.getloadavg())
+    bounds = ((lat["p50"], referee.half_p50_ms, 2, 40.0), (lat["p99"], referee.half_p99_ms, 3, 150.0))
+    for ours, theirs, times, plus in bounds:
+        assert ours <= max(times * theirs, theirs + plus), (ours, theirs, os.getloadavg())
         assert ours >= 0.5 * theirs
