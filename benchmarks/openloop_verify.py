@@ -2,11 +2,11 @@
 
 One gunicorn config (one uvicorn worker) serves benchmarks/openloop_app.py's /cpu10 (~10 ms of CPU)
 for both tools, each on a server of its own as verify starts it. Each round: k6's closed loop
-(--vus 16) gives the capacity and so the rates; then, in alternating order, k6's
-constant-arrival-rate executor at half of it, and verify at half (which first runs its own c=64
-burst on the same server, then the open loop on the server it settled) and at 1.5x (with an
-objective the completed requests meet, so that only falling behind can miss it); then k6's
-capacity again: the round's capacity is the mean of both, bracketing verify's runs in time.
+(--vus 16) gives the capacity and so the rates; k6's constant-arrival-rate executor at half of it;
+verify at half (which first runs its own c=64 burst on the same server, then the open loop on the
+server it settled) and at 1.5x (with an objective the completed requests meet, so that only
+falling behind can miss it); then k6 at half and its capacity again. k6's figures are the means of
+the two sides, which bracket verify's runs in time.
 """
 
 from __future__ import annotations
@@ -150,25 +150,19 @@ class Round:
     load: float  # 1-minute load average at the round's end
 
 
-def one_round(k6: str, conf: Path, args: Any, rnd: int) -> Round:
-    """k6's capacity; k6 at half of it and verify at half and 1.5x (order alternating); k6's again."""
+def one_round(k6: str, conf: Path, args: Any) -> Round:
+    """k6's capacity and k6 at half of it, then verify at half and 1.5x, then k6 at half and its
+    capacity again: k6's figures are the mean of both sides, bracketing verify's runs in time (on a
+    shared machine the server's CPU share drifts within a minute, and a CPU route's latency with it)."""
     before = k6_capacity(k6, conf, args.duration)
     half, over = max(1, round(before / 2)), max(2, round(1.5 * before))
-
-    def ours() -> tuple[VerifySide, VerifySide]:
-        return (
-            verify_side(conf, half, args.duration, None),
-            verify_side(conf, over, args.duration, LOOSE_SLO),
-        )
-
-    if rnd % 2 == 0:
-        p50, p99 = k6_at_rate(k6, conf, half, args.warmup, args.duration)
-        at_half, at_over = ours()
-    else:
-        at_half, at_over = ours()
-        p50, p99 = k6_at_rate(k6, conf, half, args.warmup, args.duration)
+    first = k6_at_rate(k6, conf, half, args.warmup, args.duration)
+    at_half = verify_side(conf, half, args.duration, None)
+    at_over = verify_side(conf, over, args.duration, LOOSE_SLO)
+    second = k6_at_rate(k6, conf, half, args.warmup, args.duration)
     after = k6_capacity(k6, conf, args.duration)
-    return Round((half, over), K6Side((before + after) / 2, p50, p99), at_half, at_over, os.getloadavg()[0])
+    them = K6Side((before + after) / 2, (first[0] + second[0]) / 2, (first[1] + second[1]) / 2)
+    return Round((half, over), them, at_half, at_over, os.getloadavg()[0])
 
 
 def _print_round(rnd: int, r: Round) -> None:
@@ -201,7 +195,7 @@ def verify_section(k6: str, args: Any) -> int:
         conf = Path(tmp) / "one-worker.conf.py"
         conf.write_text(CONF)
         for rnd in range(args.rounds):
-            rounds.append(one_round(k6, conf, args, rnd))
+            rounds.append(one_round(k6, conf, args))
             _print_round(rnd, rounds[-1])
     p50 = statistics.median(r.half.p50 / r.k6.p50 for r in rounds)
     p99 = statistics.median(r.half.p99 / r.k6.p99 for r in rounds)
