@@ -9,11 +9,12 @@ Serves benchmarks/openloop_app.py with ONE uvicorn worker on a free loopback por
      first) and shared (both at once, each at half the rate, so both see one server in one state);
      the median over rounds of ours/k6 for p50 and p99.
   4. THROUGH `fastapi-tune verify --rate` (issues 29 and 23 item 4), on /cpu10 (~10 ms of CPU) under
-     gunicorn with one uvicorn worker, the same config for both tools, interleaved rounds: k6's
-     closed-loop capacity (--vus 16), k6's constant-arrival-rate at half of it, then verify at that
-     half (after its own c=64 burst, on the server it settled) and at 1.5x (with --slo): ours/k6
-     for p50 and p99 at half capacity, served/arrival at half, served at 1.5x / k6's capacity, the
-     "beyond capacity" line and the exit code.
+     gunicorn with one uvicorn worker, the same config for both tools (openloop_verify.py): per
+     round k6's closed-loop capacity (--vus 16) and its constant-arrival-rate at half of it, then
+     verify at that half (after its own c=64 burst, on the server it settled) and at 1.5x (with
+     --slo), then k6 again (its figures: the means of both sides); ours/k6 for p50 and p99 at half
+     capacity, served/arrival at half, served at 1.5x / k6's capacity, the "beyond capacity" line
+     and the exit code.
 Bar: at half capacity, p50 alone, p50 shared and p99 shared within 0.85..1.15. p99 alone is printed
 but not held to it: k6 spends 3-4x our CPU per request, and on 2 cores that slows the server it
 measures, so two interleaved runs compare two different servers' tails (measured on a shared
