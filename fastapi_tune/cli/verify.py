@@ -37,7 +37,13 @@ from fastapi_tune.render.export_load import (
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.verify import VerifyProgress, note_lines, print_verify, verify_to_json
 from fastapi_tune.render.verify_servers import print_servers, servers_to_json
-from fastapi_tune.verify.run import VerifyOptions, VerifyResult, run_verify, verify_notes
+from fastapi_tune.verify.run import (
+    DEFAULT_MAX_IN_FLIGHT,
+    VerifyOptions,
+    VerifyResult,
+    run_verify,
+    verify_notes,
+)
 from fastapi_tune.verify.servers import run_servers
 
 
@@ -91,6 +97,14 @@ def verify(  # long mostly in its signature: one typer parameter per option
         bool,
         flag("--capacity", help="Find each configuration's highest arrival rate meeting --slo (~15 s each)."),
     ] = False,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            "--max-in-flight",
+            help="The open loop's bound on requests in flight (like k6's maxVUs): a start that finds it"
+            " reached is dropped and counted as failed, never queued by the generator.",
+        ),
+    ] = DEFAULT_MAX_IN_FLIGHT,
     mix: Annotated[
         str | None,
         typer.Option(
@@ -147,6 +161,7 @@ def verify(  # long mostly in its signature: one typer parameter per option
         objective=parse_slo(slo) if slo else None,
         rate_rps=rate,
         capacity=capacity,
+        max_in_flight=max_in_flight,
     )
     for note in note_lines(verify_notes(options, report), every=verbose):
         err.print(f"[yellow]note:[/] {escape(note)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from rich import box
@@ -13,7 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fastapi_tune.render.probe import bar
-from fastapi_tune.verify.judge import RateCheck, error_text, objective_verdict
+from fastapi_tune.verify.judge import RateCheck, error_text, fell_behind, objective_verdict
 from fastapi_tune.verify.run import RECOMMENDED, Run, VerifyResult
 
 
@@ -160,10 +160,27 @@ def _open_table(result: VerifyResult) -> Table | None:
     title = "At an arrival rate (open loop: latency ms from each request's intended start, rounds merged)"
     if result.objective is not None:
         title += f"; objective {result.objective.describe()}"
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    if result.rate_rps is not None:
+        title += (
+            f". At {result.rate_rps:g}/s: arrived = requests started per second, served = responses"
+            " that ended inside the window per second, queued = requests in flight at its end"
+        )
+    behind = [
+        f"{r.names}: {line}"
+        for r in result.runs
+        if r.at_rate is not None and (line := fell_behind(r.at_rate)) is not None
+    ]
+    t = Table(
+        title=title,
+        title_justify="left",
+        caption="\n".join(f"[red]{escape(b)}[/]" for b in behind) or None,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     t.add_column("run", no_wrap=True)
     if result.rate_rps is not None:
-        for name in (f"@{result.rate_rps:g}/s got", "p50", "p99", "p99.9", "failed", "late", "SLO"):
+        for name in _RATE_COLUMNS:
             t.add_column(name, justify="right", no_wrap=True)
     if capacity:
         t.add_column("capacity at SLO", justify="right", no_wrap=True)
@@ -172,14 +189,20 @@ def _open_table(result: VerifyResult) -> Table | None:
     return t
 
 
+_RATE_COLUMNS = ("arrived", "served", "queued", "p50", "p99", "p99.9", "failed", "late", "SLO")
+
+
 def _rate_cells(result: VerifyResult, run: Run) -> list[str]:
     cells: list[str] = []
     check = run.at_rate
     if result.rate_rps is not None and check is not None:
         pct = check.percentiles()
         verdict = objective_verdict(run, result.objective) if result.objective is not None else None
+        served = f"{check.served_rps:.1f}"
         cells += [
-            f"{check.achieved_rps:.1f}",
+            f"{check.arrival_rps:.1f}",
+            served if fell_behind(check) is None else f"[red]{served}[/]",
+            str(check.backlog_at_end),
             _ms(pct.get(50.0)),
             _ms(pct.get(99.0)),
             _ms(pct.get(99.9)),
@@ -188,7 +211,7 @@ def _rate_cells(result: VerifyResult, run: Run) -> list[str]:
             "-" if verdict is None else "[green]met[/]" if verdict[0] else "[red]missed[/]",
         ]
     elif result.rate_rps is not None:
-        cells += ["-"] * 7
+        cells += ["-"] * len(_RATE_COLUMNS)
     if any(r.capacity is not None for r in result.runs):
         cap = run.capacity
         cells.append("-" if cap is None else "none" if cap.rate_rps is None else f"{cap.rate_rps:.0f} req/s")
@@ -215,23 +238,41 @@ def print_verify(console: Console, result: VerifyResult, verbose: bool = False) 
             console.print(f"  capacity search of {r.names} (req/s): {steps}")
     if result.slo_line is not None:
         colour = "green" if result.slo_met else "red"
-        console.print(f"[bold {colour}]Objective:[/] {result.slo_line}")
+        console.print(f"[bold {colour}]Objective:[/] {escape(result.slo_line)}")
+    for r in result.runs:
+        for note in r.notes:
+            console.print(f"[yellow]note:[/] {escape(r.names)}: {escape(note)}")
     if result.interrupted:
         console.print("[yellow]Interrupted: the table shows the runs finished before Ctrl-C.[/]")
+
+
+def _latency_json(values: Mapping[float, float]) -> dict[str, float | None]:
+    return {f"p{q:g}": (None if math.isnan(v) else v) for q, v in values.items()}
 
 
 def rate_json(check: RateCheck | None) -> dict[str, Any] | None:
     if check is None:
         return None
+    behind = fell_behind(check)
     return {
         "rate_rps": check.rate_rps,
-        "achieved_rps": round(check.achieved_rps, 3),
+        "arrival_rps": round(check.arrival_rps, 3),
+        "served_rps": round(check.served_rps, 3),
+        "duration_s": round(check.duration_s, 3),
         "intended": check.intended,
+        "sent": check.sent,
+        "served_in_window": check.served,
         "completed": check.completed,
         "failed": check.failed,
         "late_starts": check.late,
         "dropped_starts": check.dropped,
-        "latency_ms": {f"p{q:g}": (None if math.isnan(v) else v) for q, v in check.percentiles().items()},
+        "backlog_at_end": check.backlog_at_end,
+        "drain_s": None if check.drain_s is None else round(check.drain_s, 3),
+        "fell_behind": behind is not None,
+        "beyond_capacity": behind,
+        "latency_ms": _latency_json(check.percentiles()),
+        "latency_first_second_ms": _latency_json(check.first_second.percentiles((50.0, 99.0))),
+        "latency_last_second_ms": _latency_json(check.last_second.percentiles((50.0, 99.0))),
     }
 
 
@@ -254,6 +295,7 @@ def _run_json(r: Run) -> dict[str, Any]:
         "server_cpu_cores": r.server_cpu_cores,
         "client_cpu_cores": r.client_cpu_cores,
         "at_rate": rate_json(r.at_rate),
+        "notes": list(r.notes),
         "capacity": None
         if cap is None
         else {

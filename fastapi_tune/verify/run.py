@@ -35,8 +35,9 @@ from fastapi_tune.measure.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.measure.observe import cpu_seconds, worker_children
 from fastapi_tune.measure.openloop import run_open_loop
 from fastapi_tune.measure.report import Endpoint, EndpointClass, ProbeReport
+from fastapi_tune.measure.settle import SETTLE_MAX_S, Settler
 from fastapi_tune.measure.stats import errors_by_kind, summarize
-from fastapi_tune.plan.slo import Objective, meets
+from fastapi_tune.plan.slo import Objective
 from fastapi_tune.verify.judge import (
     CAPACITY_START,
     RECOMMENDED,
@@ -52,6 +53,7 @@ from fastapi_tune.verify.judge import (
     judge,
     next_rate,
     objective_verdict,
+    rate_verdict,
     weighted_order,
 )
 from fastapi_tune.verify.judge import plan_runs as plan_configurations
@@ -75,8 +77,10 @@ _OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_AR
 # requests go by in seconds), which shows as socket errors, negative CPU deltas and a worker missing
 # from the RSS sum (FIELD-NOTES). The command line ranks above the config file.
 NO_RECYCLING: Final = ("--max-requests", "0")
-# Open-loop runs: connections enough for a rate x a latency of a second or more.
-_OPEN_CONNECTIONS: Final = 512
+# Open-loop runs: at most this many requests in flight by default (--max-in-flight), k6's maxVUs:
+# enough for a rate x a latency of a second or more, so that a server past its capacity shows as
+# a queue that grows (and is counted) rather than as starts dropped by the generator.
+DEFAULT_MAX_IN_FLIGHT: Final = 512
 # In an open loop with an objective (--rate, a capacity step) a request gets at most this many times
 # the objective's largest bound (at least 1 s) before it counts as a timeout, a failure: it failed
 # the objective long before, and an overloaded run then ends within seconds, not the full --timeout.
@@ -107,6 +111,7 @@ class VerifyOptions:
     rate_rps: float | None = None  # --rate: an open loop at this rate on every configuration
     capacity: bool = False  # --capacity: search the highest rate meeting the objective
     step_s: float = 2.0  # counted seconds per capacity step
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # --max-in-flight: the open loop's bound
 
 
 @dataclass(frozen=True)
@@ -301,6 +306,7 @@ def _open_loop(
     rate: float,
     duration_s: float,
     timeout_s: float,
+    max_in_flight: int,
     stop: threading.Event,
     live: LiveCount | None = None,
 ) -> RateCheck:
@@ -309,7 +315,7 @@ def _open_loop(
         specs,
         rate,
         duration_s,
-        max_connections=_OPEN_CONNECTIONS,
+        max_in_flight=max_in_flight,
         timeout_s=timeout_s,
         warmup_s=0.5,
         stop=stop,
@@ -327,6 +333,12 @@ def _open_loop(
         dropped=r.dropped_starts,
         histogram=r.histogram,
         client_cpu_cores=r.client_cpu_s / r.duration_s if r.duration_s > 0 else 0.0,
+        sent=r.sent,
+        served=r.served_in_window,
+        backlog_at_end=r.backlog_at_end,
+        drain_s=r.drain_s,
+        first_second=r.first_segment,
+        last_second=r.last_segment,
     )
 
 
@@ -344,8 +356,10 @@ def _capacity(
     options: VerifyOptions,
     stop: threading.Event,
     events: VerifyEvents,
+    settle: Callable[[str], None],
 ) -> Capacity:
-    """The highest arrival rate meeting the objective: short open-loop steps (verify_judge.next_rate)."""
+    """The highest arrival rate meeting the objective (met by the percentiles, and served without
+    falling behind): short open-loop steps (judge.next_rate), each on a settled server."""
     objective = options.objective
     assert objective is not None
     timeout = _open_timeout(options)
@@ -360,10 +374,11 @@ def _capacity(
         if rate is None:
             break
         events.step(f"capacity search, step {len(steps) + 1}: {rate:.1f} req/s")
-        check = _open_loop(specs, rate, step_s, timeout, stop)
+        settle(f"capacity step at {rate:.1f} req/s")
+        check = _open_loop(specs, rate, step_s, timeout, options.max_in_flight, stop)
         if stop.is_set():
             break
-        ok, text = meets(objective, check.measured())
+        ok, text = rate_verdict(objective, check)
         steps.append((round(rate, 2), ok, text))
     return capacity_of(steps)
 
@@ -390,15 +405,19 @@ def _measure(
     options: VerifyOptions,
     stop: threading.Event,
     live: LiveCount,
-) -> Run:
+) -> tuple[Run, str | None]:
+    """The closed-loop burst, and a note when its last requests were not answered in time."""
     counted = watched.counted
     cpu_before, started = sum(cpu_seconds(counted).values()), time.perf_counter()
-    result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live)
+    # The requests in flight when the window closes are awaited (uncounted): a server left
+    # working through them would slow whatever is measured next (FIELD-NOTES).
+    drain = min(options.timeout_s, SETTLE_MAX_S)
+    result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live, drain)
     cpu_after, wall = sum(cpu_seconds(counted).values()), time.perf_counter() - started
     b = summarize(result)
-    # Server CPU is averaged over the whole burst, warm-up included: context for the table,
-    # not part of the verdict.
-    return Run(
+    # Server CPU is averaged over the whole burst, warm-up and drain included: context for the
+    # table, not part of the verdict.
+    run = Run(
         label=planned.label,
         workers=len(watched.workers),
         requests=b.requests,
@@ -413,6 +432,13 @@ def _measure(
         errors_by_status=dict(b.errors_by_status),
         errors_by_kind=dict(b.errors_by_kind),
     )
+    note = None
+    if result.undrained and not stop.is_set():
+        note = (
+            f"the closed loop's last {result.undrained} request(s) were still unanswered {drain:g} s"
+            " after its window: what followed was measured on a server still serving them"
+        )
+    return run, note
 
 
 def measure_all(
@@ -425,15 +451,29 @@ def measure_all(
     events: VerifyEvents,
     live: LiveCount,
 ) -> Run:
-    """The closed-loop burst, then the open loop at --rate, then (first round) the capacity search."""
-    run = _measure(planned, watched, specs, options, stop, live)
+    """The closed-loop burst, then the open loop at --rate, then (first round) the capacity search,
+    each on a settled server (item 4 of issue 23: an open loop right after a burst measured the
+    burst's backlog as its own tail)."""
+    settle = Settler(lambda: watched.counted, stop, events.step)
+    settle("closed loop")
+    run, note = _measure(planned, watched, specs, options, stop, live)
+    settle.notes += [note] if note else []
     if options.rate_rps is not None and not stop.is_set():
+        settle(f"open loop at {options.rate_rps:g} req/s")
         events.step(f"open loop at {options.rate_rps:g} req/s")
-        check = _open_loop(specs, options.rate_rps, options.duration_s, _open_timeout(options), stop, live)
+        check = _open_loop(
+            specs,
+            options.rate_rps,
+            options.duration_s,
+            _open_timeout(options),
+            options.max_in_flight,
+            stop,
+            live,
+        )
         run = replace(run, at_rate=check)
     if options.capacity and round_no == 0 and not stop.is_set() and run.throughput_rps > 0:
-        run = replace(run, capacity=_capacity(specs, run.throughput_rps, options, stop, events))
-    return run
+        run = replace(run, capacity=_capacity(specs, run.throughput_rps, options, stop, events, settle))
+    return replace(run, notes=tuple(settle.notes))
 
 
 def _check_options(options: VerifyOptions) -> None:
@@ -567,4 +607,7 @@ def check_verify_options(options: VerifyOptions) -> None:
     checks.whole(options.repeat, "--repeat", 1, checks.MAX_REPEAT)
     checks.number(options.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
     checks.number(options.warmup_s, "warm-up", 0, 600, " seconds")
+    checks.whole(options.max_in_flight, "--max-in-flight", 1, checks.MAX_CONCURRENCY)
     checks.open_files_allow(options.concurrency, "--concurrency")
+    if options.rate_rps is not None or options.capacity:
+        checks.open_files_allow(options.max_in_flight, "--max-in-flight")
