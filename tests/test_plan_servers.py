@@ -295,7 +295,8 @@ def test_a_server_with_errors_is_out_of_the_comparison() -> None:
 
 def _at_rate(rate: float, p99_ms: float, failed: int = 0) -> RateCheck:
     h = LatencyHistogram.of([10.0] * 985 + [p99_ms] * 15)
-    return RateCheck(rate, 10.0, 1000, 1000 - failed, failed, 0, 0, h, 0.1)
+    n = round(rate * 10.0)  # the server kept up: every arrival sent and served inside the window
+    return RateCheck(rate, 10.0, n, n - failed, failed, 0, 0, h, 0.1, sent=n, served=n - failed)
 
 
 def test_with_an_objective_the_rate_per_mib_decides_among_those_that_met_it() -> None:
