@@ -17,7 +17,7 @@ from typing import Protocol
 
 from fastapi_tune.core.errors import BadInputError, RefusedError
 from fastapi_tune.core.fileio import Overwrite, Written, atomic_write, existing_state, write_output
-from fastapi_tune.flows.demo import SAMPLE_APP, SAMPLE_DIR, sample_server
+from fastapi_tune.flows.demo import SAMPLE_APP, sample_server
 from fastapi_tune.judge.classify import classify_report
 from fastapi_tune.measure.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.measure.host import HostFacts
@@ -80,7 +80,7 @@ def run_demo(host: HostFacts, max_seconds: float, events: ProbeEvents) -> DemoRe
     """Serve the sample app, probe and judge it, stop it, and plan from the report."""
     with sample_server() as running:
         outcome = probe_and_classify(
-            ProbeOptions(url=running.url, max_seconds=max_seconds, app_dir=SAMPLE_DIR), host, events
+            ProbeOptions(url=running.url, max_seconds=max_seconds, app=SAMPLE_APP), host, events
         )
     plan = make_plan(
         host,
@@ -174,7 +174,7 @@ def run_tune(options: TuneOptions, host: HostFacts, target: HostFacts, events: T
         events.step(f"{options.app} answers on {running.url}; probing it")
         with events.probing() as progress:
             outcome = probe_and_classify(
-                replace(options.probe, url=running.url, app_dir=options.app_dir.resolve()), host, progress
+                replace(options.probe, url=running.url, app=options.app), host, progress
             )
     save_report(outcome.report, options.report_path)
     if outcome.error is not None or outcome.report.interrupted:

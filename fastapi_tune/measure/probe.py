@@ -25,6 +25,7 @@ from fastapi_tune.discover.openapi import (
     parse_header,
     resolve_target,
 )
+from fastapi_tune.measure.appfiles import find_app_files
 from fastapi_tune.measure.demand import (
     DemandWatcher,
     host_busy_now,
@@ -39,7 +40,7 @@ from fastapi_tune.measure.loadgen import (
     RequestSpec,
     run_burst,
 )
-from fastapi_tune.measure.observe import ServerWatcher, find_server, server_cwd
+from fastapi_tune.measure.observe import ServerWatcher, find_server
 from fastapi_tune.measure.operations import find_operations, with_body
 from fastapi_tune.measure.probe_options import ProbeEvents, ProbeOptions, ProbeOutcome, Quiet, check_options
 from fastapi_tune.measure.report import Endpoint, Level, ProbeReport, ServerInfo, StopReason
@@ -123,7 +124,7 @@ def _with_profile(session: Session, spec: RequestSpec, ep: Endpoint) -> Endpoint
     box: list[StackSample | Unavailable] = []
     sampler = threading.Thread(
         target=lambda: box.append(
-            sample_workers(session.worker_pids, PROFILE_S, PROFILE_HZ, session.app_dir)
+            sample_workers(session.worker_pids, PROFILE_S, PROFILE_HZ, session.app_files)
         ),
         name="stacks",
         daemon=True,
@@ -144,7 +145,7 @@ def _with_profile(session: Session, spec: RequestSpec, ep: Endpoint) -> Endpoint
     sample = box[0] if box else Unavailable("py-spy did not finish in time", "probe again")
     if isinstance(sample, Unavailable):
         return replace(ep, profile_unavailable=f"{sample.reason} ({sample.how_to_enable})")
-    return replace(ep, profile=attribute(sample, session.app_dir))
+    return replace(ep, profile=attribute(sample, session.app_files))
 
 
 # After a stall the server may stay stuck until its own pool timeout (SQLAlchemy: 30 s) frees the
@@ -269,7 +270,7 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
         session = Session(
             options, server.workers, watcher, budget, events, target.host, target.port, demand,
             server.worker_pids if server.local and server.pid else (),
-            options.app_dir or (server_cwd(server.pid) if server.pid else None),
+            find_app_files(server.pid, options.app) if server.pid and options.profile else None,
         )  # fmt: skip
         climbed, error = _climb_all(session, ops, headers)
     endpoints, unreached = not_measured(climbed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, Protocol
 
 from fastapi_tune.core import checks
@@ -45,7 +44,9 @@ class ProbeOptions:
     bodies: tuple[str, ...] = ()  # --body "POST /items=@body.json"
     preflight: bool = True  # one request per endpoint first; failing ones are skipped
     profile: bool = True  # sample the server's stacks at each route's most loaded clean level
-    app_dir: Path | None = None  # the app's own files, for naming its lines (default: the server's cwd)
+    # MODULE:ATTRIBUTE the server serves, when the caller started it (demo, tune): its files are found
+    # as the server resolves them, for naming the app's lines (default: read off the server's command line)
+    app: str | None = None
 
 
 class ProbeEvents(Protocol):
