@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec
 
 import typer
@@ -18,6 +19,7 @@ from fastapi_tune.core.errors import (
     BadInputError,
     ExitCode,
     FastapiTuneError,
+    TargetUnreachableError,
 )
 from fastapi_tune.core.redact import option_secrets, redact_secrets_in
 
@@ -132,6 +134,13 @@ def report_error(e: FastapiTuneError, secrets: Sequence[str] = ()) -> int:
         raise e
     err.print(f"[bold red]error:[/] {escape(redact_secrets_in(str(e), secrets))}", highlight=False)
     return int(e.exit_code)
+
+
+def raise_outcome_error(error: FastapiTuneError, report_path: Path) -> None:
+    """A probe's ending error, raised once its report is saved, saying where that report is."""
+    if isinstance(error, TargetUnreachableError):
+        raise type(error)(f"{error}; the levels measured before are in {report_path}")
+    raise type(error)(f"{error}; every route's reason is in {report_path}")
 
 
 def print_json(data: Any) -> None:

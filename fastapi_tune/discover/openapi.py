@@ -13,6 +13,7 @@ import re
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -54,13 +55,27 @@ class TargetUrl:
     loopback: bool
 
 
+class SkipCause(StrEnum):
+    """Why an operation was not driven, as a kind: what the probe's exit code is decided from."""
+
+    SCHEMA = "schema"  # the document cannot fill it: a broken or unsatisfiable schema (names the field)
+    NEEDS_INPUT = "needs-input"  # a header or parameter only the user can give (-H, --param)
+    NOT_SELECTED = "not-selected"  # an unsafe method not opted into, or --exclude
+    PREFLIGHT = "preflight"  # its first request failed: an error status, a timeout, a broken answer
+    BUDGET = "budget"  # --max-seconds or --max-requests ran out first, or Ctrl-C
+    UNMEASURED = "unmeasured"  # its ladder ran but measured no level
+
+
 @dataclass(frozen=True)
 class Skipped:
-    """An operation the probe did not drive, and why."""
+    """An operation the probe did not drive, and why (the preflight's answer when one was sent)."""
 
     method: str
     path: str
     reason: str
+    cause: SkipCause | None = None  # None: not recorded (a report from before causes were)
+    status: int | None = None  # the preflight's HTTP status; None: none sent, or no answer
+    elapsed_ms: float | None = None  # how long the preflight took (a hang: the whole --timeout)
 
 
 @dataclass(frozen=True)
@@ -349,7 +364,12 @@ def build_operation(
         for (where, name), p in declared.items():
             if where not in ("path", "query"):
                 if p.get("required") is True and name not in given:
-                    return Skipped(method, path, f"needs a {where} parameter '{name}'; pass it with -H")
+                    return Skipped(
+                        method,
+                        path,
+                        f"needs a {where} parameter '{name}'; pass it with -H",
+                        SkipCause.NEEDS_INPUT,
+                    )
                 continue
             if name in given:
                 text = given[name]
@@ -365,10 +385,15 @@ def build_operation(
         if body is None and "requestBody" in op:
             body = request_body(doc, op["requestBody"])
     except Unsatisfiable as e:
-        return Skipped(method, path, str(e))
+        return Skipped(method, path, str(e), SkipCause.SCHEMA)
     concrete = _fill_literal(concrete, given)  # a {name} the document forgot to declare
     if "{" in concrete:
-        return Skipped(method, path, "a path parameter is not declared in the document; pass it with --param")
+        return Skipped(
+            method,
+            path,
+            "a path parameter is not declared in the document; pass it with --param",
+            SkipCause.NEEDS_INPUT,
+        )
     url = base + concrete + (("?" + urlencode(query)) if query else "")
     return Operation(
         method=method,
@@ -419,7 +444,7 @@ def discover(
     for path, method, op, item in _operations(checked, skipped):
         seen.add((method, path))
         if _is_unsafe(method) and not include_unsafe and (method, path) not in given:
-            skipped.append(Skipped(method, path, UNSAFE_REASON))
+            skipped.append(Skipped(method, path, UNSAFE_REASON, SkipCause.NOT_SELECTED))
             continue
         built = build_operation(checked, path, method, op, item, base, params, given.get((method, path)))
         (ops if isinstance(built, Operation) else skipped).append(built)  # type: ignore[arg-type]
@@ -435,26 +460,32 @@ def _operations(
     """(path, METHOD, operation, path item) for each operation; broken path items go to `skipped`."""
     for path, raw in doc["paths"].items():
         if not isinstance(path, str) or not path.startswith("/"):
-            skipped.append(Skipped("*", str(path)[:80], "a path must start with '/'"))
+            skipped.append(Skipped("*", str(path)[:80], "a path must start with '/'", SkipCause.SCHEMA))
             continue
         if not path.isprintable() or any(c.isspace() for c in path):
             # Sent as is, a space or line break would end the request line early (or inject headers).
-            skipped.append(Skipped("*", ascii(path)[:80], "the path holds spaces or control characters"))
+            skipped.append(
+                Skipped(
+                    "*", ascii(path)[:80], "the path holds spaces or control characters", SkipCause.SCHEMA
+                )
+            )
             continue
         try:
             item = deref(doc, raw, path)
         except Unsatisfiable as e:
-            skipped.append(Skipped("*", path, str(e)))
+            skipped.append(Skipped("*", path, str(e), SkipCause.SCHEMA))
             continue
         if not isinstance(item, dict):
-            skipped.append(Skipped("*", path, f"the path item is {type(item).__name__}, expected an object"))
+            shown = f"the path item is {type(item).__name__}, expected an object"
+            skipped.append(Skipped("*", path, shown, SkipCause.SCHEMA))
             continue
         for method_lower, op in item.items():
             method = str(method_lower).upper()
             if method not in _ALL_METHODS:
                 continue
             if not isinstance(op, dict):
-                skipped.append(Skipped(method, path, f"the operation is {type(op).__name__}, not an object"))
+                shown = f"the operation is {type(op).__name__}, not an object"
+                skipped.append(Skipped(method, path, shown, SkipCause.SCHEMA))
                 continue
             yield path, method, op, item
 
@@ -485,7 +516,12 @@ def explicit_operations(
         literal = _fill_literal(path, params or {})
         if "{" in literal:
             skipped.append(
-                Skipped(method, path, "has a {parameter} the OpenAPI document does not declare; pass --param")
+                Skipped(
+                    method,
+                    path,
+                    "has a {parameter} the OpenAPI document does not declare; pass --param",
+                    SkipCause.NEEDS_INPUT,
+                )
             )
         else:
             ops.append(
@@ -525,5 +561,7 @@ def apply_excludes(
         if hit is None:
             kept.append(op)
         else:
-            skipped.append(Skipped(op.method, op.path, f"excluded by --exclude {hit!r}"))
+            skipped.append(
+                Skipped(op.method, op.path, f"excluded by --exclude {hit!r}", SkipCause.NOT_SELECTED)
+            )
     return kept, skipped

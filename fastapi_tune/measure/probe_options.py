@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from fastapi_tune.core import checks
-from fastapi_tune.core.errors import TargetUnreachableError, UsageError
+from fastapi_tune.core.errors import FastapiTuneError, UsageError
 from fastapi_tune.discover.openapi import (
     Operation,
     Skipped,
@@ -101,4 +101,6 @@ def check_options(o: ProbeOptions) -> None:
 @dataclass(frozen=True)
 class ProbeOutcome:
     report: ProbeReport
-    error: TargetUnreachableError | None = None  # the server died mid-probe: report is partial
+    # The server died mid-probe (the report is partial), or nothing could be measured (the report
+    # says why for each route): raised by the command once the report is saved.
+    error: FastapiTuneError | None = None

@@ -106,7 +106,8 @@ class LiveProgress:
             if server.local
             else "remote (no server CPU or memory)"
         )
-        self.console.print(f"[bold]Probing {len(ops)} endpoint(s)[/]; server: {where}")
+        head = f"Probing {len(ops)} endpoint(s)" if ops else "No endpoint left to probe"
+        self.console.print(f"[bold]{head}[/]; server: {where}")
         for line in skipped_lines(skipped):
             self.console.print(Text(f"  {line}", style="dim"))
         self._task = self.progress.add_task("starting", total=len(ops))
@@ -257,18 +258,22 @@ def endpoint_panel(ep: Endpoint) -> Panel:
 SKIPPED_SHOWN: Final = 20
 
 
+def _took(s: Skipped) -> str:
+    """How long its preflight took: a hang shows as the whole --timeout."""
+    if s.elapsed_ms is None:
+        return ""
+    return f" ({s.elapsed_ms:.0f} ms)" if s.elapsed_ms < 1000 else f" ({s.elapsed_ms / 1000:.1f} s)"
+
+
 def skipped_lines(skipped: Sequence[Skipped]) -> list[str]:
     """'skipped METHOD /path: reason' (plain text: paths come from the document), then counts."""
-    lines = [f"skipped {s.method} {s.path}: {s.reason}" for s in skipped[:SKIPPED_SHOWN]]
+    lines = [f"skipped {s.method} {s.path}{_took(s)}: {s.reason}" for s in skipped[:SKIPPED_SHOWN]]
     rest = Counter(s.reason.split(":", 1)[0] for s in skipped[SKIPPED_SHOWN:])
     lines += [f"skipped {n} more: {reason}" for reason, n in rest.most_common()]
     return lines
 
 
-def print_report(console: Console, report: ProbeReport) -> None:
-    """Every endpoint's panel, then a one-line-per-endpoint summary of the verdicts."""
-    for ep in report.endpoints:
-        console.print(endpoint_panel(ep))
+def _summary(report: ProbeReport) -> Table:
     summary = Table(title="Verdicts", title_justify="left")
     summary.add_column("endpoint")
     summary.add_column("class")
@@ -283,9 +288,21 @@ def print_report(console: Console, report: ProbeReport) -> None:
             f"{ep.verdict.confidence:.0%}" if ep.verdict else "-",
             f"{peak:.1f}",
         )
-    console.print(summary)
+    return summary
+
+
+def print_report(console: Console, report: ProbeReport) -> None:
+    """Every endpoint's panel, then a one-line-per-endpoint summary of the verdicts."""
+    for ep in report.endpoints:
+        console.print(endpoint_panel(ep))
+    if report.endpoints:
+        console.print(_summary(report))
+    elif report.skipped:
+        console.print("[bold red]No endpoint was measured.[/] Why, route by route:")
+    # When nothing was measured, the reasons are the finding, not a footnote.
+    style = "dim" if any(ep.levels for ep in report.endpoints) else ""
     for line in skipped_lines(report.skipped):
-        console.print(Text(line, style="dim"))
+        console.print(Text(line, style=style))
     reasons = {e.profile_unavailable for e in report.endpoints if e.profile_unavailable}
     for reason in sorted(reasons):
         console.print(f"[dim]Stacks not sampled: {escape(reason)}[/]")
