@@ -90,7 +90,11 @@ def _guarded(f: Callable[P, None]) -> Callable[P, None]:
 
     @functools.wraps(f)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        secrets = option_secrets(kwargs.get("header") or (), kwargs.get("param") or ())  # type: ignore[arg-type]
+        secrets = option_secrets(
+            kwargs.get("header") or (),  # type: ignore[arg-type]
+            kwargs.get("param") or (),  # type: ignore[arg-type]
+            kwargs.get("endpoint") or (),  # type: ignore[arg-type]
+        )
         try:
             f(*args, **kwargs)
         except FastapiTuneError as e:

@@ -12,15 +12,15 @@ import json
 import re
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
 
 from fastapi_tune.core.errors import BadInputError, RefusedError, TargetUnreachableError, UsageError
-from fastapi_tune.core.redact import redact_text, redact_url
+from fastapi_tune.core.redact import redact_path, redact_text, redact_url
 from fastapi_tune.discover.samples import (
     FORM,
     JSON,
@@ -497,7 +497,12 @@ def explicit_operations(
     params: Mapping[str, str] | None = None,
     bodies: Mapping[tuple[str, str], Body] | None = None,
 ) -> tuple[list[Operation], list[Skipped]]:
-    """Operations named with -e: filled from the document when it declares them, else literal."""
+    """Operations named with -e: filled from the document when it declares them, else literal.
+
+    A query given with the path (-e 'GET /x?api_key=...') is sent as given, over any generated
+    value of the same name; everything shown or saved names the operation with its sensitive
+    values hidden (redact.redact_path), so the secret only ever travels in the request.
+    """
     given_bodies = bodies or {}
     unknown = [f"{m} {p}" for m, p in given_bodies if (m, p) not in set(endpoints)]
     if unknown:
@@ -505,36 +510,45 @@ def explicit_operations(
     ops: list[Operation] = []
     skipped: list[Skipped] = []
     paths = doc.get("paths") if isinstance(doc, dict) else None
-    for method, path in endpoints:
-        body = given_bodies.get((method, path))
+    for method, given in endpoints:
+        body = given_bodies.get((method, given))
+        path, _, query = given.partition("?")
+        shown = redact_path(given)
         item = paths.get(path) if isinstance(paths, dict) else None
         op = item.get(method.lower()) if isinstance(item, dict) else None
         if isinstance(doc, dict) and isinstance(item, dict) and isinstance(op, dict):
             built = build_operation(doc, path, method, op, item, base, params, body)
-            (ops if isinstance(built, Operation) else skipped).append(built)  # type: ignore[arg-type]
+            if isinstance(built, Operation):
+                ops.append(replace(built, path=shown, url=_with_query(built.url, query)))
+            else:
+                skipped.append(replace(built, path=shown))
             continue
         literal = _fill_literal(path, params or {})
         if "{" in literal:
-            skipped.append(
-                Skipped(
-                    method,
-                    path,
-                    "has a {parameter} the OpenAPI document does not declare; pass --param",
-                    SkipCause.NEEDS_INPUT,
-                )
-            )
+            reason = "has a {parameter} the OpenAPI document does not declare; pass --param"
+            skipped.append(Skipped(method, shown, reason, SkipCause.NEEDS_INPUT))
         else:
             ops.append(
                 Operation(
                     method=method,
-                    path=path,
-                    url=base + literal,
+                    path=shown,
+                    url=_with_query(base + literal, query),
                     body=body.content if body else None,
                     content_type=body.content_type if body else None,
                     body_given=body is not None,
                 )
             )
     return ops, skipped
+
+
+def _with_query(url: str, query: str) -> str:
+    """`url` with the user's own query string: their names replace generated ones, sent as typed."""
+    if not query:
+        return url
+    head, _, generated = url.partition("?")
+    theirs = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
+    kept = [(n, v) for n, v in parse_qsl(generated, keep_blank_values=True) if n not in theirs]
+    return f"{head}?{'&'.join(filter(None, [urlencode(kept), query]))}"
 
 
 def _fill_literal(path: str, params: Mapping[str, str]) -> str:

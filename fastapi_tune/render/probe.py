@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from fastapi_tune.core.redact import redact_text
 from fastapi_tune.core.rules import P99_MIN_SAMPLES, littles_law_ok
 from fastapi_tune.discover.openapi import Operation, Skipped
 from fastapi_tune.measure.demand import HostBusy
@@ -247,7 +248,7 @@ def endpoint_panel(ep: Endpoint) -> Panel:
         )
         parts += [Text(""), head, Text(v.summary), _evidence_table(ep)]
         parts += [Text(f"  → {a}") for a in v.advice]
-    detail = f" ({ep.stop_detail})" if ep.stop_detail else ""
+    detail = f" ({redact_text(ep.stop_detail)})" if ep.stop_detail else ""
     parts.append(Text(f"ladder stopped: {ep.stop_reason}{detail}", style="dim"))
     title = f"[bold]{escape(ep.method)} {escape(ep.path)}[/]"
     return Panel(Group(*parts), title=title, title_align="left", expand=True)
@@ -267,8 +268,10 @@ def _took(s: Skipped) -> str:
 
 def skipped_lines(skipped: Sequence[Skipped]) -> list[str]:
     """'skipped METHOD /path: reason' (plain text: paths come from the document), then counts."""
-    lines = [f"skipped {s.method} {s.path}{_took(s)}: {s.reason}" for s in skipped[:SKIPPED_SHOWN]]
-    rest = Counter(s.reason.split(":", 1)[0] for s in skipped[SKIPPED_SHOWN:])
+    lines = [
+        f"skipped {s.method} {s.path}{_took(s)}: {redact_text(s.reason)}" for s in skipped[:SKIPPED_SHOWN]
+    ]
+    rest = Counter(redact_text(s.reason.split(":", 1)[0]) for s in skipped[SKIPPED_SHOWN:])
     lines += [f"skipped {n} more: {reason}" for reason, n in rest.most_common()]
     return lines
 
