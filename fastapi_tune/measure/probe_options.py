@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -47,6 +47,11 @@ class ProbeOptions:
     # MODULE:ATTRIBUTE the server serves, when the caller started it (demo, tune): its files are found
     # as the server resolves them, for naming the app's lines (default: read off the server's command line)
     app: str | None = None
+    # Route name ("GET /orders/{oid}", as the report names it) -> weight, e.g. its share of the
+    # traffic in the access logs. When given, endpoints are preflighted and measured heaviest
+    # first, so a budget too short for all of them is spent on the routes that carry the traffic;
+    # routes without a weight come last, in the document's order.
+    route_weights: Mapping[str, float] | None = None
 
 
 class ProbeEvents(Protocol):
