@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import command, err, flag, out, print_json
+from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
 from fastapi_tune.cli.options import Verbose, parse_levels
 from fastapi_tune.cli.traffic import AccessLog, read_logs
 from fastapi_tune.core.errors import (
@@ -181,7 +181,7 @@ def save_and_show(
         raise BadInputError(f"{failure}; {where}")
     err.print(f"Report saved to [bold]{out_path}[/]")
     if outcome.error is not None:
-        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+        raise_outcome_error(outcome.error, out_path)
     if report.interrupted:
         levels_kept = sum(len(e.levels) for e in report.endpoints)
         raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")

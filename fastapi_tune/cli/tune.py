@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import command, err, flag, out, print_json
+from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
 from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, Verbose
 from fastapi_tune.cli.prompts import ask_profile, interactive, refuse_early, target_facts
 from fastapi_tune.cli.traffic import AccessLog, say_defaults
@@ -142,7 +142,7 @@ def _show_tune(result: TuneResult, out_path: Path, as_json: bool, verbose: bool)
     err.print(f"Report saved to [bold]{out_path}[/]")
     outcome = result.outcome
     if outcome.error is not None:
-        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+        raise_outcome_error(outcome.error, out_path)
     if outcome.report.interrupted:
         raise Interrupted(f"interrupted: what was measured is in {out_path}; the app was stopped")
     if result.traffic is not None:

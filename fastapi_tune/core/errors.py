@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     SERVER_FAILED = 6  # a server fastapi-tune started (demo, verify) failed to boot
     SLO_MISSED = 7  # verify: the recommended config missed the objective (--slo) at the rate asked
     RUN_ERRORS = 8  # verify: a run had failed requests, so its figures are not comparable
+    NOTHING_MEASURED = 10  # probe: every route failed, hung or was refused at preflight (report written)
     INTERRUPTED = 130  # Ctrl-C: what was measured is kept
 
 
@@ -66,6 +67,12 @@ class RunErrorsError(FastapiTuneError):
     """A measured run failed requests beyond the tolerance: its figures are not comparable."""
 
     exit_code = ExitCode.RUN_ERRORS
+
+
+class NothingMeasuredError(FastapiTuneError):
+    """Every route failed, hung or was refused before a level measured it; the report says how each did."""
+
+    exit_code = ExitCode.NOTHING_MEASURED
 
 
 class Interrupted(FastapiTuneError):

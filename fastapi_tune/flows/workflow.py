@@ -18,7 +18,7 @@ from typing import Protocol
 
 from fastapi_tune.core.errors import BadInputError, RefusedError
 from fastapi_tune.core.fileio import Overwrite, Written, atomic_write, existing_state, write_output
-from fastapi_tune.flows.demo import SAMPLE_APP, SAMPLE_DIR, sample_server
+from fastapi_tune.flows.demo import SAMPLE_APP, sample_server
 from fastapi_tune.judge.classify import classify_report
 from fastapi_tune.measure.accesslog import Progress, read_access_logs
 from fastapi_tune.measure.appenv import AppEnv, app_server, read_app_env
@@ -101,7 +101,7 @@ def run_demo(host: HostFacts, max_seconds: float, events: ProbeEvents) -> DemoRe
     """Serve the sample app, probe and judge it, stop it, and plan from the report."""
     with sample_server() as running:
         outcome = probe_and_classify(
-            ProbeOptions(url=running.url, max_seconds=max_seconds, app_dir=SAMPLE_DIR), host, events
+            ProbeOptions(url=running.url, max_seconds=max_seconds, app=SAMPLE_APP), host, events
         )
     plan = make_plan(
         host,
@@ -194,7 +194,7 @@ def run_tune(options: TuneOptions, host: HostFacts, target: HostFacts, events: T
         f"Starting {options.app} under 1 uvicorn worker ({app_env.python}, uvicorn {app_env.uvicorn or '?'})"
     )
     with app_server(options.app, app_env, options.app_dir) as running:
-        probe_options = replace(options.probe, url=running.url, app_dir=options.app_dir.resolve())
+        probe_options = replace(options.probe, url=running.url, app=options.app)
         traffic = None
         if options.access_logs:
             events.step(f"Reading {', '.join(options.access_logs)} for the routes that carry the traffic")

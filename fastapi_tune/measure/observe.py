@@ -249,11 +249,3 @@ class ServerWatcher:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         return tuple(sizes) if sizes else None
-
-
-def server_cwd(pid: int) -> Path | None:
-    """The directory the server runs in: where its app's own files are, for naming their lines."""
-    try:
-        return Path(psutil.Process(pid).cwd())
-    except (psutil.Error, OSError):
-        return None

@@ -11,7 +11,7 @@ import httpx
 
 from fastapi_tune.core.deadline import within
 from fastapi_tune.core.errors import TargetUnreachableError, UsageError
-from fastapi_tune.core.redact import redact_url
+from fastapi_tune.core.redact import option_secrets, redact_secrets_in, redact_url
 from fastapi_tune.discover.openapi import (
     Operation,
     Skipped,
@@ -117,7 +117,12 @@ def find_operations(
                 "preflight",
                 lambda: preflight_all(client, kept, options.timeout_s, until),
             )
-    return kept, [*skipped, *excluded, *failed], source
+    # A preflight's reason may quote the server's own error page, and that may quote the request.
+    secrets = option_secrets(options.headers, options.params, options.endpoints)
+    reasons = [
+        replace(s, reason=redact_secrets_in(s.reason, secrets)) for s in [*skipped, *excluded, *failed]
+    ]
+    return kept, reasons, source
 
 
 def by_weight(ops: Sequence[Operation], weights: Mapping[str, float] | None) -> list[Operation]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, Protocol
 
 from fastapi_tune.core import checks
-from fastapi_tune.core.errors import TargetUnreachableError, UsageError
+from fastapi_tune.core.errors import FastapiTuneError, UsageError
 from fastapi_tune.discover.openapi import (
     Operation,
     Skipped,
@@ -45,7 +44,9 @@ class ProbeOptions:
     bodies: tuple[str, ...] = ()  # --body "POST /items=@body.json"
     preflight: bool = True  # one request per endpoint first; failing ones are skipped
     profile: bool = True  # sample the server's stacks at each route's most loaded clean level
-    app_dir: Path | None = None  # the app's own files, for naming its lines (default: the server's cwd)
+    # MODULE:ATTRIBUTE the server serves, when the caller started it (demo, tune): its files are found
+    # as the server resolves them, for naming the app's lines (default: read off the server's command line)
+    app: str | None = None
     # Route name ("GET /orders/{oid}", as the report names it) -> weight, e.g. its share of the
     # traffic in the access logs. When given, endpoints are preflighted and measured heaviest
     # first, so a budget too short for all of them is spent on the routes that carry the traffic;
@@ -105,4 +106,6 @@ def check_options(o: ProbeOptions) -> None:
 @dataclass(frozen=True)
 class ProbeOutcome:
     report: ProbeReport
-    error: TargetUnreachableError | None = None  # the server died mid-probe: report is partial
+    # The server died mid-probe (the report is partial), or nothing could be measured (the report
+    # says why for each route): raised by the command once the report is saved.
+    error: FastapiTuneError | None = None

@@ -17,7 +17,7 @@ from typing import Any, Final
 from fastapi_tune.core.errors import BadInputError
 from fastapi_tune.core.jsonread import JsonReader
 from fastapi_tune.core.redact import redact_text, redact_url
-from fastapi_tune.discover.openapi import Skipped
+from fastapi_tune.discover.openapi import SkipCause, Skipped
 from fastapi_tune.measure.demand import (
     HostBusy,
     LevelDemand,
@@ -300,6 +300,18 @@ def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
     }
 
 
+def skipped_to_json(s: Skipped) -> dict[str, Any]:
+    """An operation not driven: why, as text and as a kind, and its preflight's status and time."""
+    return {
+        "method": s.method,
+        "path": s.path,
+        "reason": redact_text(s.reason),
+        "cause": None if s.cause is None else str(s.cause),
+        "status": s.status,
+        "elapsed_ms": s.elapsed_ms,
+    }
+
+
 def report_to_json(report: ProbeReport) -> dict[str, Any]:
     """The whole report as the versioned JSON document the README describes."""
     return {
@@ -321,9 +333,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
             "worker_pids": list(report.server.worker_pids),
         },
         "endpoints": [endpoint_to_json(e) for e in report.endpoints],
-        "skipped": [
-            {"method": s.method, "path": s.path, "reason": redact_text(s.reason)} for s in report.skipped
-        ],
+        "skipped": [skipped_to_json(s) for s in report.skipped],
         "host_load": None if report.host_load is None else host_busy_to_json(report.host_load),
         "traffic": None if report.traffic is None else traffic_to_json(report.traffic),
     }
@@ -478,10 +488,17 @@ def _server_from_json(r: JsonReader, raw: object) -> ServerInfo:
 
 def _skipped_from_json(r: JsonReader, raw: object, where: str) -> Skipped:
     x = r.obj(raw, where)
+    cause = r.opt_str(x.get("cause"), f"{where}.cause")
+    causes = [c.value for c in SkipCause]
+    if cause is not None and cause not in causes:
+        raise r.fail(f"{where}.cause", f"one of {', '.join(causes)}")
     return Skipped(
         method=r.str_(x.get("method"), f"{where}.method"),
         path=r.str_(x.get("path"), f"{where}.path"),
         reason=r.str_(x.get("reason"), f"{where}.reason"),
+        cause=None if cause is None else SkipCause(cause),
+        status=r.opt_int(x.get("status"), f"{where}.status", 100, 999),
+        elapsed_ms=r.opt_num(x.get("elapsed_ms"), f"{where}.elapsed_ms", 0),
     )
 
 

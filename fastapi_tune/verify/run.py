@@ -25,7 +25,7 @@ import psutil
 
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import ServerFailedError, UsageError
-from fastapi_tune.core.redact import REDACTED
+from fastapi_tune.core.redact import REDACTED, redact_path
 from fastapi_tune.core.rules import rule_of_thumb_workers
 from fastapi_tune.core.signals import stop_on_signals
 from fastapi_tune.discover.openapi import parse_endpoint, parse_header
@@ -534,13 +534,15 @@ def run_verify(
                 break
             port = free_port()
             specs = request_specs(options, report, f"http://127.0.0.1:{port}")
-            endpoints = tuple(dict.fromkeys(f"{s.method} {s.url.split(str(port), 1)[1]}" for s in specs))
+            paths = [(s.method, s.url.split(str(port), 1)[1]) for s in specs]
+            # Shown and saved with sensitive query values hidden; the requests carry them.
+            endpoints = tuple(dict.fromkeys(f"{m} {redact_path(p)}" for m, p in paths))
             live = LiveCount()
             events.run_started(planned.label, planned.workers, round_no + 1, options.repeat, live.read)
             with run_server(
                 _argv(options, port, planned.workers, control),
                 port,
-                ready_path=endpoints[0].split(" ", 1)[1],
+                ready_path=paths[0][1],
                 workers=planned.workers or configured,
                 cwd=app_dir,
                 env=env,
