@@ -30,6 +30,8 @@ _HINT_CHARS: Final = 200
 # Keys under which APIs wrap a page of rows: {"items": [...], "total": 3}.
 _PAGE_KEYS: Final = ("items", "data", "results", "records", "content", "rows", "values", "list")
 _GENERIC_ID_KEYS: Final = ("id", "pk", "uuid", "slug", "key")
+# A skipped route's reason starts so when its first request failed (compare: a route that now fails).
+FAILED_PREFIX: Final = "preflight "
 NOT_PREFLIGHTED: Final = (
     "time budget: not reached by the preflight within its share of --max-seconds"
     " (raise it, or probe fewer endpoints with -e/--exclude)"
@@ -57,7 +59,7 @@ class PreflightResult:
 
     def skipped(self) -> Skipped:
         said = f"answered {self.status}" if self.status is not None else "no answer"
-        return Skipped(self.op.method, self.op.path, f"preflight {said}: {self.hint}")
+        return Skipped(self.op.method, self.op.path, f"{FAILED_PREFIX}{said}: {self.hint}")
 
 
 def http_sender(client: httpx.Client, deadline_s: float, max_bytes: int = _PREFLIGHT_READ) -> SendFn:
