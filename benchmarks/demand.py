@@ -1,4 +1,4 @@
-"""What fastapi_tune.demand costs, and what it shows on a quiet and on a busy host.
+"""What fastapi_tune.measure.demand costs, and what it shows on a quiet and on a busy host.
 
 1. The cost of one snapshot (every /proc/PID/stat, the workers' threads, /proc/stat, PSI) with the
    machine raised to --procs processes (idle `sleep`s), beside psutil reading the same CPU times.
@@ -29,8 +29,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastapi_tune.demand import DemandWatcher, LevelDemand, demand_between
-from fastapi_tune.loadgen import RequestSpec, run_burst
+from fastapi_tune.measure.demand import DemandWatcher, LevelDemand, demand_between
+from fastapi_tune.measure.loadgen import RequestSpec, run_burst
 from tests.apps.hog import spin
 from tests.servers import serve
 

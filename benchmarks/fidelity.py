@@ -1,4 +1,4 @@
-"""Does fastapi_tune.loadgen measure the app rather than itself? Compare it with wrk, interleaved.
+"""Does fastapi_tune.measure.loadgen measure the app rather than itself? Compare it with wrk, interleaved.
 
 Serves benchmarks/fidelity_app.py with ONE uvicorn worker on a free loopback port and alternates
 wrk and run_burst on the same routes:
@@ -32,7 +32,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastapi_tune.loadgen import RequestSpec, run_burst
+from fastapi_tune.measure.loadgen import RequestSpec, run_burst
 
 HERE = Path(__file__).resolve().parent
 THROUGHPUT_BAR = 0.90

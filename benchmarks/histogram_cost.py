@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastapi_tune.histogram import LatencyHistogram, bucket_of
+from fastapi_tune.measure.histogram import LatencyHistogram, bucket_of
 
 try:  # optional: measured if installed, never a dependency
     from hdrh.histogram import HdrHistogram  # type: ignore[import-not-found, unused-ignore]

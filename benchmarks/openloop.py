@@ -1,4 +1,4 @@
-"""Does fastapi_tune.openloop measure latency at an arrival rate as k6 does? Compare them.
+"""Does fastapi_tune.measure.openloop measure latency at an arrival rate as k6 does? Compare them.
 
 Serves benchmarks/openloop_app.py with ONE uvicorn worker on a free loopback port, then:
   1. client CPU per request on /trivial: the closed loop (run_burst, c=1 and c=16) and the open loop
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fidelity import NOISE_LIMIT_CORES, Noise  # type: ignore[import-not-found, unused-ignore]
 
-from fastapi_tune.launch import free_port, run_server
-from fastapi_tune.loadgen import RequestSpec, _new_loop, run_burst
-from fastapi_tune.openloop import run_open_loop
+from fastapi_tune.measure.launch import free_port, run_server
+from fastapi_tune.measure.loadgen import RequestSpec, _new_loop, run_burst
+from fastapi_tune.measure.openloop import run_open_loop
 
 HERE = Path(__file__).resolve().parent
 RATIO_BAND = (0.85, 1.15)

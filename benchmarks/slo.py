@@ -7,7 +7,7 @@ blocking call in `async def`, equal shares), through the CLI as a new user would
      every worker gets its share) over the mix, for 1..6 workers and the recommended count,
      interleaved rounds, medians: recommended / best >= 0.97;
   3. at half that capacity, on the recommended config: k6's constant-arrival-rate executor and
-     fastapi_tune.openloop on the same mix, interleaved: ours / k6 for p50 and p99 within 0.85..1.15;
+     fastapi_tune.measure.openloop on the same mix, interleaved: ours / k6 for p50 and p99 within 0.85..1.15;
   4. `verify --rate R --slo p99<300ms` on the objective's config: exit 0; at 3 x the recommended
      capacity: exit 7 (SLO_MISSED) with the shortfall.
 
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fidelity import NOISE_LIMIT_CORES, Noise  # type: ignore[import-not-found, unused-ignore]
 
-from fastapi_tune.launch import free_port, run_server
-from fastapi_tune.loadgen import RequestSpec
-from fastapi_tune.openloop import run_open_loop
+from fastapi_tune.measure.launch import free_port, run_server
+from fastapi_tune.measure.loadgen import RequestSpec
+from fastapi_tune.measure.openloop import run_open_loop
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "tests.apps.kinds_app:app"

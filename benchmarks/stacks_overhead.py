@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastapi_tune.loadgen import RequestSpec, run_burst
-from fastapi_tune.stacks import NONBLOCKING, StackSample, sample_workers
+from fastapi_tune.measure.loadgen import RequestSpec, run_burst
+from fastapi_tune.measure.stacks import NONBLOCKING, StackSample, sample_workers
 from tests.servers import REPO, serve
 
 APP_DIR = REPO / "tests" / "apps"

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastapi_tune.launch import free_port, run_server
+from fastapi_tune.measure.launch import free_port, run_server
 
 REPO: Final = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from fastapi_tune.signals import install_interrupt_handlers
+from fastapi_tune.core.signals import install_interrupt_handlers
 
 _INTERRUPTED = (
     130  # errors.ExitCode.INTERRUPTED, not imported: errors pulls in nothing slow, but stay minimal
@@ -16,7 +16,7 @@ def main() -> None:
     """Install the signal handlers, import the CLI, run it."""
     install_interrupt_handlers()
     try:
-        from fastapi_tune.cli import main as cli_main  # noqa: PLC0415 - imported under the handlers
+        from fastapi_tune.cli.app import main as cli_main  # noqa: PLC0415 - imported under the handlers
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(_INTERRUPTED)

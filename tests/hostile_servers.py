@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from fastapi_tune.launch import free_port
+from fastapi_tune.measure.launch import free_port
 
 # (method, path with query, writer) -> keep the connection open for another request?
 Route = Callable[[str, str, asyncio.StreamWriter], Awaitable[bool]]

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import pytest
 
-from fastapi_tune.launch import free_port
+from fastapi_tune.measure.launch import free_port
 
 __all__ = ["MAX_CONNECTIONS", "Postgres", "PostgresStartError", "postgres", "running_postgres"]
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi_tune.launch import free_port, run_server
+from fastapi_tune.measure.launch import free_port, run_server
 
 REPO = Path(__file__).resolve().parent.parent
 

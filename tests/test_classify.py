@@ -11,15 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from fastapi_tune.classify import (
-    classify,
-    clean_levels,
-    exclusion_reason,
-    knee_fit,
-    usl_fit,
-    usl_peak,
-)
-from fastapi_tune.report import EndpointClass, Latency, Level, Verdict, evidence_rows
+from fastapi_tune.judge.classify import classify
+from fastapi_tune.judge.curve import clean_levels, exclusion_reason, knee_fit, usl_fit, usl_peak
+from fastapi_tune.measure.report import EndpointClass, Latency, Level, Verdict, evidence_rows
 
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128)
 DURATION_S = 5.0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
+from fastapi_tune.cli.app import app
 from tests.servers import serve
 
 EXPECTED = {

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from fastapi_tune.errors import RefusedError
-from fastapi_tune.fileio import atomic_write, backup_path, write_with_backup
-from fastapi_tune.launch import free_port, run_server
-from fastapi_tune.plan import DEPRECATED_WORKER, Plan
-from fastapi_tune.render_commands import flag_per_line, gunicorn_argv
-from fastapi_tune.render_conf import render_gunicorn_conf
-from fastapi_tune.render_plan import plan_to_json, print_plan
+from fastapi_tune.core.errors import RefusedError
+from fastapi_tune.core.fileio import atomic_write, backup_path, write_with_backup
+from fastapi_tune.measure.launch import free_port, run_server
+from fastapi_tune.plan.model import DEPRECATED_WORKER, Plan
+from fastapi_tune.render.commands import flag_per_line, gunicorn_argv
+from fastapi_tune.render.conf import render_gunicorn_conf
+from fastapi_tune.render.plan import plan_to_json, print_plan
 
 try:  # `python -m pytest` from the repo root puts it on sys.path
     from tests.test_plan import cpu_report, make_host, plan_for, threadpool_report

@@ -10,10 +10,11 @@ from dataclasses import replace
 
 import pytest
 
-from fastapi_tune.classify import classify
-from fastapi_tune.plan import Choices, Plan, make_plan
-from fastapi_tune.profiles import load_profile
-from fastapi_tune.report import Endpoint, EndpointClass, Level, ProbeReport, ServerInfo, StopReason
+from fastapi_tune.judge.classify import classify
+from fastapi_tune.measure.report import Endpoint, EndpointClass, Level, ProbeReport, ServerInfo, StopReason
+from fastapi_tune.plan.model import Choices, Plan
+from fastapi_tune.plan.plan import make_plan
+from fastapi_tune.plan.profiles import load_profile
 from tests.test_classify import ladder
 from tests.test_plan import make_host
 

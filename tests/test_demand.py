@@ -1,4 +1,4 @@
-"""fastapi_tune.demand: parsers on fixture text, the window arithmetic on built snapshots, JSON.
+"""fastapi_tune.measure.demand: parsers on fixture text, the window arithmetic on built snapshots, JSON.
 
 /proc differs per machine, so its content is faked here; tests/test_demand_live.py reads the real one.
 """
@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from fastapi_tune import demand as dm
-from fastapi_tune.demand import (
+from fastapi_tune.core.errors import BadInputError
+from fastapi_tune.measure import demand as dm
+from fastapi_tune.measure.demand import (
     Consumer,
     HostCpu,
     LevelDemand,
@@ -26,7 +27,6 @@ from fastapi_tune.demand import (
     demand_from_json,
     demand_to_json,
 )
-from fastapi_tune.errors import BadInputError
 
 # Real shapes, from a 6.x kernel (values edited).
 PID_STAT = (

@@ -1,4 +1,4 @@
-"""fastapi_tune.demand on the real /proc: busy loops, thread churn, a real uvicorn under load.
+"""fastapi_tune.measure.demand on the real /proc: busy loops, thread churn, a real uvicorn under load.
 
 Other work may share this machine, so bounds are generous and relative to what a busy loop forces.
 """
@@ -18,8 +18,8 @@ from contextlib import contextmanager
 import psutil
 import pytest
 
-from fastapi_tune.demand import DemandWatcher, LevelDemand, demand_between, host_busy_now, supported
-from fastapi_tune.loadgen import RequestSpec, run_burst
+from fastapi_tune.measure.demand import DemandWatcher, LevelDemand, demand_between, host_busy_now, supported
+from fastapi_tune.measure.loadgen import RequestSpec, run_burst
 from tests.apps.hog import spin
 from tests.servers import REPO, serve
 

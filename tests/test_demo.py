@@ -11,7 +11,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
+from fastapi_tune.cli.app import app
 from tests.servers import REPO
 
 SAMPLE_MODULE = "fastapi_tune.sample_app"

@@ -12,15 +12,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fastapi_tune.appenv import AppEnv
-from fastapi_tune.cli import app
-from fastapi_tune.deploy import PRE_STOP_SLEEP_S, DeploySpec, decide_deploy, k8s_name, pick_health
-from fastapi_tune.errors import UsageError
-from fastapi_tune.host import HostFacts, MemoryFacts
-from fastapi_tune.plan import MIN_REPLICAS, Plan
-from fastapi_tune.profiles import load_profile
-from fastapi_tune.render_deploy import deploy_files, render_dockerfile, render_hpa
-from fastapi_tune.report import EndpointClass, ProbeReport, report_to_json
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import UsageError
+from fastapi_tune.measure.appenv import AppEnv
+from fastapi_tune.measure.host import HostFacts, MemoryFacts
+from fastapi_tune.measure.report import EndpointClass, ProbeReport, report_to_json
+from fastapi_tune.plan.deploy import PRE_STOP_SLEEP_S, DeploySpec, decide_deploy, k8s_name, pick_health
+from fastapi_tune.plan.model import MIN_REPLICAS, Plan
+from fastapi_tune.plan.profiles import load_profile
+from fastapi_tune.render.deploy import deploy_files, render_dockerfile, render_hpa
 from tests.test_plan import (
     MIB,
     cpu_report,

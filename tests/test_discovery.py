@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 
-from fastapi_tune.discovery import (
+from fastapi_tune.core.errors import BadInputError, UsageError
+from fastapi_tune.discover.openapi import (
     UNSAFE_REASON,
     Operation,
+    Skipped,
     discover,
     explicit_operations,
     parse_body_option,
     parse_param_option,
 )
-from fastapi_tune.errors import BadInputError, UsageError
-from fastapi_tune.preflight import find_listing, hint_for, id_from_listing
-from fastapi_tune.report import Skipped
-from fastapi_tune.samples import Body, NoSample, Sample, sample_schema
+from fastapi_tune.discover.samples import Body, NoSample, Sample, sample_schema
+from fastapi_tune.measure.preflight import find_listing, hint_for, id_from_listing
 from tests.apps.bodies_app import app as bodies_app
 
 BASE = "http://127.0.0.1:1"

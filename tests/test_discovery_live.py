@@ -11,17 +11,17 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.discovery import (
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import BadInputError
+from fastapi_tune.discover.openapi import (
     Operation,
     discover,
     explicit_operations,
     fetch_json,
     parse_body_option,
 )
-from fastapi_tune.errors import BadInputError
-from fastapi_tune.preflight import json_getter, preflight, preflight_all, resolve_ids
-from fastapi_tune.samples import Body
+from fastapi_tune.discover.samples import Body
+from fastapi_tune.measure.preflight import json_getter, preflight, preflight_all, resolve_ids
 from tests.apps.preflight_app import TOKEN
 from tests.servers import Server, serve
 

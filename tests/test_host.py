@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.errors import UsageError
-from fastapi_tune.host import (
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import UsageError
+from fastapi_tune.measure.host import (
     CgroupLimits,
     decide_cpu,
     decide_memory,

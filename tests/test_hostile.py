@@ -21,13 +21,13 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune import cli
-from fastapi_tune.cli import app
-from fastapi_tune.demo import SAMPLE_APP
-from fastapi_tune.errors import BadInputError, ServerFailedError
-from fastapi_tune.fileio import atomic_write, write_with_backup
-from fastapi_tune.launch import free_port
-from fastapi_tune.observe import find_server
+from fastapi_tune.cli import base as cli
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import BadInputError, ServerFailedError
+from fastapi_tune.core.fileio import atomic_write, write_with_backup
+from fastapi_tune.flows.demo import SAMPLE_APP
+from fastapi_tune.measure.launch import free_port
+from fastapi_tune.measure.observe import find_server
 from tests.hostile_servers import (
     Hostile,
     dribble_route,
@@ -260,7 +260,7 @@ def test_a_secret_query_parameter_is_redacted_in_the_report(tmp_path: Path) -> N
 
 def test_error_lines_hide_the_users_header_values(capsys: pytest.CaptureFixture[str]) -> None:
     error = ServerFailedError(f"gunicorn said: token {SECRET} refused; dsn postgres://u:pw@db/x")
-    assert cli._report_error(error, [SECRET]) == 6
+    assert cli.report_error(error, [SECRET]) == 6
     said = capsys.readouterr().err
     assert SECRET not in said
     assert ":pw@" not in said
@@ -480,7 +480,7 @@ def test_an_early_ctrl_c_prints_no_traceback(delay: float, tmp_path: Path) -> No
     # site and .pth files, runpy, entry's own few imports: a few ms, longer on a busy machine) is out
     # of reach; from there on, the slow imports (typer, rich, httpx) included, no traceback.
     if "Traceback" in stderr or stderr.startswith("Fatal Python error"):
-        assert "fastapi_tune/cli.py" not in stderr, stderr  # it came before the handlers
+        assert "fastapi_tune/cli/app.py" not in stderr, stderr  # it came before the handlers
     else:
         # -SIGINT: before Python's own handler (a quiet death); 4: it found no server first.
         assert proc.returncode in (130, -signal.SIGINT, 4), stderr

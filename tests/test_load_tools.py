@@ -14,22 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from fastapi_tune.classify import classify
-from fastapi_tune.errors import BadInputError, ExitCode, UsageError
-from fastapi_tune.export_load import (
-    ArrivalRate,
-    Ladder,
-    LoadSpec,
-    Objective,
-    header_env_var,
-    parse_mix,
-    parse_objective,
-    render_k6,
-    render_locust,
-    spec_from_report,
-)
-from fastapi_tune.import_load import import_k6, import_locust
-from fastapi_tune.report import (
+from fastapi_tune.core.errors import BadInputError, ExitCode, UsageError
+from fastapi_tune.judge.classify import classify
+from fastapi_tune.measure.import_load import import_k6, import_locust
+from fastapi_tune.measure.report import (
     Endpoint,
     EndpointClass,
     Latency,
@@ -39,6 +27,18 @@ from fastapi_tune.report import (
     StopReason,
     report_from_json,
     report_to_json,
+)
+from fastapi_tune.render.export_load import (
+    ArrivalRate,
+    LoadSpec,
+    ScriptLadder,
+    ScriptObjective,
+    header_env_var,
+    parse_mix,
+    parse_objective,
+    render_k6,
+    render_locust,
+    spec_from_report,
 )
 from tests.servers import free_port, serve
 
@@ -98,7 +98,7 @@ def test_spec_from_report_keeps_routes_paths_and_the_probes_levels() -> None:
     spec = spec_from_report(probe_report("http://127.0.0.1:8000"), {"GET /cpu": 3})
     assert spec.base_url == "http://127.0.0.1:8000"
     assert [(e.name, e.path, e.weight) for e in spec.endpoints] == [("GET /cpu", CPU_URL, 3.0)]
-    assert spec.pattern == Ladder(levels=(1, 2, 4), seconds=10.0)
+    assert spec.pattern == ScriptLadder(levels=(1, 2, 4), seconds=10.0)
 
 
 @pytest.mark.parametrize(
@@ -126,8 +126,8 @@ def test_parse_mix() -> None:
 
 
 def test_parse_objective() -> None:
-    assert parse_objective("p99<300ms,errors<1%") == Objective(p99_ms=300, max_error_ratio=0.01)
-    assert parse_objective("p99 < 0.5s") == Objective(p99_ms=500, max_error_ratio=0.01)
+    assert parse_objective("p99<300ms,errors<1%") == ScriptObjective(p99_ms=300, max_error_ratio=0.01)
+    assert parse_objective("p99 < 0.5s") == ScriptObjective(p99_ms=500, max_error_ratio=0.01)
     with pytest.raises(UsageError, match="cannot read 'latency fast'"):
         parse_objective("latency fast")
     with pytest.raises(UsageError, match="p95 is not exported"):
@@ -163,13 +163,13 @@ def test_locustfile_without_its_header_variable_refuses_to_start(tmp_path: Path)
 @pytest.mark.parametrize(
     ("pattern", "scenarios", "thresholds"),
     [
-        pytest.param(Ladder(LEVELS, STEP_S), ["route_0", "route_1"], False, id="isolated-ladder"),
-        pytest.param(Ladder(LEVELS, STEP_S, isolate=False), ["mix"], False, id="mixed-ladder"),
-        pytest.param(ArrivalRate(42.5, 30, Objective(300, 0.01)), ["mix"], True, id="rate-objective"),
+        pytest.param(ScriptLadder(LEVELS, STEP_S), ["route_0", "route_1"], False, id="isolated-ladder"),
+        pytest.param(ScriptLadder(LEVELS, STEP_S, isolate=False), ["mix"], False, id="mixed-ladder"),
+        pytest.param(ArrivalRate(42.5, 30, ScriptObjective(300, 0.01)), ["mix"], True, id="rate-objective"),
     ],
 )
 def test_k6_accepts_every_exported_script(
-    pattern: Ladder | ArrivalRate, scenarios: list[str], thresholds: bool, tmp_path: Path
+    pattern: ScriptLadder | ArrivalRate, scenarios: list[str], thresholds: bool, tmp_path: Path
 ) -> None:
     script = tmp_path / "load.js"
     spec = dataclasses.replace(

@@ -1,4 +1,4 @@
-"""fastapi_tune.loadgen against a real uvicorn on a loopback port."""
+"""fastapi_tune.measure.loadgen against a real uvicorn on a loopback port."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Final
 
 import pytest
 
-from fastapi_tune.loadgen import TEARDOWN_GRACE_S, BurstResult, LiveCount, RequestSpec, run_burst
+from fastapi_tune.measure.loadgen import TEARDOWN_GRACE_S, BurstResult, LiveCount, RequestSpec, run_burst
 from tests.hostile import Behaviour, hostile_server, unaccepting_port
 from tests.servers import free_port
 

@@ -1,4 +1,4 @@
-"""fastapi_tune.openloop: the arrival schedule, the histogram, and runs against real servers."""
+"""fastapi_tune.measure.openloop: the arrival schedule, the histogram, and runs against real servers."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from fastapi_tune.histogram import LatencyHistogram
-from fastapi_tune.loadgen import TEARDOWN_GRACE_S, LiveCount, RequestSpec
-from fastapi_tune.openloop import arrival_offsets, run_open_loop
+from fastapi_tune.measure.histogram import LatencyHistogram
+from fastapi_tune.measure.loadgen import TEARDOWN_GRACE_S, LiveCount, RequestSpec
+from fastapi_tune.measure.openloop import arrival_offsets, run_open_loop
 from tests.hostile import Behaviour, hostile_server
 from tests.servers import free_port, serve
 

@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from fastapi_tune.loadgen import RequestSpec, run_burst
+from fastapi_tune.measure.loadgen import RequestSpec, run_burst
 from tests.pg import Postgres
 from tests.servers import serve
 

@@ -8,20 +8,9 @@ from typing import Any
 
 import pytest
 
-from fastapi_tune.errors import UsageError
-from fastapi_tune.host import CpuFacts, HostFacts, MemoryFacts
-from fastapi_tune.plan import (
-    DEPRECATED_WORKER,
-    UVICORN_WORKER,
-    Choices,
-    Plan,
-    cpu_processes,
-    make_plan,
-)
-from fastapi_tune.profiles import load_profile
-from fastapi_tune.render_commands import fastapi_argv, gunicorn_argv, one_line, uvicorn_argv
-from fastapi_tune.render_conf import render_gunicorn_conf
-from fastapi_tune.report import (
+from fastapi_tune.core.errors import UsageError
+from fastapi_tune.measure.host import CpuFacts, HostFacts, MemoryFacts
+from fastapi_tune.measure.report import (
     Endpoint,
     EndpointClass,
     Evidence,
@@ -32,6 +21,12 @@ from fastapi_tune.report import (
     StopReason,
     Verdict,
 )
+from fastapi_tune.plan.evidence import cpu_processes
+from fastapi_tune.plan.model import DEPRECATED_WORKER, UVICORN_WORKER, Choices, Plan
+from fastapi_tune.plan.plan import make_plan
+from fastapi_tune.plan.profiles import load_profile
+from fastapi_tune.render.commands import fastapi_argv, gunicorn_argv, one_line, uvicorn_argv
+from fastapi_tune.render.conf import render_gunicorn_conf
 
 MIB = 1 << 20
 GIB = 1 << 30

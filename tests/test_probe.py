@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.discovery import discover, resolve_target
-from fastapi_tune.errors import BadInputError, ExitCode, RefusedError
-from fastapi_tune.launch import run_server
-from fastapi_tune.probe import default_levels, imbalanced
-from fastapi_tune.report import SCHEMA_VERSION
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import BadInputError, ExitCode, RefusedError
+from fastapi_tune.discover.openapi import discover, resolve_target
+from fastapi_tune.measure.launch import run_server
+from fastapi_tune.measure.levels import default_levels, imbalanced
+from fastapi_tune.measure.report import SCHEMA_VERSION
 from tests.servers import REPO, Server, free_port, serve
 
 QUICK = ["--levels", "1,2", "--duration", "0.15"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastapi_tune.errors import BadInputError, ExitCode
-from fastapi_tune.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
+from fastapi_tune.core.errors import BadInputError, ExitCode
+from fastapi_tune.plan.profiles import DEFAULT_PROFILE, Profile, list_profiles, load_profile
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.report import EndpointClass, ProbeReport, ServerInfo, report_to_json
+from fastapi_tune.cli.app import app
+from fastapi_tune.measure.report import EndpointClass, ProbeReport, ServerInfo, report_to_json
 from tests.pg import Postgres
 from tests.servers import serve
 from tests.test_classify import LADDER, level

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.errors import ExitCode
-from fastapi_tune.report import report_to_json
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import ExitCode
+from fastapi_tune.measure.report import report_to_json
 from tests.servers import REPO
 from tests.test_plan import cpu_report
 

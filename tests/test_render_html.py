@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import pytest
 
-from fastapi_tune.render_html import render_html
+from fastapi_tune.render.html import render_html
 from tests.browser import CHROMIUM, INSTALL_HINT, Browser, Page, chromium, open_page
 
 DATA: Final = Path(__file__).parent / "data"

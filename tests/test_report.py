@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from fastapi_tune.errors import BadInputError
-from fastapi_tune.report import (
+from fastapi_tune.core.errors import BadInputError
+from fastapi_tune.measure.report import (
     Endpoint,
     EndpointClass,
     Evidence,

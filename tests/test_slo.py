@@ -10,9 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from fastapi_tune.errors import UsageError
-from fastapi_tune.histogram import LatencyHistogram
-from fastapi_tune.mixmodel import (
+from fastapi_tune.core.errors import UsageError
+from fastapi_tune.measure.histogram import LatencyHistogram
+from fastapi_tune.measure.report import EndpointClass, Evidence, ProbeReport
+from fastapi_tune.plan.mixmodel import (
     RouteDemand,
     capacity_at,
     erlang_c,
@@ -22,10 +23,9 @@ from fastapi_tune.mixmodel import (
     smallest_meeting,
     throughput_workers,
 )
-from fastapi_tune.profiles import load_profile
-from fastapi_tune.report import EndpointClass, Evidence, ProbeReport
-from fastapi_tune.slo import DEFAULT_MAX_ERROR_RATIO, LatencyBound, Measured, meets, parse_slo
-from fastapi_tune.verify_judge import (
+from fastapi_tune.plan.profiles import load_profile
+from fastapi_tune.plan.slo import DEFAULT_MAX_ERROR_RATIO, LatencyBound, Measured, meets, parse_slo
+from fastapi_tune.verify.judge import (
     CAPACITY_MAX_STEPS,
     RateCheck,
     Run,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.errors import ExitCode
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import ExitCode
 from tests.servers import REPO
 
 KINDS = "tests.apps.kinds_app:app"

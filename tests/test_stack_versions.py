@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from fastapi_tune.appenv import AppEnv, boot_failure, parse_app_env, read_app_env
-from fastapi_tune.errors import UsageError
-from fastapi_tune.profiles import load_profile
-from fastapi_tune.render_commands import command_notes, gunicorn_argv, uvicorn_accepts, uvicorn_argv
-from fastapi_tune.render_conf import render_gunicorn_conf
-from fastapi_tune.target import sizing_warning
+from fastapi_tune.core.errors import UsageError
+from fastapi_tune.measure.appenv import AppEnv, boot_failure, parse_app_env, read_app_env
+from fastapi_tune.plan.profiles import load_profile
+from fastapi_tune.plan.target import sizing_warning
+from fastapi_tune.render.commands import command_notes, gunicorn_argv, uvicorn_accepts, uvicorn_argv
+from fastapi_tune.render.conf import render_gunicorn_conf
 from tests.servers import REPO
 from tests.test_plan import cpu_report, make_host, plan_for
 

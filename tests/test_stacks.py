@@ -12,9 +12,9 @@ from types import MappingProxyType
 import psutil
 import pytest
 
-from fastapi_tune import stacks
-from fastapi_tune.errors import BadInputError
-from fastapi_tune.stack_attribution import (
+from fastapi_tune.core.errors import BadInputError
+from fastapi_tune.measure import stacks
+from fastapi_tune.measure.stack_attribution import (
     RouteProfile,
     ThreadKind,
     _call_in_source,
@@ -23,7 +23,7 @@ from fastapi_tune.stack_attribution import (
     profile_from_json,
     profile_to_json,
 )
-from fastapi_tune.stacks import (
+from fastapi_tune.measure.stacks import (
     StackSample,
     Unavailable,
     WorkerStacks,

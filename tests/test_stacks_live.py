@@ -10,10 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fastapi_tune.loadgen import BurstResult, RequestSpec, run_burst
-from fastapi_tune.observe import worker_children
-from fastapi_tune.stack_attribution import RouteProfile, ThreadKind, attribute, describe
-from fastapi_tune.stacks import StackSample, sample_workers
+from fastapi_tune.measure.loadgen import BurstResult, RequestSpec, run_burst
+from fastapi_tune.measure.observe import worker_children
+from fastapi_tune.measure.stack_attribution import RouteProfile, ThreadKind, attribute, describe
+from fastapi_tune.measure.stacks import StackSample, sample_workers
 from tests.servers import REPO, Server, serve
 
 APP_DIR = REPO / "tests" / "apps"

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fastapi_tune.svgchart import (
+from fastapi_tune.render.svgchart import (
     HEIGHT,
     WIDTH,
     Chart,

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.errors import ExitCode
-from fastapi_tune.plan import MIN_PLAN_CONFIDENCE
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import ExitCode
+from fastapi_tune.plan.model import MIN_PLAN_CONFIDENCE
 from tests.servers import REPO
 
 OWN_APP = REPO / "tests" / "apps" / "own_app"

@@ -18,9 +18,9 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from fastapi_tune.cli import app
-from fastapi_tune.errors import ExitCode
-from fastapi_tune.verify import Run, judge
+from fastapi_tune.cli.app import app
+from fastapi_tune.core.errors import ExitCode
+from fastapi_tune.verify.run import Run, judge
 from tests.servers import REPO, serve
 
 SAMPLE = "fastapi_tune.sample_app:app"

@@ -13,9 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-from fastapi_tune.loadgen import BurstResult, RequestSpec, run_burst
-from fastapi_tune.observe import worker_children
-from fastapi_tune.stacks import StackSample, sample_workers
+from fastapi_tune.measure.loadgen import BurstResult, RequestSpec, run_burst
+from fastapi_tune.measure.observe import worker_children
+from fastapi_tune.measure.stacks import StackSample, sample_workers
 from tests.servers import REPO, serve
 
 HERE = Path(__file__).resolve().parent

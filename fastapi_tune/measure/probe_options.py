@@ -1,0 +1,103 @@
+"""What a probe is asked to do (its options, checked once) and whom it tells as it goes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+from fastapi_tune.core import checks
+from fastapi_tune.core.errors import TargetUnreachableError, UsageError
+from fastapi_tune.discover.openapi import (
+    Operation,
+    Skipped,
+)
+from fastapi_tune.measure.demand import (
+    HostBusy,
+)
+from fastapi_tune.measure.report import Endpoint, Level, ProbeReport, ServerInfo
+
+DEFAULT_MAX_CONCURRENCY: Final = 128
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What the user asked for; validated by `check_options`."""
+
+    url: str
+    openapi: str | None = None
+    endpoints: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    levels: tuple[int, ...] | None = None
+    max_concurrency: int | None = None
+    duration_s: float | None = None
+    warmup_s: float = 0.2
+    max_seconds: float = 60.0
+    max_requests: int = 500_000
+    timeout_s: float = 10.0
+    verify_tls: bool = True
+    allow_remote: bool = False
+    base_duration_s: float = 0.5
+    unsafe: bool = False  # drive POST/PUT/PATCH/DELETE from the document too
+    params: tuple[str, ...] = ()  # --param NAME=VALUE
+    bodies: tuple[str, ...] = ()  # --body "POST /items=@body.json"
+    preflight: bool = True  # one request per endpoint first; failing ones are skipped
+    profile: bool = True  # sample the server's stacks at each route's most loaded clean level
+    app_dir: Path | None = None  # the app's own files, for naming its lines (default: the server's cwd)
+
+
+class ProbeEvents(Protocol):
+    """What a renderer can show while the probe runs (the probe itself never prints)."""
+
+    def started(self, ops: Sequence[Operation], skipped: Sequence[Skipped], server: ServerInfo) -> None: ...
+
+    def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None: ...
+
+    def level_done(self, op: Operation, level: Level) -> None: ...
+
+    def endpoint_done(self, endpoint: Endpoint) -> None: ...
+
+    def host_checked(self, busy: HostBusy) -> None: ...
+
+
+class Quiet:
+    def started(self, ops: Sequence[Operation], skipped: Sequence[Skipped], server: ServerInfo) -> None:
+        pass
+
+    def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None:
+        pass
+
+    def level_done(self, op: Operation, level: Level) -> None:
+        pass
+
+    def endpoint_done(self, endpoint: Endpoint) -> None:
+        pass
+
+    def host_checked(self, busy: HostBusy) -> None:
+        pass
+
+
+def check_options(o: ProbeOptions) -> None:
+    """Reject option values that cannot work (NaN, infinity, out of range), before anything is sent."""
+    if o.levels is not None and not o.levels:
+        raise UsageError("--levels: expected positive integers such as 1,8,64")
+    for n in o.levels or ():
+        checks.whole(n, "--levels", 1, checks.MAX_CONCURRENCY)
+    if o.max_concurrency is not None:
+        checks.whole(o.max_concurrency, "--max-concurrency", 1, checks.MAX_CONCURRENCY)
+    if o.duration_s is not None:
+        checks.number(o.duration_s, "--duration", 0.05, 600, " seconds")
+    checks.number(o.max_seconds, "--max-seconds", checks.MIN_BUDGET_S, checks.MAX_SECONDS, " seconds")
+    checks.whole(o.max_requests, "--max-requests", 1, checks.MAX_REQUESTS)
+    checks.number(o.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
+    checks.number(o.warmup_s, "warm-up", 0, 600, " seconds")
+    top = max(o.levels) if o.levels else (o.max_concurrency or DEFAULT_MAX_CONCURRENCY)
+    checks.open_files_allow(top, "--levels" if o.levels else "--max-concurrency")
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    report: ProbeReport
+    error: TargetUnreachableError | None = None  # the server died mid-probe: report is partial

@@ -1,0 +1,548 @@
+"""verify: measure a recommended gunicorn config against the alternatives on the real app.
+
+Each run starts gunicorn from the user's config (only the bind, worker recycling (off) and, for the
+baselines, the worker count are overridden on the command line, which gunicorn ranks above the file),
+drives it with the same closed-loop mix, optionally an open loop at a fixed rate (--rate) and a search
+for the highest rate meeting an objective (--capacity), and stops it before the next one starts.
+The judgement (best beyond noise, comparability, the objective) is verify_judge.py's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final, Protocol
+from urllib.parse import urlsplit
+
+import psutil
+
+from fastapi_tune.core import checks
+from fastapi_tune.core.errors import ServerFailedError, UsageError
+from fastapi_tune.core.redact import REDACTED
+from fastapi_tune.core.rules import rule_of_thumb_workers
+from fastapi_tune.core.signals import stop_on_signals
+from fastapi_tune.discover.openapi import parse_endpoint, parse_header
+from fastapi_tune.measure.host import HostFacts
+from fastapi_tune.measure.launch import Running, free_port, run_server
+from fastapi_tune.measure.loadgen import LiveCount, RequestSpec, run_burst
+from fastapi_tune.measure.observe import cpu_seconds, worker_children
+from fastapi_tune.measure.openloop import run_open_loop
+from fastapi_tune.measure.report import Endpoint, EndpointClass, ProbeReport
+from fastapi_tune.measure.stats import errors_by_kind, summarize
+from fastapi_tune.plan.slo import Objective, meets
+from fastapi_tune.verify.judge import (
+    CAPACITY_START,
+    RECOMMENDED,
+    RULE_OF_THUMB,
+    SINGLE_WORKER,
+    Capacity,
+    Comparison,
+    Planned,
+    RateCheck,
+    Run,
+    capacity_of,
+    combine,
+    judge,
+    next_rate,
+    objective_verdict,
+    weighted_order,
+)
+from fastapi_tune.verify.judge import plan_runs as plan_configurations
+
+__all__ = [
+    "RECOMMENDED",
+    "RULE_OF_THUMB",
+    "SINGLE_WORKER",
+    "Comparison",
+    "Run",
+    "VerifyOptions",
+    "VerifyResult",
+    "combine",
+    "judge",
+    "run_verify",
+]
+
+# Environment the config reads that would silently change what is being verified.
+_OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_ARGS")
+# Worker recycling off while measuring: max_requests restarts a worker mid-run on fast routes (10k
+# requests go by in seconds), which shows as socket errors, negative CPU deltas and a worker missing
+# from the RSS sum (FIELD-NOTES). The command line ranks above the config file.
+NO_RECYCLING: Final = ("--max-requests", "0")
+# Open-loop runs: connections enough for a rate x a latency of a second or more.
+_OPEN_CONNECTIONS: Final = 512
+# In an open loop with an objective (--rate, a capacity step) a request gets at most this many times
+# the objective's largest bound (at least 1 s) before it counts as a timeout, a failure: it failed
+# the objective long before, and an overloaded run then ends within seconds, not the full --timeout.
+_STEP_TIMEOUT_FACTOR: Final = 3.0
+
+# Capacity steps last at least this many times the objective's largest bound (see _capacity), at
+# most _MAX_STEP_S: a p99 < 300 ms objective gets 3 s steps, about 20 s per configuration.
+_STEP_BOUNDS: Final = 10.0
+_MAX_STEP_S: Final = 10.0
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    app: str
+    config: Path
+    python: str = sys.executable
+    app_dir: Path = Path()
+    endpoints: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    concurrency: int = 64
+    duration_s: float = 3.0
+    repeat: int = 3
+    warmup_s: float = 1.0
+    sweep: bool = False
+    timeout_s: float = 10.0
+    mix: Mapping[str, float] | None = None  # route name ("GET /a") -> weight; None: each in turn
+    objective: Objective | None = None  # --slo
+    rate_rps: float | None = None  # --rate: an open loop at this rate on every configuration
+    capacity: bool = False  # --capacity: search the highest rate meeting the objective
+    step_s: float = 2.0  # counted seconds per capacity step
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    runs: tuple[Run, ...]
+    verdict: Comparison | None
+    endpoints: tuple[str, ...]
+    concurrency: int
+    duration_s: float
+    repeat: int
+    interrupted: bool
+    objective: Objective | None = None
+    rate_rps: float | None = None
+    slo_met: bool | None = None  # the recommended config at --rate; None when not checked
+    slo_line: str | None = None
+    recycling: str = "off while measuring (--max-requests 0 on gunicorn's command line)"
+
+
+class VerifyEvents(Protocol):
+    def run_started(
+        self, label: str, workers: int | None, round_no: int, rounds: int, live: Callable[[], tuple[int, int]]
+    ) -> None: ...
+
+    def step(self, text: str) -> None: ...
+
+    def run_done(self, run: Run) -> None: ...
+
+
+def _drivable(report: ProbeReport) -> tuple[list[Endpoint], list[str]]:
+    """The report's endpoints that were clean in the probe, and why each other one is left out."""
+    kept: list[Endpoint] = []
+    notes: list[str] = []
+    for e in report.endpoints:
+        cls = e.verdict.cls if e.verdict else None
+        if cls in (None, EndpointClass.INCONCLUSIVE, EndpointClass.STALLED):
+            notes.append(f"{e.method} {e.path}: left out, {cls or 'not judged'} in the probe")
+        elif e.body_given:
+            notes.append(f"{e.method} {e.path}: left out, its --body is not kept in the report")
+        else:
+            kept.append(e)
+    return kept, notes
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One route to drive: its name for --mix, the concrete path (base path included), its body."""
+
+    name: str
+    method: str
+    path: str
+    body: bytes | None = None
+    content_type: str | None = None
+
+
+def _report_routes(report: ProbeReport) -> list[_Route]:
+    kept, _ = _drivable(report)
+    if not kept:
+        raise UsageError(
+            "nothing to drive: no endpoint of the report was clean in the probe; use -e 'GET /path'"
+        )
+    hidden = [f"{e.method} {e.path}" for e in kept if REDACTED in e.url]
+    if hidden:
+        raise UsageError(
+            f"{hidden[0]}: its URL held a secret that the report does not keep; drive it with"
+            " -e 'METHOD /path?name=VALUE' (and -H for credentials)"
+        )
+    # The report's URLs point at the server it probed: keep their path (base path included) and query.
+    origin = _origin(report.target)
+    return [
+        _Route(
+            f"{e.method} {e.path}",
+            e.method,
+            e.url.removeprefix(origin) or "/",
+            e.body.encode() if e.body is not None else None,
+            e.content_type if e.body is not None else None,
+        )
+        for e in kept
+    ]
+
+
+def _routes(options: VerifyOptions, report: ProbeReport | None) -> list[_Route]:
+    """The routes to drive, in order, repeated by their --mix weight."""
+    if options.endpoints:
+        pairs = [parse_endpoint(e) for e in options.endpoints]
+        if any("{" in p for _, p in pairs):
+            raise UsageError("-e paths for verify must be concrete, e.g. 'GET /orders/1'")
+        routes = [_Route(f"{m} {p}", m, p) for m, p in pairs]
+    elif report is not None and report.endpoints:
+        routes = _report_routes(report)
+    else:
+        raise UsageError("nothing to drive: pass --probe REPORT (its endpoints are mixed) or -e 'GET /path'")
+    if options.mix is None:
+        return routes
+    names = [r.name for r in routes]
+    unknown = sorted(set(options.mix) - set(names))
+    if unknown:
+        raise UsageError(
+            f"--mix names {', '.join(unknown)}: not among the routes driven ({', '.join(names)})"
+        )
+    weights = [float(options.mix.get(n, 0.0)) for n in names]
+    if not any(w > 0 for w in weights) or any(w < 0 for w in weights):
+        raise UsageError("--mix weights must be >= 0 and at least one > 0")
+    return [routes[i] for i in weighted_order(weights)]
+
+
+def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
+    headers = tuple(parse_header(h) for h in options.headers)
+    return [
+        RequestSpec(
+            r.method,
+            base + r.path,
+            (*headers, *((("Content-Type", r.content_type),) if r.content_type else ())),
+            r.body,
+            timeout_s=options.timeout_s,
+        )
+        for r in _routes(options, report)
+    ]
+
+
+def verify_notes(options: VerifyOptions, report: ProbeReport | None) -> list[str]:
+    """What the user should know before trusting the runs: routes left out, headers not given again."""
+    if options.endpoints or report is None:
+        return []
+    _, notes = _drivable(report)
+    probed = {str(h).split(":", 1)[0].strip().lower() for h in report.settings.get("headers") or []}
+    given = {parse_header(h)[0].lower() for h in options.headers}
+    missing = sorted(probed - given)
+    if missing:
+        notes.append(
+            f"the probe sent header(s) {', '.join(missing)} that verify was not given: pass them again with"
+            " -H (the report keeps no secret values), or routes behind auth will fail"
+        )
+    return notes
+
+
+def _rss_mib(procs: Sequence[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
+def _gunicorn(options: VerifyOptions, *args: str) -> list[str]:
+    """gunicorn from the app's environment (--python)."""
+    return [options.python, "-m", "gunicorn", *args]
+
+
+def _argv(options: VerifyOptions, port: int, workers: int | None, control: list[str]) -> list[str]:
+    extra = ["--workers", str(workers)] if workers is not None else []
+    return _gunicorn(
+        options,
+        "-c",
+        str(options.config),
+        "--bind",
+        f"127.0.0.1:{port}",
+        *NO_RECYCLING,
+        *control,
+        *extra,
+        options.app,
+    )
+
+
+def _run_gunicorn(
+    options: VerifyOptions, env: dict[str, str], cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """A short gunicorn command (--help, --print-config), its failure to start as one clear line."""
+    try:
+        return subprocess.run(
+            _gunicorn(options, *args),
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ServerFailedError(f"cannot run gunicorn with {options.python}: {e}") from None
+
+
+def _open_loop(
+    specs: Sequence[RequestSpec],
+    rate: float,
+    duration_s: float,
+    timeout_s: float,
+    stop: threading.Event,
+    live: LiveCount | None = None,
+) -> RateCheck:
+    """One open-loop run at `rate`, counted as the objective counts it."""
+    r = run_open_loop(
+        specs,
+        rate,
+        duration_s,
+        max_connections=_OPEN_CONNECTIONS,
+        timeout_s=timeout_s,
+        warmup_s=0.5,
+        stop=stop,
+        live=live,
+    )
+    failed = sum(errors_by_kind(r.status_counts, r.errors_by_kind).values()) + r.dropped_starts
+    failed += r.in_flight_at_end
+    return RateCheck(
+        rate_rps=rate,
+        duration_s=r.duration_s,
+        intended=r.intended_starts,
+        completed=r.completed,
+        failed=failed,
+        late=r.late_starts,
+        dropped=r.dropped_starts,
+        histogram=r.histogram,
+        client_cpu_cores=r.client_cpu_s / r.duration_s if r.duration_s > 0 else 0.0,
+    )
+
+
+def _open_timeout(options: VerifyOptions) -> float:
+    """An open-loop request's timeout: with an objective, _STEP_TIMEOUT_FACTOR x its largest bound."""
+    if options.objective is None:
+        return options.timeout_s
+    worst = max(b.limit_ms for b in options.objective.latency) / 1000.0
+    return min(options.timeout_s, max(1.0, _STEP_TIMEOUT_FACTOR * worst))
+
+
+def _capacity(
+    specs: Sequence[RequestSpec],
+    throughput_rps: float,
+    options: VerifyOptions,
+    stop: threading.Event,
+    events: VerifyEvents,
+) -> Capacity:
+    """The highest arrival rate meeting the objective: short open-loop steps (verify_judge.next_rate)."""
+    objective = options.objective
+    assert objective is not None
+    timeout = _open_timeout(options)
+    worst_s = max(b.limit_ms for b in objective.latency) / 1000.0
+    # A rate above capacity builds its queue at (rate - capacity) per second: within a step of T
+    # seconds the wait reaches the bound L only beyond capacity x (1 + L / T). Steps of at least
+    # 10 L keep that overstatement within 10%.
+    step_s = min(_MAX_STEP_S, max(options.step_s, _STEP_BOUNDS * worst_s))
+    steps: list[tuple[float, bool, str]] = []
+    while not stop.is_set():
+        rate = next_rate(throughput_rps * CAPACITY_START, [(r, ok) for r, ok, _ in steps])
+        if rate is None:
+            break
+        events.step(f"capacity search, step {len(steps) + 1}: {rate:.1f} req/s")
+        check = _open_loop(specs, rate, step_s, timeout, stop)
+        if stop.is_set():
+            break
+        ok, text = meets(objective, check.measured())
+        steps.append((round(rate, 2), ok, text))
+    return capacity_of(steps)
+
+
+def _measure(
+    planned: Planned,
+    running: Running,
+    specs: Sequence[RequestSpec],
+    options: VerifyOptions,
+    stop: threading.Event,
+    live: LiveCount,
+) -> Run:
+    workers = worker_children(running.pid)
+    cpu_before, started = sum(cpu_seconds(workers).values()), time.perf_counter()
+    result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live)
+    cpu_after, wall = sum(cpu_seconds(workers).values()), time.perf_counter() - started
+    b = summarize(result)
+    # Server CPU is averaged over the whole burst, warm-up included: context for the table,
+    # not part of the verdict.
+    return Run(
+        label=planned.label,
+        workers=len(workers),
+        requests=b.requests,
+        errors=b.errors,
+        throughput_rps=b.throughput_rps,
+        p50_ms=None if b.p50_ms is None else round(b.p50_ms, 2),
+        p99_ms=None if b.p99_ms is None else round(b.p99_ms, 2),
+        rss_mib=round(_rss_mib(workers), 1),
+        server_cpu_cores=round((cpu_after - cpu_before) / wall, 3),
+        client_cpu_cores=round(b.client_cpu_cores, 3),
+        aliases=planned.aliases,
+        errors_by_status=dict(b.errors_by_status),
+        errors_by_kind=dict(b.errors_by_kind),
+    )
+
+
+def _measure_all(
+    planned: Planned,
+    round_no: int,
+    running: Running,
+    specs: Sequence[RequestSpec],
+    options: VerifyOptions,
+    stop: threading.Event,
+    events: VerifyEvents,
+    live: LiveCount,
+) -> Run:
+    """The closed-loop burst, then the open loop at --rate, then (first round) the capacity search."""
+    run = _measure(planned, running, specs, options, stop, live)
+    if options.rate_rps is not None and not stop.is_set():
+        events.step(f"open loop at {options.rate_rps:g} req/s")
+        check = _open_loop(specs, options.rate_rps, options.duration_s, _open_timeout(options), stop, live)
+        run = replace(run, at_rate=check)
+    if options.capacity and round_no == 0 and not stop.is_set() and run.throughput_rps > 0:
+        run = replace(run, capacity=_capacity(specs, run.throughput_rps, options, stop, events))
+    return run
+
+
+def _check_options(options: VerifyOptions) -> None:
+    if not options.config.is_file():
+        raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
+    check_verify_options(options)
+    if options.rate_rps is not None and not (math.isfinite(options.rate_rps) and options.rate_rps > 0):
+        raise UsageError("--rate: expected a positive number of requests per second")
+    if options.capacity and options.objective is None:
+        raise UsageError(
+            "--capacity searches the highest rate meeting an objective: add --slo, e.g. 'p99<300ms'"
+        )
+    if options.objective is not None and options.rate_rps is None and not options.capacity:
+        raise UsageError(
+            "--slo is judged at an arrival rate: add --rate R (pass or fail at R req/s) or --capacity"
+            " (the highest rate that meets it)"
+        )
+
+
+def _slo_verdict(runs: Sequence[Run], options: VerifyOptions) -> tuple[bool | None, str | None]:
+    """The objective at --rate, judged on the recommended config (the one CI gates on)."""
+    rec = next((r for r in runs if r.label == RECOMMENDED), None)
+    if options.objective is None or rec is None:
+        return None, None
+    verdict = objective_verdict(rec, options.objective)
+    return (None, None) if verdict is None else verdict
+
+
+def run_verify(
+    options: VerifyOptions, host: HostFacts, report: ProbeReport | None, events: VerifyEvents
+) -> VerifyResult:
+    """Start each configuration in turn, drive it, stop it; Ctrl-C keeps the runs done so far."""
+    # gunicorn runs in --app-dir: a relative --config means relative to where the user is.
+    options = replace(options, config=options.config.resolve())
+    _check_options(options)
+    _routes(options, report)  # usage errors before any server starts
+    env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES_DROPPED}
+    app_dir = options.app_dir.resolve()
+    env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])
+    control = control_socket_flags(options, env, app_dir)
+    configured = configured_workers(options, env, app_dir, control)
+    stop = threading.Event()
+    endpoints: tuple[str, ...] = ()
+    measured: dict[str, list[Run]] = {}
+    plan = plan_configurations(
+        rule_of_thumb_workers(host.cpu.logical), float(host.cpu.effective), configured, options.sweep
+    )
+    with stop_on_signals(stop):
+        for planned, round_no in ((p, r) for r in range(options.repeat) for p in plan):
+            # Rounds go through every configuration before repeating any, so a drift on the
+            # machine (another process, CPU steal) touches all of them alike.
+            if stop.is_set():
+                break
+            port = free_port()
+            specs = _specs(options, report, f"http://127.0.0.1:{port}")
+            endpoints = tuple(dict.fromkeys(f"{s.method} {s.url.split(str(port), 1)[1]}" for s in specs))
+            live = LiveCount()
+            events.run_started(planned.label, planned.workers, round_no + 1, options.repeat, live.read)
+            with run_server(
+                _argv(options, port, planned.workers, control),
+                port,
+                ready_path=endpoints[0].split(" ", 1)[1],
+                workers=planned.workers or configured,
+                cwd=app_dir,
+                env=env,
+                name=f"gunicorn ({planned.label})",
+            ) as running:
+                time.sleep(0.2)
+                run = _measure_all(planned, round_no, running, specs, options, stop, events, live)
+            if stop.is_set():
+                break
+            measured.setdefault(planned.label, []).append(run)
+            events.run_done(run)
+    runs = [combine(rounds) for rounds in measured.values()]
+    met, line = _slo_verdict(runs, options)
+    return VerifyResult(
+        runs=tuple(runs),
+        verdict=judge(runs),
+        endpoints=endpoints,
+        concurrency=options.concurrency,
+        duration_s=options.duration_s,
+        repeat=options.repeat,
+        interrupted=stop.is_set(),
+        objective=options.objective,
+        rate_rps=options.rate_rps,
+        slo_met=met,
+        slo_line=line,
+    )
+
+
+def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path) -> list[str]:
+    """`--no-control-socket` where the gunicorn that runs the app has one (25.1+).
+
+    Each gunicorn unlinks and recreates ~/.gunicorn/gunicorn.ctl (or $XDG_RUNTIME_DIR's) at
+    start and removes it at exit: without this, verifying next to a production gunicorn of the
+    same user would take away that server's control socket.
+    """
+    proc = _run_gunicorn(options, env, cwd, "--help")
+    if proc.returncode != 0:
+        raise ServerFailedError(
+            f"gunicorn is not installed for {options.python}: pip install gunicorn uvicorn-worker"
+            f" there, or pass --python for the app's environment\n{proc.stderr.strip()[-500:]}"
+        )
+    return ["--no-control-socket"] if "--no-control-socket" in proc.stdout else []
+
+
+def configured_workers(options: VerifyOptions, env: dict[str, str], cwd: Path, control: list[str]) -> int:
+    """The worker count the config resolves to, from `gunicorn --print-config` (which also
+    shows a config that cannot load in gunicorn's own words)."""
+    proc = _run_gunicorn(
+        options, env, cwd, "-c", str(options.config), *control, "--print-config", options.app
+    )
+    for line in proc.stdout.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "workers" and value.strip().isdigit():
+            return int(value.strip())
+    tail = (proc.stderr or proc.stdout).strip()[-1500:]
+    raise ServerFailedError(f"gunicorn could not load {options.config} (exit {proc.returncode}):\n{tail}")
+
+
+def check_verify_options(options: VerifyOptions) -> None:
+    """Numbers finite and in range (NaN passes a `<= 0` test and would run forever)."""
+    checks.whole(options.concurrency, "--concurrency", 1, checks.MAX_CONCURRENCY)
+    checks.number(options.duration_s, "--duration", 0.05, 600, " seconds")
+    checks.whole(options.repeat, "--repeat", 1, checks.MAX_REPEAT)
+    checks.number(options.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
+    checks.number(options.warmup_s, "warm-up", 0, 600, " seconds")
+    checks.open_files_allow(options.concurrency, "--concurrency")
