@@ -10,6 +10,8 @@ import sys
 from rich.markup import escape
 
 from fastapi_tune.cli import (
+    check,
+    compare,
     demo,
     host,
     loadtools,
@@ -32,6 +34,8 @@ for _command in (
     demo.demo,
     tune.tune,
     verify.verify,
+    check.check,
+    compare.compare,
     report.report,
 ):
     app.command()(_command)

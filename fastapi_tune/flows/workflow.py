@@ -95,14 +95,41 @@ def run_demo(host: HostFacts, max_seconds: float, events: ProbeEvents) -> DemoRe
 # tune: the user's own app, from start to config files
 
 
-class TuneEvents(Protocol):
-    """What the CLI shows while `tune` runs; the two long steps get their own progress display."""
+class ServeEvents(Protocol):
+    """What the CLI shows while the app is served and probed (`tune`, `check`)."""
 
     def step(self, text: str) -> None: ...
 
     def probing(self) -> AbstractContextManager[ProbeEvents]: ...
 
+
+class TuneEvents(ServeEvents, Protocol):
+    """What the CLI shows while `tune` runs; the two long steps get their own progress display."""
+
     def verifying(self) -> AbstractContextManager[VerifyEvents]: ...
+
+
+@dataclass(frozen=True)
+class ServedProbe:
+    app_env: AppEnv
+    url: str  # where the app was served while it was probed
+    outcome: ProbeOutcome
+
+
+def probe_own_app(
+    app: str, python: str, app_dir: Path, probe: ProbeOptions, host: HostFacts, events: ServeEvents
+) -> ServedProbe:
+    """Serve `app` from its own environment (one uvicorn worker), probe and judge it, and stop it,
+    whatever happens."""
+    app_env = read_app_env(python, app_dir)
+    events.step(f"Starting {app} under 1 uvicorn worker ({app_env.python}, uvicorn {app_env.uvicorn or '?'})")
+    with app_server(app, app_env, app_dir) as running:
+        events.step(f"{app} answers on {running.url}; probing it")
+        with events.probing() as progress:
+            outcome = probe_and_classify(
+                replace(probe, url=running.url, app_dir=app_dir.resolve()), host, progress
+            )
+    return ServedProbe(app_env, running.url, outcome)
 
 
 @dataclass(frozen=True)
@@ -166,19 +193,11 @@ def run_tune(options: TuneOptions, host: HostFacts, target: HostFacts, events: T
     `host` is this machine (where the probe measures); `target` is where the app will run (--cpus,
     --memory, or this machine). Every server started is stopped, whatever happens.
     """
-    app_env = read_app_env(options.python, options.app_dir)
-    events.step(
-        f"Starting {options.app} under 1 uvicorn worker ({app_env.python}, uvicorn {app_env.uvicorn or '?'})"
-    )
-    with app_server(options.app, app_env, options.app_dir) as running:
-        events.step(f"{options.app} answers on {running.url}; probing it")
-        with events.probing() as progress:
-            outcome = probe_and_classify(
-                replace(options.probe, url=running.url, app_dir=options.app_dir.resolve()), host, progress
-            )
+    served = probe_own_app(options.app, options.python, options.app_dir, options.probe, host, events)
+    app_env, outcome = served.app_env, served.outcome
     save_report(outcome.report, options.report_path)
     if outcome.error is not None or outcome.report.interrupted:
-        return TuneResult(app_env, running.url, outcome, None, (), None, None)
+        return TuneResult(app_env, served.url, outcome, None, (), None, None)
     choices = replace(options.choices, app=options.app, gunicorn_version=app_env.gunicorn, stack=app_env)
     plan = make_plan(target, outcome.report, options.profile, choices)
     files, spec = tune_files(options, plan, outcome.report, target)
@@ -195,4 +214,4 @@ def run_tune(options: TuneOptions, host: HostFacts, target: HostFacts, events: T
         )
         with events.verifying() as progress:
             verified = run_verify(verify_options, host, outcome.report, progress)
-    return TuneResult(app_env, running.url, outcome, plan, written, spec, verified)
+    return TuneResult(app_env, served.url, outcome, plan, written, spec, verified)

@@ -1,4 +1,5 @@
-"""Every threshold the classifier applies, with the measurement behind it: one home."""
+"""Every threshold the classifier and the comparison with a baseline apply, with the measurement
+behind it: one home."""
 
 from __future__ import annotations
 
@@ -98,3 +99,35 @@ CONFIDENCE_RANGE: Final = (0.05, 0.95)
 
 # Unknown worker count: P=1 is a guess that moves both knees.
 UNKNOWN_WORKERS_FACTOR: Final = 0.8
+
+
+# ---------------------------------------------------------------------------------------
+# compare / check: a route against its baseline (judge/compare.py); measured on this project's busy
+# 2-core machines with benchmarks/check_noise.py
+
+# The smallest change that counts, per metric, whatever the per-level spread says: what one run cannot
+# see, a shift of the whole run. On this project's busy 2-core VMs, unchanged runs of
+# tests/apps/check_app.py against one baseline moved a route's CPU per request by up to 40% with no
+# CPU wait at all (the vCPU itself ran slower: other tenants), its p50 and peak throughput at
+# unstarved levels by up to 34% and 46% (a cpu-bound route, whose latency is its CPU time queued);
+# 2.5x the CPU on a route read +112%..+166%, a time.sleep(0.02) in an `async def` +270% p50.
+CPU_FLOOR: Final = 0.50
+LATENCY_FLOOR: Final = 0.50
+CAPACITY_FLOOR: Final = 0.50
+# The change must also exceed this many times its own noise (the standard error of the median ratio).
+NOISE_K: Final = 3.0
+# From this many levels on, the spread is taken around the trend of the ratios across concurrency.
+DETREND_MIN: Final = 4
+# One paired level has no spread to measure: the floor counts twice.
+SINGLE_LEVEL_FACTOR: Final = 2.0
+# A class change without the stacks' word is believed only when both verdicts are at least this sure
+# and at most this share of the route's levels was starved (a starved host bends every curve: a busy
+# loop per core made an io-bound route read threadpool-bound and a `def` route cpu-bound).
+CLASS_MIN_CONFIDENCE: Final = 0.5
+CLASS_MAX_STARVED_SHARE: Final = 0.25
+# A thread pool this full (share of AnyIO's 40 tokens busy per worker) shows threadpool-bound in the stacks.
+POOL_FULL_SHARE: Final = 0.5
+# A ladder cut by the budget below half the other's top did not reach where the other saw its knee.
+LADDER_REACH: Final = 0.5
+# The runner was busy: more than this share of the new run's levels was starved.
+BUSY_STARVED_SHARE: Final = 0.25

@@ -1,6 +1,6 @@
 """Judging a probe report against a baseline: did any route get worse beyond the measured noise?
 
-Pure: two ProbeReports in, a Comparison out, no I/O. Per route (method + path template, the key the
+Pure: two ProbeReports in, a BaselineComparison out, no I/O. Per route (method + path template, the key the
 report uses) the status is unchanged, improved, regressed, new, gone or inconclusive, with every
 number and the noise it was judged against. A route regressed when
 
@@ -26,48 +26,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 from urllib.parse import urlsplit
 
-from fastapi_tune.classify import MAX_ERROR_RATIO, POOL_WAIT_THREADS, STACKS_AGREE, exclusion_reason
-from fastapi_tune.errors import BadInputError
-from fastapi_tune.preflight import FAILED_PREFIX
-from fastapi_tune.report import Endpoint, EndpointClass, Level, ProbeReport, StopReason, Verdict
-from fastapi_tune.rules import CLASS_HARM, THREAD_TOKENS_PER_WORKER
-from fastapi_tune.stack_attribution import Hotspot, RouteProfile, ThreadKind, describe, loop_hotspot
-from fastapi_tune.stats import median
-
-# ---------------------------------------------------------------------------------------
-# Thresholds (measured on this project's busy 2-core machines: benchmarks/check_noise.py)
-
-# The smallest change that counts, per metric, whatever the per-level spread says: what one run cannot
-# see, a shift of the whole run. On this project's busy 2-core VMs, unchanged runs of
-# tests/apps/check_app.py against one baseline moved a route's CPU per request by up to 40% with no
-# CPU wait at all (the vCPU itself ran slower: other tenants), its p50 and peak throughput at
-# unstarved levels by up to 34% and 46% (a cpu-bound route, whose latency is its CPU time queued);
-# 2.5x the CPU on a route read +112%..+166%, a time.sleep(0.02) in an `async def` +270% p50.
-CPU_FLOOR: Final = 0.50
-LATENCY_FLOOR: Final = 0.50
-CAPACITY_FLOOR: Final = 0.50
-# The change must also exceed this many times its own noise (the standard error of the median ratio).
-NOISE_K: Final = 3.0
-# From this many levels on, the spread is taken around the trend of the ratios across concurrency.
-DETREND_MIN: Final = 4
-# One paired level has no spread to measure: the floor counts twice.
-SINGLE_LEVEL_FACTOR: Final = 2.0
-# A class change without the stacks' word is believed only when both verdicts are at least this sure
-# and at most this share of the route's levels was starved (a starved host bends every curve: a busy
-# loop per core made an io-bound route read threadpool-bound and a `def` route cpu-bound).
-CLASS_MIN_CONFIDENCE: Final = 0.5
-CLASS_MAX_STARVED_SHARE: Final = 0.25
-# A thread pool this full (share of AnyIO's 40 tokens busy per worker) shows threadpool-bound in the stacks.
-POOL_FULL_SHARE: Final = 0.5
-# A ladder cut by the budget below half the other's top did not reach where the other saw its knee.
-LADDER_REACH: Final = 0.5
-# The runner was busy: more than this share of the new run's levels was starved.
-BUSY_STARVED_SHARE: Final = 0.25
+from fastapi_tune.core.errors import BadInputError
+from fastapi_tune.core.rules import CLASS_HARM, THREAD_TOKENS_PER_WORKER
+from fastapi_tune.judge.curve import exclusion_reason
+from fastapi_tune.judge.thresholds import (
+    BUSY_STARVED_SHARE,
+    CAPACITY_FLOOR,
+    CLASS_MAX_STARVED_SHARE,
+    CLASS_MIN_CONFIDENCE,
+    CPU_FLOOR,
+    DETREND_MIN,
+    LADDER_REACH,
+    LATENCY_FLOOR,
+    MAX_ERROR_RATIO,
+    NOISE_K,
+    POOL_FULL_SHARE,
+    POOL_WAIT_THREADS,
+    SINGLE_LEVEL_FACTOR,
+    STACKS_AGREE,
+)
+from fastapi_tune.measure.preflight import FAILED_PREFIX
+from fastapi_tune.measure.report import Endpoint, EndpointClass, Level, ProbeReport, StopReason, Verdict
+from fastapi_tune.measure.stack_attribution import Hotspot, RouteProfile, ThreadKind, describe, loop_hotspot
+from fastapi_tune.measure.stats import median
 
 _BUDGET_STOPS: Final = frozenset({StopReason.TIME_BUDGET, StopReason.REQUEST_BUDGET, StopReason.INTERRUPTED})
 
@@ -163,7 +149,7 @@ class RouteComparison:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class BaselineComparison:
     routes: tuple[RouteComparison, ...]
     busy: str | None = None  # one line when the runner was too busy to judge everything
 
@@ -417,8 +403,13 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.{digits}f} {unit}"
 
 
+def band_text(band: float) -> str:
+    """A band symmetric in ratio: +50% up is the same as -33% down."""
+    return f"+{band:.0%}/{1 / (1 + band) - 1:.0%}"
+
+
 def metric_line(m: MetricJudgement) -> str:
-    """`p50 21.2 -> 43.0 ms (+103%; band +-25%, noise +-2% over 4 levels)`."""
+    """`p50 21.9 -> 83.1 ms (+268%; band +50%/-33%, noise +-1% over 4 levels)`."""
     if m.outcome is Change.NOT_JUDGED:
         return f"{m.label}: not judged ({m.note})"
     noise = (
@@ -426,7 +417,7 @@ def metric_line(m: MetricJudgement) -> str:
     )
     return (
         f"{m.label} {_fmt(m.base, '').strip()} -> {_fmt(m.new, m.unit)} ({m.change or 0:+.0%};"
-        f" band +-{m.band or 0:.0%}, {noise})"
+        f" band {band_text(m.band or 0)}, {noise})"
     )
 
 
@@ -550,7 +541,7 @@ def _missing(base: Endpoint, new: ProbeReport) -> RouteComparison:
     )
 
 
-def compare_reports(base: ProbeReport, new: ProbeReport) -> Comparison:
+def compare_reports(base: ProbeReport, new: ProbeReport) -> BaselineComparison:
     """Every route of either report, judged; routes in the baseline's order, then the new ones."""
     fresh = {_key(e.method, e.path): e for e in new.endpoints}
     routes: list[RouteComparison] = []
@@ -565,4 +556,9 @@ def compare_reports(base: ProbeReport, new: ProbeReport) -> Comparison:
         routes.append(
             RouteComparison(n.method, n.path, RouteStatus.NEW, klass, reasons=(f"new route: {cls}",))
         )
-    return Comparison(tuple(routes), _busy_note(base, new))
+    return BaselineComparison(tuple(routes), _busy_note(base, new))
+
+
+def all_new(report: ProbeReport) -> BaselineComparison:
+    """A first run, with no baseline yet: every route it measured is new."""
+    return compare_reports(replace(report, endpoints=(), skipped=()), report)
