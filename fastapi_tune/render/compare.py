@@ -18,7 +18,7 @@ from fastapi_tune.judge.compare import (
     MetricJudgement,
     RouteComparison,
     RouteStatus,
-    band_text,
+    metric_line,
 )
 from fastapi_tune.measure.report import ProbeReport
 from fastapi_tune.measure.stack_attribution import Hotspot
@@ -193,14 +193,8 @@ def _details(r: RouteComparison) -> str:
     lines = list(r.reasons)
     if r.culprit is not None:
         lines.append("at " + where_text(r.culprit, r.culprit_is_new))
-    lines += [metric_line_text(m) for m in r.metrics if m.outcome is not Change.NOT_JUDGED]
+    lines += [f"{metric_line(m)}: {m.outcome}" for m in r.metrics if m.outcome is not Change.NOT_JUDGED]
     return "\n".join(lines)
-
-
-def metric_line_text(m: MetricJudgement) -> str:
-    """A metric's numbers with the band it was judged against, for the JUnit and Markdown details."""
-    noise = "one level" if m.noise is None else f"noise +-{m.noise:.0%}, {len(m.levels)} levels"
-    return f"{m.label}: {metric_cell(m)} ({m.outcome}; band {band_text(m.band or 0)}, {noise})"
 
 
 def junit_xml(c: BaselineComparison, suite: str) -> str:
