@@ -30,7 +30,9 @@ APPS = REPO / "tests" / "apps"
 VARIANTS = {"sleep": "GET /orders/{order_id}", "cpu": "GET /score"}
 
 
-def check(baseline: Path, variant: str, max_seconds: float, hogs: int) -> tuple[int, dict[str, Any], float]:
+def check(
+    baseline: Path, variant: str, max_seconds: float, hogs: int, out: Path | None = None
+) -> tuple[int, dict[str, Any], float]:
     """One `fastapi-tune check --json` with `hogs` busy loops beside it: exit code, JSON, seconds."""
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
     started = time.monotonic()
@@ -71,22 +73,21 @@ def check(baseline: Path, variant: str, max_seconds: float, hogs: int) -> tuple[
     return proc.returncode, data, elapsed
 
 
-def closeness(route: dict[str, Any]) -> str:
-    """Each judged metric's change / band in log terms (> 1 would be an alarm), e.g. `cpu 0.41 p50 0.12`."""
-    parts = []
+def closeness(route: dict[str, Any]) -> dict[str, float]:
+    """Each judged metric's change / band in log terms: beyond +-1 it counts (worse or better)."""
+    out = {}
     for name, m in route["metrics"].items():
-        if m["outcome"] == "not judged" or m["change"] is None or not m["band"]:
-            continue
-        ratio = math.log1p(m["change"]) / math.log1p(m["band"])
-        parts.append(f"{name.split('_')[0]} {ratio:+.2f}")
-    return " ".join(parts)
+        if m["outcome"] != "not judged" and m["change"] is not None and m["band"]:
+            out[name.split("_")[0]] = math.log1p(m["change"]) / math.log1p(m["band"])
+    return out
 
 
-def show(label: str, code: int, data: dict[str, Any], elapsed: float) -> None:
+def show(label: str, code: int, data: dict[str, Any], elapsed: float) -> dict[str, float]:
+    """Print one run; return the largest |change / band| per metric over its routes."""
     comparison = data.get("comparison") or {}
-    print(
-        f"{label}: exit {code} in {elapsed:.0f} s" + ("; busy runner noted" if comparison.get("busy") else "")
-    )
+    busy = "; busy runner noted" if comparison.get("busy") else ""
+    print(f"{label}: exit {code} in {elapsed:.0f} s{busy}", flush=True)
+    worst: dict[str, float] = {}
     for r in comparison.get("routes", []):
         klass = r["class"] or {}
         moved = (
@@ -94,7 +95,48 @@ def show(label: str, code: int, data: dict[str, Any], elapsed: float) -> None:
             if klass.get("base") != klass.get("new")
             else ""
         )
-        print(f"    {r['method']} {r['path']}: {r['status']}{moved}  {closeness(r)}")
+        near = closeness(r)
+        for k, v in near.items():
+            worst[k] = max(worst.get(k, 0.0), abs(v))
+        shown = " ".join(f"{k} {v:+.2f}" for k, v in near.items())
+        print(f"    {r['method']} {r['path']}: {r['status']}{moved}  {shown}", flush=True)
+    return worst
+
+
+def statuses(data: dict[str, Any]) -> dict[str, str]:
+    return {
+        f"{r['method']} {r['path']}": r["status"] for r in (data.get("comparison") or {}).get("routes", [])
+    }
+
+
+def unchanged_runs(folder: Path, baseline: Path, runs: int, max_seconds: float, hogs: int) -> bool:
+    """`runs` checks of the unchanged app beside `hogs` busy loops: True when every one exited 0."""
+    quiet, worst = 0, dict[str, float]()
+    for i in range(runs):
+        code, data, elapsed = check(baseline, "", max_seconds, hogs, folder / f"unchanged-{i + 1}.json")
+        for k, v in show(f"unchanged {i + 1}/{runs}, {hogs} busy loops", code, data, elapsed).items():
+            worst[k] = max(worst.get(k, 0.0), v)
+        quiet += code == 0
+    near = ", ".join(f"{k} {v:.2f}" for k, v in sorted(worst.items()))
+    print(f"unchanged on a busy machine: {quiet}/{runs} passed (bar: all); closest to an alarm: {near}")
+    return quiet == runs
+
+
+def variant_runs(folder: Path, baseline: Path, runs: int, max_seconds: float, hogs: int) -> list[str]:
+    """Each variant `runs` times beside `hogs` busy loops: the variants not caught every time."""
+    missed = []
+    for variant, key in VARIANTS.items():
+        caught = 0
+        for i in range(runs):
+            code, data, elapsed = check(
+                baseline, variant, max_seconds, hogs, folder / f"{variant}-{i + 1}.json"
+            )
+            show(f"{variant} {i + 1}/{runs}, {hogs} busy loops", code, data, elapsed)
+            caught += code == 9 and statuses(data).get(key) == "regressed"
+        print(f"{variant}: {caught}/{runs} caught at {key} (bar: all)", flush=True)
+        if caught != runs:
+            missed.append(variant)
+    return missed
 
 
 def main() -> int:
@@ -102,36 +144,26 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="unchanged runs with a busy loop per core")
     parser.add_argument("--variant-runs", type=int, default=3, help="runs of each variant")
     parser.add_argument("--max-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--keep", type=Path, help="keep every run's report (and the baseline) in this directory"
+    )
     args = parser.parse_args()
     hogs = os.cpu_count() or 2
-    failures = []
     with tempfile.TemporaryDirectory() as tmp:
-        baseline = Path(tmp) / "baseline.json"
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        baseline = folder / "baseline.json"
+        baseline.unlink(missing_ok=True)
         code, data, elapsed = check(baseline, "", args.max_seconds, 0)
-        print(f"baseline: exit {code} in {elapsed:.0f} s, saved: {data.get('baseline_saved')}")
+        print(f"baseline: exit {code} in {elapsed:.0f} s, saved: {data.get('baseline_saved')}", flush=True)
         if code != 0 or not baseline.exists():
             return 1
-        quiet = 0
-        for i in range(args.runs):
-            code, data, elapsed = check(baseline, "", args.max_seconds, hogs)
-            show(f"unchanged {i + 1}/{args.runs}, {hogs} busy loops", code, data, elapsed)
-            quiet += code == 0
-        print(f"unchanged on a busy machine: {quiet}/{args.runs} passed (bar: all)")
-        if quiet != args.runs:
-            failures.append("a false alarm (or nothing judged) on the unchanged app")
-        for variant, key in VARIANTS.items():
-            caught = 0
-            for i in range(args.variant_runs):
-                code, data, elapsed = check(baseline, variant, args.max_seconds, hogs)
-                show(f"{variant} {i + 1}/{args.variant_runs}, {hogs} busy loops", code, data, elapsed)
-                routes = {
-                    f"{r['method']} {r['path']}": r["status"]
-                    for r in (data.get("comparison") or {}).get("routes", [])
-                }
-                caught += code == 9 and routes.get(key) == "regressed"
-            print(f"{variant}: {caught}/{args.variant_runs} caught at {key} (bar: all)")
-            if caught != args.variant_runs:
-                failures.append(f"{variant} missed")
+        failures = (
+            [] if unchanged_runs(folder, baseline, args.runs, args.max_seconds, hogs) else ["a false alarm"]
+        )
+        failures += [
+            f"{v} missed" for v in variant_runs(folder, baseline, args.variant_runs, args.max_seconds, hogs)
+        ]
     print("OK" if not failures else "MISSED: " + "; ".join(failures))
     return 1 if failures else 0
 
