@@ -51,6 +51,7 @@ def check(
                 "--max-seconds",
                 str(max_seconds),
                 "--json",
+                *(["--out", str(out)] if out is not None else []),
             ],
             capture_output=True,
             text=True,

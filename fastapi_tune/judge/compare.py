@@ -1,10 +1,10 @@
 """Judging a probe report against a baseline: did any route get worse beyond the measured noise?
 
-Pure: two ProbeReports in, a BaselineComparison out, no I/O. Per route (method + path template, the key the
-report uses) the status is unchanged, improved, regressed, new, gone or inconclusive, with every
-number and the noise it was judged against. A route regressed when
+Pure: two ProbeReports in, a BaselineComparison out, no I/O. Per route (method + path template, the
+key the report uses) the status is unchanged, improved, regressed, new, gone or inconclusive, with
+every number and the noise it was judged against. A route regressed when
 
-- its class moved up the harm order (rules.CLASS_HARM: io-bound < threadpool/pool-bound < cpu-bound
+- its class moved up the harm order (core/rules.CLASS_HARM: io-bound < threadpool/pool-bound < cpu-bound
   < loop-blocking < stalled), and the change is believable: the new run's stacks show the new class's
   signature (an event loop blocked in app code, computing in app code, a full thread pool, threads
   waiting for a pool connection), or the route was stalled (observed directly), or both verdicts are
@@ -13,8 +13,8 @@ number and the noise it was judged against. A route regressed when
   the change is the median ratio new/base over the concurrency levels both ladders measured cleanly
   (pairing level with level removes the trend across concurrency: CPU per request falls as batching
   rises) and the noise is the standard error of that median, from the spread of the per-level ratios.
-  The floors cover what one run cannot see: a shift of the whole run (a neighbour taking the CPU for
-  the run's whole length), measured by benchmarks/check_noise.py;
+  The floors (judge/thresholds.py) cover what one run cannot see: a shift of the whole run (the
+  shared machine's CPU running slower for its whole length), measured by benchmarks/check_noise.py;
 - or it now fails requests at a level the baseline answered cleanly, or fails its first request.
 
 Latency and throughput are compared only at levels where neither run was starved (the host had no
