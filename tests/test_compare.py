@@ -30,7 +30,7 @@ from fastapi_tune.judge.compare import (
     median_noise,
 )
 from fastapi_tune.judge.thresholds import CPU_FLOOR
-from fastapi_tune.measure.report import Endpoint, EndpointClass, ProbeReport, load_report
+from fastapi_tune.measure.report import Endpoint, EndpointClass, Level, ProbeReport, load_report
 from fastapi_tune.measure.stack_attribution import (
     Hotspot,
     LoopShares,
@@ -116,12 +116,15 @@ def test_the_variant_regresses_where_it_changed() -> None:
 
 
 def _scaled_cpu(e: Endpoint, factor: float) -> Endpoint:
-    def scale(lv: object) -> object:
-        d = lv.demand  # type: ignore[attr-defined]
-        workers = tuple(replace(w, on_cpu_cores=w.on_cpu_cores * factor) for w in d.workers)
-        return replace(lv, demand=replace(d, workers=workers))  # type: ignore[type-var]
+    def scale(lv: Level) -> Level:
+        assert lv.demand is not None
+        assert lv.server_cpu_cores is not None
+        workers = tuple(replace(w, on_cpu_cores=w.on_cpu_cores * factor) for w in lv.demand.workers)
+        return replace(
+            lv, demand=replace(lv.demand, workers=workers), server_cpu_cores=lv.server_cpu_cores * factor
+        )
 
-    return replace(e, levels=tuple(scale(lv) for lv in e.levels))  # type: ignore[misc]
+    return replace(e, levels=tuple(scale(lv) for lv in e.levels))
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ every number and the noise it was judged against. A route regressed when
 
 - its class moved up the harm order (core/rules.CLASS_HARM: io-bound < threadpool/pool-bound < cpu-bound
   < loop-blocking < stalled), and the change is believable: the new run's stacks show the new class's
-  signature (an event loop blocked in app code, computing in app code, a full thread pool, threads
-  waiting for a pool connection), or the route was stalled (observed directly), or both verdicts are
+  signature (an event loop blocked in app code, or computing in app code, or threads waiting for a
+  database pool connection), or the route was stalled (observed directly), or both verdicts are
   confident and were read on a host with CPU to spare;
 - or its CPU per request, p50 latency or peak throughput got worse beyond max(floor, K x noise), where
   the change is the median ratio new/base over the concurrency levels both ladders measured cleanly
@@ -32,7 +32,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from fastapi_tune.core.errors import BadInputError
-from fastapi_tune.core.rules import CLASS_HARM, THREAD_TOKENS_PER_WORKER
+from fastapi_tune.core.rules import CLASS_HARM
 from fastapi_tune.judge.curve import exclusion_reason
 from fastapi_tune.judge.thresholds import (
     BUSY_STARVED_SHARE,
@@ -45,8 +45,8 @@ from fastapi_tune.judge.thresholds import (
     LATENCY_FLOOR,
     MAX_ERROR_RATIO,
     NOISE_K,
-    POOL_FULL_SHARE,
     POOL_WAIT_THREADS,
+    SERVER_CPU_MIN_S,
     SINGLE_LEVEL_FACTOR,
     STACKS_AGREE,
 )
@@ -193,12 +193,17 @@ def pair_levels(base: Sequence[Level], new: Sequence[Level]) -> list[_Pair]:
 
 
 def cpu_ms_per_request(level: Level) -> float | None:
-    """Workers' CPU time per successful response (ms): scheduler clocks when read, else the CPU cut."""
-    d = level.demand
-    cores = d.on_cpu_cores if d is not None and d.workers else level.server_cpu_cores
-    if cores is None or cores <= 0 or level.throughput_rps <= 0:
+    """Workers' CPU time per successful response (ms): the server's CPU cut to the counted window when
+    it holds at least SERVER_CPU_MIN_S (its clock ticks are 10 ms), else the scheduler clocks (exact,
+    but read around the warm-up too: on a starved host the two windows' rates differ)."""
+    if level.throughput_rps <= 0:
         return None
-    return cores / level.throughput_rps * 1000
+    cut = level.server_cpu_cores
+    if cut is not None and cut * level.duration_s >= SERVER_CPU_MIN_S:
+        return cut / level.throughput_rps * 1000
+    d = level.demand
+    cores = d.on_cpu_cores if d is not None and d.workers else cut
+    return None if cores is None or cores <= 0 else cores / level.throughput_rps * 1000
 
 
 def _p50(level: Level) -> float | None:
@@ -301,7 +306,10 @@ def judge_metric(rule: _MetricRule, pairs: Sequence[_Pair]) -> MetricJudgement:
 
 
 def stacks_confirm(profile: RouteProfile | None, cls: EndpointClass) -> str | None:
-    """What the stacks show of `cls`'s signature (one line), or None when they do not show it."""
+    """What the stacks show of `cls`'s signature (one line), or None when they do not show it.
+
+    Not threadpool-bound: a `def` route doing blocking I/O fills pool threads at any high level, bound
+    by the limiter or not (unchanged runs showed 21-30 busy threads per worker either way)."""
     if profile is None:
         return None
     loop, pool = profile.loop, profile.threadpool
@@ -309,9 +317,6 @@ def stacks_confirm(profile: RouteProfile | None, cls: EndpointClass) -> str | No
         return loop_hotspot(profile, blocked=True)
     if cls is EndpointClass.CPU_BOUND and (loop.app_running or 0) >= STACKS_AGREE:
         return loop_hotspot(profile, blocked=False)
-    full = POOL_FULL_SHARE * THREAD_TOKENS_PER_WORKER
-    if cls is EndpointClass.THREADPOOL_BOUND and pool.busy_threads >= full:
-        return describe(profile)
     if cls is EndpointClass.POOL_BOUND and pool.pool_wait_threads >= POOL_WAIT_THREADS:
         return describe(profile)
     return None
