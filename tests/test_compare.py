@@ -198,6 +198,30 @@ def test_a_class_change_counts_when_believable(
     assert (r.status is RouteStatus.REGRESSED) == (change is Change.WORSE)
 
 
+def test_a_signature_the_baseline_already_had_confirms_nothing() -> None:
+    """A baseline misread on a starved host (the same blocked loop, read io-bound): not a change."""
+    base = report("base")
+    orders = next(e for e in base.endpoints if e.path == "/orders/{order_id}")
+    base = replace(
+        base,
+        endpoints=tuple(replace(e, profile=_profile(0.85)) if e is orders else e for e in base.endpoints),
+    )
+    new = replace(
+        base,
+        endpoints=tuple(
+            _with_class(e, EndpointClass.LOOP_BLOCKING, 0.3, _profile(0.85))
+            if e.path == "/orders/{order_id}"
+            else e
+            for e in base.endpoints
+        ),
+    )
+    r = next(r for r in compare_reports(base, new).routes if r.key == ORDERS)
+    assert r.klass is not None
+    assert r.klass.outcome is Change.NOT_JUDGED
+    assert "the stacks show nothing new" in r.klass.note
+    assert r.status is not RouteStatus.REGRESSED
+
+
 def test_the_harm_order_ranks_every_comparable_class() -> None:
     assert set(CLASS_HARM) == {str(c) for c in EndpointClass} - {"inconclusive"}
     order = ["io-bound", "threadpool-bound", "cpu-bound", "loop-blocking", "stalled"]

@@ -322,6 +322,18 @@ def stacks_confirm(profile: RouteProfile | None, cls: EndpointClass) -> str | No
     return None
 
 
+def _new_in_stacks(base: Endpoint, new: Endpoint, cls: EndpointClass, base_confidence: float) -> str | None:
+    """The new class's signature in this run's stacks when it was not in the baseline's (a baseline
+    read wrong on a starved host must not make the same code look changed); without baseline stacks,
+    only against a sure baseline verdict."""
+    seen = stacks_confirm(new.profile, cls)
+    if seen is None:
+        return None
+    if base.profile is None:
+        return seen if base_confidence >= CLASS_MIN_CONFIDENCE else None
+    return None if stacks_confirm(base.profile, cls) is not None else seen
+
+
 def _starved_share(levels: Sequence[Level]) -> float:
     clean = list(_clean(levels).values())
     return sum(lv.demand is not None and lv.demand.starved for lv in clean) / max(len(clean), 1)
@@ -366,13 +378,13 @@ def judge_class(base: Endpoint, new: Endpoint) -> ClassJudgement:
     outcome = Change.WORSE if hn > hb else Change.BETTER
     if vn.cls is EndpointClass.STALLED:
         return ClassJudgement(*head, outcome, "requests in flight and none completed")
-    seen = stacks_confirm(new.profile, vn.cls)
+    seen = _new_in_stacks(base, new, vn.cls, vb.confidence)
     if seen is not None:
         return ClassJudgement(*head, outcome, f"the stacks show it: {seen}")
     why = _why_unbelieved(base, new, vb, vn)
     if why is not None:
         return ClassJudgement(
-            *head, Change.NOT_JUDGED, f"class change not judged: {why}, and the stacks do not show it"
+            *head, Change.NOT_JUDGED, f"class change not judged: {why}, and the stacks show nothing new"
         )
     return ClassJudgement(*head, outcome, f"confidence {vb.confidence:.2f} -> {vn.confidence:.2f}")
 
