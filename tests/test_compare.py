@@ -146,6 +146,23 @@ def test_cpu_per_request_is_judged_against_the_floor(factor: float, status: Rout
     assert cpu.change == pytest.approx(factor - 1, rel=1e-6)
 
 
+def test_levels_that_disagree_are_too_noisy_to_call_same() -> None:
+    base = report("base")
+    score = next(e for e in base.endpoints if e.path == "/score")
+    factors = [1.0, 3.0, 0.35, 1.0]
+    levels = tuple(
+        _scaled_cpu(replace(score, levels=(lv,)), f).levels[0]
+        for lv, f in zip(score.levels, factors, strict=False)
+    )
+    new = replace(
+        base, endpoints=tuple(replace(e, levels=levels) if e is score else e for e in base.endpoints)
+    )
+    r = next(r for r in compare_reports(base, new).routes if r.key == SCORE)
+    cpu = next(m for m in r.metrics if m.metric is Metric.CPU)
+    assert cpu.outcome is Change.NOT_JUDGED
+    assert "too noisy" in cpu.note
+
+
 def test_noise_is_taken_around_the_trend_of_a_serialised_route() -> None:
     """A ratio that grows with the queue is the regression's shape; scatter is noise."""
     levels = [1, 2, 4, 8, 16]

@@ -45,6 +45,7 @@ from fastapi_tune.judge.thresholds import (
     LATENCY_FLOOR,
     MAX_ERROR_RATIO,
     NOISE_K,
+    NOISY_BAND_FACTOR,
     POOL_WAIT_THREADS,
     SERVER_CPU_MIN_S,
     SINGLE_LEVEL_FACTOR,
@@ -289,9 +290,13 @@ def judge_metric(rule: _MetricRule, pairs: Sequence[_Pair]) -> MetricJudgement:
     band = floor * SINGLE_LEVEL_FACTOR if noise is None else max(floor, NOISE_K * noise)
     worse = shift if rule.worse_when_up else -shift
     outcome = Change.WORSE if worse > band else Change.BETTER if worse < -band else Change.SAME
+    # Within a band this wide "same" would claim what the levels cannot tell: not judged. (A change
+    # beyond even such a band still counts.)
+    too_noisy = outcome is Change.SAME and band > NOISY_BAND_FACTOR * floor
     return MetricJudgement(
         rule.metric,
-        outcome,
+        Change.NOT_JUDGED if too_noisy else outcome,
+        note=f"too noisy to tell: the levels disagree by +-{math.expm1(noise or 0):.0%}" if too_noisy else "",
         base=base,
         new=new,
         change=math.expm1(shift),
@@ -324,13 +329,15 @@ def stacks_confirm(profile: RouteProfile | None, cls: EndpointClass) -> str | No
 
 def _new_in_stacks(base: Endpoint, new: Endpoint, cls: EndpointClass, base_confidence: float) -> str | None:
     """The new class's signature in this run's stacks when it was not in the baseline's (a baseline
-    read wrong on a starved host must not make the same code look changed); without baseline stacks,
-    only against a sure baseline verdict."""
+    misread on a starved host must not make the same code look changed). Without baseline stacks: a
+    loop blocked in app code counts (neither computing nor awaiting code shows it), the others only
+    against a sure baseline verdict."""
     seen = stacks_confirm(new.profile, cls)
     if seen is None:
         return None
     if base.profile is None:
-        return seen if base_confidence >= CLASS_MIN_CONFIDENCE else None
+        sure = base_confidence >= CLASS_MIN_CONFIDENCE or cls is EndpointClass.LOOP_BLOCKING
+        return seen if sure else None
     return None if stacks_confirm(base.profile, cls) is not None else seen
 
 
