@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,6 +229,16 @@ def test_server_dying_mid_probe_keeps_the_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def _read_lines_behind(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
+    """Collect the process's stderr lines as they come, in a thread; the list fills while it runs."""
+    lines: list[str] = []
+    assert proc.stderr is not None
+    stream = proc.stderr
+    reader = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
+    reader.start()
+    return lines, reader
+
+
 def test_ctrl_c_saves_what_was_measured_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     with serve("fastapi_tune.sample_app:app") as s:
@@ -235,15 +246,25 @@ def test_ctrl_c_saves_what_was_measured_and_exits_130(tmp_path: Path) -> None:
             [sys.executable, "-m", "fastapi_tune", "probe", s.url, "--out", str(out)],
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(4)
+        lines, reader = _read_lines_behind(proc)
+        # Interrupt once it measures (a fixed sleep fails on a busy machine still importing),
+        # and late enough for one level at least.
+        deadline = time.monotonic() + 120
+        while not any("Probing" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=15)
+        proc.wait(timeout=15)
         waited = time.monotonic() - sent
+        reader.join(timeout=5)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        stderr = "".join(lines)
     assert proc.returncode == ExitCode.INTERRUPTED, stderr
     assert waited < 2.0, waited
     assert str(out) in stderr

@@ -18,10 +18,11 @@ from fastapi_tune.cli import (
     probe,
     recommend,
     report,
+    traffic,
     tune,
     verify,
 )
-from fastapi_tune.cli.base import app, err, report_error, state
+from fastapi_tune.cli.base import PlainHelpCommand, app, err, report_error, state
 from fastapi_tune.core.errors import ExitCode, FastapiTuneError
 from fastapi_tune.core.redact import redact_text
 
@@ -31,6 +32,7 @@ for _command in (
     host.host,
     probe.probe,
     recommend.recommend,
+    traffic.traffic,
     demo.demo,
     tune.tune,
     verify.verify,
@@ -38,7 +40,7 @@ for _command in (
     compare.compare,
     report.report,
 ):
-    app.command()(_command)
+    app.command(cls=PlainHelpCommand)(_command)
 app.add_typer(loadtools.export_app, name="export")
 app.add_typer(loadtools.import_app, name="import")
 

@@ -7,11 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, ParamSpec
+from typing import Annotated, Any, Final, ParamSpec
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from fastapi_tune import __version__
 from fastapi_tune.core.errors import (
@@ -21,7 +22,32 @@ from fastapi_tune.core.errors import (
 )
 from fastapi_tune.core.redact import option_secrets, redact_secrets_in
 
+
+def _plain(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # as flag() does for ours: typer would show `<bool>` beside -h/--help
+    return option
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose -h/--help reads as the plain flag it is."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain(super().get_help_option(ctx))
+
+
+class PlainHelpGroup(TyperGroup):
+    """A command group whose -h/--help reads as the plain flag it is."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain(super().get_help_option(ctx))
+
+
+# Every command and group takes -h as well as --help (click's default is --help alone).
+HELP_SETTINGS: Final = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
+    cls=PlainHelpGroup,
     name="fastapi-tune",
     help=(
         "Measure a FastAPI app, then size its gunicorn/uvicorn deployment from the evidence.\n\n"
@@ -32,7 +58,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP_SETTINGS,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -117,7 +143,7 @@ def subcommand(group: typer.Typer, name: str) -> Callable[[Callable[P, None]], C
 
     def register(f: Callable[P, None]) -> Callable[P, None]:
         wrapper = _guarded(f)
-        group.command(name)(wrapper)
+        group.command(name, cls=PlainHelpCommand)(wrapper)
         return wrapper
 
     return register

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import err, flag, subcommand
+from fastapi_tune.cli.base import HELP_SETTINGS, PlainHelpGroup, err, flag, subcommand
 from fastapi_tune.cli.options import parse_levels
 from fastapi_tune.cli.probe import save_and_show
 from fastapi_tune.core.errors import (
@@ -39,14 +39,16 @@ _EXPORT_REPORT = typer.Option(
 export_app = typer.Typer(
     help="Write the probe's load as a Locust or k6 script, for load beyond one machine.",
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP_SETTINGS,
+    cls=PlainHelpGroup,
 )
 
 
 import_app = typer.Typer(
     help="Read Locust or k6 results back as a probe report that `recommend` plans from.",
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP_SETTINGS,
+    cls=PlainHelpGroup,
 )
 
 

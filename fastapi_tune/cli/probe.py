@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json
-from fastapi_tune.cli.options import parse_levels
+from fastapi_tune.cli.options import Verbose, parse_levels
+from fastapi_tune.cli.traffic import AccessLog, read_logs
 from fastapi_tune.core.errors import (
     BadInputError,
     Interrupted,
@@ -16,6 +17,7 @@ from fastapi_tune.core.errors import (
 from fastapi_tune.core.fileio import atomic_write, check_writable
 from fastapi_tune.flows.workflow import (
     probe_and_classify,
+    read_traffic,
     save_report_somewhere,
 )
 from fastapi_tune.measure.host import (
@@ -24,6 +26,7 @@ from fastapi_tune.measure.host import (
 )
 from fastapi_tune.measure.probe_options import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
+from fastapi_tune.measure.traffic import TrafficProfile
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.probe import LiveProgress, print_report
 
@@ -107,6 +110,8 @@ def probe(  # long mostly in its signature: one typer parameter per option
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
+    access_log: AccessLog = None,
+    verbose: Verbose = False,
 ) -> None:
     """Measure how each endpoint of a running app scales, and classify it.
 
@@ -139,20 +144,27 @@ def probe(  # long mostly in its signature: one typer parameter per option
     check_writable(out_path, "--out")  # never measure into a path that cannot be written
     if html is not None:
         check_writable(html, "--html")
-    _probe_and_save(options, read_host(), out_path, as_json, html)
+    traffic = read_logs(lambda p: read_traffic(options, access_log, p)) if access_log else None
+    _probe_and_save(options, read_host(), out_path, as_json, html, traffic, verbose)
 
 
 def _probe_and_save(
-    options: ProbeOptions, facts: HostFacts, out_path: Path, as_json: bool, html: Path | None = None
+    options: ProbeOptions,
+    facts: HostFacts,
+    out_path: Path,
+    as_json: bool,
+    html: Path | None = None,
+    traffic: TrafficProfile | None = None,
+    verbose: bool = False,
 ) -> ProbeReport:
     """Run a probe with live progress, save the report always, show it, and raise on a bad end."""
     with LiveProgress(err) as progress:
-        outcome = probe_and_classify(options, facts, progress)
-    return save_and_show(outcome, out_path, as_json, html)
+        outcome = probe_and_classify(options, facts, progress, traffic)
+    return save_and_show(outcome, out_path, as_json, html, verbose)
 
 
 def save_and_show(
-    outcome: ProbeOutcome, out_path: Path, as_json: bool, html: Path | None = None
+    outcome: ProbeOutcome, out_path: Path, as_json: bool, html: Path | None = None, verbose: bool = False
 ) -> ProbeReport:
     """Save the report always, show it, and raise for a dead server or an interruption."""
     report = outcome.report
@@ -163,7 +175,7 @@ def save_and_show(
     if as_json:
         print_json(report_to_json(report))
     else:
-        print_report(out, report)
+        print_report(out, report, verbose)
     if failure is not None:  # measured, then the disk filled: say where the results are
         where = f"the report was saved to {saved} instead" if saved else "the report is shown above only"
         raise BadInputError(f"{failure}; {where}")

@@ -85,6 +85,11 @@ class Discovery:
     openapi_url: str | None
 
 
+def route_name(method: str, path: str) -> str:
+    """A route's one name everywhere (report, --mix, access logs, Locust/k6 tags): "GET /orders/{oid}"."""
+    return f"{method.upper()} {path}"
+
+
 def parse_header(text: str) -> tuple[str, str]:
     """'-H "Name: value"' into a pair; the value is never echoed (it may be a secret)."""
     name, sep, value = text.partition(":")
@@ -457,6 +462,11 @@ def _operations(
                 skipped.append(Skipped(method, path, f"the operation is {type(op).__name__}, not an object"))
                 continue
             yield path, method, op, item
+
+
+def document_routes(doc: object, source: str) -> list[tuple[str, str]]:
+    """Every (METHOD, path template) the document declares, unsafe ones included (access logs have them)."""
+    return [(method, path) for path, method, _, _ in _operations(_check_document(doc, source), [])]
 
 
 def explicit_operations(

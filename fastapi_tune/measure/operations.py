@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Final
 
@@ -17,12 +17,15 @@ from fastapi_tune.discover.openapi import (
     Skipped,
     apply_excludes,
     discover,
+    document_routes,
     explicit_operations,
     fetch_json,
     parse_body_option,
     parse_endpoint,
+    parse_header,
     parse_param_option,
     resolve_target,
+    route_name,
 )
 from fastapi_tune.discover.samples import Body
 from fastapi_tune.measure.preflight import json_getter, preflight_all, resolve_ids
@@ -104,6 +107,7 @@ def find_operations(
                 lambda: resolve_ids(doc, ops, base, json_getter(client, options.timeout_s), params),
             )
         kept, excluded = apply_excludes(ops, options.excludes)
+        kept = by_weight(kept, options.route_weights)
         failed: list[Skipped] = []
         if options.preflight and kept:
             until = started + PREFLIGHT_SHARE * options.max_seconds
@@ -114,6 +118,33 @@ def find_operations(
                 lambda: preflight_all(client, kept, options.timeout_s, until),
             )
     return kept, [*skipped, *excluded, *failed], source
+
+
+def by_weight(ops: Sequence[Operation], weights: Mapping[str, float] | None) -> list[Operation]:
+    """The operations heaviest first (a stable sort: equal weights keep the document's order)."""
+    if not weights:
+        return list(ops)
+    return sorted(ops, key=lambda op: -weights.get(route_name(op.method, op.path), 0.0))
+
+
+def routes_to_match(options: ProbeOptions) -> list[tuple[str, str]]:
+    """The app's (METHOD, path template) pairs, for matching access-log lines: the -e endpoints and
+    every operation of the OpenAPI document (which may be missing when -e names the endpoints)."""
+    target = resolve_target(options.url, options.allow_remote)
+    explicit = [parse_endpoint(e) for e in options.endpoints]
+    url = _openapi_url(options, target.base_url)
+    headers = [parse_header(h) for h in options.headers]
+    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S)
+    with httpx.Client(headers=headers, timeout=options.timeout_s, verify=options.verify_tls) as client:
+        try:
+            doc = within(deadline, f"GET {redact_url(url)}", lambda: fetch_json(client, url))
+        except TargetUnreachableError:
+            raise
+        except Exception:
+            if not explicit:
+                raise
+            return explicit
+    return [*explicit, *document_routes(doc, url)]
 
 
 def with_body(ep: Endpoint, op: Operation) -> Endpoint:

@@ -28,6 +28,7 @@ from fastapi_tune.measure.demand import (
 )
 from fastapi_tune.measure.host import HostFacts, host_from_json, host_to_json
 from fastapi_tune.measure.stack_attribution import RouteProfile, profile_from_json, profile_to_json
+from fastapi_tune.measure.traffic import TrafficProfile, traffic_from_json, traffic_to_json
 
 # 2: typed evidence (server_cpu_per_busy_worker), levels' server_cpu_by_worker, stop_reason as a
 # fixed word with stop_detail beside it.
@@ -112,6 +113,12 @@ class Level:
     stalled: bool = False
 
 
+def report_routes(report: ProbeReport) -> list[tuple[str, str]]:
+    """Every (METHOD, path template) the report knows: measured endpoints and skipped operations."""
+    skipped = [(s.method, s.path) for s in report.skipped if s.method != "*"]
+    return [*((e.method, e.path) for e in report.endpoints), *skipped]
+
+
 def _ev(label: str) -> Any:
     return field(default=None, metadata={"label": label})
 
@@ -121,7 +128,7 @@ class Evidence:
     """The numbers behind a verdict; each field's label is what the terminal shows beside it."""
 
     clean_levels: int = field(default=0, metadata={"label": "levels used as evidence"})
-    workers: int | None = _ev("worker processes (none: unknown, 1 assumed)")
+    workers: int | None = _ev("worker processes serving the app, found on this machine")
     threadpool_knee_expected: int | None = _ev(
         "where AnyIO's thread limiter would bend the curve (40 x workers)"
     )
@@ -223,6 +230,7 @@ class ProbeReport:
     elapsed_s: float = 0.0
     host_load: HostBusy | None = None  # other work on the host when the probe started
     source: str = "probe"  # one of SOURCES
+    traffic: TrafficProfile | None = None  # what --access-log said about production traffic
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,6 +325,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
             {"method": s.method, "path": s.path, "reason": redact_text(s.reason)} for s in report.skipped
         ],
         "host_load": None if report.host_load is None else host_busy_to_json(report.host_load),
+        "traffic": None if report.traffic is None else traffic_to_json(report.traffic),
     }
 
 
@@ -511,6 +520,8 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
         host_load=None
         if d.get("host_load") is None
         else host_busy_from_json(d["host_load"], f"{source}: host_load"),
+        # Added within schema 2 (absent from older reports, which still load).
+        traffic=None if d.get("traffic") is None else traffic_from_json(d["traffic"], source),
     )
 
 

@@ -22,6 +22,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from fastapi_tune.core.errors import UsageError
+from fastapi_tune.discover.openapi import route_name
 from fastapi_tune.measure.report import ProbeReport
 from fastapi_tune.plan.slo import parse_slo
 
@@ -106,11 +107,6 @@ class LoadSpec:
 def header_env_var(name: str) -> str:
     """The variable holding a header's value: Authorization -> FASTAPI_TUNE_HEADER_AUTHORIZATION."""
     return HEADER_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-def route_name(method: str, path: str) -> str:
-    """The tag a request carries: "GET /orders/{oid}"."""
-    return f"{method.upper()} {path}"
 
 
 def rate_users(rate: ArrivalRate) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from fastapi_tune.judge.curve import exclusion_reason
 from fastapi_tune.measure.report import Latency, Level, evidence_labels
-from fastapi_tune.render.probe import CLASS_STYLE
+from fastapi_tune.render.styles import CLASS_STYLE
 from fastapi_tune.render.svgchart import Chart, Mark, Point, Series, render_chart
 
 # Nothing may load: no script, image, font, frame or connection; only the inline stylesheet.
@@ -26,7 +26,7 @@ CSP: Final = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 )
 
-# The terminal's colour per class (render_probe.CLASS_STYLE owns which class gets which) as CSS.
+# The terminal's colour per class (render.styles.CLASS_STYLE owns which class gets which) as CSS.
 _CSS_COLORS: Final[Mapping[str, str]] = {
     "green": "#1a7f37",
     "yellow": "#9a6700",

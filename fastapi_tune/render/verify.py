@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from rich import box
 from rich.console import Console
@@ -18,9 +18,12 @@ from fastapi_tune.verify.run import RECOMMENDED, Run, VerifyResult
 
 
 class VerifyProgress:
-    """VerifyEvents on a spinner (stderr): which configuration runs, with live request counts."""
+    """VerifyEvents on a spinner (stderr): which configuration runs, and the last run's result.
 
-    def __init__(self, console: Console) -> None:
+    One live line: the table at the end holds every run; `verbose` also prints each run as it ends.
+    """
+
+    def __init__(self, console: Console, verbose: bool = False) -> None:
         # Transient: the spinner's last line goes away, so an error is the first thing after it.
         self.progress = Progress(
             SpinnerColumn(),
@@ -31,6 +34,8 @@ class VerifyProgress:
         )
         self.task = self.progress.add_task("starting")
         self.console = console
+        self.verbose = verbose
+        self.last = ""
 
     def __enter__(self) -> VerifyProgress:
         self.progress.start()
@@ -45,17 +50,42 @@ class VerifyProgress:
         shown = "config's workers" if workers is None else f"{workers} worker(s)"
         self.progress.update(
             self.task,
-            description=f"round {round_no}/{rounds}: {label} ({shown}): booting gunicorn, then load",
+            description=f"round {round_no}/{rounds}: {label} ({shown}): booting the server, then load"
+            + self.last,
         )
 
     def step(self, text: str) -> None:
         self.progress.update(self.task, description=f"  {text}")
 
     def run_done(self, run: Run) -> None:
-        self.console.print(
-            f"  {run.names}: {run.workers} workers, {run.throughput_rps:.1f} req/s,"
+        line = (
+            f"{run.names}: {run.workers} workers, {run.throughput_rps:.1f} req/s,"
             f" p50 {run.p50_ms if run.p50_ms is not None else '-'} ms, errors {error_text(run)}"
         )
+        self.last = f" (last: {line})"
+        if self.verbose:
+            self.console.print(f"  {line}")
+
+
+def note_lines(notes: Sequence[str], every: bool = False) -> list[str]:
+    """verify's notes, those about routes ('GET /a: left out, inconclusive in the probe') grouped by
+    what they say, with a count and one example; `every` keeps one line per note."""
+    if every:
+        return list(notes)
+    groups: dict[str, list[str]] = {}
+    for note in notes:
+        route, _, said = note.partition(": ")
+        about_a_route = " /" in route and said
+        groups.setdefault(said if about_a_route else note, []).append(route if about_a_route else "")
+    lines: list[str] = []
+    for said, routes in groups.items():
+        if not routes[0]:
+            lines.append(said)
+        elif len(routes) == 1:
+            lines.append(f"{routes[0]}: {said}")
+        else:
+            lines.append(f"{len(routes)} routes {said}, e.g. {routes[0]} (--verbose names each)")
+    return lines
 
 
 def _ms(value: float | None) -> str:
@@ -71,17 +101,28 @@ def _err_cell(run: Run) -> str:
     return f"[red]{run.error_ratio:.1%} {' '.join(kinds)}[/]"
 
 
-def _title(result: VerifyResult) -> str:
+# Past this many endpoints the table's title names a few and counts the rest (--verbose names all).
+ENDPOINTS_NAMED: Final = 6
+
+
+def _driven(endpoints: Sequence[str], every: bool) -> str:
+    if every or len(endpoints) <= ENDPOINTS_NAMED:
+        return ", ".join(endpoints)
+    named = ", ".join(endpoints[:ENDPOINTS_NAMED])
+    return f"{len(endpoints)} endpoints ({named} and {len(endpoints) - ENDPOINTS_NAMED} more)"
+
+
+def _title(result: VerifyResult, verbose: bool) -> str:
     return (
-        f"Same load on every run: {escape(', '.join(result.endpoints))} at c={result.concurrency},"
+        f"Same load on every run: {escape(_driven(result.endpoints, verbose))} at c={result.concurrency},"
         f" {result.duration_s:g} s each, median of {result.repeat} interleaved round(s)"
         " (latency ms, workers' RSS MiB, server CPU cores; err: failed requests of all rounds, % of"
         f" their requests, by status or kind). Worker recycling {result.recycling}."
     )
 
 
-def _closed_table(result: VerifyResult) -> Table:
-    t = Table(title=_title(result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+def _closed_table(result: VerifyResult, verbose: bool) -> Table:
+    t = Table(title=_title(result, verbose), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     columns = (
         ("run", "left"), ("wkrs", "right"), ("req/s", "right"), ("", "left"), ("p50", "right"),
         ("p99", "right"), ("err", "left"), ("RSS", "right"), ("CPU", "right"),
@@ -154,9 +195,9 @@ def _rate_cells(result: VerifyResult, run: Run) -> list[str]:
     return cells
 
 
-def print_verify(console: Console, result: VerifyResult) -> None:
+def print_verify(console: Console, result: VerifyResult, verbose: bool = False) -> None:
     """The side-by-side tables (the bars are the chart), the verdict and the objective's."""
-    console.print(_closed_table(result))
+    console.print(_closed_table(result, verbose))
     open_table = _open_table(result)
     if open_table is not None:
         console.print(open_table)
@@ -179,7 +220,7 @@ def print_verify(console: Console, result: VerifyResult) -> None:
         console.print("[yellow]Interrupted: the table shows the runs finished before Ctrl-C.[/]")
 
 
-def _rate_json(check: RateCheck | None) -> dict[str, Any] | None:
+def rate_json(check: RateCheck | None) -> dict[str, Any] | None:
     if check is None:
         return None
     return {
@@ -212,7 +253,7 @@ def _run_json(r: Run) -> dict[str, Any]:
         "rss_mib": r.rss_mib,
         "server_cpu_cores": r.server_cpu_cores,
         "client_cpu_cores": r.client_cpu_cores,
-        "at_rate": _rate_json(r.at_rate),
+        "at_rate": rate_json(r.at_rate),
         "capacity": None
         if cap is None
         else {
