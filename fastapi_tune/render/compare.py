@@ -74,7 +74,9 @@ def where_text(spot: Hotspot | None, is_new: bool) -> str:
 
 def counts_line(c: BaselineComparison) -> str:
     """`1 regressed, 2 unchanged, 1 new`."""
-    parts = [f"{c.count(s)} {s}" for s in RouteStatus if c.count(s)]
+    order = (RouteStatus.REGRESSED, RouteStatus.IMPROVED, RouteStatus.UNCHANGED, RouteStatus.NEW)
+    order += (RouteStatus.GONE, RouteStatus.INCONCLUSIVE)
+    parts = [f"{c.count(s)} {s}" for s in order if c.count(s)]
     return ", ".join(parts) or "no routes"
 
 
