@@ -72,11 +72,19 @@ def where_text(spot: Hotspot | None, is_new: bool) -> str:
     return f"{spot.file}:{spot.line} {spot.function}{call}" + (" (new in the stacks)" if is_new else "")
 
 
+_COUNT_ORDER: Final = (
+    RouteStatus.REGRESSED,
+    RouteStatus.IMPROVED,
+    RouteStatus.UNCHANGED,
+    RouteStatus.NEW,
+    RouteStatus.GONE,
+    RouteStatus.INCONCLUSIVE,
+)
+
+
 def counts_line(c: BaselineComparison) -> str:
     """`1 regressed, 2 unchanged, 1 new`."""
-    order = (RouteStatus.REGRESSED, RouteStatus.IMPROVED, RouteStatus.UNCHANGED, RouteStatus.NEW)
-    order += (RouteStatus.GONE, RouteStatus.INCONCLUSIVE)
-    parts = [f"{c.count(s)} {s}" for s in order if c.count(s)]
+    parts = [f"{c.count(s)} {s}" for s in _COUNT_ORDER if c.count(s)]
     return ", ".join(parts) or "no routes"
 
 
