@@ -55,7 +55,8 @@ app = typer.Typer(
         "Measure a FastAPI app, then size its gunicorn/uvicorn deployment from the evidence.\n\n"
         "The usual order: `host` (what this machine allows), `probe URL` (how each endpoint scales),"
         " `recommend` (a gunicorn command and gunicorn.conf.py), `verify` (prove it against the"
-        " alternatives). `demo` runs the whole loop on a bundled sample app."
+        " alternatives). `demo` runs the whole loop on a bundled sample app; `check` judges the app"
+        " against a saved baseline in CI."
     ),
     no_args_is_help=True,
     add_completion=False,

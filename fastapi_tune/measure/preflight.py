@@ -29,6 +29,8 @@ _HINT_CHARS: Final = 200
 # Keys under which APIs wrap a page of rows: {"items": [...], "total": 3}.
 _PAGE_KEYS: Final = ("items", "data", "results", "records", "content", "rows", "values", "list")
 _GENERIC_ID_KEYS: Final = ("id", "pk", "uuid", "slug", "key")
+# A skipped route's reason starts so when its first request failed (compare: a route that now fails).
+FAILED_PREFIX: Final = "preflight "
 NOT_PREFLIGHTED: Final = (
     "time budget: not reached by the preflight within its share of --max-seconds"
     " (raise it, or probe fewer endpoints with -e/--exclude)"
@@ -64,7 +66,7 @@ class PreflightResult:
         return Skipped(
             self.op.method,
             self.op.path,
-            f"preflight {said}: {self.hint}",
+            f"{FAILED_PREFIX}{said}: {self.hint}",
             SkipCause.PREFLIGHT,
             self.status,
             None if self.elapsed_ms is None else round(self.elapsed_ms, 1),
