@@ -326,4 +326,4 @@ def test_budget_plan_estimate_never_exceeds_the_budget() -> None:
 @pytest.mark.parametrize("weight", [float("nan"), float("inf"), -1.0])
 def test_traffic_weights_are_checked_where_they_enter(weight: float) -> None:
     with pytest.raises(UsageError, match="traffic weight of GET /a"):
-        check_options(ProbeOptions(url="http://127.0.0.1:1", weights={"GET /a": weight}))
+        check_options(ProbeOptions(url="http://127.0.0.1:1", route_weights={"GET /a": weight}))

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import command, err, flag, out, print_json
-from fastapi_tune.cli.options import parse_levels
+from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
+from fastapi_tune.cli.options import Verbose, parse_levels
+from fastapi_tune.cli.traffic import AccessLog, read_logs
 from fastapi_tune.core.errors import (
     BadInputError,
     Interrupted,
@@ -16,6 +17,7 @@ from fastapi_tune.core.errors import (
 from fastapi_tune.core.fileio import atomic_write, check_writable
 from fastapi_tune.flows.workflow import (
     probe_and_classify,
+    read_traffic,
     save_report_somewhere,
 )
 from fastapi_tune.measure.host import (
@@ -25,6 +27,7 @@ from fastapi_tune.measure.host import (
 from fastapi_tune.measure.probe_options import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
 from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S, ROUTE_S
+from fastapi_tune.measure.traffic import TrafficProfile
 from fastapi_tune.render.export_load import parse_mix
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.probe import LiveProgress, print_report
@@ -86,8 +89,8 @@ def probe(  # long mostly in its signature: one typer parameter per option
         str | None,
         typer.Option(
             "--mix",
-            help="Traffic shares, e.g. 'GET /a=70,GET /b=30': the routes that carry the traffic get"
-            " their full ladder first (default: equal).",
+            help="Traffic shares, e.g. 'GET /a=70,GET /b=30': the routes that carry the traffic are"
+            " measured first and get their full ladder sooner (default: equal; --access-log wins).",
         ),
     ] = None,
     levels: Annotated[
@@ -127,6 +130,8 @@ def probe(  # long mostly in its signature: one typer parameter per option
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
+    access_log: AccessLog = None,
+    verbose: Verbose = False,
 ) -> None:
     """Measure how each endpoint of a running app scales, and classify it.
 
@@ -157,25 +162,32 @@ def probe(  # long mostly in its signature: one typer parameter per option
         timeout_s=timeout,
         verify_tls=not insecure,
         allow_remote=allow_remote,
-        weights=parse_mix(mix) if mix else None,
+        route_weights=parse_mix(mix) if mix else None,
     )
     check_writable(out_path, "--out")  # never measure into a path that cannot be written
     if html is not None:
         check_writable(html, "--html")
-    _probe_and_save(options, read_host(), out_path, as_json, html)
+    traffic = read_logs(lambda p: read_traffic(options, access_log, p)) if access_log else None
+    _probe_and_save(options, read_host(), out_path, as_json, html, traffic, verbose)
 
 
 def _probe_and_save(
-    options: ProbeOptions, facts: HostFacts, out_path: Path, as_json: bool, html: Path | None = None
+    options: ProbeOptions,
+    facts: HostFacts,
+    out_path: Path,
+    as_json: bool,
+    html: Path | None = None,
+    traffic: TrafficProfile | None = None,
+    verbose: bool = False,
 ) -> ProbeReport:
     """Run a probe with live progress, save the report always, show it, and raise on a bad end."""
     with LiveProgress(err) as progress:
-        outcome = probe_and_classify(options, facts, progress)
-    return save_and_show(outcome, out_path, as_json, html)
+        outcome = probe_and_classify(options, facts, progress, traffic)
+    return save_and_show(outcome, out_path, as_json, html, verbose)
 
 
 def save_and_show(
-    outcome: ProbeOutcome, out_path: Path, as_json: bool, html: Path | None = None
+    outcome: ProbeOutcome, out_path: Path, as_json: bool, html: Path | None = None, verbose: bool = False
 ) -> ProbeReport:
     """Save the report always, show it, and raise for a dead server or an interruption."""
     report = outcome.report
@@ -186,13 +198,13 @@ def save_and_show(
     if as_json:
         print_json(report_to_json(report))
     else:
-        print_report(out, report)
+        print_report(out, report, verbose)
     if failure is not None:  # measured, then the disk filled: say where the results are
         where = f"the report was saved to {saved} instead" if saved else "the report is shown above only"
         raise BadInputError(f"{failure}; {where}")
     err.print(f"Report saved to [bold]{out_path}[/]")
     if outcome.error is not None:
-        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+        raise_outcome_error(outcome.error, out_path)
     if report.interrupted:
         levels_kept = sum(len(e.levels) for e in report.endpoints)
         raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import command, err, flag, out, print_json
-from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP
+from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
+from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, Verbose
 from fastapi_tune.cli.prompts import ask_profile, interactive, refuse_early, target_facts
+from fastapi_tune.cli.traffic import AccessLog, say_defaults
 from fastapi_tune.core.errors import (
     Interrupted,
 )
@@ -94,6 +95,8 @@ def tune(  # long mostly in its signature: one typer parameter per option
         flag("--yes", "-y", help="Take the defaults, never prompt; replace files (kept as .bak)."),
     ] = False,
     as_json: Annotated[bool, flag("--json", help="Print report, plan and files as one JSON object.")] = False,
+    access_log: AccessLog = None,
+    verbose: Verbose = False,
 ) -> None:
     """Your own app in one command: start it, probe it, recommend, write the config, stop it.
 
@@ -129,26 +132,29 @@ def tune(  # long mostly in its signature: one typer parameter per option
         health_path=health_path,
         replace=consent,
         verify=verify_it,
+        access_logs=tuple(access_log or ()),
     )
     if deploy is not None:
         deploy.mkdir(parents=True, exist_ok=True)
-    result = run_tune(options, read_host(), target, TuneProgress(err))
-    _show_tune(result, out_path, as_json)
+    result = run_tune(options, read_host(), target, TuneProgress(err, verbose))
+    _show_tune(result, out_path, as_json, verbose)
 
 
-def _show_tune(result: TuneResult, out_path: Path, as_json: bool) -> None:
+def _show_tune(result: TuneResult, out_path: Path, as_json: bool, verbose: bool) -> None:
     """Print the run, say where its files went, and raise for a dead app or an interruption."""
     if as_json:
         r = result
         print_json(tune_to_json(r.app_env, r.outcome.report, r.plan, r.written, r.deploy, r.verify))
     else:
-        print_tune(out, result.outcome.report, result.plan, result.verify)
+        print_tune(out, result.outcome.report, result.plan, result.verify, verbose)
     err.print(f"Report saved to [bold]{out_path}[/]")
     outcome = result.outcome
     if outcome.error is not None:
-        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+        raise_outcome_error(outcome.error, out_path)
     if outcome.report.interrupted:
         raise Interrupted(f"interrupted: what was measured is in {out_path}; the app was stopped")
+    if result.traffic is not None:
+        say_defaults(result.traffic)
     print_files(err, result.written)
     if result.verify is not None and result.verify.interrupted:
         raise Interrupted("interrupted during --verify; every server started was stopped")

@@ -32,6 +32,8 @@ _SIZES_WORKERS: Final = frozenset(
 # a group the slower route first (its service time's rank adds up to _SLOWNESS).
 _GROUP: Final = {"uncertain": 3.0, "serialised": 2.0, "slowest": 1.0}
 _SLOWNESS: Final = 0.5
+# A route without a weight counts as this share of the mean weight.
+_UNWEIGHTED: Final = 0.05
 
 
 def _group(e: Endpoint, workers: int | None, observed: bool) -> str:
@@ -55,14 +57,17 @@ def deepen_order(
     if not triaged:
         return []
     observed = server.local and server.pid is not None
-    shares = [weights.get(f"{e.method} {e.path}", 1.0) if weights else 1.0 for e in triaged]
+    # A route the weights leave out carries none of the known traffic (an access log that never
+    # saw it): it goes after the others, still in its group's order among its like.
+    shares = [weights.get(f"{e.method} {e.path}", 0.0) if weights else 1.0 for e in triaged]
     mean = sum(shares) / len(shares) or 1.0
+    floor = _UNWEIGHTED * mean
     slow = sorted(range(len(triaged)), key=lambda i: _service_ms(triaged[i]))
     slowness = {i: rank / max(len(triaged) - 1, 1) for rank, i in enumerate(slow)}
     scored: list[tuple[float, int, str]] = []
     for i, e in enumerate(triaged):
         group = _group(e, server.workers, observed)
-        score = (_GROUP[group] + _SLOWNESS * slowness[i]) * math.sqrt(max(shares[i], 0.0) / mean)
+        score = (_GROUP[group] + _SLOWNESS * slowness[i]) * math.sqrt(max(shares[i], floor) / mean)
         scored.append((score, i, group))
     scored.sort(key=lambda t: (-t[0], t[1]))
     return [DeepenPick(i, group) for _, i, group in scored]

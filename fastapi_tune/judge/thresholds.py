@@ -1,4 +1,5 @@
-"""Every threshold the classifier applies, with the measurement behind it: one home."""
+"""Every threshold the classifier and the comparison with a baseline apply, with the measurement
+behind it: one home."""
 
 from __future__ import annotations
 
@@ -162,3 +163,47 @@ TWO_LEVELS_PER_WORKER: Final = 3.0
 
 # A triage verdict below this confidence goes first to a full ladder (judge/priority.py).
 DEEPEN_UNCERTAIN_BELOW: Final = 0.7
+
+
+# ---------------------------------------------------------------------------------------
+# compare / check: a route against its baseline (judge/compare.py); measured on this project's busy
+# 2-core machines with benchmarks/check_noise.py
+
+# The smallest change that counts, per metric, whatever the per-level spread says: what one run cannot
+# see, a shift of the whole run. This project's busy 2-core VMs run their CPU at two speeds (a fixed
+# pure-Python loop takes 2.1 or 3.6 ms of thread CPU time, switching within seconds: other tenants),
+# so anything made of CPU time moves with it. Between 44 unchanged reports of tests/apps/check_app.py
+# (1892 ordered pairs; idle neighbours, other sessions' load, a busy loop per core) the median
+# per-level ratio of CPU per request reached x1.62 at the 99th percentile and x1.77 at most (x2.07
+# against a run that gave the route a fifth of a core: its levels scatter, and the noise widens the
+# band), p50 x1.66 (a cpu-bound route's latency is its CPU time queued) and the peak throughput x2.0
+# (an io-bound route tops out on the CPU). With these floors none of the 1892 pairs raised an alarm;
+# a time.sleep(0.02) in an `async def` was caught in 572 of 572 pairs (as a class change the stacks
+# show), 2.5x the CPU on a route in 87 of 88 pairs without a busy loop beside the run and 388 of 484
+# with one (it read x1.41 at the least) (benchmarks/check_noise.py). Where the two overlap, no false
+# alarm wins.
+CPU_FLOOR: Final = 0.80
+LATENCY_FLOOR: Final = 0.70
+CAPACITY_FLOOR: Final = 1.00
+# CPU per request from the server's CPU cut to the counted window when the window holds this much CPU
+# (psutil's clock ticks are 10 ms: a tenth of it at most); below, from the scheduler clocks.
+SERVER_CPU_MIN_S: Final = 0.1
+# The change must also exceed this many times its own noise (the standard error of the median ratio).
+NOISE_K: Final = 3.0
+# A band wider than this many floors (3 x noise that large) cannot tell "same": the metric is not
+# judged (a baseline read on a host that gave the route 0.12-0.2 of a core scattered its levels by
+# x2 and hid a 2.5x CPU inside "same").
+NOISY_BAND_FACTOR: Final = 2.0
+# From this many levels on, the spread is taken around the trend of the ratios across concurrency.
+DETREND_MIN: Final = 4
+# One paired level has no spread to measure: the floor counts twice.
+SINGLE_LEVEL_FACTOR: Final = 2.0
+# A class change without the stacks' word is believed only when both verdicts are at least this sure
+# and at most this share of the route's levels was starved (a starved host bends every curve: a busy
+# loop per core made an io-bound route read threadpool-bound and a `def` route cpu-bound).
+CLASS_MIN_CONFIDENCE: Final = 0.5
+CLASS_MAX_STARVED_SHARE: Final = 0.25
+# A ladder cut by the budget below half the other's top did not reach where the other saw its knee.
+LADDER_REACH: Final = 0.5
+# The runner was busy: more than this share of the new run's levels was starved.
+BUSY_STARVED_SHARE: Final = 0.25

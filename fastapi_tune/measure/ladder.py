@@ -7,12 +7,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi_tune.core.rules import THREAD_TOKENS_PER_WORKER
 from fastapi_tune.discover.openapi import (
     Operation,
 )
+from fastapi_tune.measure.appfiles import AppFiles
 from fastapi_tune.measure.demand import (
     DemandWatcher,
     demand_between,
@@ -85,7 +85,7 @@ class Session:
     port: int
     demand: DemandWatcher | None = None
     worker_pids: tuple[int, ...] = ()  # whose stacks to sample; empty: not local, no profile
-    app_dir: Path | None = None
+    app_files: AppFiles | None = None  # where the app's own code is, as the server found it
 
 
 def _planned_levels(options: ProbeOptions) -> list[int]:

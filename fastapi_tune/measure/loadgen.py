@@ -100,6 +100,10 @@ class BurstResult:
     # counted as timeouts), with their ages from the moment they were sent.
     in_flight_at_end: int = 0
     in_flight_ages_ms: tuple[float, ...] = ()
+    # With run_burst(drain_s=...): how long the requests in flight at the window's end took to be
+    # answered (not counted), and how many were not when the wait ended.
+    drain_s: float | None = None
+    undrained: int = 0
 
     @property
     def oldest_in_flight_ms(self) -> float | None:
@@ -571,6 +575,19 @@ def _close_window(burst: _Burst, window: _Window) -> None:
     burst.running = False
 
 
+async def _drain(burst: _Burst, wait_s: float, stop: threading.Event | None) -> tuple[float, int]:
+    """Wait up to `wait_s` for the answers still due (each connection closes on its answer), so the
+    server is left with nothing in flight; (seconds waited, requests still unanswered)."""
+    started = time.perf_counter()
+    while (due := [c for c in burst.live if c.sent_at]) and not (stop is not None and stop.is_set()):
+        now = time.perf_counter()
+        if now - started >= wait_s:
+            break
+        _expire(burst, now)
+        await asyncio.sleep(min(TICK_S / 5, wait_s - (now - started)))
+    return time.perf_counter() - started, len(due)
+
+
 async def _run(
     specs: Sequence[RequestSpec],
     concurrency: int,
@@ -578,6 +595,7 @@ async def _run(
     duration_s: float,
     stop: threading.Event | None,
     live: LiveCount | None,
+    drain_s: float,
 ) -> BurstResult:
     targets = encode_targets(specs)
     burst = _Burst(max(spec.timeout_s for spec in specs))
@@ -585,9 +603,13 @@ async def _run(
         live.watch(burst.counts)
     window = _Window()
     slots: list[asyncio.Future[None]] = []
+    drained: tuple[float | None, int] = (None, 0)
     try:
         slots = await _open_slots(burst, targets, concurrency, stop)
         await _measure(burst, window, warmup_s, duration_s, stop)
+        _close_window(burst, window)
+        if drain_s > 0:
+            drained = await _drain(burst, drain_s, stop)
     finally:
         _close_window(burst, window)
         await teardown(list(burst.live), slots)
@@ -604,6 +626,8 @@ async def _run(
         window_end=window.end,
         in_flight_at_end=len(window.in_flight_ages_ms),
         in_flight_ages_ms=window.in_flight_ages_ms,
+        drain_s=drained[0],
+        undrained=drained[1],
     )
 
 
@@ -614,6 +638,7 @@ def run_burst(
     duration_s: float,
     stop: threading.Event | None = None,
     live: LiveCount | None = None,
+    drain_s: float = 0.0,
 ) -> BurstResult:
     """Run one closed-loop burst and block until it is over (or ``stop`` is set).
 
@@ -622,7 +647,9 @@ def run_burst(
     The event loop gets a thread of its own so callers may hold a running loop themselves, and so
     ``client_cpu_s`` (that thread's CPU clock over the counted window) excludes the caller's work.
     Returns within the connections' opening (~1 ms each) + warmup_s + duration_s + TEARDOWN_GRACE_S,
-    whatever the server does: requests still unanswered then are counted, not awaited.
+    whatever the server does: requests still unanswered then are counted, not awaited. With
+    `drain_s`, it then waits up to that long for them (uncounted) before letting go, so that the
+    server is not left working through them while the next measurement starts.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -630,5 +657,5 @@ def run_burst(
     if not specs:
         raise ValueError("at least one request spec is needed")
     return run_on_thread(
-        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live), "fastapi-tune-loadgen"
+        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s), "fastapi-tune-loadgen"
     )

@@ -16,15 +16,17 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from fastapi_tune import __version__
-from fastapi_tune.core.errors import TargetUnreachableError, UsageError
+from fastapi_tune.core.errors import TargetUnreachableError
 from fastapi_tune.core.redact import redact_headers, redact_url
 from fastapi_tune.core.signals import stop_on_signals
 from fastapi_tune.discover.openapi import (
     Operation,
+    SkipCause,
     Skipped,
     parse_header,
     resolve_target,
 )
+from fastapi_tune.measure.appfiles import find_app_files
 from fastapi_tune.measure.demand import (
     DemandWatcher,
     host_busy_now,
@@ -40,7 +42,7 @@ from fastapi_tune.measure.loadgen import (
     RequestSpec,
     run_burst,
 )
-from fastapi_tune.measure.observe import ServerWatcher, find_server, server_cwd
+from fastapi_tune.measure.observe import ServerWatcher, find_server
 from fastapi_tune.measure.operations import find_operations, with_body
 from fastapi_tune.measure.probe_options import (
     BudgetPlan,
@@ -56,6 +58,7 @@ from fastapi_tune.measure.schedule import after_triage, budget_s, initial_plan, 
 from fastapi_tune.measure.stack_attribution import attribute
 from fastapi_tune.measure.stacks import StackSample, Unavailable, sample_workers
 from fastapi_tune.measure.triage import TriageClock, triage_route
+from fastapi_tune.measure.unmeasured import nothing_measured
 
 # How long the host is watched before the probe, to warn when other work already takes its CPU.
 HOST_CHECK_S: Final = 0.5
@@ -135,7 +138,7 @@ def _with_profile(session: Session, spec: RequestSpec, ep: Endpoint) -> Endpoint
     box: list[StackSample | Unavailable] = []
     sampler = threading.Thread(
         target=lambda: box.append(
-            sample_workers(session.worker_pids, PROFILE_S, PROFILE_HZ, session.app_dir)
+            sample_workers(session.worker_pids, PROFILE_S, PROFILE_HZ, session.app_files)
         ),
         name="stacks",
         daemon=True,
@@ -156,7 +159,7 @@ def _with_profile(session: Session, spec: RequestSpec, ep: Endpoint) -> Endpoint
     sample = box[0] if box else Unavailable("py-spy did not finish in time", "probe again")
     if isinstance(sample, Unavailable):
         return replace(ep, profile_unavailable=f"{sample.reason} ({sample.how_to_enable})")
-    return replace(ep, profile=attribute(sample, session.app_dir))
+    return replace(ep, profile=attribute(sample, session.app_files))
 
 
 # After a stall the server may stay stuck until its own pool timeout (SQLAlchemy: 30 s) frees the
@@ -231,12 +234,13 @@ def _triage_all(
         if budget.stop.is_set():
             break
         # A route's first two levels may overrun its share of what is left, as long as every
-        # later route keeps what its own cost so far (TriageClock); its third gives way first.
+        # later route keeps what they have cost so far (TriageClock); its third gives way first.
         left = len(ops) - i
         now = time.monotonic()
-        fair = (budget.deadline - now) / left
-        # Never more than a fair share each: one slow route must not shut the next ones out.
-        must = budget.deadline - min(clock.reserve_s(), fair) * (left - 1)
+        fair, reserve = (budget.deadline - now) / left, clock.reserve_s()
+        # When the budget cannot give every later route its reserve, reserving would shut them all
+        # out one after the other: the routes reached then take what they need, first come.
+        must = budget.deadline - reserve * (left - 1) if fair >= reserve else budget.deadline
         share = now + fair
         spec = _spec(op, headers, session.options)
         try:
@@ -295,7 +299,7 @@ def _triage_then_deepen(
     results, error = _triage_all(session, ops, headers)
     if error is None and not budget.stop.is_set() and len(results) == len(ops):
         triaged = [results[i] for i in range(len(ops))]
-        picks = picks_for(order, triaged, server, session.options.weights or {})
+        picks = picks_for(order, triaged, server, session.options.route_weights or {})
         now = time.monotonic()
         events.planned(after_triage(plan, picks, now - t0, budget.deadline - now))
         for j, pick in enumerate(picks):
@@ -332,7 +336,14 @@ def not_measured(endpoints: Sequence[Endpoint]) -> tuple[list[Endpoint], list[Sk
     died = next((i for i, e in enumerate(endpoints) if e.stop_reason == StopReason.SERVER_DIED), None)
     measured = [e for i, e in enumerate(endpoints) if e.levels or i == died]
     skipped = [
-        Skipped(e.method, e.path, f"{e.stop_reason}: no level measured" + _UNREACHED.get(e.stop_reason, ""))
+        Skipped(
+            e.method,
+            e.path,
+            f"{e.stop_reason}: no level measured" + _UNREACHED.get(e.stop_reason, ""),
+            SkipCause.BUDGET
+            if e.stop_reason in _UNREACHED or e.stop_reason is StopReason.INTERRUPTED
+            else SkipCause.UNMEASURED,
+        )
         for i, e in enumerate(endpoints)
         if not e.levels and i != died
     ]
@@ -363,14 +374,9 @@ def run_probe(
     target = resolve_target(options.url, options.allow_remote)
     headers = tuple(parse_header(h) for h in options.headers)
     ops, skipped, openapi_url = find_operations(options, target.base_url, headers, started)
-    if not ops:
-        raise UsageError(
-            "nothing to probe: no operation could be filled and answered cleanly"
-            + (f" ({len(skipped)} skipped, each with its reason above or in --json)" if skipped else "")
-            + "; name endpoints with -e 'GET /path', or pass --unsafe for POST/PUT/PATCH/DELETE"
-        )
+    # With nothing to drive the report is still written: every route's reason is the finding.
     server = find_server(target.port) if target.loopback else ServerInfo(local=False)
-    observed = server.local and server.pid is not None and supported()
+    observed = bool(ops) and server.local and server.pid is not None and supported()
     host_load = (
         host_busy_now(HOST_CHECK_S, exclude_pids=(server.pid,) if server.pid else ()) if observed else None
     )
@@ -385,9 +391,9 @@ def run_probe(
         session = Session(
             options, server.workers, watcher, budget, events, target.host, target.port, demand,
             server.worker_pids if server.local and server.pid else (),
-            options.app_dir or (server_cwd(server.pid) if server.pid else None),
+            find_app_files(server.pid, options.app) if ops and server.pid and options.profile else None,
         )  # fmt: skip
-        if options.levels is not None:
+        if options.levels is not None or not ops:
             climbed, error = _climb_all(session, ops, headers)
         else:
             plan = initial_plan(len(ops), total_s, grown, time.monotonic() - started)
@@ -406,4 +412,4 @@ def run_probe(
         elapsed_s=time.monotonic() - started,
         host_load=host_load,
     )
-    return ProbeOutcome(report=report, error=error)
+    return ProbeOutcome(report=report, error=error or nothing_measured(report))

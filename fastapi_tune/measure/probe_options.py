@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, Protocol
 
 from fastapi_tune.core import checks
-from fastapi_tune.core.errors import TargetUnreachableError, UsageError
+from fastapi_tune.core.errors import FastapiTuneError, UsageError
 from fastapi_tune.discover.openapi import (
     Operation,
     Skipped,
@@ -45,10 +44,14 @@ class ProbeOptions:
     bodies: tuple[str, ...] = ()  # --body "POST /items=@body.json"
     preflight: bool = True  # one request per endpoint first; failing ones are skipped
     profile: bool = True  # sample the server's stacks at each route's most loaded clean level
-    app_dir: Path | None = None  # the app's own files, for naming its lines (default: the server's cwd)
-    # Traffic share per route, keyed "METHOD /path" as the report names it (--mix, access logs): the
-    # routes that carry the traffic get their full ladders first. None: every route weighs the same.
-    weights: Mapping[str, float] | None = None
+    # MODULE:ATTRIBUTE the server serves, when the caller started it (demo, tune): its files are found
+    # as the server resolves them, for naming the app's lines (default: read off the server's command line)
+    app: str | None = None
+    # Route name ("GET /orders/{oid}", as the report names it) -> weight, e.g. its share of the
+    # traffic in the access logs or --mix. When given, endpoints are preflighted and triaged
+    # heaviest first, and the weight moves a route up the order of full ladders after the triage;
+    # routes without a weight come last, in the document's order.
+    route_weights: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class DeepenPick:
     """A triaged route chosen for a full ladder, and why (the order is the priority)."""
 
     index: int  # into the triaged endpoints, as discovered
-    why: str  # a few words: "uncertain verdict (45%)", "serialised: sizes the workers", "slowest"
+    why: str  # a few words: "uncertain", "serialised", "slowest"
 
 
 class DeepenOrder(Protocol):
@@ -136,7 +139,7 @@ def check_options(o: ProbeOptions) -> None:
         checks.number(o.duration_s, "--duration", 0.05, 600, " seconds")
     if o.max_seconds is not None:
         checks.number(o.max_seconds, "--max-seconds", checks.MIN_BUDGET_S, checks.MAX_SECONDS, " seconds")
-    for key, weight in (o.weights or {}).items():
+    for key, weight in (o.route_weights or {}).items():
         checks.number(weight, f"traffic weight of {key}", 0, 1e12)
     checks.whole(o.max_requests, "--max-requests", 1, checks.MAX_REQUESTS)
     checks.number(o.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
@@ -148,4 +151,6 @@ def check_options(o: ProbeOptions) -> None:
 @dataclass(frozen=True)
 class ProbeOutcome:
     report: ProbeReport
-    error: TargetUnreachableError | None = None  # the server died mid-probe: report is partial
+    # The server died mid-probe (the report is partial), or nothing could be measured (the report
+    # says why for each route): raised by the command once the report is saved.
+    error: FastapiTuneError | None = None

@@ -30,6 +30,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from fastapi_tune.measure.appfiles import AppFiles, is_library_path
+
 __all__ = [
     "Frame",
     "StackRecorder",
@@ -145,18 +147,18 @@ def parse_raw(text: str) -> tuple[ThreadStack, ...]:
     return tuple(stacks)
 
 
-_LIBRARY_RE: Final = re.compile(r"[/\\](?:site|dist)-packages[/\\]|[/\\]lib(?:64)?[/\\]python\d+\.\d+[/\\]")
+def is_user_file(file: str, app_files: AppFiles | None) -> bool:
+    """Is this frame's file the app's own code (as the server found it; else not stdlib or installed)?
 
-
-def is_user_file(file: str, app_dir: Path | None) -> bool:
-    """Is this frame's file the app's own code (under app_dir; else not stdlib or installed)?"""
-    if not file or file.startswith("<"):
-        return False  # <frozen runpy>, <string>: the interpreter's own
-    if app_dir is not None:
-        # An app installed as a package (the demo's sample app) lives in site-packages itself.
-        installed_app = _LIBRARY_RE.search(str(app_dir)) is not None
-        return Path(file).is_relative_to(app_dir) and (installed_app or _LIBRARY_RE.search(file) is None)
-    return _LIBRARY_RE.search(file) is None
+    A library directory inside one of the app's roots (a venv in the project) is not the app's;
+    the app's own package is, even when it was installed into site-packages (the demo's sample app).
+    """
+    if not file.endswith(".py"):
+        return False  # <frozen runpy>, <string>, a console script (.venv/bin/uvicorn): not the app's
+    if app_files is None:
+        return not is_library_path(file)
+    root = app_files.root_of(file)
+    return root is not None and (is_library_path(root.path) or not is_library_path(file))
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,14 +306,14 @@ def _spawned(exe: str, pids: Sequence[int], rate_hz: int, nonblocking: bool) -> 
                         stream.close()
 
 
-def _user_sources(workers: Sequence[WorkerStacks], app_dir: Path | None) -> dict[str, str]:
+def _user_sources(workers: Sequence[WorkerStacks], app_files: AppFiles | None) -> dict[str, str]:
     """The text of every app line seen, read here so the attribution stays pure."""
     sources: dict[str, str] = {}
     for w in workers:
         for s in w.stacks:
             for f in s.frames:
                 key = f"{f.file}:{f.line}"
-                if key not in sources and f.line > 0 and is_user_file(f.file, app_dir):
+                if key not in sources and f.line > 0 and is_user_file(f.file, app_files):
                     sources[key] = linecache.getline(f.file, f.line).strip()
     return sources
 
@@ -326,21 +328,23 @@ def _cannot_sample(pids: Sequence[int]) -> tuple[str | None, Unavailable | None]
     return exe, _ptrace_blocked()
 
 
-def _finish(runs: Sequence[_Run], t0: float, rate_hz: int, app_dir: Path | None) -> StackSample | Unavailable:
+def _finish(
+    runs: Sequence[_Run], t0: float, rate_hz: int, app_files: AppFiles | None
+) -> StackSample | Unavailable:
     """Close the window opened at t0: read the threads' clocks, stop every py-spy, read their stacks."""
     window = time.monotonic() - t0
     for run in runs:
         run.active_end = _active_seconds(run.pid)
         _stop(run)
     deadline = time.monotonic() + _STOP_GRACE_S
-    return _collect(runs, [_reap(run, deadline) for run in runs], window, rate_hz, app_dir)
+    return _collect(runs, [_reap(run, deadline) for run in runs], window, rate_hz, app_files)
 
 
 def sample_workers(
     pids: Sequence[int],
     seconds: float,
     rate_hz: int,
-    app_dir: Path | None,
+    app_files: AppFiles | None,
     *,
     nonblocking: bool = NONBLOCKING,
 ) -> StackSample | Unavailable:
@@ -357,7 +361,7 @@ def sample_workers(
         t0 = time.monotonic()
         if any(run.started for run in runs):
             time.sleep(seconds)
-        return _finish(runs, t0, rate_hz, app_dir)
+        return _finish(runs, t0, rate_hz, app_files)
 
 
 class StackRecorder:
@@ -369,10 +373,10 @@ class StackRecorder:
     py-spy behind; one still attaching when `stop()` comes gives an Unavailable, not a short sample.
     """
 
-    def __init__(self, pids: Sequence[int], rate_hz: int, app_dir: Path | None) -> None:
+    def __init__(self, pids: Sequence[int], rate_hz: int, app_files: AppFiles | None) -> None:
         self.pids = tuple(pids)
         self.rate_hz = rate_hz
-        self.app_dir = app_dir
+        self.app_files = app_files
         self._stack = contextlib.ExitStack()
         self._runs: list[_Run] = []
         self._t0: float | None = None
@@ -414,11 +418,11 @@ class StackRecorder:
                     "py-spy had not attached when the load ended (a busy machine attaches slowly)",
                     "probe again, or give the probe more time with --max-seconds",
                 )
-            return _finish(self._runs, self._t0, self.rate_hz, self.app_dir)
+            return _finish(self._runs, self._t0, self.rate_hz, self.app_files)
 
 
 def _collect(
-    runs: Sequence[_Run], errors: Sequence[str], window: float, rate_hz: int, app_dir: Path | None
+    runs: Sequence[_Run], errors: Sequence[str], window: float, rate_hz: int, app_files: AppFiles | None
 ) -> StackSample | Unavailable:
     workers: list[WorkerStacks] = []
     skipped: list[tuple[int, str]] = []
@@ -431,13 +435,11 @@ def _collect(
             failures.append(failure)
             skipped.append((run.pid, failure.reason))
             continue
-        # A thread born in the window started at 0.
-        active = {
-            tid: end[0] - run.active_start.get(tid, (0.0, 0.0))[0] for tid, end in run.active_end.items()
-        }
-        wait = {tid: end[1] - run.active_start.get(tid, (0.0, 0.0))[1] for tid, end in run.active_end.items()}
+        born = (0.0, 0.0)  # a thread born in the window started at 0
+        active = {tid: end[0] - run.active_start.get(tid, born)[0] for tid, end in run.active_end.items()}
+        wait = {tid: end[1] - run.active_start.get(tid, born)[1] for tid, end in run.active_end.items()}
         workers.append(WorkerStacks(run.pid, stacks, MappingProxyType(active), text, MappingProxyType(wait)))
     if not workers:
         return failures[0]
-    sources = MappingProxyType(_user_sources(workers, app_dir))
+    sources = MappingProxyType(_user_sources(workers, app_files))
     return StackSample(window, rate_hz, tuple(workers), sources, tuple(skipped))

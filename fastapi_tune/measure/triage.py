@@ -195,7 +195,7 @@ def _level(
     if isinstance(sample, Unavailable):
         found.unavailable = f"{sample.reason} ({sample.how_to_enable})"
     elif sample is not None and level is not None:
-        found.profile = attribute(sample, session.app_dir)
+        found.profile = attribute(sample, session.app_files)
     if level is None:
         found.reason = StopReason.INTERRUPTED if session.budget.stop.is_set() else StopReason.TIME_BUDGET
         return False
@@ -209,7 +209,7 @@ def _level(
 def _recorder(session: Session) -> StackRecorder | None:
     if not session.options.profile or not session.worker_pids:
         return None
-    recorder = StackRecorder(session.worker_pids, STACKS_HZ, session.app_dir)
+    recorder = StackRecorder(session.worker_pids, STACKS_HZ, session.app_files)
     recorder.start()
     return recorder
 
