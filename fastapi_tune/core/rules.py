@@ -18,6 +18,10 @@ MIN_SUGGESTED_TOKENS: Final = 2 * THREAD_TOKENS_PER_WORKER
 MAX_SUGGESTED_TOKENS: Final = 400
 TOKENS_HEADROOM: Final = 1.25
 TOKENS_STEP: Final = 10
+# Throughput kept this share of linear growth between two levels: the route scaled (a serialised
+# one keeps one request per worker busy, so 1/4 of linear from c=1 to 4 per worker). The triage
+# measures its third level only past such a step, and the judge reads a two-level curve by it.
+SCALED_SHARE: Final = 0.5
 # p99 from fewer samples is one or two requests' luck, not a percentile.
 P99_MIN_SAMPLES: Final = 200
 # Little's law (throughput x mean latency / concurrency) outside 1 +- 0.3 means the client

@@ -525,6 +525,15 @@ def explicit_operations(
         path, _, query = given.partition("?")
         shown = redact_path(given)
         item = paths.get(path) if isinstance(paths, dict) else None
+        template = _template_for(path, paths) if item is None and isinstance(paths, dict) else None
+        if template is not None and "{" not in path:
+            # A concrete path (-e 'GET /items/7') of a declared template: the report names the
+            # route by its template, so that two ids of it are one route, probed once.
+            ops.append(Operation(method=method, path=template, url=_with_query(base + path, query),
+                                 body=body.content if body else None,
+                                 content_type=body.content_type if body else None,
+                                 body_given=body is not None))  # fmt: skip
+            continue
         op = item.get(method.lower()) if isinstance(item, dict) else None
         if isinstance(doc, dict) and isinstance(item, dict) and isinstance(op, dict):
             built = build_operation(doc, path, method, op, item, base, params, body)
@@ -549,6 +558,33 @@ def explicit_operations(
                 )
             )
     return ops, skipped
+
+
+def _template_for(path: str, paths: Mapping[str, Any]) -> str | None:
+    """The one declared path template a concrete path matches (`/items/7` -> `/items/{item_id}`)."""
+    found = [
+        t
+        for t in paths
+        if isinstance(t, str)
+        and "{" in t
+        and re.fullmatch(re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(t)), path)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def same_route_once(ops: Sequence[Operation]) -> tuple[list[Operation], list[Skipped]]:
+    """One operation per method and path template: other ids of a route probed already are skipped."""
+    kept: list[Operation] = []
+    skipped: list[Skipped] = []
+    seen: set[tuple[str, str]] = set()
+    for op in ops:
+        if (op.method, op.path) in seen:
+            why = f"the same route as {op.method} {op.path}, probed once whatever its ids"
+            skipped.append(Skipped(op.method, urlsplit(op.url).path, why, SkipCause.NOT_SELECTED))
+            continue
+        seen.add((op.method, op.path))
+        kept.append(op)
+    return kept, skipped
 
 
 def _with_query(url: str, query: str) -> str:

@@ -20,6 +20,7 @@ from fastapi_tune.core.errors import BadInputError, RefusedError
 from fastapi_tune.core.fileio import Overwrite, Written, atomic_write, existing_state, write_output
 from fastapi_tune.flows.demo import SAMPLE_APP, sample_server
 from fastapi_tune.judge.classify import classify_report
+from fastapi_tune.judge.priority import deepen_order
 from fastapi_tune.measure.accesslog import Progress, read_access_logs
 from fastapi_tune.measure.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.measure.host import HostFacts
@@ -44,12 +45,12 @@ def probe_and_classify(
 ) -> ProbeOutcome:
     """Measure, then judge every endpoint from what was measured.
 
-    With `traffic` (from access logs) the routes that carry the most traffic are measured first,
-    and the report keeps the traffic's summary for `recommend`.
+    With `traffic` (from access logs) the routes that carry the most traffic are measured first
+    and get their full ladders sooner, and the report keeps the traffic's summary for `recommend`.
     """
     if traffic is not None:
         options = replace(options, route_weights=traffic.shares())
-    outcome = run_probe(options, host, events)
+    outcome = run_probe(options, host, events, deepen_order)
     return replace(outcome, report=replace(classify_report(outcome.report), traffic=traffic))
 
 

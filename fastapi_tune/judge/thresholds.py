@@ -70,6 +70,16 @@ NOISE_BAD: Final = 0.40
 STARVED_FACTOR: Final = 0.8
 
 
+# The stacks keep most of their word on a starved host (they see where the loop is, not how fast),
+# but not all: a starved load generator leaves the loop idle waiting for requests.
+STARVED_STACKS_FACTOR: Final = 0.85
+
+
+# Stack samples of the event loop below this many give the stacks a proportionally smaller word
+# (at 100 Hz, 0.2 s of one worker; py-spy on a starved host may catch only a handful).
+STACKS_FULL_SAMPLES: Final = 20
+
+
 # Below this service time a request is mostly the framework's own work (measured here: 0.1-0.3 ms
 # for a trivial route), and "move heavy work to a process pool" has nothing to move.
 CHEAP_SERVICE_MS: Final = 2.0
@@ -83,7 +93,34 @@ STACKS_AGREE: Final = 0.3
 STACKS_IDLE_CONTRADICTS: Final = 0.6
 
 
-STACKS_CONFIRM_FACTOR: Final = 1.1
+# Pool threads busy inside the app, per worker: at the triage's spread level (4 in flight per
+# worker) a `def` route keeps ~4 busy and an async one none; one busy thread on average is a `def`
+# route, under half of one is an async route.
+STACKS_THREADS_BUSY: Final = 1.0
+
+
+# The event loop idle at least this share of samples, no pool thread busy: an async route waiting.
+STACKS_IO_IDLE: Final = 0.5
+
+
+# The loop in server/framework code this share of samples: a cheap route's own per-request CPU.
+STACKS_FRAMEWORK: Final = 0.5
+
+
+# A serialised route's side (cpu-bound or loop-blocking): the CPU's lean (-1 .. 1 across the split)
+# plus this many times the stacks' (the loop's share computing less its share blocked).
+STACKS_LEAN_WEIGHT: Final = 2.0
+
+
+# The event loop held (blocked or computing in app code, or busy in the framework) this share of
+# the samples at the triage's spread level: it can serve one request at a time, whatever two noisy
+# levels seemed to show (a starved host slows c=1 most).
+STACKS_LOOP_HELD: Final = 0.6
+
+
+# How much the stacks alone can back a verdict (times the share of samples that agree): a sampled
+# loop seen blocked in `time.sleep` 98% of the time is as direct as evidence gets from outside.
+STACKS_WEIGHT: Final = 0.9
 
 
 # Pool threads seen waiting for a database connection (per worker, on average): the pool binds.
@@ -99,6 +136,33 @@ CONFIDENCE_RANGE: Final = (0.05, 0.95)
 
 # Unknown worker count: P=1 is a guess that moves both knees.
 UNKNOWN_WORKERS_FACTOR: Final = 0.8
+
+
+# How much the curve alone backs a verdict, by clean levels: CURVE_SUPPORT_BASE + CURVE_SUPPORT_STEP
+# per level, at most CURVE_SUPPORT_MAX (3 levels: 0.5, 6 or more: 0.8). Calibrated with
+# benchmarks/calibrate.py (the reliability table in benchmarks/README.md).
+CURVE_SUPPORT_BASE: Final = 0.2
+
+
+CURVE_SUPPORT_STEP: Final = 0.1
+
+
+CURVE_SUPPORT_MAX: Final = 0.8
+
+
+# How much the server's CPU backs a serialised verdict (cpu-bound vs loop-blocking) when it sits a
+# full CPU_AMBIGUOUS_WIDTH or more from CPU_BOUND_SPLIT.
+CPU_SUPPORT_MAX: Final = 0.6
+
+
+# Two clean levels are a verdict only when the top one held this many requests per worker (a
+# serialised route keeps one per worker busy, a scaling one all) and the server's CPU or its
+# stacks were read; else three levels are needed.
+TWO_LEVELS_PER_WORKER: Final = 3.0
+
+
+# A triage verdict below this confidence goes first to a full ladder (judge/priority.py).
+DEEPEN_UNCERTAIN_BELOW: Final = 0.7
 
 
 # ---------------------------------------------------------------------------------------

@@ -67,6 +67,13 @@ class StopReason(StrEnum):
     IMPORTED = "imported"  # levels read from Locust or k6 results: their run decided the steps
 
 
+class EvidenceDepth(StrEnum):
+    """How far an endpoint was measured: the triage's few short levels, or a full ladder after them."""
+
+    TRIAGE = "triage"
+    LADDER = "ladder"
+
+
 @dataclass(frozen=True)
 class Latency:
     """Latency of the counted requests of one level, in milliseconds.
@@ -200,6 +207,8 @@ class Endpoint:
     body: str | None = None
     content_type: str | None = None
     body_given: bool = False
+    # None: a report from before the triage (every endpoint then had its own ladder).
+    evidence_depth: EvidenceDepth | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +292,7 @@ def verdict_to_json(v: Verdict) -> dict[str, Any]:
 
 def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
     """An endpoint with its verdict and levels."""
-    return {
+    out: dict[str, Any] = {
         "method": e.method,
         "path": e.path,
         "url": redact_url(e.url),  # a query such as ?api_key=... from --param or an example
@@ -298,6 +307,9 @@ def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
         "content_type": e.content_type,
         "body_given": e.body_given,
     }
+    if e.evidence_depth is not None:  # absent from reports written before the triage
+        out["evidence_depth"] = str(e.evidence_depth)
+    return out
 
 
 def skipped_to_json(s: Skipped) -> dict[str, Any]:
@@ -459,6 +471,9 @@ def _endpoint_from_json(r: JsonReader, raw: object, where: str) -> Endpoint:
         body=r.opt_str(e.get("body"), f"{where}.body"),
         content_type=r.opt_str(e.get("content_type"), f"{where}.content_type"),
         body_given=r.bool_(e.get("body_given", False), f"{where}.body_given"),
+        evidence_depth=None
+        if e.get("evidence_depth") is None
+        else _enum(r, EvidenceDepth, e.get("evidence_depth"), f"{where}.evidence_depth"),
     )
 
 

@@ -65,10 +65,11 @@ _DB_POOL_WAITS: Final = (
 
 @dataclass(frozen=True)
 class LoopShares:
-    """Shares of the event loop thread's samples (they add up to 1)."""
+    """Shares of the event loop thread's samples (they add up to 1), those where it had been woken in
+    its selector and was waiting for a CPU left out (`samples` counts the rest)."""
 
     samples: int
-    idle: float  # waiting in its selector: nothing to do
+    idle: float  # waiting in its selector with nothing to do
     app: float  # inside the app's code
     app_blocked: float | None  # of `app`: the thread was off-CPU there (None: its clock unread)
     framework: float  # server, framework or library code outside the app
@@ -220,11 +221,27 @@ def _blocked_samples(
     """Samples the loop spent off-CPU inside app code: the loop's off-CPU time (from its scheduler
     clock) that its selector wait does not explain. py-spy's raw format drops its own running flag."""
     tids = {s.tid for s in loop}
+    if not tids:
+        return 0.0  # no loop thread in this worker's samples: nothing of it was blocked
     if seconds <= 0 or not tids <= w.thread_active_s.keys():
         return None
     samples = sum(s.count for s in loop)
     active = min(1.0, sum(w.thread_active_s[t] for t in tids) / (seconds * len(tids)))
     return min(float(app), max(0.0, (1.0 - active) * samples - idle))
+
+
+def _runnable_in_selector(loop: Sequence[ThreadStack], idle: int, w: WorkerStacks, seconds: float) -> int:
+    """Of the loop's selector samples, those where it was woken and waiting for a CPU, not idle.
+
+    A loop woken by new events is runnable while its stack still shows the selector; on a starved
+    host it waits there for a CPU, and those samples are not idleness. Its scheduler clock's wait,
+    as a share of the window, says how many (at most all the selector samples).
+    """
+    tids = {s.tid for s in loop}
+    if not tids or seconds <= 0 or not tids <= w.thread_wait_s.keys():
+        return 0
+    waiting = min(1.0, sum(w.thread_wait_s[t] for t in tids) / (seconds * len(tids)))
+    return min(idle, round(waiting * sum(s.count for s in loop)))
 
 
 def _tally_worker(
@@ -245,6 +262,12 @@ def _tally_worker(
         elif user is not None:
             t.app += s.count
             _spot(spots, ThreadKind.EVENT_LOOP, s, user, app_files, sources)
+    # Woken and waiting for a CPU: neither idle nor working, so those samples are left out of the
+    # shares (on a starved host each wake-up waits tens of ms; counted as idle they hide a busy
+    # loop, counted as work they invent one).
+    runnable = _runnable_in_selector(loop, t.idle, w, seconds)
+    t.idle -= runnable
+    t.loop -= runnable
     blocked = _blocked_samples(loop, t.idle, t.app, w, seconds)
     t.blocked, t.blocked_known = blocked or 0.0, blocked is not None
     for s in pool:

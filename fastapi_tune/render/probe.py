@@ -7,6 +7,7 @@ holds the order, grouping and panel rules.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -36,8 +37,10 @@ from fastapi_tune.core.rules import (
 )
 from fastapi_tune.discover.openapi import Operation, Skipped
 from fastapi_tune.measure.demand import HostBusy
+from fastapi_tune.measure.probe_options import BudgetPlan
 from fastapi_tune.measure.report import (
     Endpoint,
+    EvidenceDepth,
     Level,
     ProbeReport,
     ServerInfo,
@@ -55,6 +58,11 @@ from fastapi_tune.render.overview import (
 from fastapi_tune.render.styles import CLASS_STYLE
 from fastapi_tune.render.verdict_table import verdict_lines
 
+# What the evidence of a verdict rests on, when it is less than a full ladder.
+DEPTH_LABEL: Final = {
+    EvidenceDepth.TRIAGE: "evidence: the triage's short levels only (no full ladder)",
+    EvidenceDepth.LADDER: "evidence: a full ladder",
+}
 _BAR_WIDTH: Final = 16
 _BLOCKS: Final = " ▏▎▍▌▋▊▉█"
 
@@ -131,6 +139,9 @@ class LiveProgress:
             f"[yellow]warning:[/] {host_load_line(busy)}; verdicts lean on CPU demand, not use"
         )
 
+    def planned(self, plan: BudgetPlan) -> None:
+        self.console.print(plan_line(plan), highlight=False)
+
     def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None:
         self.live, self.concurrency = live, concurrency
         if self._task is not None:
@@ -147,6 +158,30 @@ class LiveProgress:
         if self._task is not None:
             self._done += 1
             self.progress.update(self._task, completed=self._done)
+
+
+def plan_line(plan: BudgetPlan) -> str:
+    """What the probe will do with its time: before the triage, and again once it is done."""
+    budget = f"budget {plan.budget_s:.0f} s" + (", grown with the route count" if plan.grown else "")
+    if plan.triage_took_s is None:
+        ladders = (
+            f"then full ladders for about {plan.ladders} of them (~{plan.ladder_s:.0f} s each)"
+            if plan.ladders < plan.routes
+            else "then a full ladder for each"
+        )
+        return (
+            f"{plan.routes} route(s): a triage of each first (~{plan.triage_s:.0f} s), {ladders};"
+            f" about {plan.estimate_s:.0f} s ({budget})"
+        )
+    took = f"Triage done in {plan.triage_took_s:.0f} s"
+    if not plan.picks:
+        return f"{took}; no time left for full ladders: every verdict rests on the triage"
+    why = Counter(p.why for p in plan.picks)
+    reasons = ", ".join(f"{n} {w}" for w, n in why.most_common())
+    return (
+        f"{took}; full ladders next for {len(plan.picks)} of {plan.routes} ({reasons});"
+        f" about {len(plan.picks) * plan.ladder_s:.0f} s more"
+    )
 
 
 def host_load_line(busy: HostBusy) -> str:
@@ -292,6 +327,8 @@ def endpoint_panel(ep: Endpoint, full: bool = True) -> Panel:
     if full or stop is not None:
         detail = f" ({redact_text(ep.stop_detail)})" if ep.stop_detail else ""
         parts.append(Text(f"ladder stopped: {ep.stop_reason}{detail}", style="dim"))
+    if full and ep.evidence_depth is EvidenceDepth.TRIAGE:
+        parts.append(Text(DEPTH_LABEL[ep.evidence_depth], style="dim"))
     return Panel(Group(*parts), title=_panel_title(ep), title_align="left", expand=True)
 
 
