@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from fastapi_tune.measure.launch import free_port, run_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,3 +50,14 @@ def serve(app: str, server: str = "uvicorn", workers: int = 1, extra: Sequence[s
         name=server,
     ) as running:
         yield Server(url=running.url, port=running.port, pid=running.pid)
+
+
+def command_line(p: psutil.Process) -> str:
+    """A process's command line, or "" once it is gone or a zombie (its parent has not reaped it yet).
+
+    A zombie's cmdline() raises; tests that scan process trees must read it as gone, not fail.
+    """
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""

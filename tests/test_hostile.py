@@ -37,7 +37,7 @@ from tests.hostile_servers import (
     raw_route,
     redirect_route,
 )
-from tests.servers import REPO
+from tests.servers import REPO, command_line
 
 SECRET = "s3cr3t-Value-42"
 
@@ -446,7 +446,7 @@ def all_gone(procs: list[psutil.Process]) -> bool:
 @pytest.mark.slow
 def test_sigterm_during_demo_stops_the_sample_app(tmp_path: Path) -> None:
     proc = tool("demo", "--dir", str(tmp_path), "--max-seconds", "30")
-    wait_for(lambda: any("uvicorn" in " ".join(p.cmdline()) for p in descendants(proc)))
+    wait_for(lambda: any("uvicorn" in command_line(p) for p in descendants(proc)))
     time.sleep(1.5)  # the probe is under way
     started = descendants(proc)
     proc.send_signal(signal.SIGTERM)
@@ -461,7 +461,7 @@ def test_sigterm_during_verify_stops_every_gunicorn(tmp_path: Path) -> None:
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text('workers = 2\nworker_class = "uvicorn_worker.UvicornWorker"\n')
     proc = tool("verify", SAMPLE_APP, "-c", str(conf), "-e", "GET /io", "--duration", "30", "--repeat", "1")
-    wait_for(lambda: len([p for p in descendants(proc) if "gunicorn" in " ".join(p.cmdline())]) >= 3, 90)
+    wait_for(lambda: len([p for p in descendants(proc) if "gunicorn" in command_line(p)]) >= 3, 90)
     started = descendants(proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)

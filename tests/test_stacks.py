@@ -32,6 +32,7 @@ from fastapi_tune.measure.stacks import (
     parse_raw,
     sample_workers,
 )
+from tests.servers import command_line
 
 DATA = Path(__file__).resolve().parent / "data" / "stacks"
 
@@ -277,7 +278,7 @@ def test_bad_profile_json_names_the_key(mutate: object, named: str) -> None:
 
 
 def _no_py_spy_children() -> bool:
-    return not any("py-spy" in " ".join(c.cmdline()) for c in psutil.Process().children(recursive=True))
+    return not any("py-spy" in command_line(c) for c in psutil.Process().children(recursive=True))
 
 
 def test_missing_py_spy_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from fastapi_tune.measure.loadgen import BurstResult, RequestSpec, run_burst
 from fastapi_tune.measure.observe import worker_children
 from fastapi_tune.measure.stack_attribution import RouteProfile, ThreadKind, attribute, describe
 from fastapi_tune.measure.stacks import StackSample, sample_workers
-from tests.servers import REPO, Server, serve
+from tests.servers import REPO, Server, command_line, serve
 
 APP_DIR = REPO / "tests" / "apps"
 APP_FILES = AppFiles.at(APP_DIR)
@@ -113,5 +113,5 @@ def test_async_io_shows_the_loop_mostly_idle(server: tuple[Server, list[int]]) -
 def test_no_py_spy_outlives_sampling(server: tuple[Server, list[int]]) -> None:
     _, pids = server
     assert isinstance(sample_workers(pids, 0.3, RATE_HZ, APP_FILES), StackSample)
-    left = [c for c in psutil.Process().children(recursive=True) if "py-spy" in " ".join(c.cmdline())]
+    left = [c for c in psutil.Process().children(recursive=True) if "py-spy" in command_line(c)]
     assert left == []
