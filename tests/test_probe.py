@@ -113,7 +113,7 @@ def test_server_errors_are_counted_by_kind_and_end_the_ladder(server: Server, tm
     code, _, stderr = run_cli(
         "probe", server.url, "-e", "/broken", "--no-preflight", "--duration", "0.2", "--out", str(out)
     )
-    assert code == 0, stderr
+    assert code == ExitCode.NOTHING_MEASURED, stderr  # its only route never answered well: exit 10
     (ep,) = load(out)["endpoints"]
     assert len(ep["levels"]) == 1
     assert ep["levels"][0]["errors_by_kind"]["5xx"] == ep["levels"][0]["errors"] > 0
@@ -127,7 +127,7 @@ def test_429_ends_the_ladder_politely(server: Server, tmp_path: Path) -> None:
     code, _, stderr = run_cli(
         "probe", server.url, "-e", "/limited", "--no-preflight", "--duration", "0.2", "--out", str(out)
     )
-    assert code == 0, stderr
+    assert code == ExitCode.NOTHING_MEASURED, stderr  # refused before any success: exit 10
     (ep,) = load(out)["endpoints"]
     assert len(ep["levels"]) == 1
     assert (ep["stop_reason"], ep["stop_detail"]) == ("rate limited", "Retry-After 3 s")
@@ -139,7 +139,7 @@ def test_timeouts_are_counted(server: Server, tmp_path: Path) -> None:
         "probe", server.url, "-e", "/slow", "--no-preflight", "--timeout", "0.2", "--levels", "2",
         "--duration", "0.5", "--out", str(out),
     )  # fmt: skip
-    assert code == 0, stderr
+    assert code == ExitCode.NOTHING_MEASURED, stderr  # every request timed out: exit 10
     (lv,) = load(out)["endpoints"][0]["levels"]
     assert lv["errors_by_kind"]["timeout"] >= 2
 

@@ -10,6 +10,8 @@ import sys
 from rich.markup import escape
 
 from fastapi_tune.cli import (
+    check,
+    compare,
     demo,
     host,
     loadtools,
@@ -34,6 +36,8 @@ for _command in (
     demo.demo,
     tune.tune,
     verify.verify,
+    check.check,
+    compare.compare,
     report.report,
 ):
     app.command(cls=PlainHelpCommand)(_command)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Final, ParamSpec
 
 import typer
@@ -19,6 +20,7 @@ from fastapi_tune.core.errors import (
     BadInputError,
     ExitCode,
     FastapiTuneError,
+    TargetUnreachableError,
 )
 from fastapi_tune.core.redact import option_secrets, redact_secrets_in
 
@@ -53,7 +55,8 @@ app = typer.Typer(
         "Measure a FastAPI app, then size its gunicorn/uvicorn deployment from the evidence.\n\n"
         "The usual order: `host` (what this machine allows), `probe URL` (how each endpoint scales),"
         " `recommend` (a gunicorn command and gunicorn.conf.py), `verify` (prove it against the"
-        " alternatives). `demo` runs the whole loop on a bundled sample app."
+        " alternatives). `demo` runs the whole loop on a bundled sample app; `check` judges the app"
+        " against a saved baseline in CI."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -114,7 +117,11 @@ def _guarded(f: Callable[P, None]) -> Callable[P, None]:
 
     @functools.wraps(f)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        secrets = option_secrets(kwargs.get("header") or (), kwargs.get("param") or ())  # type: ignore[arg-type]
+        secrets = option_secrets(
+            kwargs.get("header") or (),  # type: ignore[arg-type]
+            kwargs.get("param") or (),  # type: ignore[arg-type]
+            kwargs.get("endpoint") or (),  # type: ignore[arg-type]
+        )
         try:
             f(*args, **kwargs)
         except FastapiTuneError as e:
@@ -158,6 +165,13 @@ def report_error(e: FastapiTuneError, secrets: Sequence[str] = ()) -> int:
         raise e
     err.print(f"[bold red]error:[/] {escape(redact_secrets_in(str(e), secrets))}", highlight=False)
     return int(e.exit_code)
+
+
+def raise_outcome_error(error: FastapiTuneError, report_path: Path) -> None:
+    """A probe's ending error, raised once its report is saved, saying where that report is."""
+    if isinstance(error, TargetUnreachableError):
+        raise type(error)(f"{error}; the levels measured before are in {report_path}")
+    raise type(error)(f"{error}; every route's reason is in {report_path}")
 
 
 def print_json(data: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import command, err, flag, out, print_json
+from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
 from fastapi_tune.cli.options import Verbose, parse_levels
 from fastapi_tune.cli.traffic import AccessLog, read_logs
 from fastapi_tune.core.errors import (
@@ -26,7 +26,9 @@ from fastapi_tune.measure.host import (
 )
 from fastapi_tune.measure.probe_options import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
+from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S, ROUTE_S
 from fastapi_tune.measure.traffic import TrafficProfile
+from fastapi_tune.render.export_load import parse_mix
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.probe import LiveProgress, print_report
 
@@ -83,8 +85,19 @@ def probe(  # long mostly in its signature: one typer parameter per option
             help="Do not sample the server's stacks with py-spy (the line that limits a route).",
         ),
     ] = False,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            "--mix",
+            help="Traffic shares, e.g. 'GET /a=70,GET /b=30': the routes that carry the traffic are"
+            " measured first and get their full ladder sooner (default: equal; --access-log wins).",
+        ),
+    ] = None,
     levels: Annotated[
-        str | None, typer.Option(help="Fixed concurrency levels, e.g. 1,8,64 (no adaptive stop).")
+        str | None,
+        typer.Option(
+            help="Fixed concurrency levels for every route, e.g. 1,8,64 (no triage, no adaptive stop)."
+        ),
     ] = None,
     max_concurrency: Annotated[
         int | None,
@@ -95,7 +108,14 @@ def probe(  # long mostly in its signature: one typer parameter per option
     duration: Annotated[
         float | None, typer.Option(help="Counted seconds per level (default: adaptive, 0.5 s or more).")
     ] = None,
-    max_seconds: Annotated[float, typer.Option(help="Time budget for the whole probe.")] = 60.0,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Time budget for the whole probe (default: {DEFAULT_BUDGET_S:.0f} s, or {ROUTE_S:g} s per"
+            f" route past {DEFAULT_BUDGET_S / ROUTE_S:.0f} routes).",
+            show_default=False,
+        ),
+    ] = None,
     max_requests: Annotated[int, typer.Option(help="Request budget for the whole probe.")] = 500_000,
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as a timeout.")] = 10.0,
     insecure: Annotated[bool, flag("--insecure", help="Accept a self-signed TLS certificate.")] = False,
@@ -115,11 +135,13 @@ def probe(  # long mostly in its signature: one typer parameter per option
 ) -> None:
     """Measure how each endpoint of a running app scales, and classify it.
 
-    Finds the endpoints in the app's OpenAPI document (or takes them from -e), drives each with
-    closed-loop bursts at rising concurrency (1, 2, 4 ... 128), watches the server's CPU and
+    Finds the endpoints in the app's OpenAPI document (or takes them from -e), triages every one
+    with three short closed-loop levels (c=1, 4 per worker with its stacks sampled, past the
+    thread limiter), then gives the budget left to full ladders (1, 2, 4 ... 128) for the routes
+    that need them most, and says up front how the time will go. It watches the server's CPU and
     memory when it runs on this machine, and tells each endpoint's class: io-bound, cpu-bound,
-    loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence and the fix.
-    The report is saved to --out for `fastapi-tune recommend`.
+    loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence, how sure it
+    is, and the fix. The report is saved to --out for `fastapi-tune recommend`.
     """
     options = ProbeOptions(
         url=url,
@@ -140,6 +162,7 @@ def probe(  # long mostly in its signature: one typer parameter per option
         timeout_s=timeout,
         verify_tls=not insecure,
         allow_remote=allow_remote,
+        route_weights=parse_mix(mix) if mix else None,
     )
     check_writable(out_path, "--out")  # never measure into a path that cannot be written
     if html is not None:
@@ -181,7 +204,7 @@ def save_and_show(
         raise BadInputError(f"{failure}; {where}")
     err.print(f"Report saved to [bold]{out_path}[/]")
     if outcome.error is not None:
-        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+        raise_outcome_error(outcome.error, out_path)
     if report.interrupted:
         levels_kept = sum(len(e.levels) for e in report.endpoints)
         raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")

@@ -32,6 +32,9 @@ from fastapi_tune.plan.deploy import decide_deploy
 from fastapi_tune.plan.model import Choices, Plan
 from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
+from fastapi_tune.plan.server_evidence import server_evidence
+from fastapi_tune.plan.server_model import Server, ServerPlan
+from fastapi_tune.plan.servers import plan_server
 from fastapi_tune.plan.slo import parse_slo
 from fastapi_tune.plan.traffic import traffic_defaults, with_traffic_input
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
@@ -40,6 +43,12 @@ from fastapi_tune.render.export_load import (
     parse_mix,
 )
 from fastapi_tune.render.plan import plan_to_json, print_brief, print_plan
+from fastapi_tune.render.servers import (
+    SCRIPT_NAMES,
+    print_server_plan,
+    render_run_script,
+    server_plan_to_json,
+)
 
 
 @command
@@ -60,9 +69,23 @@ def recommend(  # long mostly in its signature: one typer parameter per option
         ),
     ] = None,
     output: Annotated[
-        Path, typer.Option("-o", "--out", help="Where to write the gunicorn config.")
-    ] = DEFAULT_CONF,
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Where to write the gunicorn config (default gunicorn.conf.py), or with --server uvicorn"
+            " or granian the script that runs it (default run-uvicorn.sh, run-granian.sh).",
+        ),
+    ] = None,
     bind: Annotated[str | None, typer.Option(help="Address to listen on (default: the profile's).")] = None,
+    server: Annotated[
+        Server,
+        typer.Option(
+            "--server",
+            help="The server to plan for: gunicorn (default; gunicorn.conf.py), uvicorn (its own process"
+            " manager) or granian; the same plan, each value as that server spells it, what it lacks said.",
+        ),
+    ] = Server.GUNICORN,
     worker_class: Annotated[
         str | None, typer.Option(help="uvicorn-worker (default) or asgi (gunicorn's native worker, >= 24).")
     ] = None,
@@ -121,7 +144,9 @@ def recommend(  # long mostly in its signature: one typer parameter per option
     Every number comes with what was measured and why (no (2 x cores) + 1). At a terminal it asks
     for what it cannot know (app module, deployment profile, bind, overwrite); with --yes or
     without a terminal it takes the defaults and never replaces an existing file unless --yes.
+    With --server uvicorn or granian it writes a script that runs that server with the same plan.
     """
+    output = output or (DEFAULT_CONF if server is Server.GUNICORN else Path(SCRIPT_NAMES[server]))
     check_writable(output, "--out")
     if target_rps is not None:
         checks.number(target_rps, "--target-rps", 1e-3, checks.MAX_RPS, " requests/s")
@@ -156,9 +181,14 @@ def recommend(  # long mostly in its signature: one typer parameter per option
     if defaults is not None:
         plan = with_traffic_input(plan, defaults)
         say_defaults(defaults)
-    show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
+    sp = None
+    if server is Server.GUNICORN:
+        show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
+    else:
+        sp = plan_server(server, plan, server_evidence(facts, report, chosen))
+        _show_server_and_write(plan, sp, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
     if deploy is not None:
-        spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name)
+        spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name, sp)
         for name, text in deploy_files(spec):
             show_and_write_file(deploy / name, text, consent=yes, ask=ask)
 
@@ -184,3 +214,14 @@ def show_and_write(
     else:
         print_plan(out, plan)
     show_and_write_file(output, text, consent, ask)
+
+
+def _show_server_and_write(
+    plan: Plan, sp: ServerPlan, output: Path, consent: bool, ask: bool, as_json: bool, brief: bool
+) -> None:
+    """Print the plan as uvicorn or Granian runs it, then write the script that runs it."""
+    if as_json:
+        print_json({**plan_to_json(plan), "server": server_plan_to_json(sp)})
+    else:
+        print_server_plan(out, plan, sp, brief=brief)
+    show_and_write_file(output, render_run_script(sp, plan), consent, ask, executable=True)

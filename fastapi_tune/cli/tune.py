@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import command, err, flag, out, print_json
+from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
 from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, Verbose
 from fastapi_tune.cli.prompts import ask_profile, interactive, refuse_early, target_facts
 from fastapi_tune.cli.traffic import AccessLog, say_defaults
@@ -24,6 +24,7 @@ from fastapi_tune.measure.host import (
     read_host,
 )
 from fastapi_tune.measure.probe_options import ProbeOptions
+from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S, ROUTE_S
 from fastapi_tune.plan.model import Choices
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
 from fastapi_tune.render.conf import DEFAULT_CONF
@@ -77,7 +78,14 @@ def tune(  # long mostly in its signature: one typer parameter per option
         list[str] | None,
         typer.Option("--param", help="NAME=VALUE for a path or query parameter (repeatable)."),
     ] = None,
-    max_seconds: Annotated[float, typer.Option(help="Time budget for the probe.")] = 40.0,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Time budget for the probe (default: {DEFAULT_BUDGET_S:.0f} s, or {ROUTE_S:g} s per route"
+            f" past {DEFAULT_BUDGET_S / ROUTE_S:.0f} routes).",
+            show_default=False,
+        ),
+    ] = None,
     verify_it: Annotated[
         bool,
         flag("--verify", help="Then measure the config against the rule of thumb and one worker."),
@@ -142,7 +150,7 @@ def _show_tune(result: TuneResult, out_path: Path, as_json: bool, verbose: bool)
     err.print(f"Report saved to [bold]{out_path}[/]")
     outcome = result.outcome
     if outcome.error is not None:
-        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+        raise_outcome_error(outcome.error, out_path)
     if outcome.report.interrupted:
         raise Interrupted(f"interrupted: what was measured is in {out_path}; the app was stopped")
     if result.traffic is not None:

@@ -77,11 +77,22 @@ def redact_secrets_in(text: str, secrets: Sequence[str]) -> str:
     return redact_text(text)
 
 
-def option_secrets(headers: Sequence[str] = (), params: Sequence[str] = ()) -> list[str]:
-    """Values the user passed that may be secrets: every -H value, and --param values whose names are."""
+def option_secrets(
+    headers: Sequence[str] = (), params: Sequence[str] = (), endpoints: Sequence[str] = ()
+) -> list[str]:
+    """Values the user passed that may be secrets: every -H value, --param values whose names are,
+    and the values of sensitive query parameters in -e 'GET /x?api_key=...'."""
     values = [text.partition(":")[2].strip() for text in headers]
     values += [value for name, _, value in (p.partition("=") for p in params) if is_sensitive(name)]
+    for text in endpoints:
+        query = text.partition("?")[2].partition("#")[0]
+        values += [v for k, v in parse_qsl(query, keep_blank_values=True) if is_sensitive(k)]
     return [v for v in values if v]
+
+
+def redact_path(path: str) -> str:
+    """A path as the user gave it (-e 'GET /x?api_key=...'), its sensitive query values hidden."""
+    return redact_url(path) if "?" in path else path
 
 
 # A query string inside a log line or a request target: everything from '?' to the next blank or

@@ -5,6 +5,7 @@ the renderers cannot disagree about it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -17,6 +18,10 @@ MIN_SUGGESTED_TOKENS: Final = 2 * THREAD_TOKENS_PER_WORKER
 MAX_SUGGESTED_TOKENS: Final = 400
 TOKENS_HEADROOM: Final = 1.25
 TOKENS_STEP: Final = 10
+# Throughput kept this share of linear growth between two levels: the route scaled (a serialised
+# one keeps one request per worker busy, so 1/4 of linear from c=1 to 4 per worker). The triage
+# measures its third level only past such a step, and the judge reads a two-level curve by it.
+SCALED_SHARE: Final = 0.5
 # p99 from fewer samples is one or two requests' luck, not a percentile.
 P99_MIN_SAMPLES: Final = 200
 # Little's law (throughput x mean latency / concurrency) outside 1 +- 0.3 means the client
@@ -29,6 +34,23 @@ LITTLE_TOLERANCE: Final = 0.3
 # machine's scheduling hiccups on a millisecond route quiet.
 STUCK_IN_FLIGHT_FACTOR: Final = 4.0
 STUCK_IN_FLIGHT_MIN_MS: Final = 100.0
+
+
+# How much harm each class does to a server, in order: `check` and `compare` call a route whose class
+# moved up this order regressed. io-bound scales on one event loop; threadpool-bound and pool-bound
+# cap at a known size that a setting raises; cpu-bound holds one worker per request but uses its CPU
+# (serialized: cpu-bound or loop-blocking, unseen; ranked with the milder); loop-blocking holds the
+# worker without using it (a blocking call in `async def`); stalled answers nothing. Keyed by the
+# report's class names (inconclusive has no rank: it cannot be compared).
+CLASS_HARM: Final[Mapping[str, int]] = {
+    "io-bound": 0,
+    "threadpool-bound": 1,
+    "pool-bound": 1,
+    "cpu-bound": 2,
+    "serialized": 2,
+    "loop-blocking": 3,
+    "stalled": 4,
+}
 
 
 def rule_of_thumb_workers(logical_cpus: int) -> int:

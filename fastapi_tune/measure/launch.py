@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 import httpx
+import psutil
 
 from fastapi_tune.core.errors import ServerFailedError
 from fastapi_tune.core.signals import STOP_SIGNALS
@@ -38,6 +39,7 @@ class Running:
     url: str
     port: int
     pid: int
+    boot_s: float = 0.0  # from the start of the process until it answered with every worker up
 
 
 # What helps after a failed boot, by the root cause's exception: the usual cause is the environment.
@@ -106,6 +108,7 @@ def run_server(
     """
     log = tempfile.NamedTemporaryFile(prefix="fastapi-tune-", suffix=".log", delete=False)  # noqa: SIM115
     log_path = Path(log.name)
+    started = time.monotonic()
     proc = subprocess.Popen(
         list(argv),
         cwd=cwd,
@@ -129,18 +132,42 @@ def run_server(
                 answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
             if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
                 if workers > 1:
-                    time.sleep(0.5)  # one worker answered; let the others finish importing the app
+                    # One worker answered; the others may still import the app. Load sent now would pin
+                    # its keep-alive connections on the ready ones (and Granian's late workers have no
+                    # socket yet), measuring fewer workers than the config has.
+                    _wait_settled(proc.pid, min(deadline, time.monotonic() + _SETTLE_MAX_S))
+                boot_s = time.monotonic() - started
                 break
             if time.monotonic() > deadline:
                 raise ServerFailedError(
                     f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
                 )
             time.sleep(0.1)
-        yield Running(url=url, port=port, pid=proc.pid)
+        yield Running(url=url, port=port, pid=proc.pid, boot_s=boot_s)
     finally:
         stop_group(proc)
         log.close()
         log_path.unlink(missing_ok=True)
+
+
+# A worker whose main thread sleeps (in accept or its event loop's poll) at this many looks in a row,
+# SETTLE_INTERVAL_S apart, has finished starting; an importing one runs or waits for a CPU.
+_SETTLE_LOOKS: Final = 3
+_SETTLE_INTERVAL_S: Final = 0.1
+# An app whose main thread keeps computing at idle never settles: load starts after this long anyway.
+_SETTLE_MAX_S: Final = 20.0
+
+
+def _wait_settled(pid: int, deadline: float) -> None:
+    """Until every worker's main thread has slept for a few looks in a row (or the boot deadline)."""
+    calm = 0
+    while calm < _SETTLE_LOOKS and time.monotonic() < deadline:
+        states = []
+        for w in worker_children(pid):
+            with contextlib.suppress(psutil.Error):
+                states.append(w.status())
+        calm = calm + 1 if states and all(s == psutil.STATUS_SLEEPING for s in states) else 0
+        time.sleep(_SETTLE_INTERVAL_S)
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:

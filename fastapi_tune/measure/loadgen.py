@@ -127,6 +127,7 @@ class Counts:
         self.statuses: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.retry_after: float | None = None
+        self.counting_since: float | None = None  # perf_counter() when the counted window opened
 
     def record(self, status: int, latency_ms: float, retry_after_raw: bytes | None) -> None:
         self.latencies.append(latency_ms)
@@ -159,6 +160,12 @@ class LiveCount:
         # a progress display, and free for the hot loop.
         bad = sum(n for st, n in list(c.statuses.items()) if st >= 400)
         return len(c.latencies) + sum(c.errors.values()), bad + sum(c.errors.values())
+
+    def counted_s(self) -> float:
+        """Seconds since the counted window opened (0 before it opens)."""
+        c = self._counts
+        since = c.counting_since if c is not None else None
+        return 0.0 if since is None else time.perf_counter() - since
 
 
 @dataclass(frozen=True)
@@ -549,6 +556,7 @@ async def _measure(
         now = time.perf_counter()
         if not burst.counting and now >= start_at:
             window.start, window.cpu_start = now, time.thread_time()
+            burst.counts.counting_since = now
             burst.counting = True
         if now >= end_at or (stop is not None and stop.is_set()):
             break

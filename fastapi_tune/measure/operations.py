@@ -11,7 +11,7 @@ import httpx
 
 from fastapi_tune.core.deadline import within
 from fastapi_tune.core.errors import TargetUnreachableError, UsageError
-from fastapi_tune.core.redact import redact_url
+from fastapi_tune.core.redact import option_secrets, redact_secrets_in, redact_url
 from fastapi_tune.discover.openapi import (
     Operation,
     Skipped,
@@ -26,11 +26,13 @@ from fastapi_tune.discover.openapi import (
     parse_param_option,
     resolve_target,
     route_name,
+    same_route_once,
 )
 from fastapi_tune.discover.samples import Body
 from fastapi_tune.measure.preflight import json_getter, preflight_all, resolve_ids
 from fastapi_tune.measure.probe_options import ProbeOptions
 from fastapi_tune.measure.report import Endpoint
+from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S
 
 # The OpenAPI document and the preflight each get this long at most, whatever the server does.
 DISCOVERY_DEADLINE_S: Final = 30.0
@@ -81,7 +83,9 @@ def find_operations(
     openapi_url = _openapi_url(options, base)
     params, bodies = _given(options)
     started = time.monotonic() if started is None else started
-    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S, options.max_seconds)
+    # The route count (which may grow the default budget) is not known yet: the default bounds it.
+    budget = options.max_seconds if options.max_seconds is not None else DEFAULT_BUDGET_S
+    deadline = min(options.timeout_s * 3, DISCOVERY_DEADLINE_S, budget)
     with httpx.Client(headers=list(headers), timeout=options.timeout_s, verify=options.verify_tls) as client:
         get_doc = lambda: fetch_json(client, openapi_url)  # noqa: E731 - the call the deadline bounds
         doc: object | None
@@ -106,18 +110,25 @@ def find_operations(
                 "list routes for real ids",
                 lambda: resolve_ids(doc, ops, base, json_getter(client, options.timeout_s), params),
             )
+        ops, repeated = same_route_once(ops)
         kept, excluded = apply_excludes(ops, options.excludes)
         kept = by_weight(kept, options.route_weights)
         failed: list[Skipped] = []
         if options.preflight and kept:
-            until = started + PREFLIGHT_SHARE * options.max_seconds
+            until = started + PREFLIGHT_SHARE * budget
             # Each request is bounded by twice the timeout (headers, then the body's read cap).
             kept, failed = within(
                 max(0.0, until - time.monotonic()) + 2 * options.timeout_s + 1,
                 "preflight",
                 lambda: preflight_all(client, kept, options.timeout_s, until),
             )
-    return kept, [*skipped, *excluded, *failed], source
+    # A preflight's reason may quote the server's own error page, and that may quote the request.
+    secrets = option_secrets(options.headers, options.params, options.endpoints)
+    reasons = [
+        replace(s, reason=redact_secrets_in(s.reason, secrets))
+        for s in [*skipped, *repeated, *excluded, *failed]
+    ]
+    return kept, reasons, source
 
 
 def by_weight(ops: Sequence[Operation], weights: Mapping[str, float] | None) -> list[Operation]:

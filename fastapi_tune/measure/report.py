@@ -17,7 +17,7 @@ from typing import Any, Final
 from fastapi_tune.core.errors import BadInputError
 from fastapi_tune.core.jsonread import JsonReader
 from fastapi_tune.core.redact import redact_text, redact_url
-from fastapi_tune.discover.openapi import Skipped
+from fastapi_tune.discover.openapi import SkipCause, Skipped
 from fastapi_tune.measure.demand import (
     HostBusy,
     LevelDemand,
@@ -65,6 +65,13 @@ class StopReason(StrEnum):
     SERVER_DIED = "server died"
     STALLED = "stalled"
     IMPORTED = "imported"  # levels read from Locust or k6 results: their run decided the steps
+
+
+class EvidenceDepth(StrEnum):
+    """How far an endpoint was measured: the triage's few short levels, or a full ladder after them."""
+
+    TRIAGE = "triage"
+    LADDER = "ladder"
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,8 @@ class Endpoint:
     body: str | None = None
     content_type: str | None = None
     body_given: bool = False
+    # None: a report from before the triage (every endpoint then had its own ladder).
+    evidence_depth: EvidenceDepth | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +292,7 @@ def verdict_to_json(v: Verdict) -> dict[str, Any]:
 
 def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
     """An endpoint with its verdict and levels."""
-    return {
+    out: dict[str, Any] = {
         "method": e.method,
         "path": e.path,
         "url": redact_url(e.url),  # a query such as ?api_key=... from --param or an example
@@ -297,6 +306,21 @@ def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
         "body": e.body,
         "content_type": e.content_type,
         "body_given": e.body_given,
+    }
+    if e.evidence_depth is not None:  # absent from reports written before the triage
+        out["evidence_depth"] = str(e.evidence_depth)
+    return out
+
+
+def skipped_to_json(s: Skipped) -> dict[str, Any]:
+    """An operation not driven: why, as text and as a kind, and its preflight's status and time."""
+    return {
+        "method": s.method,
+        "path": s.path,
+        "reason": redact_text(s.reason),
+        "cause": None if s.cause is None else str(s.cause),
+        "status": s.status,
+        "elapsed_ms": s.elapsed_ms,
     }
 
 
@@ -321,9 +345,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
             "worker_pids": list(report.server.worker_pids),
         },
         "endpoints": [endpoint_to_json(e) for e in report.endpoints],
-        "skipped": [
-            {"method": s.method, "path": s.path, "reason": redact_text(s.reason)} for s in report.skipped
-        ],
+        "skipped": [skipped_to_json(s) for s in report.skipped],
         "host_load": None if report.host_load is None else host_busy_to_json(report.host_load),
         "traffic": None if report.traffic is None else traffic_to_json(report.traffic),
     }
@@ -449,6 +471,9 @@ def _endpoint_from_json(r: JsonReader, raw: object, where: str) -> Endpoint:
         body=r.opt_str(e.get("body"), f"{where}.body"),
         content_type=r.opt_str(e.get("content_type"), f"{where}.content_type"),
         body_given=r.bool_(e.get("body_given", False), f"{where}.body_given"),
+        evidence_depth=None
+        if e.get("evidence_depth") is None
+        else _enum(r, EvidenceDepth, e.get("evidence_depth"), f"{where}.evidence_depth"),
     )
 
 
@@ -478,10 +503,17 @@ def _server_from_json(r: JsonReader, raw: object) -> ServerInfo:
 
 def _skipped_from_json(r: JsonReader, raw: object, where: str) -> Skipped:
     x = r.obj(raw, where)
+    cause = r.opt_str(x.get("cause"), f"{where}.cause")
+    causes = [c.value for c in SkipCause]
+    if cause is not None and cause not in causes:
+        raise r.fail(f"{where}.cause", f"one of {', '.join(causes)}")
     return Skipped(
         method=r.str_(x.get("method"), f"{where}.method"),
         path=r.str_(x.get("path"), f"{where}.path"),
         reason=r.str_(x.get("reason"), f"{where}.reason"),
+        cause=None if cause is None else SkipCause(cause),
+        status=r.opt_int(x.get("status"), f"{where}.status", 100, 999),
+        elapsed_ms=r.opt_num(x.get("elapsed_ms"), f"{where}.elapsed_ms", 0),
     )
 
 

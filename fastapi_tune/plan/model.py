@@ -117,6 +117,7 @@ class Advice:
 
     text: str
     code: tuple[str, ...] = ()
+    only_for: str | None = None  # the one server it concerns ("gunicorn"); None: the app, any server
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ holds the order, grouping and panel rules.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -27,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from fastapi_tune.core.redact import redact_text
 from fastapi_tune.core.rules import (
     P99_MIN_SAMPLES,
     STUCK_IN_FLIGHT_FACTOR,
@@ -35,8 +37,10 @@ from fastapi_tune.core.rules import (
 )
 from fastapi_tune.discover.openapi import Operation, Skipped
 from fastapi_tune.measure.demand import HostBusy
+from fastapi_tune.measure.probe_options import BudgetPlan
 from fastapi_tune.measure.report import (
     Endpoint,
+    EvidenceDepth,
     Level,
     ProbeReport,
     ServerInfo,
@@ -54,6 +58,11 @@ from fastapi_tune.render.overview import (
 from fastapi_tune.render.styles import CLASS_STYLE
 from fastapi_tune.render.verdict_table import verdict_lines
 
+# What the evidence of a verdict rests on, when it is less than a full ladder.
+DEPTH_LABEL: Final = {
+    EvidenceDepth.TRIAGE: "evidence: the triage's short levels only (no full ladder)",
+    EvidenceDepth.LADDER: "evidence: a full ladder",
+}
 _BAR_WIDTH: Final = 16
 _BLOCKS: Final = " ▏▎▍▌▋▊▉█"
 
@@ -117,7 +126,8 @@ class LiveProgress:
             if server.local
             else "remote (no server CPU or memory)"
         )
-        self.console.print(f"[bold]Probing {len(ops)} endpoint(s)[/]; server: {where}")
+        head = f"Probing {len(ops)} endpoint(s)" if ops else "No endpoint left to probe"
+        self.console.print(f"[bold]{head}[/]; server: {where}")
         for line in skipped_lines(skipped):
             self.console.print(Text(f"  {line}", style="dim"))
         self._task = self.progress.add_task("starting", total=len(ops))
@@ -128,6 +138,9 @@ class LiveProgress:
         self.console.print(
             f"[yellow]warning:[/] {host_load_line(busy)}; verdicts lean on CPU demand, not use"
         )
+
+    def planned(self, plan: BudgetPlan) -> None:
+        self.console.print(plan_line(plan), highlight=False)
 
     def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None:
         self.live, self.concurrency = live, concurrency
@@ -145,6 +158,30 @@ class LiveProgress:
         if self._task is not None:
             self._done += 1
             self.progress.update(self._task, completed=self._done)
+
+
+def plan_line(plan: BudgetPlan) -> str:
+    """What the probe will do with its time: before the triage, and again once it is done."""
+    budget = f"budget {plan.budget_s:.0f} s" + (", grown with the route count" if plan.grown else "")
+    if plan.triage_took_s is None:
+        ladders = (
+            f"then full ladders for about {plan.ladders} of them (~{plan.ladder_s:.0f} s each)"
+            if plan.ladders < plan.routes
+            else "then a full ladder for each"
+        )
+        return (
+            f"{plan.routes} route(s): a triage of each first (~{plan.triage_s:.0f} s), {ladders};"
+            f" about {plan.estimate_s:.0f} s ({budget})"
+        )
+    took = f"Triage done in {plan.triage_took_s:.0f} s"
+    if not plan.picks:
+        return f"{took}; no time left for full ladders: every verdict rests on the triage"
+    why = Counter(p.why for p in plan.picks)
+    reasons = ", ".join(f"{n} {w}" for w, n in why.most_common())
+    return (
+        f"{took}; full ladders next for {len(plan.picks)} of {plan.routes} ({reasons});"
+        f" about {len(plan.picks) * plan.ladder_s:.0f} s more"
+    )
 
 
 def host_load_line(busy: HostBusy) -> str:
@@ -288,22 +325,32 @@ def endpoint_panel(ep: Endpoint, full: bool = True) -> Panel:
         parts += [Text(f"  → {a}") for a in v.advice]
     stop = unusual_stop(ep)
     if full or stop is not None:
-        detail = f" ({ep.stop_detail})" if ep.stop_detail else ""
+        detail = f" ({redact_text(ep.stop_detail)})" if ep.stop_detail else ""
         parts.append(Text(f"ladder stopped: {ep.stop_reason}{detail}", style="dim"))
+    if full and ep.evidence_depth is EvidenceDepth.TRIAGE:
+        parts.append(Text(DEPTH_LABEL[ep.evidence_depth], style="dim"))
     return Panel(Group(*parts), title=_panel_title(ep), title_align="left", expand=True)
+
+
+def _took(s: Skipped) -> str:
+    """How long its preflight took: a hang shows as the whole --timeout."""
+    if s.elapsed_ms is None:
+        return ""
+    return f" ({s.elapsed_ms:.0f} ms)" if s.elapsed_ms < 1000 else f" ({s.elapsed_ms / 1000:.1f} s)"
 
 
 def skipped_lines(skipped: Sequence[Skipped], every: bool = False) -> list[str]:
     """The skipped routes grouped by reason, with a count and one example (plain text: paths come
-    from the document); `every` lists each one instead."""
+    from the document; reasons may quote the server, so they are redacted as the JSON is); `every`
+    lists each one instead, with its preflight's time."""
     if every:
-        return [f"skipped {s.method} {s.path}: {s.reason}" for s in skipped]
+        return [f"skipped {s.method} {s.path}{_took(s)}: {redact_text(s.reason)}" for s in skipped]
     groups = skip_groups(skipped)
     lines = [
-        f"skipped {g.example.method} {g.example.path}: {g.example.reason}"
+        f"skipped {g.example.method} {g.example.path}{_took(g.example)}: {redact_text(g.example.reason)}"
         if g.count == 1
-        else f"skipped {g.count}: {g.reason}, e.g. {g.example.method} {g.example.path}"
-        + (f" ({g.detail})" if g.detail else "")
+        else f"skipped {g.count}: {redact_text(g.reason)}, e.g. {g.example.method} {g.example.path}"
+        + (f" ({redact_text(g.detail)})" if g.detail else "")
         for g in groups[:SKIP_GROUPS_SHOWN]
     ]
     rest = groups[SKIP_GROUPS_SHOWN:]
@@ -349,15 +396,22 @@ def print_report(console: Console, report: ProbeReport, verbose: bool = False) -
     """The panels of the routes that matter (all with `verbose`), then one line per route, problems
     first, and the skipped routes grouped by reason (render.overview holds the rules)."""
     ranked = ordered(report.endpoints)
-    panels = _panels(console, ranked, verbose)
-    for panel in panels:
-        console.print(panel)
-    console.print(Group(*verdict_lines(ranked, console.width)))  # a Group keeps each line's no_wrap
-    for line in skipped_lines(report.skipped, every=verbose):
-        console.print(Text(line, style="dim"))
-    if not verbose:
-        for line in _legend(report, len(panels)):
+    if not ranked:
+        # Nothing was measured: each route's reason is the finding, not a footnote.
+        if report.skipped:
+            console.print("[bold red]No endpoint was measured.[/] Why, route by route:")
+        for line in skipped_lines(report.skipped, every=True):
+            console.print(Text(line))
+    else:
+        panels = _panels(console, ranked, verbose)
+        for panel in panels:
+            console.print(panel)
+        console.print(Group(*verdict_lines(ranked, console.width)))  # a Group keeps each line's no_wrap
+        for line in skipped_lines(report.skipped, every=verbose):
             console.print(Text(line, style="dim"))
+        if not verbose:
+            for line in _legend(report, len(panels)):
+                console.print(Text(line, style="dim"))
     reasons = {e.profile_unavailable for e in report.endpoints if e.profile_unavailable}
     for reason in sorted(reasons):
         console.print(f"[dim]Stacks not sampled: {escape(reason)}[/]")

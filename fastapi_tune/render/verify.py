@@ -50,7 +50,7 @@ class VerifyProgress:
         shown = "config's workers" if workers is None else f"{workers} worker(s)"
         self.progress.update(
             self.task,
-            description=f"round {round_no}/{rounds}: {label} ({shown}): booting gunicorn, then load"
+            description=f"round {round_no}/{rounds}: {label} ({shown}): booting the server, then load"
             + self.last,
         )
 
@@ -250,7 +250,7 @@ def _latency_json(values: Mapping[float, float]) -> dict[str, float | None]:
     return {f"p{q:g}": (None if math.isnan(v) else v) for q, v in values.items()}
 
 
-def _rate_json(check: RateCheck | None) -> dict[str, Any] | None:
+def rate_json(check: RateCheck | None) -> dict[str, Any] | None:
     if check is None:
         return None
     behind = fell_behind(check)
@@ -294,7 +294,7 @@ def _run_json(r: Run) -> dict[str, Any]:
         "rss_mib": r.rss_mib,
         "server_cpu_cores": r.server_cpu_cores,
         "client_cpu_cores": r.client_cpu_cores,
-        "at_rate": _rate_json(r.at_rate),
+        "at_rate": rate_json(r.at_rate),
         "notes": list(r.notes),
         "capacity": None
         if cap is None

@@ -25,12 +25,12 @@ import psutil
 
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import ServerFailedError, UsageError
-from fastapi_tune.core.redact import REDACTED
+from fastapi_tune.core.redact import REDACTED, redact_path
 from fastapi_tune.core.rules import rule_of_thumb_workers
 from fastapi_tune.core.signals import stop_on_signals
 from fastapi_tune.discover.openapi import parse_endpoint, parse_header
 from fastapi_tune.measure.host import HostFacts
-from fastapi_tune.measure.launch import Running, free_port, run_server
+from fastapi_tune.measure.launch import free_port, run_server
 from fastapi_tune.measure.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.measure.observe import cpu_seconds, worker_children
 from fastapi_tune.measure.openloop import run_open_loop
@@ -222,7 +222,8 @@ def _routes(options: VerifyOptions, report: ProbeReport | None) -> list[_Route]:
     return [routes[i] for i in weighted_order(weights)]
 
 
-def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
+def request_specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
+    """The load every run gets: the routes in order (by --mix weight), with -H headers, against `base`."""
     headers = tuple(parse_header(h) for h in options.headers)
     return [
         RequestSpec(
@@ -382,34 +383,49 @@ def _capacity(
     return capacity_of(steps)
 
 
+@dataclass(frozen=True)
+class Watched:
+    """The processes a run counts: its workers (their number is the run's) and those whose CPU and RSS
+    are summed (gunicorn configs: the workers; verify --servers: the whole tree, master included)."""
+
+    workers: list[psutil.Process]
+    counted: list[psutil.Process]
+
+
+def workers_of(pid: int) -> Watched:
+    """A gunicorn's workers, counted alone (the table compares workers' RSS across worker counts)."""
+    workers = worker_children(pid)
+    return Watched(workers, workers)
+
+
 def _measure(
     planned: Planned,
-    running: Running,
+    watched: Watched,
     specs: Sequence[RequestSpec],
     options: VerifyOptions,
     stop: threading.Event,
     live: LiveCount,
 ) -> tuple[Run, str | None]:
     """The closed-loop burst, and a note when its last requests were not answered in time."""
-    workers = worker_children(running.pid)
-    cpu_before, started = sum(cpu_seconds(workers).values()), time.perf_counter()
+    counted = watched.counted
+    cpu_before, started = sum(cpu_seconds(counted).values()), time.perf_counter()
     # The requests in flight when the window closes are awaited (uncounted): a server left
     # working through them would slow whatever is measured next (FIELD-NOTES).
     drain = min(options.timeout_s, SETTLE_MAX_S)
     result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live, drain)
-    cpu_after, wall = sum(cpu_seconds(workers).values()), time.perf_counter() - started
+    cpu_after, wall = sum(cpu_seconds(counted).values()), time.perf_counter() - started
     b = summarize(result)
     # Server CPU is averaged over the whole burst, warm-up and drain included: context for the
     # table, not part of the verdict.
     run = Run(
         label=planned.label,
-        workers=len(workers),
+        workers=len(watched.workers),
         requests=b.requests,
         errors=b.errors,
         throughput_rps=b.throughput_rps,
         p50_ms=None if b.p50_ms is None else round(b.p50_ms, 2),
         p99_ms=None if b.p99_ms is None else round(b.p99_ms, 2),
-        rss_mib=round(_rss_mib(workers), 1),
+        rss_mib=round(_rss_mib(counted), 1),
         server_cpu_cores=round((cpu_after - cpu_before) / wall, 3),
         client_cpu_cores=round(b.client_cpu_cores, 3),
         aliases=planned.aliases,
@@ -425,10 +441,10 @@ def _measure(
     return run, note
 
 
-def _measure_all(
+def measure_all(
     planned: Planned,
     round_no: int,
-    running: Running,
+    watched: Watched,
     specs: Sequence[RequestSpec],
     options: VerifyOptions,
     stop: threading.Event,
@@ -438,9 +454,9 @@ def _measure_all(
     """The closed-loop burst, then the open loop at --rate, then (first round) the capacity search,
     each on a settled server (item 4 of issue 23: an open loop right after a burst measured the
     burst's backlog as its own tail)."""
-    settle = Settler(lambda: worker_children(running.pid), stop, events.step)
+    settle = Settler(lambda: watched.counted, stop, events.step)
     settle("closed loop")
-    run, note = _measure(planned, running, specs, options, stop, live)
+    run, note = _measure(planned, watched, specs, options, stop, live)
     settle.notes += [note] if note else []
     if options.rate_rps is not None and not stop.is_set():
         settle(f"open loop at {options.rate_rps:g} req/s")
@@ -463,6 +479,11 @@ def _measure_all(
 def _check_options(options: VerifyOptions) -> None:
     if not options.config.is_file():
         raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
+    check_load_options(options)
+
+
+def check_load_options(options: VerifyOptions) -> None:
+    """The load's numbers, the rate and the objective: usage errors before any server starts."""
     check_verify_options(options)
     if options.rate_rps is not None and not (math.isfinite(options.rate_rps) and options.rate_rps > 0):
         raise UsageError("--rate: expected a positive number of requests per second")
@@ -512,21 +533,24 @@ def run_verify(
             if stop.is_set():
                 break
             port = free_port()
-            specs = _specs(options, report, f"http://127.0.0.1:{port}")
-            endpoints = tuple(dict.fromkeys(f"{s.method} {s.url.split(str(port), 1)[1]}" for s in specs))
+            specs = request_specs(options, report, f"http://127.0.0.1:{port}")
+            paths = [(s.method, s.url.split(str(port), 1)[1]) for s in specs]
+            # Shown and saved with sensitive query values hidden; the requests carry them.
+            endpoints = tuple(dict.fromkeys(f"{m} {redact_path(p)}" for m, p in paths))
             live = LiveCount()
             events.run_started(planned.label, planned.workers, round_no + 1, options.repeat, live.read)
             with run_server(
                 _argv(options, port, planned.workers, control),
                 port,
-                ready_path=endpoints[0].split(" ", 1)[1],
+                ready_path=paths[0][1],
                 workers=planned.workers or configured,
                 cwd=app_dir,
                 env=env,
                 name=f"gunicorn ({planned.label})",
             ) as running:
                 time.sleep(0.2)
-                run = _measure_all(planned, round_no, running, specs, options, stop, events, live)
+                watched = workers_of(running.pid)
+                run = measure_all(planned, round_no, watched, specs, options, stop, events, live)
             if stop.is_set():
                 break
             measured.setdefault(planned.label, []).append(run)
