@@ -74,6 +74,7 @@ class VerifySide:
     line: str | None
     notes: tuple[str, ...]
     exit_code: int
+    closed_rps: float  # verify's own closed-loop throughput (c=64) on the same server, just before
 
 
 def _k6(k6: str, script: str, tmp: Path, args: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -138,6 +139,7 @@ def verify_side(conf: Path, rate: int, duration_s: float, slo: str | None) -> Ve
         at["beyond_capacity"],
         tuple(run["notes"]),
         done.returncode,
+        run["throughput_rps"],
     )
 
 
@@ -171,7 +173,8 @@ def _print_round(rnd: int, r: Round) -> None:
         f"  r{rnd + 1} load {r.load:4.1f} | k6 capacity {r.k6.capacity_rps:6.1f}/s, at {rates[0]}/s p50"
         f" {r.k6.p50:6.2f} p99 {r.k6.p99:6.2f} | verify at {rates[0]}/s p50 {h.p50:6.2f} p99 {h.p99:6.2f}"
         f" arrived {h.arrival_rps:6.1f} served {h.served_rps:6.1f} line {'yes' if h.line else 'no'}"
-        f" | at {rates[1]}/s served {o.served_rps:6.1f} exit {o.exit_code}",
+        f" (its closed loop {h.closed_rps:5.1f}/s) | at {rates[1]}/s served {o.served_rps:6.1f}"
+        f" (closed {o.closed_rps:5.1f}/s) exit {o.exit_code}",
         flush=True,
     )
     for note in (*h.notes, *o.notes):

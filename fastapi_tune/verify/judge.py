@@ -70,8 +70,9 @@ class RateCheck:
     dropped: int  # never sent: --max-in-flight requests were outstanding
     histogram: LatencyHistogram
     client_cpu_cores: float
-    sent: int = 0  # started (on time or late): the arrival rate the generator held
-    served: int = 0  # responses that ended inside the window: the rate the server kept up with
+    # No defaults: a check that does not say what it served would read as having fallen behind.
+    sent: int  # started (on time or late): the arrival rate the generator held
+    served: int  # responses that ended inside the window: the rate the server kept up with
     backlog_at_end: int = 0  # requests outstanding when the window closed (largest over rounds)
     drain_s: float | None = None  # from the window's end until they settled (longest over rounds)
     first_second: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(()))
