@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json
-from fastapi_tune.cli.options import parse_levels
+from fastapi_tune.cli.options import NO_OVERLOAD_HELP, OVERLOAD_HELP, parse_levels
 from fastapi_tune.core.errors import (
     BadInputError,
     Interrupted,
 )
 from fastapi_tune.core.fileio import atomic_write, check_writable
+from fastapi_tune.core.rules import OVERLOAD_PER_WORKER
 from fastapi_tune.flows.workflow import (
     probe_and_classify,
     save_report_somewhere,
@@ -80,6 +81,8 @@ def probe(  # long mostly in its signature: one typer parameter per option
             help="Do not sample the server's stacks with py-spy (the line that limits a route).",
         ),
     ] = False,
+    overload: Annotated[int, typer.Option(help=OVERLOAD_HELP)] = OVERLOAD_PER_WORKER,
+    no_overload: Annotated[bool, flag("--no-overload", help=NO_OVERLOAD_HELP)] = False,
     levels: Annotated[
         str | None, typer.Option(help="Fixed concurrency levels, e.g. 1,8,64 (no adaptive stop).")
     ] = None,
@@ -127,6 +130,7 @@ def probe(  # long mostly in its signature: one typer parameter per option
         unsafe=unsafe,
         preflight=not no_preflight,
         profile=not no_profile,
+        overload=None if no_overload else overload,
         levels=parse_levels(levels),
         max_concurrency=max_concurrency,
         duration_s=duration,

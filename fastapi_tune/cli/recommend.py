@@ -32,6 +32,7 @@ from fastapi_tune.plan.model import Choices, Plan
 from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
 from fastapi_tune.plan.slo import parse_slo
+from fastapi_tune.render.admission import admission_files
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render.deploy import deploy_files
 from fastapi_tune.render.export_load import (
@@ -180,3 +181,5 @@ def show_and_write(
     else:
         print_plan(out, plan)
     show_and_write_file(output, text, consent, ask)
+    for path, module in admission_files(plan, output):  # the cap's module, which the config imports
+        show_and_write_file(path, module, consent, ask)

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     SERVER_FAILED = 6  # a server fastapi-tune started (demo, verify) failed to boot
     SLO_MISSED = 7  # verify: the recommended config missed the objective (--slo) at the rate asked
     RUN_ERRORS = 8  # verify: a run had failed requests, so its figures are not comparable
+    WEDGED = 11  # probe: the overload step left a server it did not start unable to answer
     INTERRUPTED = 130  # Ctrl-C: what was measured is kept
 
 
@@ -66,6 +67,12 @@ class RunErrorsError(FastapiTuneError):
     """A measured run failed requests beyond the tolerance: its figures are not comparable."""
 
     exit_code = ExitCode.RUN_ERRORS
+
+
+class WedgedError(FastapiTuneError):
+    """The overload step left a server fastapi-tune did not start unable to answer: restart it."""
+
+    exit_code = ExitCode.WEDGED
 
 
 class Interrupted(FastapiTuneError):

@@ -21,6 +21,7 @@ from fastapi_tune.flows.demo import SAMPLE_APP, SAMPLE_DIR, sample_server
 from fastapi_tune.judge.classify import classify_report
 from fastapi_tune.measure.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.measure.host import HostFacts
+from fastapi_tune.measure.overload import Restart, restarter
 from fastapi_tune.measure.probe import run_probe
 from fastapi_tune.measure.probe_options import ProbeEvents, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
@@ -28,14 +29,18 @@ from fastapi_tune.plan.deploy import DeploySpec, decide_deploy
 from fastapi_tune.plan.model import Choices, Plan
 from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, Profile, load_profile
+from fastapi_tune.render.admission import admission_files
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render.deploy import deploy_files
 from fastapi_tune.verify.run import VerifyEvents, VerifyOptions, VerifyResult, run_verify
 
 
-def probe_and_classify(options: ProbeOptions, host: HostFacts, events: ProbeEvents) -> ProbeOutcome:
-    """Measure, then judge every endpoint from what was measured."""
-    outcome = run_probe(options, host, events)
+def probe_and_classify(
+    options: ProbeOptions, host: HostFacts, events: ProbeEvents, restart: Restart | None = None
+) -> ProbeOutcome:
+    """Measure, then judge every endpoint from what was measured; `restart` restarts a server the tool
+    started when the probe wedged it (tune, demo), so the probe goes on."""
+    outcome = run_probe(options, host, events, restart)
     return replace(outcome, report=classify_report(outcome.report))
 
 
@@ -80,7 +85,10 @@ def run_demo(host: HostFacts, max_seconds: float, events: ProbeEvents) -> DemoRe
     """Serve the sample app, probe and judge it, stop it, and plan from the report."""
     with sample_server() as running:
         outcome = probe_and_classify(
-            ProbeOptions(url=running.url, max_seconds=max_seconds, app_dir=SAMPLE_DIR), host, events
+            ProbeOptions(url=running.url, max_seconds=max_seconds, app_dir=SAMPLE_DIR),
+            host,
+            events,
+            restarter(running),
         )
     plan = make_plan(
         host,
@@ -148,7 +156,7 @@ def tune_files(
     options: TuneOptions, plan: Plan, report: ProbeReport, target: HostFacts
 ) -> tuple[list[tuple[Path, str]], DeploySpec | None]:
     """gunicorn.conf.py and, with a deploy directory, the deployment files: (path, text) each."""
-    files = [(options.conf_path, render_gunicorn_conf(plan))]
+    files = [(options.conf_path, render_gunicorn_conf(plan)), *admission_files(plan, options.conf_path)]
     if options.deploy_dir is None:
         return files, None
     name = options.app_dir.resolve().name or options.app.partition(":")[0]
@@ -174,7 +182,10 @@ def run_tune(options: TuneOptions, host: HostFacts, target: HostFacts, events: T
         events.step(f"{options.app} answers on {running.url}; probing it")
         with events.probing() as progress:
             outcome = probe_and_classify(
-                replace(options.probe, url=running.url, app_dir=options.app_dir.resolve()), host, progress
+                replace(options.probe, url=running.url, app_dir=options.app_dir.resolve()),
+                host,
+                progress,
+                restarter(running),
             )
     save_report(outcome.report, options.report_path)
     if outcome.error is not None or outcome.report.interrupted:

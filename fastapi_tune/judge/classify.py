@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from fastapi_tune.judge.curve import clean_levels
+from fastapi_tune.judge.overload import judge_overload
 from fastapi_tune.judge.thresholds import MIN_CLEAN_LEVELS
 from fastapi_tune.judge.verdicts import BUILDERS, inconclusive, make_case, shape, stalled
 from fastapi_tune.measure.report import (
@@ -55,4 +56,6 @@ def classify_report(report: ProbeReport) -> ProbeReport:
         seen = observed and e.stop_reason is not StopReason.SERVER_DIED
         return replace(e, verdict=classify(e.levels, report.server.workers, seen, e.profile))
 
-    return replace(report, endpoints=tuple(judged(e) for e in report.endpoints))
+    return replace(
+        report, endpoints=tuple(judged(e) for e in report.endpoints), overload=judge_overload(report.overload)
+    )

@@ -98,3 +98,17 @@ CONFIDENCE_RANGE: Final = (0.05, 0.95)
 
 # Unknown worker count: P=1 is a guess that moves both knees.
 UNKNOWN_WORKERS_FACTOR: Final = 0.8
+
+
+# Overload (judge/overload.py). A collapse is the #3205 deadlock when at least this share of
+# AnyIO's threads per worker wait for a database connection (measured: all 40 of 40 in
+# QueuePool._do_get on tests/apps/collapse_plain_app.py).
+POOL_THREADS_EXHAUSTED: Final = 0.75
+
+
+# The calls (as stack_attribution names them) that mean waiting for a pooled database connection,
+# and a blocking lock or queue.
+POOL_CALLS: Final = ("_do_get", "psycopg_pool", "asyncpg.pool")
+
+
+LOCK_CALLS: Final = ("Lock", "acquire", "Condition.wait", "Queue.get", "queue.get", "Semaphore")

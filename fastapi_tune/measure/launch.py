@@ -10,11 +10,11 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import httpx
 
@@ -38,6 +38,8 @@ class Running:
     url: str
     port: int
     pid: int
+    # Start the same server again on the same port (after a wedge); None where that is not ours to do.
+    restart: Callable[[], Running] | None = field(default=None, compare=False, repr=False)
 
 
 # What helps after a failed boot, by the root cause's exception: the usual cause is the environment.
@@ -85,6 +87,50 @@ def _tail(path: Path) -> str:
     return "\n".join([*head, *("  " + line[:_STDERR_TAIL] for line in own if line.strip() != cause)])
 
 
+def _spawn(
+    argv: Sequence[str], cwd: Path | None, env: Mapping[str, str] | None, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C at the terminal reaches us, not the server: we stop it
+    )
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    ready_path: str,
+    workers: int,
+    boot_timeout_s: float,
+    name: str,
+    log_path: Path,
+) -> None:
+    deadline = time.monotonic() + boot_timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise ServerFailedError(
+                f"{name} exited with code {proc.returncode} before answering:\n{_tail(log_path)}"
+            )
+        answered = False
+        with contextlib.suppress(httpx.HTTPError):
+            # verify=False: a server we started ourselves on loopback, maybe with a test certificate.
+            answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
+        if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
+            if workers > 1:
+                time.sleep(0.5)  # one worker answered; let the others finish importing the app
+            return
+        if time.monotonic() > deadline:
+            raise ServerFailedError(
+                f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
+            )
+        time.sleep(0.1)
+
+
 @contextmanager
 def run_server(
     argv: Sequence[str],
@@ -102,45 +148,36 @@ def run_server(
     yield, then stop the whole group whatever happened (error, Ctrl-C).
 
     A server that exits or never answers raises ServerFailedError with the end of its stderr,
-    so a config that fails to boot shows gunicorn's own words, not a traceback.
+    so a config that fails to boot shows gunicorn's own words, not a traceback. The Running it
+    yields can restart the server on the same port (`Running.restart`): a wedged server is killed
+    at once, not stopped gracefully (its loop may never run the shutdown).
     """
     log = tempfile.NamedTemporaryFile(prefix="fastapi-tune-", suffix=".log", delete=False)  # noqa: SIM115
     log_path = Path(log.name)
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # Ctrl-C at the terminal reaches us, not the server: we stop it
-    )
     url = f"{scheme}://127.0.0.1:{port}"
+    procs = [_spawn(argv, cwd, env, log)]
+
+    def restart() -> Running:
+        kill_group(procs[-1])
+        procs.append(_spawn(argv, cwd, env, log))
+        _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
+        return Running(url=url, port=port, pid=procs[-1].pid, restart=restart)
+
     try:
-        deadline = time.monotonic() + boot_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise ServerFailedError(
-                    f"{name} exited with code {proc.returncode} before answering:\n{_tail(log_path)}"
-                )
-            answered = False
-            with contextlib.suppress(httpx.HTTPError):
-                # verify=False: a server we started ourselves on loopback, maybe with a test certificate.
-                answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
-            if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
-                if workers > 1:
-                    time.sleep(0.5)  # one worker answered; let the others finish importing the app
-                break
-            if time.monotonic() > deadline:
-                raise ServerFailedError(
-                    f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
-                )
-            time.sleep(0.1)
-        yield Running(url=url, port=port, pid=proc.pid)
+        _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
+        yield Running(url=url, port=port, pid=procs[-1].pid, restart=restart)
     finally:
-        stop_group(proc)
+        stop_group(procs[-1])
         log.close()
         log_path.unlink(missing_ok=True)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server's whole process group and reap the leader."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:

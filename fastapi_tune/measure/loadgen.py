@@ -100,6 +100,9 @@ class BurstResult:
     # counted as timeouts), with their ages from the moment they were sent.
     in_flight_at_end: int = 0
     in_flight_ages_ms: tuple[float, ...] = ()
+    # Of duration_s: the time after the last request was sent, spent waiting for the ones in flight
+    # (run_burst's drain_s). Their completions count, however late: a queue is not a failure.
+    drained_s: float = 0.0
 
     @property
     def oldest_in_flight_ms(self) -> float | None:
@@ -553,6 +556,19 @@ async def _measure(
         await asyncio.sleep(max(0.0, wake - time.perf_counter()))
 
 
+async def _drain(burst: _Burst, drain_s: float, stop: threading.Event | None) -> float:
+    """Send nothing more; keep counting until no request is in flight, or `drain_s` has passed."""
+    burst.running = False  # a connection closes after its answer instead of sending again
+    t0 = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        _expire(burst, now)
+        busy = any(conn.sent_at for conn in burst.live)
+        if not busy or now - t0 >= drain_s or (stop is not None and stop.is_set()):
+            return now - t0
+        await asyncio.sleep(min(TICK_S, max(0.0, t0 + drain_s - now)))
+
+
 def _close_window(burst: _Burst, window: _Window) -> None:
     """End the counted window: stamp it and account for every request still in flight."""
     if burst.counting:
@@ -570,6 +586,7 @@ async def _run(
     duration_s: float,
     stop: threading.Event | None,
     live: LiveCount | None,
+    drain_s: float = 0.0,
 ) -> BurstResult:
     targets = encode_targets(specs)
     burst = _Burst(max(spec.timeout_s for spec in specs))
@@ -577,9 +594,12 @@ async def _run(
         live.watch(burst.counts)
     window = _Window()
     slots: list[asyncio.Future[None]] = []
+    drained = 0.0
     try:
         slots = await _open_slots(burst, targets, concurrency, stop)
         await _measure(burst, window, warmup_s, duration_s, stop)
+        if drain_s > 0 and burst.counting:
+            drained = await _drain(burst, drain_s, stop)
     finally:
         _close_window(burst, window)
         await teardown(list(burst.live), slots)
@@ -596,6 +616,7 @@ async def _run(
         window_end=window.end,
         in_flight_at_end=len(window.in_flight_ages_ms),
         in_flight_ages_ms=window.in_flight_ages_ms,
+        drained_s=drained,
     )
 
 
@@ -606,10 +627,14 @@ def run_burst(
     duration_s: float,
     stop: threading.Event | None = None,
     live: LiveCount | None = None,
+    drain_s: float = 0.0,
 ) -> BurstResult:
     """Run one closed-loop burst and block until it is over (or ``stop`` is set).
 
     Several specs make a mix: every connection sends them in turn, starting at spec i mod k.
+    With ``drain_s`` the window goes on after the last send until every request in flight is
+    answered or ``drain_s`` has passed (``BurstResult.drained_s``; the returns-within bound grows
+    by it).
 
     The event loop gets a thread of its own so callers may hold a running loop themselves, and so
     ``client_cpu_s`` (that thread's CPU clock over the counted window) excludes the caller's work.
@@ -622,5 +647,5 @@ def run_burst(
     if not specs:
         raise ValueError("at least one request spec is needed")
     return run_on_thread(
-        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live), "fastapi-tune-loadgen"
+        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s), "fastapi-tune-loadgen"
     )

@@ -41,6 +41,7 @@ from fastapi_tune.measure.loadgen import (
 )
 from fastapi_tune.measure.observe import ServerWatcher, find_server, server_cwd
 from fastapi_tune.measure.operations import find_operations, with_body
+from fastapi_tune.measure.overload import Restart, follow, overload_step, reserve_s
 from fastapi_tune.measure.probe_options import ProbeEvents, ProbeOptions, ProbeOutcome, Quiet, check_options
 from fastapi_tune.measure.report import Endpoint, Level, ProbeReport, ServerInfo, StopReason
 from fastapi_tune.measure.stack_attribution import attribute
@@ -68,6 +69,7 @@ def _settings(
         "params": sorted({p.partition("=")[0] for p in options.params}),
         "unsafe": options.unsafe,
         "excludes": list(options.excludes),
+        "overload": options.overload,
     }
 
 
@@ -165,7 +167,10 @@ def _await_recovery(session: Session, spec: RequestSpec) -> None:
 
 
 def _climb_all(
-    session: Session, ops: Sequence[Operation], headers: tuple[tuple[str, str], ...]
+    session: Session,
+    ops: Sequence[Operation],
+    headers: tuple[tuple[str, str], ...],
+    restart: Restart | None = None,
 ) -> tuple[list[Endpoint], TargetUnreachableError | None]:
     """Every endpoint's ladder, in two passes over the time budget; stops at a dead server."""
     options, budget = session.options, session.budget
@@ -200,7 +205,11 @@ def _climb_all(
             if first_pass:
                 session.events.endpoint_done(ep)
             if ep.stop_reason is StopReason.STALLED:
-                _await_recovery(session, spec)
+                # A server the tool started is restarted at once; another is waited for.
+                if restart is not None:
+                    session = follow(session, restart())
+                else:
+                    _await_recovery(session, spec)
     return [results.get(i) or _unreached(op, budget, error) for i, op in enumerate(ops)], error
 
 
@@ -237,10 +246,13 @@ _UNREACHED: Final = {
 }
 
 
-def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None = None) -> ProbeOutcome:
+def run_probe(
+    options: ProbeOptions, host: HostFacts, events: ProbeEvents | None = None, restart: Restart | None = None
+) -> ProbeOutcome:
     """Discover, then measure every endpoint; Ctrl-C and a dying server still give a report.
 
     The report's endpoints carry no verdicts: judging them is classify.classify_report's job.
+    `restart` restarts a server the tool started (the overload step may wedge it).
     """
     events = events or Quiet()
     check_options(options)
@@ -262,7 +274,8 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
     events.started(ops, skipped, server)
     if host_load is not None:
         events.host_checked(host_load)
-    budget = Budget(deadline=started + options.max_seconds, max_requests=options.max_requests)
+    reserve = reserve_s(options.overload, options.max_seconds)  # kept for the overload step
+    budget = Budget(deadline=started + options.max_seconds - reserve, max_requests=options.max_requests)
     watcher = ServerWatcher(server) if server.local and server.pid else None
     with stop_on_signals(budget.stop), watcher if watcher is not None else nullcontext():
         demand = DemandWatcher(server.worker_pids, (server.pid,)) if observed and server.pid else None
@@ -271,7 +284,12 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
             server.worker_pids if server.local and server.pid else (),
             options.app_dir or (server_cwd(server.pid) if server.pid else None),
         )  # fmt: skip
-        climbed, error = _climb_all(session, ops, headers)
+        climbed, error = _climb_all(session, ops, headers, restart)
+        budget.deadline += reserve
+        overload = None
+        if error is None:
+            specs = [_spec(op, headers, options) for op in ops]
+            overload = overload_step(session, ops, specs, climbed, options.overload, restart)
     endpoints, unreached = not_measured(climbed)
     report = ProbeReport(
         target=target.base_url,
@@ -285,5 +303,6 @@ def run_probe(options: ProbeOptions, host: HostFacts, events: ProbeEvents | None
         interrupted=budget.stop.is_set(),
         elapsed_s=time.monotonic() - started,
         host_load=host_load,
+        overload=overload,
     )
     return ProbeOutcome(report=report, error=error)

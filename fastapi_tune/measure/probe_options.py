@@ -9,6 +9,7 @@ from typing import Final, Protocol
 
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import TargetUnreachableError, UsageError
+from fastapi_tune.core.rules import OVERLOAD_PER_WORKER
 from fastapi_tune.discover.openapi import (
     Operation,
     Skipped,
@@ -46,6 +47,8 @@ class ProbeOptions:
     preflight: bool = True  # one request per endpoint first; failing ones are skipped
     profile: bool = True  # sample the server's stacks at each route's most loaded clean level
     app_dir: Path | None = None  # the app's own files, for naming its lines (default: the server's cwd)
+    # The overload step after every ladder: in flight per worker (--overload C); None: --no-overload.
+    overload: int | None = OVERLOAD_PER_WORKER
 
 
 class ProbeEvents(Protocol):
@@ -93,6 +96,8 @@ def check_options(o: ProbeOptions) -> None:
     checks.whole(o.max_requests, "--max-requests", 1, checks.MAX_REQUESTS)
     checks.number(o.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
     checks.number(o.warmup_s, "warm-up", 0, 600, " seconds")
+    if o.overload is not None:
+        checks.whole(o.overload, "--overload", 1, checks.MAX_CONCURRENCY)
     top = max(o.levels) if o.levels else (o.max_concurrency or DEFAULT_MAX_CONCURRENCY)
     checks.open_files_allow(top, "--levels" if o.levels else "--max-concurrency")
 

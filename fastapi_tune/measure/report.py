@@ -27,6 +27,7 @@ from fastapi_tune.measure.demand import (
     host_busy_to_json,
 )
 from fastapi_tune.measure.host import HostFacts, host_from_json, host_to_json
+from fastapi_tune.measure.overload_report import OverloadRun, overload_from_json, overload_to_json
 from fastapi_tune.measure.stack_attribution import RouteProfile, profile_from_json, profile_to_json
 
 # 2: typed evidence (server_cpu_per_busy_worker), levels' server_cpu_by_worker, stop_reason as a
@@ -223,6 +224,7 @@ class ProbeReport:
     elapsed_s: float = 0.0
     host_load: HostBusy | None = None  # other work on the host when the probe started
     source: str = "probe"  # one of SOURCES
+    overload: OverloadRun | None = None  # the overload step past every ladder; None: not run
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,6 +319,8 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
             {"method": s.method, "path": s.path, "reason": redact_text(s.reason)} for s in report.skipped
         ],
         "host_load": None if report.host_load is None else host_busy_to_json(report.host_load),
+        # Only when the step ran: reports without it stay as they were, byte for byte.
+        **({} if report.overload is None else {"overload": overload_to_json(report.overload)}),
     }
 
 
@@ -511,6 +515,7 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
         host_load=None
         if d.get("host_load") is None
         else host_busy_from_json(d["host_load"], f"{source}: host_load"),
+        overload=overload_from_json(r, d.get("overload")),
     )
 
 
