@@ -12,8 +12,10 @@ from fastapi_tune.cli.options import NO_OVERLOAD_HELP, OVERLOAD_HELP, parse_leve
 from fastapi_tune.core.errors import (
     BadInputError,
     Interrupted,
+    WedgedError,
 )
 from fastapi_tune.core.fileio import atomic_write, check_writable
+from fastapi_tune.core.redact import redact_url
 from fastapi_tune.core.rules import OVERLOAD_PER_WORKER
 from fastapi_tune.flows.workflow import (
     probe_and_classify,
@@ -177,4 +179,9 @@ def save_and_show(
     if report.interrupted:
         levels_kept = sum(len(e.levels) for e in report.endpoints)
         raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")
+    if report.overload is not None and report.overload.wedged_left:
+        raise WedgedError(
+            f"the overload step wedged the server at {redact_url(report.target)}: it still does not answer;"
+            f" restart it. Why it fell over, and the cap that keeps it up, are in {out_path}"
+        )
     return report

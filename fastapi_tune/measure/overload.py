@@ -26,6 +26,7 @@ from typing import Final
 import httpx
 
 from fastapi_tune.core.deadline import within
+from fastapi_tune.core.errors import ServerFailedError
 from fastapi_tune.core.rules import OverloadBehaviour, fell_over, overload_behaviour
 from fastapi_tune.discover.openapi import Operation
 from fastapi_tune.measure.held import held_connections
@@ -252,7 +253,11 @@ def _recover(state: _State, spec: RequestSpec) -> bool:
     it, else wait for it (its own timeouts) within RECOVERY_S and the budget."""
     s = state.session
     if state.restart is not None:
-        state.session = follow(state.session, state.restart())
+        try:
+            state.session = follow(state.session, state.restart())
+        except ServerFailedError as e:  # the report must survive a server that does not come back
+            state.stopped = f"the server did not come back after a restart: {str(e).splitlines()[0]}"
+            return False
         state.restarts += 1
         return True
     started = time.monotonic()

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from fastapi_tune.judge.curve import exclusion_reason
 from fastapi_tune.measure.report import Latency, Level, evidence_labels
+from fastapi_tune.render.overload_html import overload_section
 from fastapi_tune.render.probe import CLASS_STYLE
 from fastapi_tune.render.svgchart import Chart, Mark, Point, Series, render_chart
 
@@ -559,6 +560,7 @@ def render_html(
         _header(report),
         f"<section><h2>Endpoints</h2>{_overview(endpoints)}</section>",
         *(_endpoint(i, ep) for i, ep in enumerate(endpoints)),
+        overload_section(report),
         _skipped(report),
         _plan(plan) if plan else "",
         _verify(verify) if verify else "",

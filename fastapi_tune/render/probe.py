@@ -33,6 +33,7 @@ from fastapi_tune.measure.report import (
     ServerInfo,
     evidence_rows,
 )
+from fastapi_tune.render.overload import overload_panel
 
 CLASS_STYLE: Final = {
     EndpointClass.IO_BOUND: "green",
@@ -284,6 +285,8 @@ def print_report(console: Console, report: ProbeReport) -> None:
             f"{peak:.1f}",
         )
     console.print(summary)
+    if report.overload is not None:
+        console.print(overload_panel(report.overload))
     for line in skipped_lines(report.skipped):
         console.print(Text(line, style="dim"))
     reasons = {e.profile_unavailable for e in report.endpoints if e.profile_unavailable}

@@ -1,0 +1,95 @@
+"""The overload step on the terminal: how the app behaved past its knee, why, and what to do."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from fastapi_tune.core.rules import OverloadBehaviour
+from fastapi_tune.measure.overload_report import OverloadRun, OverloadTrial
+
+BEHAVIOUR_STYLE: Final = {
+    OverloadBehaviour.HOLDS: "green",
+    OverloadBehaviour.DEGRADES: "yellow",
+    OverloadBehaviour.COLLAPSES: "red",
+    OverloadBehaviour.WEDGED: "bold red",
+}
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _row(table: Table, what: str, t: OverloadTrial, plateau: float | None) -> None:
+    ratio = f"{t.goodput_rps / plateau:.0%}" if plateau else "-"
+    after = "-" if not t.wedge_checked else "none" if t.answer_after_s is None else f"{t.answer_after_s:g} s"
+    table.add_row(
+        Text(what),
+        f"{t.per_worker:g}",
+        _num(t.goodput_rps, 1),
+        ratio,
+        _num(t.p50_ms),
+        _num(t.p99_ms),
+        str(t.errors),
+        str(t.in_flight_left),
+        after,
+    )
+
+
+def _trials(run: OverloadRun) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for name, justify in (
+        ("trial", "left"),
+        ("in flight/worker", "right"),
+        ("goodput req/s", "right"),
+        ("of plateau", "right"),
+        ("p50 ms", "right"),
+        ("p99 ms", "right"),
+        ("errors", "right"),
+        ("unanswered", "right"),
+        ("answer after", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    if run.mix is not None:
+        _row(table, "the mix", run.mix, run.plateau_rps)
+    for r in run.routes:
+        # A lone route's stress trial is the mix's: shown once.
+        trials = r.trials[1:] if r.trials and r.trials[0] == run.mix else r.trials
+        for i, t in enumerate(trials):
+            name = f"{r.method} {r.path}" + (" (collapse search)" if t.per_worker != run.per_worker else "")
+            _row(table, name if i == 0 else "  collapse search", t, r.plateau_rps)
+    return table
+
+
+def overload_panel(run: OverloadRun) -> Panel:
+    """The step's panel: the verdict, the trials, the cause with its fix, and what happened to the server."""
+    title = (
+        f"[bold]Overload[/]: {run.per_worker} in flight per worker x {run.workers} worker(s) ="
+        f" {run.concurrency} connections"
+    )
+    parts: list[Text | Table] = []
+    v = run.verdict
+    if v is not None:
+        head = Text.assemble(("behaviour: ", "bold"), (str(v.behaviour), BEHAVIOUR_STYLE[v.behaviour]))
+        parts += [head, Text(v.summary)]
+    if run.mix is not None:
+        parts += [Text(""), _trials(run)]
+    if v is not None and v.cause:
+        parts += [Text(""), Text.assemble(("why: ", "bold"), v.cause)]
+    if v is not None:
+        parts += [Text(f"  → fix: {fix}") for fix in v.fixes]
+    if run.restarts:
+        parts.append(
+            Text(f"the server (started by fastapi-tune) was restarted {run.restarts} time(s)", "dim")
+        )
+    if run.recovered_after_s is not None:
+        parts.append(Text(f"the server answered again {run.recovered_after_s:g} s after a wedge", "dim"))
+    if run.skipped:
+        parts.append(Text(f"stopped: {run.skipped}", style="yellow"))
+    if run.wedged_left:
+        parts.append(Text("the server still does not answer: restart it", style="bold red"))
+    return Panel(Group(*parts), title=title, title_align="left")
