@@ -86,6 +86,14 @@ def verify(  # long mostly in its signature: one typer parameter per option
             "--mix", help="Traffic shares of the routes driven, e.g. 'GET /a=70,GET /b=30' (default: equal)."
         ),
     ] = None,
+    overload: Annotated[
+        int | None,
+        typer.Option(
+            help="Also load the config at C in flight per worker past its knee (by default when the config"
+            " carries an admission cap: 64, beside the same config uncapped)."
+        ),
+    ] = None,
+    no_overload: Annotated[bool, flag("--no-overload", help="Skip the overload step.")] = False,
     as_json: Annotated[bool, flag("--json", help="Print runs[] and the verdict as JSON.")] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
@@ -118,6 +126,8 @@ def verify(  # long mostly in its signature: one typer parameter per option
         objective=parse_slo(slo) if slo else None,
         rate_rps=rate,
         capacity=capacity,
+        overload=overload,
+        no_overload=no_overload,
     )
     for note in verify_notes(options, report):
         err.print(f"[yellow]note:[/] {escape(note)}")

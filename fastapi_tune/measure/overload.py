@@ -203,6 +203,37 @@ class _Stacks:
         return attribute(sample, self.app_dir), None
 
 
+def burst_trial(
+    specs: Sequence[RequestSpec],
+    concurrency: int,
+    workers: int,
+    window_s: float,
+    drain_s: float,
+    stop: threading.Event | None = None,
+    live: LiveCount | None = None,
+) -> OverloadTrial | None:
+    """One closed-loop burst at `concurrency` counted as the overload step counts it: the window,
+    then a drain that waits for the requests in flight (their completions count however late)."""
+    result = run_burst(specs, concurrency, _WARMUP_S, window_s, stop, live, drain_s=drain_s)
+    if (stop is not None and stop.is_set()) or result.duration_s <= 0:
+        return None
+    b = summarize(result)
+    return OverloadTrial(
+        concurrency=concurrency,
+        per_worker=round(concurrency / max(1, workers), 3),
+        seconds=round(result.duration_s, 3),
+        drained_s=round(result.drained_s, 3),
+        completed=b.ok,
+        errors=b.errors,
+        goodput_rps=round(b.ok / result.duration_s, 3),
+        p50_ms=None if b.p50_ms is None else round(b.p50_ms, 2),
+        p99_ms=None if b.p99_ms is None else round(b.p99_ms, 2),
+        errors_by_status=dict(b.errors_by_status),
+        errors_by_kind=dict(b.errors_by_kind),
+        in_flight_left=result.in_flight_at_end,
+    )
+
+
 def _trial(
     state: _State,
     specs: Sequence[RequestSpec],
@@ -217,27 +248,11 @@ def _trial(
         return None
     live = LiveCount()
     s.events.level_started(shown, concurrency, live.read)
-    window = _window_s(plateau_rps)
     drain = min(_drain_s(concurrency, plateau_rps, s.options.timeout_s), max(left, 0.1))
-    result = run_burst(specs, concurrency, _WARMUP_S, window, s.budget.stop, live, drain_s=drain)
-    if s.budget.stop.is_set() or result.duration_s <= 0:
-        return None
-    b = summarize(result)
-    s.budget.requests += b.requests
-    return OverloadTrial(
-        concurrency=concurrency,
-        per_worker=round(concurrency / state.workers, 3),
-        seconds=round(result.duration_s, 3),
-        drained_s=round(result.drained_s, 3),
-        completed=b.ok,
-        errors=b.errors,
-        goodput_rps=round(b.ok / result.duration_s, 3),
-        p50_ms=None if b.p50_ms is None else round(b.p50_ms, 2),
-        p99_ms=None if b.p99_ms is None else round(b.p99_ms, 2),
-        errors_by_status=dict(b.errors_by_status),
-        errors_by_kind=dict(b.errors_by_kind),
-        in_flight_left=result.in_flight_at_end,
-    )
+    trial = burst_trial(specs, concurrency, state.workers, _window_s(plateau_rps), drain, s.budget.stop, live)
+    if trial is not None:
+        s.budget.requests += trial.completed + trial.errors
+    return trial
 
 
 def _check_wedge(state: _State, trial: OverloadTrial, spec: RequestSpec) -> OverloadTrial:

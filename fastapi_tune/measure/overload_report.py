@@ -112,7 +112,8 @@ class OverloadRun:
 # JSON
 
 
-def _trial_to_json(t: OverloadTrial) -> dict[str, Any]:
+def trial_to_json(t: OverloadTrial) -> dict[str, Any]:
+    """One trial as the report (and verify --json) writes it."""
     return {
         "concurrency": t.concurrency,
         "per_worker": round(t.per_worker, 3),
@@ -151,7 +152,7 @@ def _route_to_json(r: RouteOverload) -> dict[str, Any]:
         "method": r.method,
         "path": r.path,
         "plateau_rps": r.plateau_rps,
-        "trials": [_trial_to_json(t) for t in r.trials],
+        "trials": [trial_to_json(t) for t in r.trials],
         "held_per_worker": r.held_per_worker,
         "collapsed_per_worker": r.collapsed_per_worker,
         "search_cut": r.search_cut,
@@ -166,7 +167,7 @@ def overload_to_json(run: OverloadRun) -> dict[str, Any]:
         "workers": run.workers,
         "concurrency": run.concurrency,
         "plateau_rps": run.plateau_rps,
-        "mix": None if run.mix is None else _trial_to_json(run.mix),
+        "mix": None if run.mix is None else trial_to_json(run.mix),
         "profile": None if run.profile is None else profile_to_json(run.profile),
         "profile_unavailable": run.profile_unavailable,
         "held_connections": None

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from fastapi_tune.judge.curve import exclusion_reason
 from fastapi_tune.measure.report import Latency, Level, evidence_labels
-from fastapi_tune.render.overload_html import overload_section
+from fastapi_tune.render.overload_html import overload_section, verify_overload_section
 from fastapi_tune.render.probe import CLASS_STYLE
 from fastapi_tune.render.svgchart import Chart, Mark, Point, Series, render_chart
 
@@ -564,6 +564,7 @@ def render_html(
         _skipped(report),
         _plan(plan) if plan else "",
         _verify(verify) if verify else "",
+        verify_overload_section(verify),
         f"<footer>Written by fastapi-tune {_e(report.get('tool_version') or '')}. This page is"
         " self-contained: no script, no external resource; it opens offline.</footer>",
     ]

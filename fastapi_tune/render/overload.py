@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 from rich.console import Group
 from rich.panel import Panel
@@ -10,7 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from fastapi_tune.core.rules import OverloadBehaviour
-from fastapi_tune.measure.overload_report import OverloadRun, OverloadTrial
+from fastapi_tune.measure.overload_report import OverloadRun, OverloadTrial, trial_to_json
+from fastapi_tune.verify.overload import BASE_CLIENTS, OverloadCheck
 
 BEHAVIOUR_STYLE: Final = {
     OverloadBehaviour.HOLDS: "green",
@@ -93,3 +95,35 @@ def overload_panel(run: OverloadRun) -> Panel:
     if run.wedged_left:
         parts.append(Text("the server still does not answer: restart it", style="bold red"))
     return Panel(Group(*parts), title=title, title_align="left")
+
+
+def overload_table(checks: Sequence[OverloadCheck]) -> Table:
+    """verify's overload step: each config at BASE_CLIENTS and at the stress level, side by side."""
+    table = Table(title="Past the knee", title_justify="left")
+    for name in ("config", "cap/worker", f"req/s at {BASE_CLIENTS}", "in flight/worker", "req/s", "kept",
+                 "503s", "p99 ms", "answer after", "behaviour"):  # fmt: skip
+        table.add_column(name, justify="left" if name in ("config", "behaviour") else "right")
+    for c in checks:
+        s = c.stress
+        after = "none" if s.answer_after_s is None else f"{s.answer_after_s:g} s"
+        table.add_row(
+            c.label, "-" if c.cap is None else str(c.cap), f"{c.base.goodput_rps:.0f}", f"{s.per_worker:g}",
+            f"{s.goodput_rps:.0f}", "-" if c.kept is None else f"{c.kept:.0%}", f"{c.share_503:.1%}",
+            _num(s.p99_ms), after, Text(str(c.behaviour), style=BEHAVIOUR_STYLE[c.behaviour]),
+        )  # fmt: skip
+    return table
+
+
+def check_to_json(c: OverloadCheck) -> dict[str, Any]:
+    """One config's overload check as `verify --json` prints it."""
+    return {
+        "label": c.label,
+        "cap": c.cap,
+        "workers": c.workers,
+        "base": trial_to_json(c.base),
+        "stress": trial_to_json(c.stress),
+        "kept": None if c.kept is None else round(c.kept, 4),
+        "share_503": round(c.share_503, 4),
+        "behaviour": str(c.behaviour),
+        "wedged": c.stress.wedged,
+    }

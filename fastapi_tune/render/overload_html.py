@@ -93,3 +93,39 @@ def overload_section(report: Mapping[str, Any]) -> str:
     if run.get("wedged_left"):
         parts.append("<p><strong>The server still does not answer: restart it.</strong></p>")
     return '<section class="overload">' + "".join(parts) + "</section>"
+
+
+def verify_overload_section(verify: Mapping[str, Any] | None) -> str:
+    """verify's overload checks (the config and the same config uncapped) as a table; empty without."""
+    checks = [c for c in (verify or {}).get("overload") or [] if isinstance(c, dict)]
+    if not checks:
+        return ""
+    rows = []
+    for c in checks:
+        base: Mapping[str, Any] = c["base"] if isinstance(c.get("base"), dict) else {}
+        stress: Mapping[str, Any] = c["stress"] if isinstance(c.get("stress"), dict) else {}
+        kept = c.get("kept")
+        cells = [
+            _n(c.get("cap")) if c.get("cap") is not None else "-",
+            _n(base.get("goodput_rps"), 1),
+            _n(stress.get("per_worker")),
+            _n(stress.get("goodput_rps"), 1),
+            f"{kept:.0%}" if isinstance(kept, (int, float)) else "-",
+            f"{c.get('share_503', 0):.1%}" if isinstance(c.get("share_503"), (int, float)) else "-",
+            _n(stress.get("p99_ms")),
+            "yes" if c.get("wedged") else "no",
+        ]
+        rows.append(
+            f"<tr><td>{_e(c.get('label'))}</td>"
+            + "".join(f'<td class="num">{x}</td>' for x in cells)
+            + f"<td>{_e(c.get('behaviour'))}</td></tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("config", "cap/worker", "req/s at 4", "in flight/worker", "req/s", "kept", "503s", "p99 ms",
+                  "wedged", "behaviour")
+    )  # fmt: skip
+    return (
+        '<section class="overload"><h2>Past the knee</h2>'
+        f'<table class="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></section>'
+    )

@@ -26,7 +26,7 @@ import psutil
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import ServerFailedError, UsageError
 from fastapi_tune.core.redact import REDACTED
-from fastapi_tune.core.rules import rule_of_thumb_workers
+from fastapi_tune.core.rules import OVERLOAD_PER_WORKER, rule_of_thumb_workers
 from fastapi_tune.core.signals import stop_on_signals
 from fastapi_tune.discover.openapi import parse_endpoint, parse_header
 from fastapi_tune.measure.host import HostFacts
@@ -55,6 +55,7 @@ from fastapi_tune.verify.judge import (
     weighted_order,
 )
 from fastapi_tune.verify.judge import plan_runs as plan_configurations
+from fastapi_tune.verify.overload import ADMISSION_ENV, Launch, OverloadCheck, config_cap, run_checks
 
 __all__ = [
     "RECOMMENDED",
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 # Environment the config reads that would silently change what is being verified.
-_OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_ARGS")
+_OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_ARGS", ADMISSION_ENV)
 # Worker recycling off while measuring: max_requests restarts a worker mid-run on fast routes (10k
 # requests go by in seconds), which shows as socket errors, negative CPU deltas and a worker missing
 # from the RSS sum (FIELD-NOTES). The command line ranks above the config file.
@@ -107,6 +108,10 @@ class VerifyOptions:
     rate_rps: float | None = None  # --rate: an open loop at this rate on every configuration
     capacity: bool = False  # --capacity: search the highest rate meeting the objective
     step_s: float = 2.0  # counted seconds per capacity step
+    # The overload step: in flight per worker (--overload C); by default it runs when the config
+    # carries an admission cap (at OVERLOAD_PER_WORKER), and never with no_overload.
+    overload: int | None = None
+    no_overload: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class VerifyResult:
     slo_met: bool | None = None  # the recommended config at --rate; None when not checked
     slo_line: str | None = None
     recycling: str = "off while measuring (--max-requests 0 on gunicorn's command line)"
+    overload: tuple[OverloadCheck, ...] = ()  # the config and its uncapped alternative past the knee
 
 
 class VerifyEvents(Protocol):
@@ -491,6 +497,7 @@ def run_verify(
                 break
             measured.setdefault(planned.label, []).append(run)
             events.run_done(run)
+        checks = _overload(options, report, env, app_dir, control, configured, stop, events)
     runs = [combine(rounds) for rounds in measured.values()]
     met, line = _slo_verdict(runs, options)
     return VerifyResult(
@@ -505,7 +512,42 @@ def run_verify(
         rate_rps=options.rate_rps,
         slo_met=met,
         slo_line=line,
+        overload=checks,
     )
+
+
+def _overload(
+    options: VerifyOptions,
+    report: ProbeReport | None,
+    env: dict[str, str],
+    app_dir: Path,
+    control: list[str],
+    configured: int,
+    stop: threading.Event,
+    events: VerifyEvents,
+) -> tuple[OverloadCheck, ...]:
+    """The overload step on the config (and, with a cap, on the same config uncapped), when asked for
+    with --overload or when the config carries a cap to prove."""
+    cap = config_cap(options.config)
+    if options.no_overload or stop.is_set() or (cap is None and options.overload is None):
+        return ()
+
+    def specs(port: int) -> list[RequestSpec]:
+        return _specs(options, report, f"http://127.0.0.1:{port}")
+
+    def argv(port: int) -> list[str]:
+        return _argv(options, port, None, control)
+
+    launch = Launch(
+        argv=argv,
+        specs=specs,
+        ready_path=specs(1)[0].url.removeprefix("http://127.0.0.1:1") or "/",
+        workers=configured,
+        cwd=app_dir,
+        env=env,
+        timeout_s=options.timeout_s,
+    )
+    return run_checks(launch, RECOMMENDED, options.overload or OVERLOAD_PER_WORKER, stop, events, cap)
 
 
 def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path) -> list[str]:
@@ -546,3 +588,5 @@ def check_verify_options(options: VerifyOptions) -> None:
     checks.number(options.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
     checks.number(options.warmup_s, "warm-up", 0, 600, " seconds")
     checks.open_files_allow(options.concurrency, "--concurrency")
+    if options.overload is not None:
+        checks.whole(options.overload, "--overload", 1, checks.MAX_CONCURRENCY)
