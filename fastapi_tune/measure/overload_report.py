@@ -75,10 +75,13 @@ class RouteOverload:
     method: str
     path: str
     plateau_rps: float | None  # its best clean throughput in the ladder
-    trials: tuple[OverloadTrial, ...]  # the stress level first, then the bisection's steps
+    # The stress level first; when it fell over, the baseline (the plateau's level, now), then the
+    # bisection's steps.
+    trials: tuple[OverloadTrial, ...]
     held_per_worker: float | None = None  # the highest level per worker that held
     collapsed_per_worker: float | None = None  # the lowest level per worker that collapsed
     search_cut: str | None = None  # why the bisection stopped before its resolution
+    search_bar_rps: float | None = None  # the goodput the search judged its steps against
     verdict: OverloadVerdict | None = None
 
 
@@ -156,6 +159,7 @@ def _route_to_json(r: RouteOverload) -> dict[str, Any]:
         "held_per_worker": r.held_per_worker,
         "collapsed_per_worker": r.collapsed_per_worker,
         "search_cut": r.search_cut,
+        "search_bar_rps": r.search_bar_rps,
         "verdict": _verdict_to_json(r.verdict),
     }
 
@@ -251,6 +255,7 @@ def _route_from_json(r: JsonReader, raw: object, where: str) -> RouteOverload:
         held_per_worker=r.opt_num(d.get("held_per_worker"), f"{where}.held_per_worker", 0),
         collapsed_per_worker=r.opt_num(d.get("collapsed_per_worker"), f"{where}.collapsed_per_worker", 0),
         search_cut=r.opt_str(d.get("search_cut"), f"{where}.search_cut"),
+        search_bar_rps=r.opt_num(d.get("search_bar_rps"), f"{where}.search_bar_rps", 0),
         verdict=_verdict_from_json(r, d.get("verdict"), f"{where}.verdict"),
     )
 

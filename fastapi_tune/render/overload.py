@@ -59,11 +59,14 @@ def _trials(run: OverloadRun) -> Table:
     if run.mix is not None:
         _row(table, "the mix", run.mix, run.plateau_rps)
     for r in run.routes:
-        # A lone route's stress trial is the mix's: shown once.
-        trials = r.trials[1:] if r.trials and r.trials[0] == run.mix else r.trials
-        for i, t in enumerate(trials):
-            name = f"{r.method} {r.path}" + (" (collapse search)" if t.per_worker != run.per_worker else "")
-            _row(table, name if i == 0 else "  collapse search", t, r.plateau_rps)
+        name = f"{r.method} {r.path}"
+        for i, t in enumerate(r.trials):
+            if i == 0 and t == run.mix:
+                continue  # a lone route's stress trial is the mix's: shown once
+            what = (
+                "alone" if i == 0 else "baseline" if i == 1 and r.search_bar_rps is not None else "search"
+            )
+            _row(table, f"{name}: {what}", t, r.plateau_rps)
     return table
 
 
