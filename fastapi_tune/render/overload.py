@@ -63,9 +63,7 @@ def _trials(run: OverloadRun) -> Table:
         for i, t in enumerate(r.trials):
             if i == 0 and t == run.mix:
                 continue  # a lone route's stress trial is the mix's: shown once
-            what = (
-                "alone" if i == 0 else "baseline" if i == 1 and r.search_bar_rps is not None else "search"
-            )
+            what = "alone" if i == 0 else "baseline" if i == 1 and r.search_bar_rps is not None else "search"
             _row(table, f"{name}: {what}", t, r.plateau_rps)
     return table
 

@@ -547,7 +547,8 @@ def _overload(
         env=env,
         timeout_s=options.timeout_s,
     )
-    return run_checks(launch, RECOMMENDED, options.overload or OVERLOAD_PER_WORKER, stop, events, cap)
+    per_worker = options.overload or OVERLOAD_PER_WORKER
+    return run_checks(launch, RECOMMENDED, per_worker, stop, events, cap)
 
 
 def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path) -> list[str]:
