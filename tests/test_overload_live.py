@@ -30,6 +30,7 @@ from fastapi_tune.plan.profiles import load_profile
 from fastapi_tune.render.admission import admission_files
 from fastapi_tune.render.conf import render_gunicorn_conf
 from fastapi_tune.verify.overload import UNCAPPED, Launch, config_cap, run_checks
+from tests.pg import Postgres
 from tests.servers import REPO, serve
 
 KEPT_ON_A_BUSY_MACHINE = 0.5
@@ -177,11 +178,20 @@ def test_probe_exits_11_when_it_wedges_a_server_it_did_not_start(
     assert report["overload"]["verdict"]["behaviour"] == "wedged"
 
 
+GRACEFUL = [
+    pytest.param("tests.apps.graceful_lock_app", "GET /items", id="one-lock-on-sqlite"),
+    pytest.param("tests.apps.pg_async_app", "GET /sleep", id="asyncpg-pool-on-postgres"),
+]
+
+
 @pytest.mark.slow
-def test_a_graceful_app_holds_and_gets_no_cap(tmp_path: Path) -> None:
-    env = {"DB_FILE": str(tmp_path / "app.sqlite")}
-    with uvicorn("tests.apps.graceful_lock_app", env) as running:
-        options = ProbeOptions(url=running.url, endpoints=("GET /items",), max_seconds=30, app_dir=REPO)
+@pytest.mark.parametrize(("module", "route"), GRACEFUL)
+def test_a_graceful_app_holds_and_gets_no_cap(
+    module: str, route: str, tmp_path: Path, postgres: Postgres
+) -> None:
+    env = {"DB_FILE": str(tmp_path / "app.sqlite"), "PG_DSN": postgres.dsn}
+    with uvicorn(module, env) as running:
+        options = ProbeOptions(url=running.url, endpoints=(route,), max_seconds=30, app_dir=REPO)
         outcome = probe_and_classify(options, read_host(), Quiet(), restarter(running))
     run = outcome.report.overload
     assert run is not None

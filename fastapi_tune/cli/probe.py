@@ -119,7 +119,9 @@ def probe(  # long mostly in its signature: one typer parameter per option
     closed-loop bursts at rising concurrency (1, 2, 4 ... 128), watches the server's CPU and
     memory when it runs on this machine, and tells each endpoint's class: io-bound, cpu-bound,
     loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence and the fix.
-    The report is saved to --out for `fastapi-tune recommend`.
+    Then it loads the whole mix far past the knee (--overload, 64 in flight per worker) and says
+    whether the app holds, degrades, collapses or wedges, why, and where (exit 11 when it left
+    the server unable to answer: restart it). The report is saved to --out for `fastapi-tune recommend`.
     """
     options = ProbeOptions(
         url=url,

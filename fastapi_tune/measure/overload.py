@@ -45,9 +45,12 @@ from fastapi_tune.measure.stats import summarize
 Restart = Callable[[], ServerInfo]
 
 # A trial: its connections open, a short warm-up, then a counted window long enough for ~15
-# completions at the route's plateau (1-3 s), then a drain that waits for the requests in flight.
-_WARMUP_S: Final = 0.3
-_WINDOW_S: Final = 1.0
+# completions at the route's plateau (0.6-3 s), then a drain that waits for the requests in flight.
+# The mix's trial is all an app that holds pays for (~1 s); the collapse search's steps count
+# longer, since a deadlock near its threshold may take a moment to form.
+_WARMUP_S: Final = 0.2
+_WINDOW_S: Final = 0.6
+_SEARCH_WINDOW_S: Final = 1.5
 _MAX_WINDOW_S: Final = 3.0
 _MIN_COMPLETIONS: Final = 15
 # The drain waits up to this many times the closed-loop latency the plateau predicts at the level
@@ -149,10 +152,10 @@ def mix_plateau(plateaus: Sequence[float]) -> float | None:
     return len(plateaus) / sum(1.0 / p for p in plateaus)
 
 
-def _window_s(plateau_rps: float | None) -> float:
+def _window_s(plateau_rps: float | None, least: float = _WINDOW_S) -> float:
     if not plateau_rps:
-        return _WINDOW_S
-    return min(_MAX_WINDOW_S, max(_WINDOW_S, _MIN_COMPLETIONS / plateau_rps))
+        return least
+    return min(_MAX_WINDOW_S, max(least, _MIN_COMPLETIONS / plateau_rps))
 
 
 def _drain_s(concurrency: int, plateau_rps: float | None, timeout_s: float) -> float:
@@ -160,10 +163,10 @@ def _drain_s(concurrency: int, plateau_rps: float | None, timeout_s: float) -> f
     return min(timeout_s, max(_MIN_DRAIN_S, _DRAIN_FACTOR * expected))
 
 
-def trial_cost_s(concurrency: int, plateau_rps: float | None) -> float:
+def trial_cost_s(concurrency: int, plateau_rps: float | None, least: float = _WINDOW_S) -> float:
     """What one trial needs before its drain (which gets what is left of the budget, up to its own
     bound): the connections, the warm-up, the window and the teardown."""
-    return opening_s(concurrency) + _WARMUP_S + _window_s(plateau_rps) + TEARDOWN_GRACE_S
+    return opening_s(concurrency) + _WARMUP_S + _window_s(plateau_rps, least) + TEARDOWN_GRACE_S
 
 
 def answer_after(spec: RequestSpec, timeout_s: float) -> float | None:
@@ -247,16 +250,18 @@ def _trial(
     concurrency: int,
     plateau_rps: float | None,
     shown: Operation,
+    least: float = _WINDOW_S,
 ) -> OverloadTrial | None:
     """One burst at `concurrency`, drained; None when it does not fit the budget or was stopped."""
     s = state.session
-    left = s.budget.deadline - time.monotonic() - trial_cost_s(concurrency, plateau_rps)
+    left = s.budget.deadline - time.monotonic() - trial_cost_s(concurrency, plateau_rps, least)
     if left < 0 or s.budget.stop.is_set():
         return None
     live = LiveCount()
     s.events.level_started(shown, concurrency, live.read)
     drain = min(_drain_s(concurrency, plateau_rps, s.options.timeout_s), max(left, 0.1))
-    trial = burst_trial(specs, concurrency, state.workers, _window_s(plateau_rps), drain, s.budget.stop, live)
+    window = _window_s(plateau_rps, least)
+    trial = burst_trial(specs, concurrency, state.workers, window, drain, s.budget.stop, live)
     if trial is not None:
         s.budget.requests += trial.completed + trial.errors
     return trial
@@ -311,7 +316,7 @@ def _search(
         mid = max(1, round(math.sqrt(low * high)))
         if mid <= low or mid >= high:
             break
-        trial = _trial(state, [t.spec], mid * workers, plateau_rps, shown)
+        trial = _trial(state, [t.spec], mid * workers, plateau_rps, shown, _SEARCH_WINDOW_S)
         if trial is None:
             return (
                 trials,

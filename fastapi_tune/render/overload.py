@@ -90,7 +90,9 @@ def overload_panel(run: OverloadRun) -> Panel:
             Text(f"the server (started by fastapi-tune) was restarted {run.restarts} time(s)", "dim")
         )
     if run.recovered_after_s is not None:
-        parts.append(Text(f"the server answered again {run.recovered_after_s:g} s after a wedge", "dim"))
+        parts.append(
+            Text(f"the server answered again {run.recovered_after_s:g} s after the load stopped", "dim")
+        )
     if run.skipped:
         parts.append(Text(f"stopped: {run.skipped}", style="yellow"))
     if run.wedged_left:
