@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -89,7 +90,7 @@ def _gunicorn_launch(directory: Path, env: dict[str, str], workers: int) -> Laun
         workers=workers,
         cwd=directory,
         env={**env, "PYTHONPATH": str(REPO)},
-        timeout_s=5.0,
+        timeout_s=3.0,
     )
 
 
@@ -128,7 +129,7 @@ def test_a_collapse_is_found_named_and_capped(case: Collapse, tmp_path: Path) ->
     gunicorn_env = {**os.environ, **env, "WEB_CONCURRENCY": str(plan.workers)}
     launch = _gunicorn_launch(tmp_path, gunicorn_env, plan.workers)
     clients = case.clients_per_worker * 2 // plan.workers  # the same clients in all whatever the workers
-    checks = run_checks(launch, "written", clients, threading.Event(), _NoSteps(), cap.limit)
+    checks = run_checks(launch, "written", clients, threading.Event(), _NoSteps(), cap.limit, rounds=5)
     written, uncapped = checks
     assert uncapped.label == UNCAPPED
     assert written.stress.wedged is False, written
@@ -155,21 +156,10 @@ def test_probe_exits_11_when_it_wedges_a_server_it_did_not_start(
     monkeypatch.setenv("POOL_TIMEOUT", NO_RECOVERY["POOL_TIMEOUT"])
     monkeypatch.setenv("DB_FILE", str(tmp_path / "app.sqlite"))
     with serve("tests.apps.collapse_async_dep_app:app") as server:
-        r = CliRunner().invoke(
-            app,
-            [
-                "probe",
-                server.url,
-                "-e",
-                "GET /items",
-                "--max-seconds",
-                "20",
-                "--timeout",
-                "2",
-                "--out",
-                str(out),
-            ],
-        )
+        args = ["-e", "GET /items", "--max-seconds", "12", "--timeout", "2", "--no-profile", "-o", str(out)]
+        r = CliRunner().invoke(app, ["probe", server.url, *args])
+        # Left wedged, the server would sit out the stop's 10 s grace: it is ours to kill.
+        os.killpg(server.pid, signal.SIGKILL)
     assert r.exit_code == 11, r.stderr
     assert "wedged the server" in r.stderr
     assert "restart it" in r.stderr
