@@ -204,13 +204,25 @@ def _climb_all(
             results[i] = with_body(ep, op)
             if first_pass:
                 session.events.endpoint_done(ep)
-            if ep.stop_reason is StopReason.STALLED:
+            if _maybe_stuck(ep):
                 # A server the tool started is restarted at once; another is waited for.
                 if restart is not None:
                     session = follow(session, restart())
                 else:
                     _await_recovery(session, spec)
     return [results.get(i) or _unreached(op, budget, error) for i, op in enumerate(ops)], error
+
+
+def _maybe_stuck(ep: Endpoint) -> bool:
+    """The ladder ended on a level that left the server stuck: nothing completed, or only timeouts."""
+    if ep.stop_reason is StopReason.STALLED:
+        return True
+    last = ep.levels[-1] if ep.levels else None
+    return (
+        ep.stop_reason is StopReason.ERRORS
+        and last is not None
+        and last.errors_by_kind.get("timeout", 0) * 2 > last.requests
+    )
 
 
 def _unreached(op: Operation, budget: Budget, error: TargetUnreachableError | None) -> Endpoint:

@@ -138,8 +138,8 @@ def _check(
                 return None
             bases.append(base)
             stresses.append(stress)
-            if stress.completed == 0:
-                break  # fallen over: more rounds would only wait on a stuck server
+            if stress.completed == 0 or stress.in_flight_left:
+                break  # stuck (requests unanswered after the drain): more rounds would only wait on it
         base, stress = _median(bases), _median(stresses)
         stress = replace(stress, wedge_checked=True, answer_after_s=answer_after(specs[0], launch.timeout_s))
         if stress.wedged:
