@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import types
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +20,9 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from fastapi_tune.cli.app import app
 from fastapi_tune.core.rules import OVERLOAD_COLLAPSES, OVERLOAD_HOLDS, OverloadBehaviour, overload_behaviour
 from fastapi_tune.judge.classify import classify_report
 from fastapi_tune.judge.overload import name_cause
@@ -42,6 +46,7 @@ from fastapi_tune.render.conf import render_gunicorn_conf
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.overload import overload_panel
 from fastapi_tune.verify.overload import config_cap
+from tests.servers import REPO
 from tests.test_classify import level
 from tests.test_plan import make_host
 
@@ -362,3 +367,38 @@ def test_a_trial_is_wedged_only_when_asked() -> None:
     assert t.wedged is None
     assert replace(t, wedge_checked=True).wedged is True
     assert replace(t, wedge_checked=True, answer_after_s=0.01).wedged is False
+
+
+def test_recommend_writes_the_module_beside_a_config_gunicorn_accepts(tmp_path: Path) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    app_name = "tests.apps.collapse_async_dep_app:app"
+    saved = tmp_path / "report.json"  # as probe saves it: judged
+    saved.write_text(json.dumps(report_to_json(judged("async_dep"))))
+    r = CliRunner().invoke(
+        app,
+        [
+            "recommend",
+            "--probe",
+            str(saved),
+            "--app",
+            app_name,
+            "--yes",
+            "-o",
+            str(conf),
+        ],
+    )
+    assert r.exit_code == 0, r.stderr
+    module = tmp_path / "asgi_admission.py"
+    assert module.is_file()
+    assert "Admission cap:" in r.stdout
+    assert "asgi_admission:app" in r.stdout  # uvicorn and `fastapi run` serve the wrapped app
+    check = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--check-config", "-c", str(conf)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "DB_FILE": str(tmp_path / "app.sqlite")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
