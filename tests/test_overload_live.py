@@ -141,7 +141,7 @@ def test_a_collapse_is_found_named_and_capped(case: Collapse, tmp_path: Path) ->
     gunicorn_env = {**os.environ, **env, "WEB_CONCURRENCY": str(plan.workers)}
     launch = _gunicorn_launch(tmp_path, gunicorn_env, plan.workers)
     clients = case.clients_per_worker * 2 // plan.workers  # the same clients in all whatever the workers
-    checks = run_checks(launch, "written", clients, threading.Event(), _NoSteps(), cap.limit, rounds=5)
+    checks = run_checks(launch, "written", clients, threading.Event(), _NoSteps(), cap.limit, rounds=3)
     written, uncapped = checks
     assert uncapped.label == UNCAPPED
     assert written.stress.wedged is False, written
