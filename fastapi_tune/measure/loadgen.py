@@ -100,9 +100,10 @@ class BurstResult:
     # counted as timeouts), with their ages from the moment they were sent.
     in_flight_at_end: int = 0
     in_flight_ages_ms: tuple[float, ...] = ()
-    # Of duration_s: the time after the last request was sent, spent waiting for the ones in flight
-    # (run_burst's drain_s). Their completions count, however late: a queue is not a failure.
-    drained_s: float = 0.0
+    # With run_burst(drain_s=...): how long the requests in flight at the window's end took to be
+    # answered (not counted), and how many were not when the wait ended.
+    drain_s: float | None = None
+    undrained: int = 0
 
     @property
     def oldest_in_flight_ms(self) -> float | None:
@@ -126,6 +127,7 @@ class Counts:
         self.statuses: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.retry_after: float | None = None
+        self.counting_since: float | None = None  # perf_counter() when the counted window opened
 
     def record(self, status: int, latency_ms: float, retry_after_raw: bytes | None) -> None:
         self.latencies.append(latency_ms)
@@ -158,6 +160,12 @@ class LiveCount:
         # a progress display, and free for the hot loop.
         bad = sum(n for st, n in list(c.statuses.items()) if st >= 400)
         return len(c.latencies) + sum(c.errors.values()), bad + sum(c.errors.values())
+
+    def counted_s(self) -> float:
+        """Seconds since the counted window opened (0 before it opens)."""
+        c = self._counts
+        since = c.counting_since if c is not None else None
+        return 0.0 if since is None else time.perf_counter() - since
 
 
 @dataclass(frozen=True)
@@ -548,25 +556,13 @@ async def _measure(
         now = time.perf_counter()
         if not burst.counting and now >= start_at:
             window.start, window.cpu_start = now, time.thread_time()
+            burst.counts.counting_since = now
             burst.counting = True
         if now >= end_at or (stop is not None and stop.is_set()):
             break
         _expire(burst, now)
         wake = min(now + TICK_S, end_at if burst.counting else start_at)
         await asyncio.sleep(max(0.0, wake - time.perf_counter()))
-
-
-async def _drain(burst: _Burst, drain_s: float, stop: threading.Event | None) -> float:
-    """Send nothing more; keep counting until no request is in flight, or `drain_s` has passed."""
-    burst.running = False  # a connection closes after its answer instead of sending again
-    t0 = time.perf_counter()
-    while True:
-        now = time.perf_counter()
-        _expire(burst, now)
-        busy = any(conn.sent_at for conn in burst.live)
-        if not busy or now - t0 >= drain_s or (stop is not None and stop.is_set()):
-            return now - t0
-        await asyncio.sleep(min(TICK_S, max(0.0, t0 + drain_s - now)))
 
 
 def _close_window(burst: _Burst, window: _Window) -> None:
@@ -579,6 +575,19 @@ def _close_window(burst: _Burst, window: _Window) -> None:
     burst.running = False
 
 
+async def _drain(burst: _Burst, wait_s: float, stop: threading.Event | None) -> tuple[float, int]:
+    """Wait up to `wait_s` for the answers still due (each connection closes on its answer), so the
+    server is left with nothing in flight; (seconds waited, requests still unanswered)."""
+    started = time.perf_counter()
+    while (due := [c for c in burst.live if c.sent_at]) and not (stop is not None and stop.is_set()):
+        now = time.perf_counter()
+        if now - started >= wait_s:
+            break
+        _expire(burst, now)
+        await asyncio.sleep(min(TICK_S / 5, wait_s - (now - started)))
+    return time.perf_counter() - started, len(due)
+
+
 async def _run(
     specs: Sequence[RequestSpec],
     concurrency: int,
@@ -586,7 +595,8 @@ async def _run(
     duration_s: float,
     stop: threading.Event | None,
     live: LiveCount | None,
-    drain_s: float = 0.0,
+    drain_s: float,
+    count_drain: bool = False,
 ) -> BurstResult:
     targets = encode_targets(specs)
     burst = _Burst(max(spec.timeout_s for spec in specs))
@@ -594,11 +604,17 @@ async def _run(
         live.watch(burst.counts)
     window = _Window()
     slots: list[asyncio.Future[None]] = []
-    drained = 0.0
+    drained: tuple[float | None, int] = (None, 0)
     try:
         slots = await _open_slots(burst, targets, concurrency, stop)
         await _measure(burst, window, warmup_s, duration_s, stop)
-        if drain_s > 0 and burst.counting:
+        if count_drain and drain_s > 0 and burst.counting:
+            # The window stays open through the drain: answers count however late (nothing new is
+            # sent), and what is still unanswered at its end is in flight at the window's end.
+            burst.running = False
+            drained = await _drain(burst, drain_s, stop)
+        _close_window(burst, window)
+        if drain_s > 0 and not count_drain:
             drained = await _drain(burst, drain_s, stop)
     finally:
         _close_window(burst, window)
@@ -616,7 +632,8 @@ async def _run(
         window_end=window.end,
         in_flight_at_end=len(window.in_flight_ages_ms),
         in_flight_ages_ms=window.in_flight_ages_ms,
-        drained_s=drained,
+        drain_s=drained[0],
+        undrained=drained[1],
     )
 
 
@@ -628,18 +645,21 @@ def run_burst(
     stop: threading.Event | None = None,
     live: LiveCount | None = None,
     drain_s: float = 0.0,
+    *,
+    count_drain: bool = False,
 ) -> BurstResult:
     """Run one closed-loop burst and block until it is over (or ``stop`` is set).
 
     Several specs make a mix: every connection sends them in turn, starting at spec i mod k.
-    With ``drain_s`` the window goes on after the last send until every request in flight is
-    answered or ``drain_s`` has passed (``BurstResult.drained_s``; the returns-within bound grows
-    by it).
 
     The event loop gets a thread of its own so callers may hold a running loop themselves, and so
     ``client_cpu_s`` (that thread's CPU clock over the counted window) excludes the caller's work.
     Returns within the connections' opening (~1 ms each) + warmup_s + duration_s + TEARDOWN_GRACE_S,
-    whatever the server does: requests still unanswered then are counted, not awaited.
+    whatever the server does: requests still unanswered then are counted, not awaited. With
+    `drain_s`, it then waits up to that long for them (uncounted) before letting go, so that the
+    server is not left working through them while the next measurement starts. With `count_drain`
+    the window stays open through that wait instead: the answers count, however late (the overload
+    step's goodput), and `duration_s` includes the wait.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -647,5 +667,6 @@ def run_burst(
     if not specs:
         raise ValueError("at least one request spec is needed")
     return run_on_thread(
-        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s), "fastapi-tune-loadgen"
+        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s, count_drain),
+        "fastapi-tune-loadgen",
     )
