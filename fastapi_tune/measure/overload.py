@@ -45,11 +45,11 @@ from fastapi_tune.measure.stats import summarize
 Restart = Callable[[], ServerInfo]
 
 # A trial: its connections open, a short warm-up, then a counted window long enough for ~15
-# completions at the route's plateau (0.6-3 s), then a drain that waits for the requests in flight.
-# The mix's trial is all an app that holds pays for (~1 s); the collapse search's steps count
+# completions at the route's plateau (0.4-3 s), then a drain that waits for the requests in flight.
+# The mix's trial is all an app that holds pays for (~0.6 s); the collapse search's steps count
 # longer, since a deadlock near its threshold may take a moment to form.
-_WARMUP_S: Final = 0.2
-_WINDOW_S: Final = 0.6
+_WARMUP_S: Final = 0.1
+_WINDOW_S: Final = 0.4
 _SEARCH_WINDOW_S: Final = 1.5
 _MAX_WINDOW_S: Final = 3.0
 _MIN_COMPLETIONS: Final = 15
@@ -387,6 +387,13 @@ def _mix(state: _State, targets: Sequence[OverloadTarget], concurrency: int) -> 
         return _MixResult(trial, expected)
     stacks = _Stacks(state.session) if state.session.worker_pids else None
     trial = _check_wedge(state, trial, targets[0].spec)
+    if trial.wedged is False and trial.completed:
+        # It answered and went on answering: a fall this short may be the machine's, not the app's
+        # (measured: one 0.6 s window at 28% of the plateau, the same app at 111% a minute later).
+        # Once more; a second fall stands, with the first trial's stacks.
+        again = _trial(state, [t.spec for t in targets], concurrency, expected, shown)
+        if again is not None and not fell_over(_behaviour(again, expected)):
+            return _MixResult(again, expected)
     if stacks is None:
         return _MixResult(trial, expected, profile_unavailable="the server is not on this machine")
     if not state.session.options.profile:
