@@ -47,6 +47,10 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert set(classes) == {"/orders/{order_id}", "/report", "/inventory", "/score"}, classes
     assert set(classes.values()) == {"io-bound", "threadpool-bound", "loop-blocking", "cpu-bound"}, classes
     assert report["interrupted"] is False
+    # Every route of the sample app degrades gracefully: no collapse, and no cap written.
+    assert report["overload"]["verdict"]["behaviour"] in ("holds", "degrades"), report["overload"]
+    assert not (out / "asgi_admission.py").exists()
+    assert "post_worker_init" not in conf.read_text()
 
     check = subprocess.run(
         [sys.executable, "-m", "gunicorn", "--check-config", "-c", str(conf)],

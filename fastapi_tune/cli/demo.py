@@ -26,6 +26,7 @@ from fastapi_tune.measure.host import (
     read_host,
 )
 from fastapi_tune.measure.report import report_to_json
+from fastapi_tune.render.admission import admission_files
 from fastapi_tune.render.conf import render_gunicorn_conf
 from fastapi_tune.render.plan import plan_to_json
 from fastapi_tune.render.probe import LiveProgress
@@ -72,6 +73,8 @@ def demo(
         save_report(result.outcome.report, report_path)
         print_json({"report": report_to_json(result.outcome.report), "plan": plan_to_json(result.plan)})
         write_output(conf, render_gunicorn_conf(result.plan), consent=True)
+        for path, module in admission_files(result.plan, conf):
+            write_output(path, module, consent=True)
     else:
         save_and_show(result.outcome, report_path, False, html, verbose)
         out.rule("Recommendation")

@@ -81,3 +81,12 @@ def read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInputError(f"{path}: expected a JSON object")
     return data
+
+
+OVERLOAD_HELP = (
+    "Requests in flight per worker for the overload step after the ladders (past the knee, where"
+    " apps that deadlock on a pool fall over)."
+)
+
+
+NO_OVERLOAD_HELP = "Skip the overload step (it may wedge an app that deadlocks: see the README)."

@@ -8,13 +8,16 @@ from typing import Annotated
 import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
-from fastapi_tune.cli.options import Verbose, parse_levels
+from fastapi_tune.cli.options import NO_OVERLOAD_HELP, OVERLOAD_HELP, Verbose, parse_levels
 from fastapi_tune.cli.traffic import AccessLog, read_logs
 from fastapi_tune.core.errors import (
     BadInputError,
     Interrupted,
+    WedgedError,
 )
 from fastapi_tune.core.fileio import atomic_write, check_writable
+from fastapi_tune.core.redact import redact_url
+from fastapi_tune.core.rules import OVERLOAD_PER_WORKER
 from fastapi_tune.flows.workflow import (
     probe_and_classify,
     read_traffic,
@@ -85,6 +88,8 @@ def probe(  # long mostly in its signature: one typer parameter per option
             help="Do not sample the server's stacks with py-spy (the line that limits a route).",
         ),
     ] = False,
+    overload: Annotated[int, typer.Option(help=OVERLOAD_HELP)] = OVERLOAD_PER_WORKER,
+    no_overload: Annotated[bool, flag("--no-overload", help=NO_OVERLOAD_HELP)] = False,
     mix: Annotated[
         str | None,
         typer.Option(
@@ -141,7 +146,10 @@ def probe(  # long mostly in its signature: one typer parameter per option
     that need them most, and says up front how the time will go. It watches the server's CPU and
     memory when it runs on this machine, and tells each endpoint's class: io-bound, cpu-bound,
     loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence, how sure it
-    is, and the fix. The report is saved to --out for `fastapi-tune recommend`.
+    is, and the fix. Then it loads the whole mix far past the knee (--overload, 64 in flight per
+    worker) and says whether the app holds, degrades, collapses or wedges, why, and where (exit 11
+    when it left the server unable to answer: restart it). The report is saved to --out for
+    `fastapi-tune recommend`.
     """
     options = ProbeOptions(
         url=url,
@@ -154,6 +162,7 @@ def probe(  # long mostly in its signature: one typer parameter per option
         unsafe=unsafe,
         preflight=not no_preflight,
         profile=not no_profile,
+        overload=None if no_overload else overload,
         levels=parse_levels(levels),
         max_concurrency=max_concurrency,
         duration_s=duration,
@@ -208,4 +217,9 @@ def save_and_show(
     if report.interrupted:
         levels_kept = sum(len(e.levels) for e in report.endpoints)
         raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")
+    if report.overload is not None and report.overload.wedged_left:
+        raise WedgedError(
+            f"the overload step wedged the server at {redact_url(report.target)}: it still does not answer;"
+            f" restart it. Why it fell over, and the cap that keeps it up, are in {out_path}"
+        )
     return report

@@ -37,6 +37,7 @@ from fastapi_tune.plan.server_model import Server, ServerPlan
 from fastapi_tune.plan.servers import plan_server
 from fastapi_tune.plan.slo import parse_slo
 from fastapi_tune.plan.traffic import traffic_defaults, with_traffic_input
+from fastapi_tune.render.admission import admission_files
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render.deploy import deploy_files
 from fastapi_tune.render.export_load import (
@@ -214,6 +215,8 @@ def show_and_write(
     else:
         print_plan(out, plan)
     show_and_write_file(output, text, consent, ask)
+    for path, module in admission_files(plan, output):  # the cap's module, which the config imports
+        show_and_write_file(path, module, consent, ask)
 
 
 def _show_server_and_write(

@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
-from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, Verbose
+from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, NO_OVERLOAD_HELP, OVERLOAD_HELP, Verbose
 from fastapi_tune.cli.prompts import ask_profile, interactive, refuse_early, target_facts
 from fastapi_tune.cli.traffic import AccessLog, say_defaults
 from fastapi_tune.core.errors import (
     Interrupted,
 )
+from fastapi_tune.core.rules import OVERLOAD_PER_WORKER
 from fastapi_tune.flows.workflow import (
     TuneOptions,
     TuneResult,
@@ -25,7 +26,7 @@ from fastapi_tune.measure.host import (
 )
 from fastapi_tune.measure.probe_options import ProbeOptions
 from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S, ROUTE_S
-from fastapi_tune.plan.model import Choices
+from fastapi_tune.plan.model import ADMISSION_MODULE, Choices
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
 from fastapi_tune.render.conf import DEFAULT_CONF
 from fastapi_tune.render.tune import TuneProgress, print_files, print_tune, tune_to_json
@@ -86,6 +87,8 @@ def tune(  # long mostly in its signature: one typer parameter per option
             show_default=False,
         ),
     ] = None,
+    overload: Annotated[int, typer.Option(help=OVERLOAD_HELP)] = OVERLOAD_PER_WORKER,
+    no_overload: Annotated[bool, flag("--no-overload", help=NO_OVERLOAD_HELP)] = False,
     verify_it: Annotated[
         bool,
         flag("--verify", help="Then measure the config against the rule of thumb and one worker."),
@@ -108,7 +111,8 @@ def tune(  # long mostly in its signature: one typer parameter per option
     ask = interactive(yes, as_json)
     chosen = ask_profile() if ask and profile is None else load_profile(profile or DEFAULT_PROFILE)
     target = target_facts(chosen, cpus, memory, ask)
-    paths = [output] + ([deploy / n for n in ("Dockerfile", "deployment.yaml", "hpa.yaml")] if deploy else [])
+    paths = [output, output.parent / f"{ADMISSION_MODULE}.py"]  # the cap's module, when the app needs one
+    paths += [deploy / n for n in ("Dockerfile", "deployment.yaml", "hpa.yaml")] if deploy else []
     consent = refuse_early(paths, yes, ask)
     options = TuneOptions(
         app=app_module,
@@ -123,6 +127,7 @@ def tune(  # long mostly in its signature: one typer parameter per option
             headers=tuple(header or ()),
             params=tuple(param or ()),
             max_seconds=max_seconds,
+            overload=None if no_overload else overload,
         ),
         python=python,
         app_dir=app_dir,

@@ -111,6 +111,14 @@ def verify(  # long mostly in its signature: one typer parameter per option
             "--mix", help="Traffic shares of the routes driven, e.g. 'GET /a=70,GET /b=30' (default: equal)."
         ),
     ] = None,
+    overload: Annotated[
+        int | None,
+        typer.Option(
+            help="Also load the config at C in flight per worker past its knee (by default when the config"
+            " carries an admission cap: 64, beside the same config uncapped)."
+        ),
+    ] = None,
+    no_overload: Annotated[bool, flag("--no-overload", help="Skip the overload step.")] = False,
     servers: Annotated[
         str | None,
         typer.Option(
@@ -161,6 +169,8 @@ def verify(  # long mostly in its signature: one typer parameter per option
         objective=parse_slo(slo) if slo else None,
         rate_rps=rate,
         capacity=capacity,
+        overload=overload,
+        no_overload=no_overload,
         max_in_flight=max_in_flight,
     )
     for note in note_lines(verify_notes(options, report), every=verbose):

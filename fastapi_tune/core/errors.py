@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     RUN_ERRORS = 8  # verify: a run had failed requests, so its figures are not comparable
     REGRESSED = 9  # check/compare: a route got worse than its baseline beyond the measured noise
     NOTHING_MEASURED = 10  # probe: every route failed, hung or was refused at preflight (report written)
+    WEDGED = 11  # probe: the overload step left a server it did not start unable to answer
     NOT_JUDGED = 12  # check/compare: the runner was too busy to judge any route (not a regression)
     INTERRUPTED = 130  # Ctrl-C: what was measured is kept
 
@@ -87,6 +88,12 @@ class NotJudgedError(FastapiTuneError):
     """No route could be judged against its baseline (a starved runner): neither a pass nor a regression."""
 
     exit_code = ExitCode.NOT_JUDGED
+
+
+class WedgedError(FastapiTuneError):
+    """The overload step left a server fastapi-tune did not start unable to answer: restart it."""
+
+    exit_code = ExitCode.WEDGED
 
 
 class Interrupted(FastapiTuneError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
 # AnyIO's default thread limiter: 40 tokens per event loop, i.e. per worker process (FIELD-NOTES).
@@ -95,3 +96,44 @@ def suggested_thread_tokens(peak_concurrency: int, workers: int) -> ThreadTokens
     else:
         bound = f", capped at {tokens} (more threads only queue on the database pool or the GIL)"
     return ThreadTokens(tokens=tokens, need=need, why=arithmetic + bound)
+
+
+# -- Overload (issue 28): how an app behaves far past its knee ------------------------------------
+# The stress level, in flight per worker: past AnyIO's 40 threads and the pools apps usually ship
+# (SQLAlchemy 5 + 10, asyncpg 10), where the known collapses live (FIELD-NOTES, "Overload").
+OVERLOAD_PER_WORKER: Final = 64
+# Goodput at the stress level against the route's plateau (its best clean throughput): at or above
+# HOLDS the app held; below COLLAPSES (or nothing completed) it collapsed; between, it degraded.
+# A queue that only adds latency keeps its goodput (completions count however late), so it holds.
+OVERLOAD_HOLDS: Final = 0.8
+OVERLOAD_COLLAPSES: Final = 0.3
+
+
+class OverloadBehaviour(StrEnum):
+    """How an app (or a route) behaved at the stress level, as the report spells it."""
+
+    HOLDS = "holds"
+    DEGRADES = "degrades"
+    COLLAPSES = "collapses"
+    WEDGED = "wedged"  # after the load stopped, one request got no answer within the timeout
+
+
+def overload_behaviour(
+    goodput_rps: float, plateau_rps: float | None, completed: int, wedged: bool | None
+) -> OverloadBehaviour:
+    """The behaviour of one stress trial: its goodput against the plateau, then the wedge check."""
+    if wedged:
+        return OverloadBehaviour.WEDGED
+    if completed == 0:
+        return OverloadBehaviour.COLLAPSES
+    if plateau_rps is None or plateau_rps <= 0:
+        return OverloadBehaviour.HOLDS  # nothing to compare with: it answered
+    ratio = goodput_rps / plateau_rps
+    if ratio >= OVERLOAD_HOLDS:
+        return OverloadBehaviour.HOLDS
+    return OverloadBehaviour.COLLAPSES if ratio < OVERLOAD_COLLAPSES else OverloadBehaviour.DEGRADES
+
+
+def fell_over(behaviour: OverloadBehaviour) -> bool:
+    """A trial the bisection counts as past the collapse point."""
+    return behaviour in (OverloadBehaviour.COLLAPSES, OverloadBehaviour.WEDGED)

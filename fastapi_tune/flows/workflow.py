@@ -25,6 +25,7 @@ from fastapi_tune.measure.accesslog import Progress, read_access_logs
 from fastapi_tune.measure.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.measure.host import HostFacts
 from fastapi_tune.measure.operations import routes_to_match
+from fastapi_tune.measure.overload import Restart, restarter
 from fastapi_tune.measure.probe import run_probe
 from fastapi_tune.measure.probe_options import ProbeEvents, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
@@ -34,6 +35,7 @@ from fastapi_tune.plan.model import Choices, Plan
 from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, Profile, load_profile
 from fastapi_tune.plan.traffic import TrafficDefaults, traffic_defaults, with_traffic_input
+from fastapi_tune.render.admission import admission_files
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render.deploy import deploy_files
 from fastapi_tune.render.traffic import traffic_summary
@@ -41,16 +43,22 @@ from fastapi_tune.verify.run import VerifyEvents, VerifyOptions, VerifyResult, r
 
 
 def probe_and_classify(
-    options: ProbeOptions, host: HostFacts, events: ProbeEvents, traffic: TrafficProfile | None = None
+    options: ProbeOptions,
+    host: HostFacts,
+    events: ProbeEvents,
+    traffic: TrafficProfile | None = None,
+    restart: Restart | None = None,
 ) -> ProbeOutcome:
     """Measure, then judge every endpoint from what was measured.
 
     With `traffic` (from access logs) the routes that carry the most traffic are measured first
     and get their full ladders sooner, and the report keeps the traffic's summary for `recommend`.
+    `restart` restarts a server the tool started when the overload step wedged it (tune, demo,
+    check), so the probe goes on.
     """
     if traffic is not None:
         options = replace(options, route_weights=traffic.shares())
-    outcome = run_probe(options, host, events, deepen_order)
+    outcome = run_probe(options, host, events, deepen_order, restart)
     return replace(outcome, report=replace(classify_report(outcome.report), traffic=traffic))
 
 
@@ -102,7 +110,10 @@ def run_demo(host: HostFacts, max_seconds: float, events: ProbeEvents) -> DemoRe
     """Serve the sample app, probe and judge it, stop it, and plan from the report."""
     with sample_server() as running:
         outcome = probe_and_classify(
-            ProbeOptions(url=running.url, max_seconds=max_seconds, app=SAMPLE_APP), host, events
+            ProbeOptions(url=running.url, max_seconds=max_seconds, app=SAMPLE_APP),
+            host,
+            events,
+            restart=restarter(running),
         )
     plan = make_plan(
         host,
@@ -161,7 +172,7 @@ def probe_own_app(
             events.step(traffic_summary(traffic))
         events.step(f"{app} answers on {running.url}; probing it")
         with events.probing() as progress:
-            outcome = probe_and_classify(probe_options, host, progress, traffic)
+            outcome = probe_and_classify(probe_options, host, progress, traffic, restarter(running))
     return ServedProbe(app_env, running.url, outcome, traffic)
 
 
@@ -210,7 +221,7 @@ def tune_files(
     options: TuneOptions, plan: Plan, report: ProbeReport, target: HostFacts
 ) -> tuple[list[tuple[Path, str]], DeploySpec | None]:
     """gunicorn.conf.py and, with a deploy directory, the deployment files: (path, text) each."""
-    files = [(options.conf_path, render_gunicorn_conf(plan))]
+    files = [(options.conf_path, render_gunicorn_conf(plan)), *admission_files(plan, options.conf_path)]
     if options.deploy_dir is None:
         return files, None
     name = options.app_dir.resolve().name or options.app.partition(":")[0]

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from fastapi_tune.judge.case import make_case
 from fastapi_tune.judge.curve import clean_levels
+from fastapi_tune.judge.overload import judge_overload
 from fastapi_tune.judge.shape import shape_with_stacks
 from fastapi_tune.judge.stack_evidence import seen
 from fastapi_tune.judge.thresholds import MIN_CLEAN_LEVELS, TWO_LEVELS_PER_WORKER
@@ -80,4 +81,5 @@ def classify_report(report: ProbeReport) -> ProbeReport:
             replace(e, verdict=classify_endpoint(e, report.server.workers, observed))
             for e in report.endpoints
         ),
+        overload=judge_overload(report.overload),
     )

@@ -207,3 +207,17 @@ CLASS_MAX_STARVED_SHARE: Final = 0.25
 LADDER_REACH: Final = 0.5
 # The runner was busy: more than this share of the new run's levels was starved.
 BUSY_STARVED_SHARE: Final = 0.25
+
+
+# Overload (judge/overload.py). A collapse is the #3205 deadlock when at least this share of
+# AnyIO's threads per worker wait for a database connection (measured: all 40 of 40 in
+# QueuePool._do_get on tests/apps/collapse_plain_app.py).
+POOL_THREADS_EXHAUSTED: Final = 0.75
+
+
+# The calls (as stack_attribution names them) that mean waiting for a pooled database connection,
+# and a blocking lock or queue.
+POOL_CALLS: Final = ("_do_get", "psycopg_pool", "asyncpg.pool")
+
+
+LOCK_CALLS: Final = ("Lock", "acquire", "Condition.wait", "Queue.get", "queue.get", "Semaphore")

@@ -10,11 +10,11 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import httpx
 import psutil
@@ -40,6 +40,8 @@ class Running:
     port: int
     pid: int
     boot_s: float = 0.0  # from the start of the process until it answered with every worker up
+    # Start the same server again on the same port (after a wedge); None where that is not ours to do.
+    restart: Callable[[], Running] | None = field(default=None, compare=False, repr=False)
 
 
 # What helps after a failed boot, by the root cause's exception: the usual cause is the environment.
@@ -87,6 +89,54 @@ def _tail(path: Path) -> str:
     return "\n".join([*head, *("  " + line[:_STDERR_TAIL] for line in own if line.strip() != cause)])
 
 
+def _spawn(
+    argv: Sequence[str], cwd: Path | None, env: Mapping[str, str] | None, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C at the terminal reaches us, not the server: we stop it
+    )
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    ready_path: str,
+    workers: int,
+    boot_timeout_s: float,
+    name: str,
+    log_path: Path,
+) -> None:
+    """Until the server answers with every worker up; ServerFailedError when it exits or never does."""
+    deadline = time.monotonic() + boot_timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise ServerFailedError(
+                f"{name} exited with code {proc.returncode} before answering:\n{_tail(log_path)}"
+            )
+        answered = False
+        with contextlib.suppress(httpx.HTTPError):
+            # verify=False: a server we started ourselves on loopback, maybe with a test certificate.
+            answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
+        if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
+            if workers > 1:
+                # One worker answered; the others may still import the app. Load sent now would pin
+                # its keep-alive connections on the ready ones (and Granian's late workers have no
+                # socket yet), measuring fewer workers than the config has.
+                _wait_settled(proc.pid, min(deadline, time.monotonic() + _SETTLE_MAX_S))
+            return
+        if time.monotonic() > deadline:
+            raise ServerFailedError(
+                f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
+            )
+        time.sleep(0.1)
+
+
 @contextmanager
 def run_server(
     argv: Sequence[str],
@@ -104,50 +154,41 @@ def run_server(
     yield, then stop the whole group whatever happened (error, Ctrl-C).
 
     A server that exits or never answers raises ServerFailedError with the end of its stderr,
-    so a config that fails to boot shows gunicorn's own words, not a traceback.
+    so a config that fails to boot shows gunicorn's own words, not a traceback. The Running it
+    yields can restart the server on the same port (`Running.restart`): a wedged server is killed
+    at once, not stopped gracefully (its loop may never run the shutdown).
     """
     log = tempfile.NamedTemporaryFile(prefix="fastapi-tune-", suffix=".log", delete=False)  # noqa: SIM115
     log_path = Path(log.name)
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # Ctrl-C at the terminal reaches us, not the server: we stop it
-    )
     url = f"{scheme}://127.0.0.1:{port}"
+    started = time.monotonic()
+    procs = [_spawn(argv, cwd, env, log)]
+
+    def restart() -> Running:
+        kill_group(procs[-1])
+        again = time.monotonic()
+        procs.append(_spawn(argv, cwd, env, log))
+        _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
+        return Running(
+            url=url, port=port, pid=procs[-1].pid, boot_s=time.monotonic() - again, restart=restart
+        )
+
     try:
-        deadline = time.monotonic() + boot_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise ServerFailedError(
-                    f"{name} exited with code {proc.returncode} before answering:\n{_tail(log_path)}"
-                )
-            answered = False
-            with contextlib.suppress(httpx.HTTPError):
-                # verify=False: a server we started ourselves on loopback, maybe with a test certificate.
-                answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
-            if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
-                if workers > 1:
-                    # One worker answered; the others may still import the app. Load sent now would pin
-                    # its keep-alive connections on the ready ones (and Granian's late workers have no
-                    # socket yet), measuring fewer workers than the config has.
-                    _wait_settled(proc.pid, min(deadline, time.monotonic() + _SETTLE_MAX_S))
-                boot_s = time.monotonic() - started
-                break
-            if time.monotonic() > deadline:
-                raise ServerFailedError(
-                    f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
-                )
-            time.sleep(0.1)
-        yield Running(url=url, port=port, pid=proc.pid, boot_s=boot_s)
+        _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
+        boot_s = time.monotonic() - started
+        yield Running(url=url, port=port, pid=procs[-1].pid, boot_s=boot_s, restart=restart)
     finally:
-        stop_group(proc)
+        stop_group(procs[-1])
         log.close()
         log_path.unlink(missing_ok=True)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server's whole process group and reap the leader."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 # A worker whose main thread sleeps (in accept or its event loop's poll) at this many looks in a row,

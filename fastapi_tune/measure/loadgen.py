@@ -596,6 +596,7 @@ async def _run(
     stop: threading.Event | None,
     live: LiveCount | None,
     drain_s: float,
+    count_drain: bool = False,
 ) -> BurstResult:
     targets = encode_targets(specs)
     burst = _Burst(max(spec.timeout_s for spec in specs))
@@ -607,8 +608,13 @@ async def _run(
     try:
         slots = await _open_slots(burst, targets, concurrency, stop)
         await _measure(burst, window, warmup_s, duration_s, stop)
+        if count_drain and drain_s > 0 and burst.counting:
+            # The window stays open through the drain: answers count however late (nothing new is
+            # sent), and what is still unanswered at its end is in flight at the window's end.
+            burst.running = False
+            drained = await _drain(burst, drain_s, stop)
         _close_window(burst, window)
-        if drain_s > 0:
+        if drain_s > 0 and not count_drain:
             drained = await _drain(burst, drain_s, stop)
     finally:
         _close_window(burst, window)
@@ -639,6 +645,8 @@ def run_burst(
     stop: threading.Event | None = None,
     live: LiveCount | None = None,
     drain_s: float = 0.0,
+    *,
+    count_drain: bool = False,
 ) -> BurstResult:
     """Run one closed-loop burst and block until it is over (or ``stop`` is set).
 
@@ -649,7 +657,9 @@ def run_burst(
     Returns within the connections' opening (~1 ms each) + warmup_s + duration_s + TEARDOWN_GRACE_S,
     whatever the server does: requests still unanswered then are counted, not awaited. With
     `drain_s`, it then waits up to that long for them (uncounted) before letting go, so that the
-    server is not left working through them while the next measurement starts.
+    server is not left working through them while the next measurement starts. With `count_drain`
+    the window stays open through that wait instead: the answers count, however late (the overload
+    step's goodput), and `duration_s` includes the wait.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -657,5 +667,6 @@ def run_burst(
     if not specs:
         raise ValueError("at least one request spec is needed")
     return run_on_thread(
-        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s), "fastapi-tune-loadgen"
+        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s, count_drain),
+        "fastapi-tune-loadgen",
     )

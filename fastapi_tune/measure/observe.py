@@ -168,16 +168,12 @@ class ServerWatcher:
     """
 
     def __init__(self, info: ServerInfo) -> None:
+        self._lock = threading.Lock()
         self._procs: list[psutil.Process] = []
-        for pid in {info.pid, *info.worker_pids} - {None}:
-            try:
-                self._procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                continue
-        self._workers = [p for p in self._procs if p.pid in info.worker_pids]
+        self._workers: list[psutil.Process] = []
         # (time, (total CPU seconds, worker 1's, worker 2's, ...)), workers in self._workers order
         self._samples: list[tuple[float, tuple[float, ...]]] = []
-        self._lock = threading.Lock()
+        self.follow(info)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="server-watcher", daemon=True)
         self.alive = True
@@ -185,6 +181,20 @@ class ServerWatcher:
     def __enter__(self) -> ServerWatcher:
         self._thread.start()
         return self
+
+    def follow(self, info: ServerInfo) -> None:
+        """Watch these processes from now on (a restarted server); earlier samples are dropped."""
+        procs: list[psutil.Process] = []
+        for pid in {info.pid, *info.worker_pids} - {None}:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
+        with self._lock:
+            self._procs = procs
+            self._workers = [p for p in procs if p.pid in info.worker_pids]
+            self._samples = []
+        self.alive = True
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -200,9 +210,9 @@ class ServerWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            cpu = self._cpu()
-            if cpu is not None:
-                with self._lock:
+            with self._lock:  # follow() must not swap the processes between the read and the append
+                cpu = self._cpu()
+                if cpu is not None:
                     self._samples.append((time.perf_counter(), cpu))
                     if len(self._samples) > 4000:  # keep memory bounded on long probes
                         del self._samples[:2000]

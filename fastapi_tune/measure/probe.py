@@ -44,6 +44,7 @@ from fastapi_tune.measure.loadgen import (
 )
 from fastapi_tune.measure.observe import ServerWatcher, find_server
 from fastapi_tune.measure.operations import find_operations, with_body
+from fastapi_tune.measure.overload import Restart, overload_step, reserve_s
 from fastapi_tune.measure.probe_options import (
     BudgetPlan,
     DeepenOrder,
@@ -83,6 +84,7 @@ def _settings(
         "params": sorted({p.partition("=")[0] for p in options.params}),
         "unsafe": options.unsafe,
         "excludes": list(options.excludes),
+        "overload": options.overload,
     }
 
 
@@ -361,12 +363,14 @@ def run_probe(
     host: HostFacts,
     events: ProbeEvents | None = None,
     order: DeepenOrder | None = None,
+    restart: Restart | None = None,
 ) -> ProbeOutcome:
     """Discover, then measure every endpoint; Ctrl-C and a dying server still give a report.
 
     The report's endpoints carry no verdicts: judging them is classify.classify_report's job. With
     the default levels every route is triaged first, then `order` (the judge's) says which get a
-    full ladder first; with --levels every route climbs exactly those.
+    full ladder first; with --levels every route climbs exactly those. Then the overload step
+    (measure/overload.py); `restart` restarts a server the tool started when that wedged it.
     """
     events = events or Quiet()
     check_options(options)
@@ -384,7 +388,8 @@ def run_probe(
     if host_load is not None:
         events.host_checked(host_load)
     total_s, grown = budget_s(len(ops), options.max_seconds)
-    budget = Budget(deadline=started + total_s, max_requests=options.max_requests)
+    reserve = reserve_s(options.overload, total_s)  # kept from the ladders for the overload step
+    budget = Budget(deadline=started + total_s - reserve, max_requests=options.max_requests)
     watcher = ServerWatcher(server) if server.local and server.pid else None
     with stop_on_signals(budget.stop), watcher if watcher is not None else nullcontext():
         demand = DemandWatcher(server.worker_pids, (server.pid,)) if observed and server.pid else None
@@ -398,6 +403,11 @@ def run_probe(
         else:
             plan = initial_plan(len(ops), total_s, grown, time.monotonic() - started)
             climbed, error = _triage_then_deepen(session, ops, headers, server, plan, order)
+        budget.deadline += reserve
+        overload = None
+        if error is None and ops:
+            specs = [_spec(op, headers, options) for op in ops]
+            overload = overload_step(session, ops, specs, climbed, options.overload, restart)
     endpoints, unreached = not_measured(climbed)
     report = ProbeReport(
         target=target.base_url,
@@ -411,5 +421,6 @@ def run_probe(
         interrupted=budget.stop.is_set(),
         elapsed_s=time.monotonic() - started,
         host_load=host_load,
+        overload=overload,
     )
     return ProbeOutcome(report=report, error=error or nothing_measured(report))

@@ -8,6 +8,7 @@ from typing import Final, Protocol
 
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import FastapiTuneError, UsageError
+from fastapi_tune.core.rules import OVERLOAD_PER_WORKER
 from fastapi_tune.discover.openapi import (
     Operation,
     Skipped,
@@ -47,6 +48,8 @@ class ProbeOptions:
     # MODULE:ATTRIBUTE the server serves, when the caller started it (demo, tune): its files are found
     # as the server resolves them, for naming the app's lines (default: read off the server's command line)
     app: str | None = None
+    # The overload step after every ladder: in flight per worker (--overload C); None: --no-overload.
+    overload: int | None = OVERLOAD_PER_WORKER
     # Route name ("GET /orders/{oid}", as the report names it) -> weight, e.g. its share of the
     # traffic in the access logs or --mix. When given, endpoints are preflighted and triaged
     # heaviest first, and the weight moves a route up the order of full ladders after the triage;
@@ -144,6 +147,8 @@ def check_options(o: ProbeOptions) -> None:
     checks.whole(o.max_requests, "--max-requests", 1, checks.MAX_REQUESTS)
     checks.number(o.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
     checks.number(o.warmup_s, "warm-up", 0, 600, " seconds")
+    if o.overload is not None:
+        checks.whole(o.overload, "--overload", 1, checks.MAX_CONCURRENCY)
     top = max(o.levels) if o.levels else (o.max_concurrency or DEFAULT_MAX_CONCURRENCY)
     checks.open_files_allow(top, "--levels" if o.levels else "--max-concurrency")
 

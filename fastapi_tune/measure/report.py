@@ -27,6 +27,7 @@ from fastapi_tune.measure.demand import (
     host_busy_to_json,
 )
 from fastapi_tune.measure.host import HostFacts, host_from_json, host_to_json
+from fastapi_tune.measure.overload_report import OverloadRun, overload_from_json, overload_to_json
 from fastapi_tune.measure.stack_attribution import RouteProfile, profile_from_json, profile_to_json
 from fastapi_tune.measure.traffic import TrafficProfile, traffic_from_json, traffic_to_json
 
@@ -240,6 +241,7 @@ class ProbeReport:
     host_load: HostBusy | None = None  # other work on the host when the probe started
     source: str = "probe"  # one of SOURCES
     traffic: TrafficProfile | None = None  # what --access-log said about production traffic
+    overload: OverloadRun | None = None  # the overload step past every ladder; None: not run
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,6 +350,8 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
         "skipped": [skipped_to_json(s) for s in report.skipped],
         "host_load": None if report.host_load is None else host_busy_to_json(report.host_load),
         "traffic": None if report.traffic is None else traffic_to_json(report.traffic),
+        # Only when the step ran: reports without it stay as they were, byte for byte.
+        **({} if report.overload is None else {"overload": overload_to_json(report.overload)}),
     }
 
 
@@ -554,6 +558,7 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
         else host_busy_from_json(d["host_load"], f"{source}: host_load"),
         # Added within schema 2 (absent from older reports, which still load).
         traffic=None if d.get("traffic") is None else traffic_from_json(d["traffic"], source),
+        overload=overload_from_json(r, d.get("overload")),
     )
 
 

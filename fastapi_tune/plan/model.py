@@ -120,6 +120,25 @@ class Advice:
     only_for: str | None = None  # the one server it concerns ("gunicorn"); None: the app, any server
 
 
+# The admission-control module written beside gunicorn.conf.py, and the name it is imported by.
+ADMISSION_MODULE: Final = "asgi_admission"
+
+
+@dataclass(frozen=True)
+class AdmissionCap:
+    """Requests in flight per worker and how long the rest may queue (plan/admission.py decides)."""
+
+    limit: int
+    wait_s: float
+    collapse_per_worker: float  # N, as the overload step measured it
+    held_per_worker: float | None
+    why_limit: str
+    why_wait: str
+    cause: str | None  # what the stacks said during the collapse
+    fixes: tuple[str, ...]  # the code fix that makes the cap unnecessary
+    module: str = ADMISSION_MODULE
+
+
 @dataclass(frozen=True)
 class ReplicaSizing:
     """Replicas and resource requests for a fixed-process-per-pod deployment."""
@@ -155,6 +174,7 @@ class Plan:
     workers_per_cpu: float | None = None
     stack: AppEnv | None = None  # the server stack of the app's environment, when it was read
     mix_sizing: MixSizing | None = None  # the whole-mix model's figures, when the probe measured CPU
+    admission: AdmissionCap | None = None  # a cap in front of the app, where the probe saw it fall over
 
     def setting(self, name: str) -> Setting:
         """The setting called `name` (KeyError when the plan has none)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi_tune.core.errors import UsageError
 from fastapi_tune.measure.host import HostFacts
 from fastapi_tune.measure.report import ProbeReport
+from fastapi_tune.plan.admission import admission_advice, decide_admission
 from fastapi_tune.plan.evidence import classes
 from fastapi_tune.plan.model import Choices, Decided, Plan, Setting, merge
 from fastapi_tune.plan.profiles import Profile
@@ -51,6 +52,8 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
     limiter, limiter_advice = decide_limiter(report, by_cls, wd.workers)
     replicas, replica_advice = replica_plan(report, profile, choices, wd.workers)
     replicas = objective_replicas(host, replicas, mix_sizing, choices, wd.workers)
+    admission = decide_admission(report)
+    overload_advice, overload_unknowns = admission_advice(report, admission)
     merged = merge(
         (
             known,
@@ -69,6 +72,7 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
             connections(by_cls, choices, wd.workers),
             uvicorn_worker_note(str(worker_class.settings[0].value), graceful),
             replica_advice,
+            Decided(advice=overload_advice, unknowns=overload_unknowns),
         )
     )
     rot, rot_note = rule_of_thumb(host, wd.workers, worker_rss_and_reason(report, profile)[0])
@@ -91,4 +95,5 @@ def make_plan(host: HostFacts, report: ProbeReport | None, profile: Profile, cho
         else round(wd.workers / float(host.cpu.effective), 3),
         stack=choices.stack,
         mix_sizing=mix_sizing,
+        admission=admission,
     )

@@ -6,6 +6,7 @@ Rendering only: the values are the plan's settings; the flags are each tool's sp
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 
 from fastapi_tune.plan.model import Plan
 from fastapi_tune.plan.server_model import UVICORN_FLAG_SINCE, dotted, server_argv, uvicorn_accepts
@@ -38,15 +39,36 @@ def uvicorn_argv(plan: Plan) -> tuple[str, ...]:
     """uvicorn's own process manager with the plan's workers, keep-alive, backlog, shutdown and recycling,
     in the flags the app's uvicorn has (the same command as `recommend --server uvicorn`, without the
     probe's concurrency cap)."""
-    return server_argv(uvicorn_plan(plan))
+    sp = uvicorn_plan(plan)
+    return server_argv(sp if plan.admission is None else replace(sp, app=_served(plan)))
+
+
+def _served(plan: Plan) -> str:
+    """What uvicorn and `fastapi run` serve: the app, or the admission module that wraps it (the cap)."""
+    return plan.app if plan.admission is None else f"{plan.admission.module}:app"
+
+
+def _admission_notes(plan: Plan) -> list[str]:
+    cap = plan.admission
+    if cap is None:
+        return []
+    return [
+        f"uvicorn and `fastapi run` serve {cap.module}:app, the cap of {cap.limit} in flight per worker"
+        f" around {plan.app} (gunicorn wraps it in post_worker_init). uvicorn's own --limit-concurrency"
+        " counts open connections as well as requests and answers 503 at once, so idle keep-alive"
+        " clients turn into 503s (measured: 160 -> 106 req/s at c=64); the module queues instead",
+        f"Granian: `granian --interface asgi --workers {plan.workers} {cap.module}:app`; its --backpressure"
+        " caps connections per worker, not requests in flight (`recommend --server granian` sets it"
+        " from the collapse point too)",
+    ]
 
 
 def command_notes(plan: Plan) -> tuple[str, ...]:
     """What the printed uvicorn and `fastapi run` commands need from the app's environment."""
     stack = plan.stack
     if stack is None:
-        return ()
-    notes: list[str] = []
+        return tuple(_admission_notes(plan))
+    notes: list[str] = _admission_notes(plan)
     if stack.uvicorn is None:
         notes.append("uvicorn is not installed in the app's environment: pip install uvicorn")
     else:
@@ -66,7 +88,7 @@ def command_notes(plan: Plan) -> tuple[str, ...]:
 
 def fastapi_argv(plan: Plan) -> tuple[str, ...]:
     """`fastapi run FILE --app ATTR` with the plan's address and workers."""
-    module, _, attr = plan.app.partition(":")
+    module, _, attr = _served(plan).partition(":")
     host, port = _host_port(plan)
     path = module.replace(".", "/") + ".py"
     return (

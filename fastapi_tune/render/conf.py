@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from fastapi_tune.plan.model import Plan, Setting, Value
+from fastapi_tune.render.admission import conf_hook
 from fastapi_tune.render.commands import (
     command_notes,
     fastapi_argv,
@@ -178,6 +179,9 @@ def render_gunicorn_conf(plan: Plan) -> str:
         if s.name == "workers" and plan.workers_per_cpu is not None:
             out += _comment(_CPU_CAP_NOTE.format(per_cpu=plan.workers_per_cpu))
         out += _assignment(s, plan)
+    if plan.admission is not None:
+        out += ["", ""]
+        out += conf_hook(plan.admission)
     if plan.unknowns:
         out += ["", "# Not known when this file was generated:"]
         for u in plan.unknowns:

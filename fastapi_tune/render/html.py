@@ -25,6 +25,7 @@ from fastapi_tune.render.html_read import prose as _text
 from fastapi_tune.render.html_read import short as _short
 from fastapi_tune.render.html_read import strs as _strs
 from fastapi_tune.render.html_verify import verify_section
+from fastapi_tune.render.overload_html import overload_section, verify_overload_section
 from fastapi_tune.render.styles import CLASS_STYLE
 from fastapi_tune.render.svgchart import Chart, Mark, Point, Series, render_chart
 
@@ -455,9 +456,11 @@ def render_html(
         _header(report),
         f"<section><h2>Endpoints</h2>{_overview(endpoints)}</section>",
         *(_endpoint(i, ep) for i, ep in enumerate(endpoints)),
+        overload_section(report),
         _skipped(report),
         _plan(plan) if plan else "",
         verify_section(verify) if verify else "",
+        verify_overload_section(verify),
         f"<footer>Written by fastapi-tune {_e(report.get('tool_version') or '')}. This page is"
         " self-contained: no script, no external resource; it opens offline.</footer>",
     ]

@@ -31,7 +31,8 @@ def print_brief(console: Console, plan: Plan) -> None:
         f"{escape(plan.worker_formula)}"
     )
     shown = [s for s in plan.settings if s.name in _BRIEF_SETTINGS]
-    console.print("  " + ", ".join(f"{s.name}={s.value}" for s in shown), highlight=False)
+    cap = [f"admission cap={plan.admission.limit}"] if plan.admission is not None else []
+    console.print("  " + ", ".join([*(f"{s.name}={s.value}" for s in shown), *cap]), highlight=False)
     for a in plan.advice[:3]:
         console.print(f"  - {escape(a.text[:200])}{'...' if len(a.text) > 200 else ''}")
     if len(plan.advice) > 3:
@@ -61,6 +62,12 @@ def print_plan(console: Console, plan: Plan) -> None:
     console.print(f"[bold]Rule of thumb:[/] {escape(plan.rule_of_thumb_note)}")
     if plan.mix_sizing is not None:
         console.print(f"[bold]Mix model:[/] {escape(plan.mix_sizing.why)}")
+    if plan.admission is not None:
+        cap = plan.admission
+        console.print(
+            f"[bold]Admission cap:[/] [cyan]{cap.limit}[/] requests in flight per worker, the rest queue"
+            f" up to {cap.wait_s:g} s then 503 ({cap.module}.py beside the config): {escape(cap.why_limit)}"
+        )
 
     if plan.replicas is not None:
         r = plan.replicas
@@ -130,4 +137,6 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "command_notes": list(command_notes(plan)),
         "replicas": asdict(plan.replicas) if plan.replicas is not None else None,
         "mix_model": _mix_json(plan),
+        # Only when the probe saw a collapse: plans without a cap stay as they were, byte for byte.
+        **({} if plan.admission is None else {"admission": asdict(plan.admission)}),
     }

@@ -46,6 +46,7 @@ from fastapi_tune.measure.report import (
     ServerInfo,
     evidence_rows,
 )
+from fastapi_tune.render.overload import overload_panel
 from fastapi_tune.render.overview import (
     PANELS_MAX,
     SKIP_GROUPS_SHOWN,
@@ -407,6 +408,8 @@ def print_report(console: Console, report: ProbeReport, verbose: bool = False) -
         for panel in panels:
             console.print(panel)
         console.print(Group(*verdict_lines(ranked, console.width)))  # a Group keeps each line's no_wrap
+        if report.overload is not None:
+            console.print(overload_panel(report.overload))
         for line in skipped_lines(report.skipped, every=verbose):
             console.print(Text(line, style="dim"))
         if not verbose:

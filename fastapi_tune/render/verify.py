@@ -12,8 +12,10 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fastapi_tune.render.overload import check_to_json, overload_table
 from fastapi_tune.render.probe import bar
 from fastapi_tune.verify.judge import RateCheck, error_text, fell_behind, objective_verdict
+from fastapi_tune.verify.overload import checks_verdict
 from fastapi_tune.verify.run import RECOMMENDED, Run, VerifyResult
 
 
@@ -242,6 +244,9 @@ def print_verify(console: Console, result: VerifyResult, verbose: bool = False) 
     for r in result.runs:
         for note in r.notes:
             console.print(f"[yellow]note:[/] {escape(r.names)}: {escape(note)}")
+    if result.overload:
+        console.print(overload_table(result.overload))
+        console.print(f"[bold]Overload:[/] {escape(checks_verdict(result.overload) or '')}")
     if result.interrupted:
         console.print("[yellow]Interrupted: the table shows the runs finished before Ctrl-C.[/]")
 
@@ -325,6 +330,7 @@ def verify_to_json(result: VerifyResult) -> dict[str, Any]:
             round(v.memory_vs_rule, 4) if v and v.memory_vs_rule is not None else None
         ),
         "verdict": v.line if v else None,
+        "overload": [check_to_json(c) for c in result.overload],
         "slo": None
         if result.objective is None
         else {

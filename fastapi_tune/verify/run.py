@@ -26,7 +26,7 @@ import psutil
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import ServerFailedError, UsageError
 from fastapi_tune.core.redact import REDACTED, redact_path
-from fastapi_tune.core.rules import rule_of_thumb_workers
+from fastapi_tune.core.rules import OVERLOAD_PER_WORKER, rule_of_thumb_workers
 from fastapi_tune.core.signals import stop_on_signals
 from fastapi_tune.discover.openapi import parse_endpoint, parse_header
 from fastapi_tune.measure.host import HostFacts
@@ -57,6 +57,7 @@ from fastapi_tune.verify.judge import (
     weighted_order,
 )
 from fastapi_tune.verify.judge import plan_runs as plan_configurations
+from fastapi_tune.verify.overload import ADMISSION_ENV, Launch, OverloadCheck, config_cap, run_checks
 
 __all__ = [
     "RECOMMENDED",
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 # Environment the config reads that would silently change what is being verified.
-_OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_ARGS")
+_OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_ARGS", ADMISSION_ENV)
 # Worker recycling off while measuring: max_requests restarts a worker mid-run on fast routes (10k
 # requests go by in seconds), which shows as socket errors, negative CPU deltas and a worker missing
 # from the RSS sum (FIELD-NOTES). The command line ranks above the config file.
@@ -112,6 +113,10 @@ class VerifyOptions:
     capacity: bool = False  # --capacity: search the highest rate meeting the objective
     step_s: float = 2.0  # counted seconds per capacity step
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # --max-in-flight: the open loop's bound
+    # The overload step: in flight per worker (--overload C); by default it runs when the config
+    # carries an admission cap (at OVERLOAD_PER_WORKER), and never with no_overload.
+    overload: int | None = None
+    no_overload: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ class VerifyResult:
     slo_met: bool | None = None  # the recommended config at --rate; None when not checked
     slo_line: str | None = None
     recycling: str = "off while measuring (--max-requests 0 on gunicorn's command line)"
+    overload: tuple[OverloadCheck, ...] = ()  # the config and its uncapped alternative past the knee
 
 
 class VerifyEvents(Protocol):
@@ -555,6 +561,7 @@ def run_verify(
                 break
             measured.setdefault(planned.label, []).append(run)
             events.run_done(run)
+        checks = _overload(options, report, env, app_dir, control, configured, stop, events)
     runs = [combine(rounds) for rounds in measured.values()]
     met, line = _slo_verdict(runs, options)
     return VerifyResult(
@@ -569,7 +576,33 @@ def run_verify(
         rate_rps=options.rate_rps,
         slo_met=met,
         slo_line=line,
+        overload=checks,
     )
+
+
+def _overload(
+    options: VerifyOptions,
+    report: ProbeReport | None,
+    env: dict[str, str],
+    app_dir: Path,
+    control: list[str],
+    configured: int,
+    stop: threading.Event,
+    events: VerifyEvents,
+) -> tuple[OverloadCheck, ...]:
+    """The overload step on the config (and, with a cap, uncapped) when asked for or a cap is to prove."""
+    cap = config_cap(options.config)
+    if options.no_overload or stop.is_set() or (cap is None and options.overload is None):
+        return ()
+    launch = Launch(
+        argv=lambda port: _argv(options, port, None, control),
+        specs=lambda port: request_specs(options, report, f"http://127.0.0.1:{port}"),
+        workers=configured,
+        cwd=app_dir,
+        env=env,
+        timeout_s=options.timeout_s,
+    )
+    return run_checks(launch, RECOMMENDED, options.overload or OVERLOAD_PER_WORKER, stop, events, cap)
 
 
 def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path) -> list[str]:
@@ -613,3 +646,5 @@ def check_verify_options(options: VerifyOptions) -> None:
     checks.open_files_allow(options.concurrency, "--concurrency")
     if options.rate_rps is not None or options.capacity:
         checks.open_files_allow(options.max_in_flight, "--max-in-flight")
+    if options.overload is not None:
+        checks.whole(options.overload, "--overload", 1, checks.MAX_CONCURRENCY)
