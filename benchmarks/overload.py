@@ -105,8 +105,10 @@ def probe_collapse(module: str, env: dict[str, str], directory: Path) -> tuple[f
     """(N per worker, the cause, the written cap, the planned workers), with gunicorn.conf.py and the
     module written in `directory`."""
     with uvicorn(module, env) as running:
-        options = ProbeOptions(url=running.url, endpoints=("GET /items",), max_seconds=120, app_dir=REPO)
-        report = probe_and_classify(options, read_host(), Quiet(), restarter(running)).report
+        options = ProbeOptions(
+            url=running.url, endpoints=("GET /items",), max_seconds=120, app=f"{module}:app"
+        )
+        report = probe_and_classify(options, read_host(), Quiet(), restart=restarter(running)).report
     run = report.overload
     verdict = run.verdict if run is not None else None
     if verdict is None or verdict.collapse_per_worker is None:
@@ -177,7 +179,7 @@ def compare(
 def probe_seconds(app: str, overload: bool) -> float:
     with uvicorn(app.partition(":")[0], {}) as running:
         started = time.monotonic()
-        options = ProbeOptions(url=running.url, overload=64 if overload else None, app_dir=REPO)
+        options = ProbeOptions(url=running.url, overload=64 if overload else None, app=app)
         probe_and_classify(options, read_host(), Quiet())
         return time.monotonic() - started
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fastapi_tune.measure.appfiles import AppFiles
 from fastapi_tune.measure.loadgen import RequestSpec, run_burst
 from fastapi_tune.measure.stacks import NONBLOCKING, StackSample, sample_workers
 from tests.servers import REPO, serve
@@ -48,7 +49,9 @@ def one_round(
     sampler: threading.Thread | None = None
     if nonblocking is not None:
         sampler = threading.Thread(
-            target=lambda: out.append(sample_workers([pid], duration, rate, APP_DIR, nonblocking=nonblocking))
+            target=lambda: out.append(
+                sample_workers([pid], duration, rate, AppFiles.at(APP_DIR), nonblocking=nonblocking)
+            )
         )
     # warm-up 0.3 s; py-spy attaches in ~0.1 s, so the window it samples is inside the counted one.
     if sampler is not None:

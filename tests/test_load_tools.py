@@ -16,7 +16,8 @@ import pytest
 
 from fastapi_tune.core.errors import BadInputError, ExitCode, UsageError
 from fastapi_tune.judge.classify import classify
-from fastapi_tune.measure.import_load import import_k6, import_locust
+from fastapi_tune.measure.import_load import K6_WORKERS_TAG, import_k6
+from fastapi_tune.measure.import_locust import import_locust
 from fastapi_tune.measure.report import (
     Endpoint,
     EndpointClass,
@@ -33,13 +34,14 @@ from fastapi_tune.render.export_load import (
     LoadSpec,
     ScriptLadder,
     ScriptObjective,
+    drain_seconds,
     header_env_var,
     parse_mix,
     parse_objective,
     render_k6,
-    render_locust,
     spec_from_report,
 )
+from fastapi_tune.render.locustfile import ROUTE_PAUSE_S, ladder_steps, render_locust
 from tests.servers import free_port, serve
 
 APP = "tests.apps.kinds_app:app"
@@ -283,6 +285,132 @@ def test_import_k6_refuses_other_files(lines: Sequence[str], message: str, tmp_p
         import_k6(path)
     assert str(path) in str(caught.value)
     assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+# ---------------------------------------------------------------------------------------
+# The exported ladder's own results (issue 23, item 5): steps named, windows, the generator's CPU
+
+STATS_HEADER = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+    "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,"
+    "99.99%,100%"
+)
+
+
+def _stats_row(name: str, count: int, failures: int = 0, p50: int = 100) -> str:
+    return f"GET,{name},{count},{failures},{p50},{p50},{p50},{p50 * 2},17,1.0,0.0," + ",".join(
+        [str(p50)] * 5 + [str(p50 * 2)] * 6
+    )
+
+
+def _results(steps: list[dict[str, object]], workers: int | None = 1) -> str:
+    return json.dumps({"format": 1, "warmup_s": 2, "server_workers": workers, "steps": steps})
+
+
+def _window(counted: float, cpu: float, requests: int) -> dict[str, float]:
+    return {"counted_s": counted, "cpu_s": cpu, "requests": requests}
+
+
+def _step(users: int, *windows: object, route: str = "GET /io") -> dict[str, object]:
+    return {"index": 0, "users": users, "seconds": 6, "routes": [route], "windows": list(windows)}
+
+
+def test_import_locust_reads_each_step_by_its_name(tmp_path: Path) -> None:
+    (tmp_path / "run_fastapi_tune.json").write_text(
+        _results([
+            _step(1, _window(4.0, 0.1, 40), _window(4.0, 0.05, 0)),
+            _step(8, _window(4.0, 3.9, 160), _window(3.0, 0.2, 120)),
+        ])
+    )  # fmt: skip
+    (tmp_path / "run_stats.csv").write_text(
+        "\n".join([
+            STATS_HEADER,
+            _stats_row("GET /io @1", 40),
+            _stats_row("GET /io @1 warm-up", 20),
+            _stats_row("GET /io @8", 280, failures=7),
+            _stats_row("GET /io stopping", 99, p50=3500),  # a route's last requests: never a level
+            _stats_row("GET /other @1", 5),  # not a step of this run
+        ])
+        + "\n"
+    )  # fmt: skip
+    (tmp_path / "run_failures.csv").write_text(
+        "Method,Name,Error,Occurrences\nGET,GET /io @8,\"BadStatusCode('http://x/io', code=503)\",7\n"
+    )
+    report = import_locust(tmp_path / "run_stats.csv")  # any of the run's files names the run
+    assert report.server.workers == 1  # the probe's, as the script was exported with it
+    (endpoint,) = report.endpoints
+    one, eight = endpoint.levels
+    assert (one.concurrency, one.requests, one.duration_s, one.throughput_rps) == (1, 40, 4.0, 10.0)
+    assert not one.client_saturated
+    # Two generators with windows of 4 s and 3 s: the rate is theirs summed, 40 + 40 req/s.
+    assert eight.throughput_rps == pytest.approx((280 - 7) / 280 * 80)
+    assert eight.errors_by_kind == {"5xx": 7}
+    assert eight.client_saturated  # one generator wanted 0.975 of a core
+    assert eight.client_cpu_cores == pytest.approx(0.975 + 0.2 / 3, abs=0.001)
+
+
+@pytest.mark.parametrize(
+    ("results", "message"),
+    [
+        pytest.param("{", "expected the results file", id="not-json"),
+        pytest.param(json.dumps({"format": 9, "steps": []}), "format 1", id="other-format"),
+        pytest.param(_results([_step(0)]), r"steps\[0\]\.users", id="users"),
+        pytest.param(
+            _results([_step(1, {"counted_s": -1, "cpu_s": 0})]),
+            r"windows\[0\]: expected counted_s > 0",
+            id="window",
+        ),
+        pytest.param(_results([_step(1, _window(4, 0.1, 3))]), "no requests named", id="no-rows"),
+    ],
+)  # fmt: skip
+def test_import_locust_refuses_a_broken_results_file(results: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / "run_fastapi_tune.json").write_text(results)
+    (tmp_path / "run_stats.csv").write_text(STATS_HEADER + "\n")
+    with pytest.raises(BadInputError, match=message) as caught:
+        import_locust(tmp_path / "run")
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_the_locustfile_names_steps_drains_and_carries_the_workers() -> None:
+    report = dataclasses.replace(
+        probe_report("http://127.0.0.1:8000"), server=ServerInfo(local=True, workers=3)
+    )
+    spec = spec_from_report(report, levels=(1, 64), seconds=6)
+    text = render_locust(spec)
+    compile(text, "locustfile.py", "exec")
+    assert "class Route0(FastHttpUser):" in text
+    assert "name=step_name('GET /io')" in text
+    assert "SERVER_WORKERS = 3" in text
+    # Each route: its levels, a drain holding the top level uncounted, a pause; the last pause too.
+    assert ladder_steps(spec, spec.pattern) == [  # type: ignore[arg-type]
+        (0, 1, 6, True), (0, 64, 6, True), (0, 64, 2.0, False), (0, 0, ROUTE_PAUSE_S, False),
+        (1, 1, 6, True), (1, 64, 6, True), (1, 64, 2.0, False), (1, 0, ROUTE_PAUSE_S, False),
+    ]  # fmt: skip
+    assert f'tags: {{ {K6_WORKERS_TAG}: "3" }}' in render_k6(spec)
+
+
+@pytest.mark.parametrize(
+    ("users", "best_rps", "drain"),
+    [
+        pytest.param(64, 100.0, 2.0, id="fast-route-floor"),
+        pytest.param(128, 20.0, 9.6, id="slow-route-little"),
+        pytest.param(128, 0.0, 60.0, id="never-answered"),
+        pytest.param(4096, 1.0, 60.0, id="cap"),
+    ],
+)
+def test_a_routes_drain_outlasts_its_slowest_requests(users: int, best_rps: float, drain: float) -> None:
+    assert drain_seconds(users, best_rps) == drain
+
+
+def test_import_k6_reads_the_workers_the_script_was_exported_with(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"type": "Point", "metric": "http_req_duration", "data": {
+            "time": f"2026-01-01T00:00:0{i}.000000000Z", "value": 10.0,
+            "tags": {"name": "GET /x", "vus": "4", "status": "200", K6_WORKERS_TAG: "2"}}})
+        for i in range(6)
+    ]  # fmt: skip
+    (tmp_path / "out.json").write_text("\n".join(lines) + "\n")
+    assert import_k6(tmp_path / "out.json").server.workers == 2
 
 
 # ---------------------------------------------------------------------------------------

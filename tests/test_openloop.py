@@ -113,7 +113,7 @@ def test_rate_well_below_capacity_is_met(app_url: str, arrival: str) -> None:
         arrival=arrival,  # type: ignore[arg-type]
         warmup_s=warmup,
         seed=11,
-        max_connections=64,
+        max_in_flight=64,
         live=live,
     )
     # Exactly the schedule's starts that fall in the window were counted.
@@ -124,7 +124,16 @@ def test_rate_well_below_capacity_is_met(app_url: str, arrival: str) -> None:
     assert set(result.status_counts) == {200}
     assert result.completed == result.sent == result.intended_starts
     assert result.duration_s == pytest.approx(duration)
-    assert result.achieved_rps == pytest.approx(rate, rel=0.2)
+    # Poisson arrivals hold the rate on average only: the schedule's own count is the reference.
+    assert result.arrival_rps == pytest.approx(result.intended_starts / duration)
+    # The server kept up: what ended inside the window is what started in it, but for the
+    # requests on the wire at either edge (a few at 200 req/s).
+    assert result.served_rps == pytest.approx(result.arrival_rps, rel=0.2)
+    assert result.backlog_at_end <= 0.2 * rate
+    assert result.drain_s is not None
+    assert result.drain_s < 1.0
+    assert result.first_segment.total > 0
+    assert result.last_segment.total > 0
     assert result.in_flight_at_end == 0
     assert not result.stalled
     # A trivial route at a fifth of a core: most starts are on time, even on a busy machine.
@@ -137,21 +146,39 @@ def test_rate_well_below_capacity_is_met(app_url: str, arrival: str) -> None:
 
 
 @pytest.mark.slow
-def test_rate_far_above_capacity_shows_late_and_dropped_starts(app_url: str) -> None:
-    # /block serves ~50 req/s; ask for 300.
-    result = run_open_loop(
-        RequestSpec("GET", f"{app_url}/block"), 300.0, 1.5, warmup_s=0.0, max_connections=4, max_backlog=8
-    )
+def test_rate_far_above_capacity_drops_starts_beyond_the_bound(app_url: str) -> None:
+    # /block serves ~50 req/s; ask for 300 with at most 4 requests in flight.
+    result = run_open_loop(RequestSpec("GET", f"{app_url}/block"), 300.0, 1.5, warmup_s=0.0, max_in_flight=4)
     assert result.dropped_starts > 0.3 * result.intended_starts
-    assert result.late_starts > 0
-    assert result.achieved_rps < 0.5 * 300.0
+    assert result.sent + result.dropped_starts == result.intended_starts
     assert dict(result.errors_by_kind) == {}
-    # Latency counts the wait for a connection: far above the 20 ms of service, and growing as
-    # the backlog fills (the first answers had no queue ahead of them).
-    assert result.percentiles_ms[50.0] > 3 * 20.0
-    lat = result.latencies_ms
-    assert statistics.median(lat[-len(lat) // 3 :]) > 2 * statistics.median(lat[:3])
-    assert result.max_start_lag_ms > 50.0
+    # The server served what it could, far below the rate; the generator held the rate it could
+    # send within the bound and queued nothing itself: no request waited for a busy connection,
+    # so latency is the server's own queue of at most 4 (4 x 20 ms, and slack for a busy machine).
+    assert result.served_rps < 0.5 * 300.0
+    assert result.arrival_rps == pytest.approx(result.sent / result.duration_s)
+    assert result.connections_opened <= 4
+    assert result.backlog_at_end <= 4
+    assert result.percentiles_ms[50.0] < 400.0
+
+
+@pytest.mark.slow
+def test_rate_above_capacity_serves_the_capacity_and_its_latency_grows(app_url: str) -> None:
+    # /block serves ~50 req/s; at 100 req/s with a generous bound the queue builds in the server.
+    result = run_open_loop(
+        RequestSpec("GET", f"{app_url}/block"), 100.0, 2.0, warmup_s=0.0, max_in_flight=256
+    )
+    assert result.dropped_starts == 0
+    assert result.arrival_rps == pytest.approx(100.0, rel=0.05)
+    # Every request is answered in the end, so the window's responses count the arrival rate...
+    assert result.completed == result.intended_starts
+    # ...but inside the window the server served at most its capacity, and left a backlog.
+    assert result.served_rps < 0.75 * 100.0
+    assert result.backlog_at_end > 0.25 * result.intended_starts
+    assert result.drain_s is not None
+    assert result.drain_s > 0.5
+    # The queue grew through the window: the last second waited far longer than the first.
+    assert result.last_segment.percentile(50.0) > 3 * result.first_segment.percentile(50.0)
 
 
 @pytest.mark.slow
@@ -170,7 +197,7 @@ def test_unanswered_requests_time_out_from_their_intended_start(behaviour: Behav
     with hostile_server(behaviour) as url:
         started = time.monotonic()
         result = run_open_loop(
-            RequestSpec("GET", url), 40.0, duration, warmup_s=warmup, timeout_s=timeout, max_connections=4
+            RequestSpec("GET", url), 40.0, duration, warmup_s=warmup, timeout_s=timeout, max_in_flight=4
         )
         elapsed = time.monotonic() - started
     assert elapsed < warmup + duration + timeout + TEARDOWN_GRACE_S + SLACK_S
@@ -188,7 +215,7 @@ def test_stop_reports_what_is_still_in_flight() -> None:
     with hostile_server("silent") as url:
         started = time.monotonic()
         result = run_open_loop(
-            RequestSpec("GET", url), 20.0, 30.0, warmup_s=0.1, timeout_s=30.0, max_connections=4, stop=stop
+            RequestSpec("GET", url), 20.0, 30.0, warmup_s=0.1, timeout_s=30.0, max_in_flight=4, stop=stop
         )
         elapsed = time.monotonic() - started
     assert elapsed < 0.6 + TEARDOWN_GRACE_S + SLACK_S
@@ -210,7 +237,7 @@ def test_rejects_bad_input() -> None:
     spec = RequestSpec("GET", "http://127.0.0.1:1/")
     with pytest.raises(ValueError, match="rate_rps"):
         run_open_loop(spec, 0.0, 1.0)
-    with pytest.raises(ValueError, match="max_connections"):
-        run_open_loop(spec, 10.0, 1.0, max_connections=0)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        run_open_loop(spec, 10.0, 1.0, max_in_flight=0)
     with pytest.raises(ValueError, match="spec"):
         run_open_loop([], 10.0, 1.0)

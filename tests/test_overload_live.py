@@ -43,7 +43,7 @@ def test_the_drain_counts_answers_however_late() -> None:
     with serve("tests.apps.kinds_app:app") as server:
         spec = RequestSpec("GET", f"{server.url}/io?ms=700", timeout_s=5.0)
         cut = run_burst(spec, 8, warmup_s=0.0, duration_s=0.3)
-        drained = run_burst(spec, 8, warmup_s=0.0, duration_s=0.3, drain_s=3.0)
+        drained = run_burst(spec, 8, warmup_s=0.0, duration_s=0.3, counted_drain_s=3.0)
     # The window alone ends before any answer: it reads as a stall.
     assert cut.stalled
     assert not cut.latencies_ms
@@ -109,9 +109,9 @@ def test_a_collapse_is_found_named_and_capped(case: Collapse, tmp_path: Path) ->
             levels=case.levels,
             max_seconds=90,
             timeout_s=5.0,  # above the ladder's 3 s stall window: a stall is read as one
-            app_dir=REPO,
+            app=f"{case.module}:app",
         )
-        outcome = probe_and_classify(options, read_host(), Quiet(), restarter(running))
+        outcome = probe_and_classify(options, read_host(), Quiet(), restart=restarter(running))
     run = outcome.report.overload
     assert run is not None
     assert run.verdict is not None, run
@@ -193,8 +193,8 @@ def test_a_graceful_app_holds_and_gets_no_cap(
 ) -> None:
     env = {"DB_FILE": str(tmp_path / "app.sqlite"), "PG_DSN": postgres.dsn}
     with uvicorn(module, env) as running:
-        options = ProbeOptions(url=running.url, endpoints=(route,), max_seconds=30, app_dir=REPO)
-        outcome = probe_and_classify(options, read_host(), Quiet(), restarter(running))
+        options = ProbeOptions(url=running.url, endpoints=(route,), max_seconds=30, app=f"{module}:app")
+        outcome = probe_and_classify(options, read_host(), Quiet(), restart=restarter(running))
     run = outcome.report.overload
     assert run is not None
     assert run.verdict is not None

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_server_errors_are_counted_by_kind_and_end_the_ladder(server: Server, tm
     code, _, stderr = run_cli(
         "probe", server.url, "-e", "/broken", "--no-preflight", "--duration", "0.2", "--out", str(out)
     )
-    assert code == 0, stderr
+    assert code == ExitCode.NOTHING_MEASURED, stderr  # its only route never answered well: exit 10
     (ep,) = load(out)["endpoints"]
     assert len(ep["levels"]) == 1
     assert ep["levels"][0]["errors_by_kind"]["5xx"] == ep["levels"][0]["errors"] > 0
@@ -126,7 +127,7 @@ def test_429_ends_the_ladder_politely(server: Server, tmp_path: Path) -> None:
     code, _, stderr = run_cli(
         "probe", server.url, "-e", "/limited", "--no-preflight", "--duration", "0.2", "--out", str(out)
     )
-    assert code == 0, stderr
+    assert code == ExitCode.NOTHING_MEASURED, stderr  # refused before any success: exit 10
     (ep,) = load(out)["endpoints"]
     assert len(ep["levels"]) == 1
     assert (ep["stop_reason"], ep["stop_detail"]) == ("rate limited", "Retry-After 3 s")
@@ -138,7 +139,7 @@ def test_timeouts_are_counted(server: Server, tmp_path: Path) -> None:
         "probe", server.url, "-e", "/slow", "--no-preflight", "--timeout", "0.2", "--levels", "2",
         "--duration", "0.5", "--out", str(out),
     )  # fmt: skip
-    assert code == 0, stderr
+    assert code == ExitCode.NOTHING_MEASURED, stderr  # every request timed out: exit 10
     (lv,) = load(out)["endpoints"][0]["levels"]
     assert lv["errors_by_kind"]["timeout"] >= 2
 
@@ -228,6 +229,16 @@ def test_server_dying_mid_probe_keeps_the_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def _read_lines_behind(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
+    """Collect the process's stderr lines as they come, in a thread; the list fills while it runs."""
+    lines: list[str] = []
+    assert proc.stderr is not None
+    stream = proc.stderr
+    reader = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
+    reader.start()
+    return lines, reader
+
+
 def test_ctrl_c_saves_what_was_measured_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     with serve("fastapi_tune.sample_app:app") as s:
@@ -235,15 +246,25 @@ def test_ctrl_c_saves_what_was_measured_and_exits_130(tmp_path: Path) -> None:
             [sys.executable, "-m", "fastapi_tune", "probe", s.url, "--out", str(out)],
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(4)
+        lines, reader = _read_lines_behind(proc)
+        # Interrupt once it measures (a fixed sleep fails on a busy machine still importing),
+        # and late enough for one level at least.
+        deadline = time.monotonic() + 120
+        while not any("Probing" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=15)
+        proc.wait(timeout=15)
         waited = time.monotonic() - sent
+        reader.join(timeout=5)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        stderr = "".join(lines)
     assert proc.returncode == ExitCode.INTERRUPTED, stderr
     assert waited < 2.0, waited
     assert str(out) in stderr

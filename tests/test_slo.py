@@ -341,7 +341,7 @@ def test_runs_with_errors_get_a_verdict_saying_why() -> None:
 
 
 def test_combine_sums_errors_and_merges_rates() -> None:
-    check = RateCheck(50, 2, 100, 99, 1, 0, 0, LatencyHistogram.of([10.0] * 99), 0.1)
+    check = RateCheck(50, 2, 100, 99, 1, 0, 0, LatencyHistogram.of([10.0] * 99), 0.1, sent=100, served=99)
     rounds = [
         _run("recommended", (100,), errors=2, by_status={500: 2}, at_rate=check),
         _run("recommended", (120,), errors=1, by_status={500: 1}, at_rate=check),
@@ -352,6 +352,8 @@ def test_combine_sums_errors_and_merges_rates() -> None:
     assert run.at_rate.intended == 200
     assert run.at_rate.failed == 2
     assert run.at_rate.histogram.total == 198
+    assert (run.at_rate.sent, run.at_rate.served, run.at_rate.duration_s) == (200, 198, 4)
+    assert run.at_rate.served_rps == pytest.approx(49.5)
     verdict = objective_verdict(run, parse_slo("p99<100ms"))
     assert verdict is not None
     assert not verdict[0]  # 2 failed of 200 is 1%, not below 1%

@@ -72,13 +72,19 @@ def test_beyond_capacity_fails_with_the_shortfall_and_the_capacity_is_found(
     assert slo["met"] is False
     runs = data["runs"]
     assert isinstance(runs, list)
-    single = next(r for r in runs if r["label"] == "single-worker")["capacity"]
+    single_run = next(r for r in runs if r["label"] == "single-worker")
+    single = single_run["capacity"]
     assert single["steps"]  # it searched, and found where the objective breaks
     assert any(not step["met"] for step in single["steps"])
     # 1 s steps (10 x the 100 ms bound) overstate an overload by at most 10%: below 55 req/s (60 for
     # noise), and above a trickle.
     assert single["rate_rps"] is not None
     assert 2 <= single["rate_rps"] <= 60
+    # A capacity is a rate the server completes (the "fell behind" rule applies to every step):
+    # not above what the same worker served in the closed loop, but for the search's 5% steps.
+    assert single["rate_rps"] <= 1.15 * single_run["throughput_rps"]
+    # At 200 req/s the recommended config fell behind, and the objective's verdict says so.
+    assert "beyond capacity: served" in slo["verdict"]
 
 
 def test_slo_needs_a_rate_or_capacity(conf: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from fastapi_tune.core.errors import BadInputError
 from fastapi_tune.measure import stacks
+from fastapi_tune.measure.appfiles import AppFiles, AppRoot
 from fastapi_tune.measure.stack_attribution import (
     RouteProfile,
     ThreadKind,
@@ -35,8 +36,8 @@ from fastapi_tune.measure.stacks import (
 DATA = Path(__file__).resolve().parent / "data" / "stacks"
 
 
-def load(name: str, *, with_clocks: bool = True) -> tuple[StackSample, Path]:
-    """A recorded sample, and the app_dir it was recorded with."""
+def load(name: str, *, with_clocks: bool = True) -> tuple[StackSample, AppFiles]:
+    """A recorded sample, and the app directory it was recorded with."""
     meta = json.loads((DATA / f"{name}.json").read_text())
     workers = tuple(
         WorkerStacks(
@@ -47,7 +48,7 @@ def load(name: str, *, with_clocks: bool = True) -> tuple[StackSample, Path]:
         for w in meta["workers"]
     )
     sample = StackSample(meta["seconds"], meta["rate_hz"], workers, MappingProxyType(meta["sources"]))
-    return sample, Path(meta["app_dir"])
+    return sample, AppFiles.at(meta["app_dir"])
 
 
 def profile(name: str, *, with_clocks: bool = True) -> RouteProfile:
@@ -98,23 +99,57 @@ def test_junk_lines_are_skipped() -> None:
     assert parse_raw("\npy-spy> Sampling process\nthread (1): MainThread;f (/a.py:1) x\n") == ()
 
 
+SITE = "/v/lib/python3.11/site-packages"
+# The demo run from a clone: the server's directory first, the installed copy never imported.
+CLONE = AppFiles((AppRoot("/src/clone", "/src/clone"),))
+# The demo run elsewhere: the sample app's package as the server found it in site-packages.
+INSTALLED = AppFiles((AppRoot(f"{SITE}/fastapi_tune", SITE), AppRoot("/home/u", "/home/u")))
+
+
 @pytest.mark.parametrize(
-    ("file", "app_dir", "expected"),
+    ("file", "app_files", "expected"),
     [
-        pytest.param("/srv/app/main.py", Path("/srv/app"), True, id="under-app-dir"),
-        pytest.param("/srv/other/main.py", Path("/srv/app"), False, id="outside-app-dir"),
+        pytest.param("/srv/app/main.py", AppFiles.at("/srv/app"), True, id="under-app-dir"),
+        pytest.param("/srv/other/main.py", AppFiles.at("/srv/app"), False, id="outside-app-dir"),
+        pytest.param("/srv/application.py", AppFiles.at("/srv/app"), False, id="same-prefix-not-under"),
         pytest.param(
-            "/srv/app/.venv/lib/python3.11/site-packages/x.py", Path("/srv/app"), False, id="venv-in-app"
+            "/srv/app/.venv/lib/python3.11/site-packages/x.py",
+            AppFiles.at("/srv/app"),
+            False,
+            id="venv-in-app",
         ),
+        pytest.param("/srv/app/.venv/bin/uvicorn", AppFiles.at("/srv/app"), False, id="console-script"),
+        pytest.param("/src/clone/fastapi_tune/sample_app.py", CLONE, True, id="clone-copy"),
+        pytest.param(f"{SITE}/fastapi_tune/sample_app.py", INSTALLED, True, id="installed-app-package"),
+        pytest.param(f"{SITE}/fastapi/routing.py", INSTALLED, False, id="installed-library"),
+        pytest.param("/home/u/helpers.py", INSTALLED, True, id="server-cwd"),
         pytest.param("/srv/app/main.py", None, True, id="no-app-dir"),
         pytest.param("/usr/lib/python3.11/socket.py", None, False, id="stdlib"),
-        pytest.param("/v/lib/python3.11/site-packages/fastapi/routing.py", None, False, id="site-packages"),
+        pytest.param(f"{SITE}/fastapi/routing.py", None, False, id="site-packages"),
         pytest.param("/usr/lib/python3/dist-packages/yaml/x.py", None, False, id="dist-packages"),
         pytest.param("<frozen runpy>", None, False, id="frozen"),
     ],
 )
-def test_user_code(file: str, app_dir: Path | None, expected: bool) -> None:
-    assert is_user_file(file, app_dir) is expected
+def test_user_code(file: str, app_files: AppFiles | None, expected: bool) -> None:
+    assert is_user_file(file, app_files) is expected
+
+
+@pytest.mark.parametrize(
+    ("file", "app_files", "shown"),
+    [
+        pytest.param(
+            "/src/clone/fastapi_tune/sample_app.py", CLONE, "fastapi_tune/sample_app.py", id="clone"
+        ),
+        pytest.param(
+            f"{SITE}/fastapi_tune/sample_app.py", INSTALLED, "fastapi_tune/sample_app.py", id="installed"
+        ),
+        pytest.param("/elsewhere/x.py", INSTALLED, "/elsewhere/x.py", id="outside"),
+    ],
+)
+def test_app_files_are_named_from_where_they_were_imported(
+    file: str, app_files: AppFiles, shown: str
+) -> None:
+    assert app_files.relative(file) == shown
 
 
 @pytest.mark.parametrize(
@@ -302,6 +337,6 @@ def test_py_spy_errors_become_reasons(stderr: str, says: str, how: str) -> None:
 
 def test_an_app_installed_in_site_packages_is_still_the_apps_own_code() -> None:
     installed = Path("/venv/lib/python3.11/site-packages/shop")
-    assert is_user_file("/venv/lib/python3.11/site-packages/shop/main.py", installed)
-    assert not is_user_file("/venv/lib/python3.11/site-packages/fastapi/routing.py", installed)
-    assert not is_user_file("/venv/lib/python3.11/site-packages/fastapi/routing.py", Path("/src/shop"))
+    assert is_user_file("/venv/lib/python3.11/site-packages/shop/main.py", AppFiles.at(installed))
+    assert not is_user_file("/venv/lib/python3.11/site-packages/fastapi/routing.py", AppFiles.at(installed))
+    assert not is_user_file("/venv/lib/python3.11/site-packages/fastapi/routing.py", AppFiles.at("/src/shop"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
+from fastapi_tune.measure.appfiles import AppFiles
 from fastapi_tune.measure.loadgen import BurstResult, RequestSpec, run_burst
 from fastapi_tune.measure.observe import worker_children
 from fastapi_tune.measure.stack_attribution import RouteProfile, ThreadKind, attribute, describe
@@ -17,6 +17,7 @@ from fastapi_tune.measure.stacks import StackSample, sample_workers
 from tests.servers import REPO, Server, serve
 
 APP_DIR = REPO / "tests" / "apps"
+APP_FILES = AppFiles.at(APP_DIR)
 APP_FILE = APP_DIR / "stacks_app.py"
 RATE_HZ = 50  # benchmarks/stacks_overhead.py: within run-to-run noise at this rate
 
@@ -50,12 +51,12 @@ def profile_under_load(server: tuple[Server, list[int]], path: str, per_worker: 
     load = threading.Thread(target=lambda: done.append(run_burst(spec, per_worker * len(pids), 0.2, 2.0)))
     load.start()
     time.sleep(0.5)  # every connection open, past the warm-up
-    sample = sample_workers(pids, 1.0, RATE_HZ, APP_DIR)
+    sample = sample_workers(pids, 1.0, RATE_HZ, APP_FILES)
     load.join()
     assert isinstance(sample, StackSample), sample
     assert len(sample.workers) == len(pids)
     assert done[0].latencies_ms
-    return attribute(sample, APP_DIR)
+    return attribute(sample, APP_FILES)
 
 
 @pytest.mark.slow
@@ -111,6 +112,6 @@ def test_async_io_shows_the_loop_mostly_idle(server: tuple[Server, list[int]]) -
 @pytest.mark.slow
 def test_no_py_spy_outlives_sampling(server: tuple[Server, list[int]]) -> None:
     _, pids = server
-    assert isinstance(sample_workers(pids, 0.3, RATE_HZ, Path(APP_DIR)), StackSample)
+    assert isinstance(sample_workers(pids, 0.3, RATE_HZ, APP_FILES), StackSample)
     left = [c for c in psutil.Process().children(recursive=True) if "py-spy" in " ".join(c.cmdline())]
     assert left == []

@@ -10,16 +10,19 @@ import sys
 from rich.markup import escape
 
 from fastapi_tune.cli import (
+    check,
+    compare,
     demo,
     host,
     loadtools,
     probe,
     recommend,
     report,
+    traffic,
     tune,
     verify,
 )
-from fastapi_tune.cli.base import app, err, report_error, state
+from fastapi_tune.cli.base import PlainHelpCommand, app, err, report_error, state
 from fastapi_tune.core.errors import ExitCode, FastapiTuneError
 from fastapi_tune.core.redact import redact_text
 
@@ -29,12 +32,15 @@ for _command in (
     host.host,
     probe.probe,
     recommend.recommend,
+    traffic.traffic,
     demo.demo,
     tune.tune,
     verify.verify,
+    check.check,
+    compare.compare,
     report.report,
 ):
-    app.command()(_command)
+    app.command(cls=PlainHelpCommand)(_command)
 app.add_typer(loadtools.export_app, name="export")
 app.add_typer(loadtools.import_app, name="import")
 

@@ -7,31 +7,60 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, ParamSpec
+from pathlib import Path
+from typing import Annotated, Any, Final, ParamSpec
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from fastapi_tune import __version__
 from fastapi_tune.core.errors import (
     BadInputError,
     ExitCode,
     FastapiTuneError,
+    TargetUnreachableError,
 )
 from fastapi_tune.core.redact import option_secrets, redact_secrets_in
 
+
+def _plain(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # as flag() does for ours: typer would show `<bool>` beside -h/--help
+    return option
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose -h/--help reads as the plain flag it is."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain(super().get_help_option(ctx))
+
+
+class PlainHelpGroup(TyperGroup):
+    """A command group whose -h/--help reads as the plain flag it is."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain(super().get_help_option(ctx))
+
+
+# Every command and group takes -h as well as --help (click's default is --help alone).
+HELP_SETTINGS: Final = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
+    cls=PlainHelpGroup,
     name="fastapi-tune",
     help=(
         "Measure a FastAPI app, then size its gunicorn/uvicorn deployment from the evidence.\n\n"
         "The usual order: `host` (what this machine allows), `probe URL` (how each endpoint scales),"
         " `recommend` (a gunicorn command and gunicorn.conf.py), `verify` (prove it against the"
-        " alternatives). `demo` runs the whole loop on a bundled sample app."
+        " alternatives). `demo` runs the whole loop on a bundled sample app; `check` judges the app"
+        " against a saved baseline in CI."
     ),
     no_args_is_help=True,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP_SETTINGS,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -88,7 +117,11 @@ def _guarded(f: Callable[P, None]) -> Callable[P, None]:
 
     @functools.wraps(f)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        secrets = option_secrets(kwargs.get("header") or (), kwargs.get("param") or ())  # type: ignore[arg-type]
+        secrets = option_secrets(
+            kwargs.get("header") or (),  # type: ignore[arg-type]
+            kwargs.get("param") or (),  # type: ignore[arg-type]
+            kwargs.get("endpoint") or (),  # type: ignore[arg-type]
+        )
         try:
             f(*args, **kwargs)
         except FastapiTuneError as e:
@@ -116,7 +149,7 @@ def subcommand(group: typer.Typer, name: str) -> Callable[[Callable[P, None]], C
 
     def register(f: Callable[P, None]) -> Callable[P, None]:
         wrapper = _guarded(f)
-        group.command(name)(wrapper)
+        group.command(name, cls=PlainHelpCommand)(wrapper)
         return wrapper
 
     return register
@@ -132,6 +165,13 @@ def report_error(e: FastapiTuneError, secrets: Sequence[str] = ()) -> int:
         raise e
     err.print(f"[bold red]error:[/] {escape(redact_secrets_in(str(e), secrets))}", highlight=False)
     return int(e.exit_code)
+
+
+def raise_outcome_error(error: FastapiTuneError, report_path: Path) -> None:
+    """A probe's ending error, raised once its report is saved, saying where that report is."""
+    if isinstance(error, TargetUnreachableError):
+        raise type(error)(f"{error}; the levels measured before are in {report_path}")
+    raise type(error)(f"{error}; every route's reason is in {report_path}")
 
 
 def print_json(data: Any) -> None:

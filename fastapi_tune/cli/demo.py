@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json
+from fastapi_tune.cli.options import Verbose
 from fastapi_tune.cli.probe import save_and_show
 from fastapi_tune.cli.recommend import show_and_write
 from fastapi_tune.core import checks
@@ -46,6 +47,7 @@ def demo(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Run the whole loop on a bundled sample app: start it, probe, classify, recommend, stop it.
 
@@ -74,7 +76,7 @@ def demo(
         for path, module in admission_files(result.plan, conf):
             write_output(path, module, consent=True)
     else:
-        save_and_show(result.outcome, report_path, False, html)
+        save_and_show(result.outcome, report_path, False, html, verbose)
         out.rule("Recommendation")
         show_and_write(result.plan, conf, consent=True, ask=False, as_json=False)
     err.print(f"Demo files are in [bold]{directory}[/]. Prove the recommendation against the alternatives:")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import err, flag, subcommand
+from fastapi_tune.cli.base import HELP_SETTINGS, PlainHelpGroup, err, flag, subcommand
 from fastapi_tune.cli.options import parse_levels
 from fastapi_tune.cli.probe import save_and_show
 from fastapi_tune.core.errors import (
@@ -19,16 +19,17 @@ from fastapi_tune.core.errors import (
 from fastapi_tune.core.fileio import write_output
 from fastapi_tune.discover.openapi import parse_header
 from fastapi_tune.judge.classify import classify_report
-from fastapi_tune.measure.import_load import import_k6, import_locust
+from fastapi_tune.measure.import_load import import_k6
+from fastapi_tune.measure.import_locust import import_locust
 from fastapi_tune.measure.probe_options import ProbeOutcome
 from fastapi_tune.measure.report import DEFAULT_REPORT, ProbeReport, load_report
 from fastapi_tune.render.export_load import (
     parse_mix,
     parse_objective,
     render_k6,
-    render_locust,
     spec_from_report,
 )
+from fastapi_tune.render.locustfile import render_locust
 
 _EXPORT_REPORT = typer.Option(
     "--report",
@@ -39,14 +40,16 @@ _EXPORT_REPORT = typer.Option(
 export_app = typer.Typer(
     help="Write the probe's load as a Locust or k6 script, for load beyond one machine.",
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP_SETTINGS,
+    cls=PlainHelpGroup,
 )
 
 
 import_app = typer.Typer(
     help="Read Locust or k6 results back as a probe report that `recommend` plans from.",
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP_SETTINGS,
+    cls=PlainHelpGroup,
 )
 
 
@@ -165,6 +168,13 @@ def export_k6(
     _export("k6", report_path, out_path, mix, levels, seconds, together, rate, slo, header)
 
 
+def _with_workers(report: ProbeReport, workers: int | None) -> ProbeReport:
+    """--workers when given, else the count the script was exported with (the probe's)."""
+    if workers is None:
+        return report
+    return replace(report, server=replace(report.server, workers=workers))
+
+
 def _imported(report: ProbeReport, out_path: Path, as_json: bool) -> None:
     outcome = ProbeOutcome(report=classify_report(report))
     save_and_show(outcome, out_path, as_json)
@@ -177,20 +187,24 @@ _ImportJson = Annotated[bool, flag("--json", help="Also print the report as JSON
 
 
 _ImportWorkers = Annotated[
-    int | None, typer.Option("--workers", help="Worker processes the measured server ran (for the knees).")
+    int | None,
+    typer.Option(
+        "--workers",
+        help="Worker processes the measured server ran (for the knees); default: the probe's, as the"
+        " exported script recorded it.",
+    ),
 ]
 
 
 @subcommand(import_app, "locust")
 def import_locust_cmd(
-    prefix: Annotated[Path, typer.Argument(help="The --csv PREFIX of a `--csv-full-history` run.")],
+    prefix: Annotated[Path, typer.Argument(help="The --csv PREFIX of the run (or one of its files).")],
     out_path: _ImportOut = DEFAULT_REPORT,
     workers: _ImportWorkers = None,
     as_json: _ImportJson = False,
 ) -> None:
     """Turn Locust's CSV history into a probe report: levels per route and user count, classified."""
-    report = import_locust(prefix)
-    _imported(replace(report, server=replace(report.server, workers=workers)), out_path, as_json)
+    _imported(_with_workers(import_locust(prefix), workers), out_path, as_json)
 
 
 @subcommand(import_app, "k6")
@@ -201,5 +215,4 @@ def import_k6_cmd(
     as_json: _ImportJson = False,
 ) -> None:
     """Turn k6's JSON output into a probe report: levels per route and stage, classified."""
-    report = import_k6(*files)
-    _imported(replace(report, server=replace(report.server, workers=workers)), out_path, as_json)
+    _imported(_with_workers(import_k6(*files), workers), out_path, as_json)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fastapi_tune.cli.base import flag
 from fastapi_tune.core.errors import (
     BadInputError,
     UsageError,
@@ -30,6 +31,17 @@ Cpus = Annotated[
 Memory = Annotated[
     str | None,
     typer.Option("--memory", help="Memory of the deployment target if not this machine, e.g. 512M."),
+]
+
+
+Verbose = Annotated[
+    bool,
+    flag(
+        "--verbose",
+        "-v",
+        help="Show every route's panel in full (levels, every number of the evidence, advice) and every"
+        " skipped route; by default only the routes that matter get one.",
+    ),
 ]
 
 

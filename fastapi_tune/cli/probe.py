@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import command, err, flag, out, print_json
-from fastapi_tune.cli.options import NO_OVERLOAD_HELP, OVERLOAD_HELP, parse_levels
+from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
+from fastapi_tune.cli.options import NO_OVERLOAD_HELP, OVERLOAD_HELP, Verbose, parse_levels
+from fastapi_tune.cli.traffic import AccessLog, read_logs
 from fastapi_tune.core.errors import (
     BadInputError,
     Interrupted,
@@ -19,6 +20,7 @@ from fastapi_tune.core.redact import redact_url
 from fastapi_tune.core.rules import OVERLOAD_PER_WORKER
 from fastapi_tune.flows.workflow import (
     probe_and_classify,
+    read_traffic,
     save_report_somewhere,
 )
 from fastapi_tune.measure.host import (
@@ -27,6 +29,9 @@ from fastapi_tune.measure.host import (
 )
 from fastapi_tune.measure.probe_options import DEFAULT_MAX_CONCURRENCY, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
+from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S, ROUTE_S
+from fastapi_tune.measure.traffic import TrafficProfile
+from fastapi_tune.render.export_load import parse_mix
 from fastapi_tune.render.html import render_html
 from fastapi_tune.render.probe import LiveProgress, print_report
 
@@ -85,8 +90,19 @@ def probe(  # long mostly in its signature: one typer parameter per option
     ] = False,
     overload: Annotated[int, typer.Option(help=OVERLOAD_HELP)] = OVERLOAD_PER_WORKER,
     no_overload: Annotated[bool, flag("--no-overload", help=NO_OVERLOAD_HELP)] = False,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            "--mix",
+            help="Traffic shares, e.g. 'GET /a=70,GET /b=30': the routes that carry the traffic are"
+            " measured first and get their full ladder sooner (default: equal; --access-log wins).",
+        ),
+    ] = None,
     levels: Annotated[
-        str | None, typer.Option(help="Fixed concurrency levels, e.g. 1,8,64 (no adaptive stop).")
+        str | None,
+        typer.Option(
+            help="Fixed concurrency levels for every route, e.g. 1,8,64 (no triage, no adaptive stop)."
+        ),
     ] = None,
     max_concurrency: Annotated[
         int | None,
@@ -97,7 +113,14 @@ def probe(  # long mostly in its signature: one typer parameter per option
     duration: Annotated[
         float | None, typer.Option(help="Counted seconds per level (default: adaptive, 0.5 s or more).")
     ] = None,
-    max_seconds: Annotated[float, typer.Option(help="Time budget for the whole probe.")] = 60.0,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Time budget for the whole probe (default: {DEFAULT_BUDGET_S:.0f} s, or {ROUTE_S:g} s per"
+            f" route past {DEFAULT_BUDGET_S / ROUTE_S:.0f} routes).",
+            show_default=False,
+        ),
+    ] = None,
     max_requests: Annotated[int, typer.Option(help="Request budget for the whole probe.")] = 500_000,
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as a timeout.")] = 10.0,
     insecure: Annotated[bool, flag("--insecure", help="Accept a self-signed TLS certificate.")] = False,
@@ -112,16 +135,21 @@ def probe(  # long mostly in its signature: one typer parameter per option
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts) here.")
     ] = None,
+    access_log: AccessLog = None,
+    verbose: Verbose = False,
 ) -> None:
     """Measure how each endpoint of a running app scales, and classify it.
 
-    Finds the endpoints in the app's OpenAPI document (or takes them from -e), drives each with
-    closed-loop bursts at rising concurrency (1, 2, 4 ... 128), watches the server's CPU and
+    Finds the endpoints in the app's OpenAPI document (or takes them from -e), triages every one
+    with three short closed-loop levels (c=1, 4 per worker with its stacks sampled, past the
+    thread limiter), then gives the budget left to full ladders (1, 2, 4 ... 128) for the routes
+    that need them most, and says up front how the time will go. It watches the server's CPU and
     memory when it runs on this machine, and tells each endpoint's class: io-bound, cpu-bound,
-    loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence and the fix.
-    Then it loads the whole mix far past the knee (--overload, 64 in flight per worker) and says
-    whether the app holds, degrades, collapses or wedges, why, and where (exit 11 when it left
-    the server unable to answer: restart it). The report is saved to --out for `fastapi-tune recommend`.
+    loop-blocking, threadpool-bound (or serialized / inconclusive), with the evidence, how sure it
+    is, and the fix. Then it loads the whole mix far past the knee (--overload, 64 in flight per
+    worker) and says whether the app holds, degrades, collapses or wedges, why, and where (exit 11
+    when it left the server unable to answer: restart it). The report is saved to --out for
+    `fastapi-tune recommend`.
     """
     options = ProbeOptions(
         url=url,
@@ -143,24 +171,32 @@ def probe(  # long mostly in its signature: one typer parameter per option
         timeout_s=timeout,
         verify_tls=not insecure,
         allow_remote=allow_remote,
+        route_weights=parse_mix(mix) if mix else None,
     )
     check_writable(out_path, "--out")  # never measure into a path that cannot be written
     if html is not None:
         check_writable(html, "--html")
-    _probe_and_save(options, read_host(), out_path, as_json, html)
+    traffic = read_logs(lambda p: read_traffic(options, access_log, p)) if access_log else None
+    _probe_and_save(options, read_host(), out_path, as_json, html, traffic, verbose)
 
 
 def _probe_and_save(
-    options: ProbeOptions, facts: HostFacts, out_path: Path, as_json: bool, html: Path | None = None
+    options: ProbeOptions,
+    facts: HostFacts,
+    out_path: Path,
+    as_json: bool,
+    html: Path | None = None,
+    traffic: TrafficProfile | None = None,
+    verbose: bool = False,
 ) -> ProbeReport:
     """Run a probe with live progress, save the report always, show it, and raise on a bad end."""
     with LiveProgress(err) as progress:
-        outcome = probe_and_classify(options, facts, progress)
-    return save_and_show(outcome, out_path, as_json, html)
+        outcome = probe_and_classify(options, facts, progress, traffic)
+    return save_and_show(outcome, out_path, as_json, html, verbose)
 
 
 def save_and_show(
-    outcome: ProbeOutcome, out_path: Path, as_json: bool, html: Path | None = None
+    outcome: ProbeOutcome, out_path: Path, as_json: bool, html: Path | None = None, verbose: bool = False
 ) -> ProbeReport:
     """Save the report always, show it, and raise for a dead server or an interruption."""
     report = outcome.report
@@ -171,13 +207,13 @@ def save_and_show(
     if as_json:
         print_json(report_to_json(report))
     else:
-        print_report(out, report)
+        print_report(out, report, verbose)
     if failure is not None:  # measured, then the disk filled: say where the results are
         where = f"the report was saved to {saved} instead" if saved else "the report is shown above only"
         raise BadInputError(f"{failure}; {where}")
     err.print(f"Report saved to [bold]{out_path}[/]")
     if outcome.error is not None:
-        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+        raise_outcome_error(outcome.error, out_path)
     if report.interrupted:
         levels_kept = sum(len(e.levels) for e in report.endpoints)
         raise Interrupted(f"interrupted: {levels_kept} level(s) measured before Ctrl-C are in {out_path}")

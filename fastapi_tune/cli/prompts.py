@@ -106,7 +106,7 @@ def interactive(yes: bool, as_json: bool) -> bool:
     return not yes and not as_json and sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def show_and_write_file(output: Path, text: str, consent: bool, ask: bool) -> None:
+def show_and_write_file(output: Path, text: str, consent: bool, ask: bool, executable: bool = False) -> None:
     """Write one generated file, asking before replacing a different one (a backup is kept)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     if existing_state(output, text) is Overwrite.ASK and ask:
@@ -117,11 +117,14 @@ def show_and_write_file(output: Path, text: str, consent: bool, ask: bool) -> No
             err.print(f"Left {output} as it was; the new config was not written.")
             return
     written = write_output(output, text, consent)
+    if executable:
+        output.chmod(output.stat().st_mode | 0o111)  # a script to run: ./run-granian.sh
     if written.unchanged:
         err.print(f"{output} already holds this config; nothing written.")
     else:
         saved = f" (previous version kept as {written.backup})" if written.backup else ""
         check = f" Check it: gunicorn --check-config -c {output}" if output.suffix == ".py" else ""
+        check = f" Run it from the app's directory: sh {output}" if executable else check
         err.print(f"Wrote [bold]{output}[/]{saved}.{check}")
 
 

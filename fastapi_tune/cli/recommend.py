@@ -20,6 +20,7 @@ from fastapi_tune.cli.prompts import (
     show_and_write_file,
     target_facts,
 )
+from fastapi_tune.cli.traffic import AccessLog, planning_traffic, say_defaults
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import (
     UsageError,
@@ -31,7 +32,11 @@ from fastapi_tune.plan.deploy import decide_deploy
 from fastapi_tune.plan.model import Choices, Plan
 from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
+from fastapi_tune.plan.server_evidence import server_evidence
+from fastapi_tune.plan.server_model import Server, ServerPlan
+from fastapi_tune.plan.servers import plan_server
 from fastapi_tune.plan.slo import parse_slo
+from fastapi_tune.plan.traffic import traffic_defaults, with_traffic_input
 from fastapi_tune.render.admission import admission_files
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render.deploy import deploy_files
@@ -39,6 +44,12 @@ from fastapi_tune.render.export_load import (
     parse_mix,
 )
 from fastapi_tune.render.plan import plan_to_json, print_brief, print_plan
+from fastapi_tune.render.servers import (
+    SCRIPT_NAMES,
+    print_server_plan,
+    render_run_script,
+    server_plan_to_json,
+)
 
 
 @command
@@ -59,9 +70,23 @@ def recommend(  # long mostly in its signature: one typer parameter per option
         ),
     ] = None,
     output: Annotated[
-        Path, typer.Option("-o", "--out", help="Where to write the gunicorn config.")
-    ] = DEFAULT_CONF,
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Where to write the gunicorn config (default gunicorn.conf.py), or with --server uvicorn"
+            " or granian the script that runs it (default run-uvicorn.sh, run-granian.sh).",
+        ),
+    ] = None,
     bind: Annotated[str | None, typer.Option(help="Address to listen on (default: the profile's).")] = None,
+    server: Annotated[
+        Server,
+        typer.Option(
+            "--server",
+            help="The server to plan for: gunicorn (default; gunicorn.conf.py), uvicorn (its own process"
+            " manager) or granian; the same plan, each value as that server spells it, what it lacks said.",
+        ),
+    ] = Server.GUNICORN,
     worker_class: Annotated[
         str | None, typer.Option(help="uvicorn-worker (default) or asgi (gunicorn's native worker, >= 24).")
     ] = None,
@@ -113,19 +138,24 @@ def recommend(  # long mostly in its signature: one typer parameter per option
     ] = sys.executable,
     deploy: Annotated[Path | None, typer.Option(help=DEPLOY_HELP)] = None,
     health_path: Annotated[str | None, typer.Option(help=HEALTH_HELP)] = None,
+    access_log: AccessLog = None,
 ) -> None:
     """Turn host facts + the probe report + a profile into gunicorn.conf.py and a command.
 
     Every number comes with what was measured and why (no (2 x cores) + 1). At a terminal it asks
     for what it cannot know (app module, deployment profile, bind, overwrite); with --yes or
     without a terminal it takes the defaults and never replaces an existing file unless --yes.
+    With --server uvicorn or granian it writes a script that runs that server with the same plan.
     """
+    output = output or (DEFAULT_CONF if server is Server.GUNICORN else Path(SCRIPT_NAMES[server]))
     check_writable(output, "--out")
     if target_rps is not None:
         checks.number(target_rps, "--target-rps", 1e-3, checks.MAX_RPS, " requests/s")
     _check_db_options(db_max_connections, db_pool_size)
     if target_rps is not None and not (math.isfinite(target_rps) and target_rps > 0):
         raise UsageError("--target-rps: expected a positive number of requests per second")
+    report = load_report(probe_path)
+    traffic = planning_traffic(report, access_log)
     ask = interactive(yes, as_json)
     if ask:
         app_module = app_module or ask_value("App to serve (module:attribute)", "main:app", app_spec)
@@ -134,28 +164,32 @@ def recommend(  # long mostly in its signature: one typer parameter per option
         bind = ask_value("Bind address", chosen.bind, bind_spec)
     facts = target_facts(chosen, cpus, memory, ask)
     stack = read_app_env(python)
-    report = load_report(probe_path)
-    plan = make_plan(
-        facts,
-        report,
-        chosen,
-        Choices(
-            app=app_module or "main:app",
-            bind=bind,
-            worker_class=worker_class,
-            preload=preload,
-            target_rps=target_rps,
-            gunicorn_version=stack.gunicorn,
-            stack=stack,
-            db_max_connections=db_max_connections,
-            db_pool_size=db_pool_size,
-            objective=parse_slo(slo) if slo else None,
-            mix=parse_mix(mix) if mix else None,
-        ),
+    choices = Choices(
+        app=app_module or "main:app",
+        bind=bind,
+        worker_class=worker_class,
+        preload=preload,
+        target_rps=target_rps,
+        gunicorn_version=stack.gunicorn,
+        stack=stack,
+        db_max_connections=db_max_connections,
+        db_pool_size=db_pool_size,
+        objective=parse_slo(slo) if slo else None,
+        mix=parse_mix(mix) if mix else None,
     )
-    show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
+    defaults = None if traffic is None else traffic_defaults(choices, traffic, report)
+    plan = make_plan(facts, report, chosen, defaults.choices if defaults else choices)
+    if defaults is not None:
+        plan = with_traffic_input(plan, defaults)
+        say_defaults(defaults)
+    sp = None
+    if server is Server.GUNICORN:
+        show_and_write(plan, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
+    else:
+        sp = plan_server(server, plan, server_evidence(facts, report, chosen))
+        _show_server_and_write(plan, sp, output, consent=yes, ask=ask, as_json=as_json, brief=brief)
     if deploy is not None:
-        spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name)
+        spec = decide_deploy(plan, report, chosen, facts, Path.cwd().name, health_path, output.name, sp)
         for name, text in deploy_files(spec):
             show_and_write_file(deploy / name, text, consent=yes, ask=ask)
 
@@ -182,4 +216,17 @@ def show_and_write(
         print_plan(out, plan)
     show_and_write_file(output, text, consent, ask)
     for path, module in admission_files(plan, output):  # the cap's module, which the config imports
+        show_and_write_file(path, module, consent, ask)
+
+
+def _show_server_and_write(
+    plan: Plan, sp: ServerPlan, output: Path, consent: bool, ask: bool, as_json: bool, brief: bool
+) -> None:
+    """Print the plan as uvicorn or Granian runs it, then write the script that runs it."""
+    if as_json:
+        print_json({**plan_to_json(plan), "server": server_plan_to_json(sp)})
+    else:
+        print_server_plan(out, plan, sp, brief=brief)
+    show_and_write_file(output, render_run_script(sp, plan), consent, ask, executable=True)
+    for path, module in admission_files(plan, output):  # the cap's module, which the script serves
         show_and_write_file(path, module, consent, ask)

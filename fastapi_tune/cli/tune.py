@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from fastapi_tune.cli.base import command, err, flag, out, print_json
-from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, NO_OVERLOAD_HELP, OVERLOAD_HELP
+from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
+from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, NO_OVERLOAD_HELP, OVERLOAD_HELP, Verbose
 from fastapi_tune.cli.prompts import ask_profile, interactive, refuse_early, target_facts
+from fastapi_tune.cli.traffic import AccessLog, say_defaults
 from fastapi_tune.core.errors import (
     Interrupted,
 )
@@ -24,6 +25,7 @@ from fastapi_tune.measure.host import (
     read_host,
 )
 from fastapi_tune.measure.probe_options import ProbeOptions
+from fastapi_tune.measure.schedule import DEFAULT_BUDGET_S, ROUTE_S
 from fastapi_tune.plan.model import ADMISSION_MODULE, Choices
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, load_profile
 from fastapi_tune.render.conf import DEFAULT_CONF
@@ -77,7 +79,14 @@ def tune(  # long mostly in its signature: one typer parameter per option
         list[str] | None,
         typer.Option("--param", help="NAME=VALUE for a path or query parameter (repeatable)."),
     ] = None,
-    max_seconds: Annotated[float, typer.Option(help="Time budget for the probe.")] = 40.0,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Time budget for the probe (default: {DEFAULT_BUDGET_S:.0f} s, or {ROUTE_S:g} s per route"
+            f" past {DEFAULT_BUDGET_S / ROUTE_S:.0f} routes).",
+            show_default=False,
+        ),
+    ] = None,
     overload: Annotated[int, typer.Option(help=OVERLOAD_HELP)] = OVERLOAD_PER_WORKER,
     no_overload: Annotated[bool, flag("--no-overload", help=NO_OVERLOAD_HELP)] = False,
     verify_it: Annotated[
@@ -89,6 +98,8 @@ def tune(  # long mostly in its signature: one typer parameter per option
         flag("--yes", "-y", help="Take the defaults, never prompt; replace files (kept as .bak)."),
     ] = False,
     as_json: Annotated[bool, flag("--json", help="Print report, plan and files as one JSON object.")] = False,
+    access_log: AccessLog = None,
+    verbose: Verbose = False,
 ) -> None:
     """Your own app in one command: start it, probe it, recommend, write the config, stop it.
 
@@ -126,26 +137,29 @@ def tune(  # long mostly in its signature: one typer parameter per option
         health_path=health_path,
         replace=consent,
         verify=verify_it,
+        access_logs=tuple(access_log or ()),
     )
     if deploy is not None:
         deploy.mkdir(parents=True, exist_ok=True)
-    result = run_tune(options, read_host(), target, TuneProgress(err))
-    _show_tune(result, out_path, as_json)
+    result = run_tune(options, read_host(), target, TuneProgress(err, verbose))
+    _show_tune(result, out_path, as_json, verbose)
 
 
-def _show_tune(result: TuneResult, out_path: Path, as_json: bool) -> None:
+def _show_tune(result: TuneResult, out_path: Path, as_json: bool, verbose: bool) -> None:
     """Print the run, say where its files went, and raise for a dead app or an interruption."""
     if as_json:
         r = result
         print_json(tune_to_json(r.app_env, r.outcome.report, r.plan, r.written, r.deploy, r.verify))
     else:
-        print_tune(out, result.outcome.report, result.plan, result.verify)
+        print_tune(out, result.outcome.report, result.plan, result.verify, verbose)
     err.print(f"Report saved to [bold]{out_path}[/]")
     outcome = result.outcome
     if outcome.error is not None:
-        raise type(outcome.error)(f"{outcome.error}; the levels measured before are in {out_path}")
+        raise_outcome_error(outcome.error, out_path)
     if outcome.report.interrupted:
         raise Interrupted(f"interrupted: what was measured is in {out_path}; the app was stopped")
+    if result.traffic is not None:
+        say_defaults(result.traffic)
     print_files(err, result.written)
     if result.verify is not None and result.verify.interrupted:
         raise Interrupted("interrupted during --verify; every server started was stopped")

@@ -17,7 +17,10 @@ class ExitCode(IntEnum):
     SERVER_FAILED = 6  # a server fastapi-tune started (demo, verify) failed to boot
     SLO_MISSED = 7  # verify: the recommended config missed the objective (--slo) at the rate asked
     RUN_ERRORS = 8  # verify: a run had failed requests, so its figures are not comparable
+    REGRESSED = 9  # check/compare: a route got worse than its baseline beyond the measured noise
+    NOTHING_MEASURED = 10  # probe: every route failed, hung or was refused at preflight (report written)
     WEDGED = 11  # probe: the overload step left a server it did not start unable to answer
+    NOT_JUDGED = 12  # check/compare: the runner was too busy to judge any route (not a regression)
     INTERRUPTED = 130  # Ctrl-C: what was measured is kept
 
 
@@ -67,6 +70,24 @@ class RunErrorsError(FastapiTuneError):
     """A measured run failed requests beyond the tolerance: its figures are not comparable."""
 
     exit_code = ExitCode.RUN_ERRORS
+
+
+class NothingMeasuredError(FastapiTuneError):
+    """Every route failed, hung or was refused before a level measured it; the report says how each did."""
+
+    exit_code = ExitCode.NOTHING_MEASURED
+
+
+class RegressedError(FastapiTuneError):
+    """A route regressed against its baseline; the message names the routes."""
+
+    exit_code = ExitCode.REGRESSED
+
+
+class NotJudgedError(FastapiTuneError):
+    """No route could be judged against its baseline (a starved runner): neither a pass nor a regression."""
+
+    exit_code = ExitCode.NOT_JUDGED
 
 
 class WedgedError(FastapiTuneError):

@@ -77,8 +77,47 @@ def redact_secrets_in(text: str, secrets: Sequence[str]) -> str:
     return redact_text(text)
 
 
-def option_secrets(headers: Sequence[str] = (), params: Sequence[str] = ()) -> list[str]:
-    """Values the user passed that may be secrets: every -H value, and --param values whose names are."""
+def option_secrets(
+    headers: Sequence[str] = (), params: Sequence[str] = (), endpoints: Sequence[str] = ()
+) -> list[str]:
+    """Values the user passed that may be secrets: every -H value, --param values whose names are,
+    and the values of sensitive query parameters in -e 'GET /x?api_key=...'."""
     values = [text.partition(":")[2].strip() for text in headers]
     values += [value for name, _, value in (p.partition("=") for p in params) if is_sensitive(name)]
+    for text in endpoints:
+        query = text.partition("?")[2].partition("#")[0]
+        values += [v for k, v in parse_qsl(query, keep_blank_values=True) if is_sensitive(k)]
     return [v for v in values if v]
+
+
+def redact_path(path: str) -> str:
+    """A path as the user gave it (-e 'GET /x?api_key=...'), its sensitive query values hidden."""
+    return redact_url(path) if "?" in path else path
+
+
+# A query string inside a log line or a request target: everything from '?' to the next blank or
+# quote. Access logs put api_key=, token=, password= there; none of it is ever shown or kept.
+_QUERY: Final = re.compile(r"\?[^\s\"']*")
+# "password": "x" and "token": 123 in a JSON log line, whatever the field's position.
+_JSON_FIELD: Final = re.compile(r'"(?P<name>[^"\\]{1,64})"\s*:\s*(?P<value>"(?:[^"\\]|\\.)*"|[^,}\s]+)')
+LOG_LINE_SHOWN: Final = 100  # characters of a log line an error message may quote
+
+
+def strip_query(target: str) -> str:
+    """A request target without its query string or fragment: `/a?token=x#f` -> `/a`."""
+    cut = len(target)
+    for mark in "?#":
+        at = target.find(mark)
+        if 0 <= at < cut:
+            cut = at
+    return target[:cut]
+
+
+def redact_log_line(line: str) -> str:
+    """An access-log line fit to quote in an error: queries and secret fields hidden, cut short."""
+    text = _QUERY.sub("?" + REDACTED, line.strip())
+    text = _JSON_FIELD.sub(
+        lambda m: f'"{m["name"]}": "{REDACTED}"' if is_sensitive(m["name"]) else m[0], text
+    )
+    text = redact_text(text)
+    return text if len(text) <= LOG_LINE_SHOWN else text[: LOG_LINE_SHOWN - 3] + "..."

@@ -5,6 +5,7 @@ the renderers cannot disagree about it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -18,11 +19,39 @@ MIN_SUGGESTED_TOKENS: Final = 2 * THREAD_TOKENS_PER_WORKER
 MAX_SUGGESTED_TOKENS: Final = 400
 TOKENS_HEADROOM: Final = 1.25
 TOKENS_STEP: Final = 10
+# Throughput kept this share of linear growth between two levels: the route scaled (a serialised
+# one keeps one request per worker busy, so 1/4 of linear from c=1 to 4 per worker). The triage
+# measures its third level only past such a step, and the judge reads a two-level curve by it.
+SCALED_SHARE: Final = 0.5
 # p99 from fewer samples is one or two requests' luck, not a percentile.
 P99_MIN_SAMPLES: Final = 200
 # Little's law (throughput x mean latency / concurrency) outside 1 +- 0.3 means the client
 # measured something other than a steady closed loop (stalls, a window too short).
 LITTLE_TOLERANCE: Final = 0.3
+# A closed loop at c=N always has N requests in flight when a level closes: that is no news. A
+# request older than a few times the level's p99 (the slowest completed request when p99 has too
+# few samples) was stuck. Measured on the sample app (22 levels, a busy host): the oldest request
+# in flight at a level's end was 0.0-1.01 x the level's slowest answer. The floor keeps a busy
+# machine's scheduling hiccups on a millisecond route quiet.
+STUCK_IN_FLIGHT_FACTOR: Final = 4.0
+STUCK_IN_FLIGHT_MIN_MS: Final = 100.0
+
+
+# How much harm each class does to a server, in order: `check` and `compare` call a route whose class
+# moved up this order regressed. io-bound scales on one event loop; threadpool-bound and pool-bound
+# cap at a known size that a setting raises; cpu-bound holds one worker per request but uses its CPU
+# (serialized: cpu-bound or loop-blocking, unseen; ranked with the milder); loop-blocking holds the
+# worker without using it (a blocking call in `async def`); stalled answers nothing. Keyed by the
+# report's class names (inconclusive has no rank: it cannot be compared).
+CLASS_HARM: Final[Mapping[str, int]] = {
+    "io-bound": 0,
+    "threadpool-bound": 1,
+    "pool-bound": 1,
+    "cpu-bound": 2,
+    "serialized": 2,
+    "loop-blocking": 3,
+    "stalled": 4,
+}
 
 
 def rule_of_thumb_workers(logical_cpus: int) -> int:
@@ -33,6 +62,16 @@ def rule_of_thumb_workers(logical_cpus: int) -> int:
 def littles_law_ok(ratio: float) -> bool:
     """Whether throughput x mean latency / concurrency is near 1, as a steady closed loop gives."""
     return abs(ratio - 1) <= LITTLE_TOLERANCE
+
+
+def stuck_in_flight(oldest_ms: float | None, p99_ms: float | None, max_ms: float | None) -> bool:
+    """Whether the oldest request unanswered at a level's end is news: stuck, not the loop's normal."""
+    if oldest_ms is None:
+        return False
+    usual = p99_ms if p99_ms is not None else max_ms
+    if usual is None:  # nothing completed to compare with: a stall, which is always news
+        return True
+    return oldest_ms > max(STUCK_IN_FLIGHT_FACTOR * usual, STUCK_IN_FLIGHT_MIN_MS)
 
 
 @dataclass(frozen=True)

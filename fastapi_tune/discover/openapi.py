@@ -12,14 +12,15 @@ import json
 import re
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, Final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
 
 from fastapi_tune.core.errors import BadInputError, RefusedError, TargetUnreachableError, UsageError
-from fastapi_tune.core.redact import redact_text, redact_url
+from fastapi_tune.core.redact import redact_path, redact_text, redact_url
 from fastapi_tune.discover.samples import (
     FORM,
     JSON,
@@ -54,13 +55,27 @@ class TargetUrl:
     loopback: bool
 
 
+class SkipCause(StrEnum):
+    """Why an operation was not driven, as a kind: what the probe's exit code is decided from."""
+
+    SCHEMA = "schema"  # the document cannot fill it: a broken or unsatisfiable schema (names the field)
+    NEEDS_INPUT = "needs-input"  # a header or parameter only the user can give (-H, --param)
+    NOT_SELECTED = "not-selected"  # an unsafe method not opted into, or --exclude
+    PREFLIGHT = "preflight"  # its first request failed: an error status, a timeout, a broken answer
+    BUDGET = "budget"  # --max-seconds or --max-requests ran out first, or Ctrl-C
+    UNMEASURED = "unmeasured"  # its ladder ran but measured no level
+
+
 @dataclass(frozen=True)
 class Skipped:
-    """An operation the probe did not drive, and why."""
+    """An operation the probe did not drive, and why (the preflight's answer when one was sent)."""
 
     method: str
     path: str
     reason: str
+    cause: SkipCause | None = None  # None: not recorded (a report from before causes were)
+    status: int | None = None  # the preflight's HTTP status; None: none sent, or no answer
+    elapsed_ms: float | None = None  # how long the preflight took (a hang: the whole --timeout)
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,11 @@ class Discovery:
     operations: tuple[Operation, ...]
     skipped: tuple[Skipped, ...]
     openapi_url: str | None
+
+
+def route_name(method: str, path: str) -> str:
+    """A route's one name everywhere (report, --mix, access logs, Locust/k6 tags): "GET /orders/{oid}"."""
+    return f"{method.upper()} {path}"
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -349,7 +369,12 @@ def build_operation(
         for (where, name), p in declared.items():
             if where not in ("path", "query"):
                 if p.get("required") is True and name not in given:
-                    return Skipped(method, path, f"needs a {where} parameter '{name}'; pass it with -H")
+                    return Skipped(
+                        method,
+                        path,
+                        f"needs a {where} parameter '{name}'; pass it with -H",
+                        SkipCause.NEEDS_INPUT,
+                    )
                 continue
             if name in given:
                 text = given[name]
@@ -365,10 +390,15 @@ def build_operation(
         if body is None and "requestBody" in op:
             body = request_body(doc, op["requestBody"])
     except Unsatisfiable as e:
-        return Skipped(method, path, str(e))
+        return Skipped(method, path, str(e), SkipCause.SCHEMA)
     concrete = _fill_literal(concrete, given)  # a {name} the document forgot to declare
     if "{" in concrete:
-        return Skipped(method, path, "a path parameter is not declared in the document; pass it with --param")
+        return Skipped(
+            method,
+            path,
+            "a path parameter is not declared in the document; pass it with --param",
+            SkipCause.NEEDS_INPUT,
+        )
     url = base + concrete + (("?" + urlencode(query)) if query else "")
     return Operation(
         method=method,
@@ -419,7 +449,7 @@ def discover(
     for path, method, op, item in _operations(checked, skipped):
         seen.add((method, path))
         if _is_unsafe(method) and not include_unsafe and (method, path) not in given:
-            skipped.append(Skipped(method, path, UNSAFE_REASON))
+            skipped.append(Skipped(method, path, UNSAFE_REASON, SkipCause.NOT_SELECTED))
             continue
         built = build_operation(checked, path, method, op, item, base, params, given.get((method, path)))
         (ops if isinstance(built, Operation) else skipped).append(built)  # type: ignore[arg-type]
@@ -435,28 +465,39 @@ def _operations(
     """(path, METHOD, operation, path item) for each operation; broken path items go to `skipped`."""
     for path, raw in doc["paths"].items():
         if not isinstance(path, str) or not path.startswith("/"):
-            skipped.append(Skipped("*", str(path)[:80], "a path must start with '/'"))
+            skipped.append(Skipped("*", str(path)[:80], "a path must start with '/'", SkipCause.SCHEMA))
             continue
         if not path.isprintable() or any(c.isspace() for c in path):
             # Sent as is, a space or line break would end the request line early (or inject headers).
-            skipped.append(Skipped("*", ascii(path)[:80], "the path holds spaces or control characters"))
+            skipped.append(
+                Skipped(
+                    "*", ascii(path)[:80], "the path holds spaces or control characters", SkipCause.SCHEMA
+                )
+            )
             continue
         try:
             item = deref(doc, raw, path)
         except Unsatisfiable as e:
-            skipped.append(Skipped("*", path, str(e)))
+            skipped.append(Skipped("*", path, str(e), SkipCause.SCHEMA))
             continue
         if not isinstance(item, dict):
-            skipped.append(Skipped("*", path, f"the path item is {type(item).__name__}, expected an object"))
+            shown = f"the path item is {type(item).__name__}, expected an object"
+            skipped.append(Skipped("*", path, shown, SkipCause.SCHEMA))
             continue
         for method_lower, op in item.items():
             method = str(method_lower).upper()
             if method not in _ALL_METHODS:
                 continue
             if not isinstance(op, dict):
-                skipped.append(Skipped(method, path, f"the operation is {type(op).__name__}, not an object"))
+                shown = f"the operation is {type(op).__name__}, not an object"
+                skipped.append(Skipped(method, path, shown, SkipCause.SCHEMA))
                 continue
             yield path, method, op, item
+
+
+def document_routes(doc: object, source: str) -> list[tuple[str, str]]:
+    """Every (METHOD, path template) the document declares, unsafe ones included (access logs have them)."""
+    return [(method, path) for path, method, _, _ in _operations(_check_document(doc, source), [])]
 
 
 def explicit_operations(
@@ -466,7 +507,12 @@ def explicit_operations(
     params: Mapping[str, str] | None = None,
     bodies: Mapping[tuple[str, str], Body] | None = None,
 ) -> tuple[list[Operation], list[Skipped]]:
-    """Operations named with -e: filled from the document when it declares them, else literal."""
+    """Operations named with -e: filled from the document when it declares them, else literal.
+
+    A query given with the path (-e 'GET /x?api_key=...') is sent as given, over any generated
+    value of the same name; everything shown or saved names the operation with its sensitive
+    values hidden (redact.redact_path), so the secret only ever travels in the request.
+    """
     given_bodies = bodies or {}
     unknown = [f"{m} {p}" for m, p in given_bodies if (m, p) not in set(endpoints)]
     if unknown:
@@ -474,31 +520,81 @@ def explicit_operations(
     ops: list[Operation] = []
     skipped: list[Skipped] = []
     paths = doc.get("paths") if isinstance(doc, dict) else None
-    for method, path in endpoints:
-        body = given_bodies.get((method, path))
+    for method, given in endpoints:
+        body = given_bodies.get((method, given))
+        path, _, query = given.partition("?")
+        shown = redact_path(given)
         item = paths.get(path) if isinstance(paths, dict) else None
+        template = _template_for(path, paths) if item is None and isinstance(paths, dict) else None
+        if template is not None and "{" not in path:
+            # A concrete path (-e 'GET /items/7') of a declared template: the report names the
+            # route by its template, so that two ids of it are one route, probed once.
+            ops.append(Operation(method=method, path=template, url=_with_query(base + path, query),
+                                 body=body.content if body else None,
+                                 content_type=body.content_type if body else None,
+                                 body_given=body is not None))  # fmt: skip
+            continue
         op = item.get(method.lower()) if isinstance(item, dict) else None
         if isinstance(doc, dict) and isinstance(item, dict) and isinstance(op, dict):
             built = build_operation(doc, path, method, op, item, base, params, body)
-            (ops if isinstance(built, Operation) else skipped).append(built)  # type: ignore[arg-type]
+            if isinstance(built, Operation):
+                ops.append(replace(built, path=shown, url=_with_query(built.url, query)))
+            else:
+                skipped.append(replace(built, path=shown))
             continue
         literal = _fill_literal(path, params or {})
         if "{" in literal:
-            skipped.append(
-                Skipped(method, path, "has a {parameter} the OpenAPI document does not declare; pass --param")
-            )
+            reason = "has a {parameter} the OpenAPI document does not declare; pass --param"
+            skipped.append(Skipped(method, shown, reason, SkipCause.NEEDS_INPUT))
         else:
             ops.append(
                 Operation(
                     method=method,
-                    path=path,
-                    url=base + literal,
+                    path=shown,
+                    url=_with_query(base + literal, query),
                     body=body.content if body else None,
                     content_type=body.content_type if body else None,
                     body_given=body is not None,
                 )
             )
     return ops, skipped
+
+
+def _template_for(path: str, paths: Mapping[str, Any]) -> str | None:
+    """The one declared path template a concrete path matches (`/items/7` -> `/items/{item_id}`)."""
+    found = [
+        t
+        for t in paths
+        if isinstance(t, str)
+        and "{" in t
+        and re.fullmatch(re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(t)), path)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def same_route_once(ops: Sequence[Operation]) -> tuple[list[Operation], list[Skipped]]:
+    """One operation per method and path template: other ids of a route probed already are skipped."""
+    kept: list[Operation] = []
+    skipped: list[Skipped] = []
+    seen: set[tuple[str, str]] = set()
+    for op in ops:
+        if (op.method, op.path) in seen:
+            why = f"the same route as {op.method} {op.path}, probed once whatever its ids"
+            skipped.append(Skipped(op.method, urlsplit(op.url).path, why, SkipCause.NOT_SELECTED))
+            continue
+        seen.add((op.method, op.path))
+        kept.append(op)
+    return kept, skipped
+
+
+def _with_query(url: str, query: str) -> str:
+    """`url` with the user's own query string: their names replace generated ones, sent as typed."""
+    if not query:
+        return url
+    head, _, generated = url.partition("?")
+    theirs = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
+    kept = [(n, v) for n, v in parse_qsl(generated, keep_blank_values=True) if n not in theirs]
+    return f"{head}?{'&'.join(filter(None, [urlencode(kept), query]))}"
 
 
 def _fill_literal(path: str, params: Mapping[str, str]) -> str:
@@ -525,5 +621,7 @@ def apply_excludes(
         if hit is None:
             kept.append(op)
         else:
-            skipped.append(Skipped(op.method, op.path, f"excluded by --exclude {hit!r}"))
+            skipped.append(
+                Skipped(op.method, op.path, f"excluded by --exclude {hit!r}", SkipCause.NOT_SELECTED)
+            )
     return kept, skipped

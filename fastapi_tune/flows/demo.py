@@ -6,15 +6,12 @@ import importlib.util
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Final
 
 from fastapi_tune.core.errors import ServerFailedError
 from fastapi_tune.measure.launch import Running, free_port, run_server
 
 SAMPLE_APP: Final = "fastapi_tune.sample_app:app"
-# Where the sample app's file is (site-packages once installed): its lines are the app's own.
-SAMPLE_DIR: Final = Path(__file__).resolve().parents[1]
 
 
 def check_server_stack() -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,31 +18,55 @@ from typing import Protocol
 
 from fastapi_tune.core.errors import BadInputError, RefusedError
 from fastapi_tune.core.fileio import Overwrite, Written, atomic_write, existing_state, write_output
-from fastapi_tune.flows.demo import SAMPLE_APP, SAMPLE_DIR, sample_server
+from fastapi_tune.flows.demo import SAMPLE_APP, sample_server
 from fastapi_tune.judge.classify import classify_report
+from fastapi_tune.judge.priority import deepen_order
+from fastapi_tune.measure.accesslog import Progress, read_access_logs
 from fastapi_tune.measure.appenv import AppEnv, app_server, read_app_env
 from fastapi_tune.measure.host import HostFacts
+from fastapi_tune.measure.operations import routes_to_match
 from fastapi_tune.measure.overload import Restart, restarter
 from fastapi_tune.measure.probe import run_probe
 from fastapi_tune.measure.probe_options import ProbeEvents, ProbeOptions, ProbeOutcome
 from fastapi_tune.measure.report import ProbeReport, report_to_json
+from fastapi_tune.measure.traffic import TrafficProfile
 from fastapi_tune.plan.deploy import DeploySpec, decide_deploy
 from fastapi_tune.plan.model import Choices, Plan
 from fastapi_tune.plan.plan import make_plan
 from fastapi_tune.plan.profiles import DEFAULT_PROFILE, Profile, load_profile
+from fastapi_tune.plan.traffic import TrafficDefaults, traffic_defaults, with_traffic_input
 from fastapi_tune.render.admission import admission_files
 from fastapi_tune.render.conf import DEFAULT_CONF, render_gunicorn_conf
 from fastapi_tune.render.deploy import deploy_files
+from fastapi_tune.render.traffic import traffic_summary
 from fastapi_tune.verify.run import VerifyEvents, VerifyOptions, VerifyResult, run_verify
 
 
 def probe_and_classify(
-    options: ProbeOptions, host: HostFacts, events: ProbeEvents, restart: Restart | None = None
+    options: ProbeOptions,
+    host: HostFacts,
+    events: ProbeEvents,
+    traffic: TrafficProfile | None = None,
+    restart: Restart | None = None,
 ) -> ProbeOutcome:
-    """Measure, then judge every endpoint from what was measured; `restart` restarts a server the tool
-    started when the probe wedged it (tune, demo), so the probe goes on."""
-    outcome = run_probe(options, host, events, restart)
-    return replace(outcome, report=classify_report(outcome.report))
+    """Measure, then judge every endpoint from what was measured.
+
+    With `traffic` (from access logs) the routes that carry the most traffic are measured first
+    and get their full ladders sooner, and the report keeps the traffic's summary for `recommend`.
+    `restart` restarts a server the tool started when the probe wedged it (tune, demo, check), so the
+    probe goes on.
+    """
+    if traffic is not None:
+        options = replace(options, route_weights=traffic.shares())
+    outcome = run_probe(options, host, events, deepen_order, restart)
+    return replace(outcome, report=replace(classify_report(outcome.report), traffic=traffic))
+
+
+def read_traffic(
+    options: ProbeOptions, logs: Sequence[str], progress: Progress | None = None
+) -> TrafficProfile:
+    """The access logs, matched to the routes of the app that `options` probes."""
+    return read_access_logs(logs, routes_to_match(options), progress)
 
 
 def save_report(report: ProbeReport, path: Path) -> None:
@@ -85,10 +110,10 @@ def run_demo(host: HostFacts, max_seconds: float, events: ProbeEvents) -> DemoRe
     """Serve the sample app, probe and judge it, stop it, and plan from the report."""
     with sample_server() as running:
         outcome = probe_and_classify(
-            ProbeOptions(url=running.url, max_seconds=max_seconds, app_dir=SAMPLE_DIR),
+            ProbeOptions(url=running.url, max_seconds=max_seconds, app=SAMPLE_APP),
             host,
             events,
-            restarter(running),
+            restart=restarter(running),
         )
     plan = make_plan(
         host,
@@ -103,14 +128,52 @@ def run_demo(host: HostFacts, max_seconds: float, events: ProbeEvents) -> DemoRe
 # tune: the user's own app, from start to config files
 
 
-class TuneEvents(Protocol):
-    """What the CLI shows while `tune` runs; the two long steps get their own progress display."""
+class ServeEvents(Protocol):
+    """What the CLI shows while the app is served and probed (`tune`, `check`)."""
 
     def step(self, text: str) -> None: ...
 
     def probing(self) -> AbstractContextManager[ProbeEvents]: ...
 
+
+class TuneEvents(ServeEvents, Protocol):
+    """What the CLI shows while `tune` runs; the two long steps get their own progress display."""
+
     def verifying(self) -> AbstractContextManager[VerifyEvents]: ...
+
+
+@dataclass(frozen=True)
+class ServedProbe:
+    app_env: AppEnv
+    url: str  # where the app was served while it was probed
+    outcome: ProbeOutcome
+    traffic: TrafficProfile | None = None  # from the access logs, when given
+
+
+def probe_own_app(
+    app: str,
+    python: str,
+    app_dir: Path,
+    probe: ProbeOptions,
+    host: HostFacts,
+    events: ServeEvents,
+    access_logs: Sequence[str] = (),
+) -> ServedProbe:
+    """Serve `app` from its own environment (one uvicorn worker), read its access logs when given
+    (the routes that carry the traffic go first), probe and judge it, and stop it, whatever happens."""
+    app_env = read_app_env(python, app_dir)
+    events.step(f"Starting {app} under 1 uvicorn worker ({app_env.python}, uvicorn {app_env.uvicorn or '?'})")
+    with app_server(app, app_env, app_dir) as running:
+        probe_options = replace(probe, url=running.url, app=app)
+        traffic = None
+        if access_logs:
+            events.step(f"Reading {', '.join(access_logs)} for the routes that carry the traffic")
+            traffic = read_traffic(probe_options, access_logs)
+            events.step(traffic_summary(traffic))
+        events.step(f"{app} answers on {running.url}; probing it")
+        with events.probing() as progress:
+            outcome = probe_and_classify(probe_options, host, progress, traffic, restarter(running))
+    return ServedProbe(app_env, running.url, outcome, traffic)
 
 
 @dataclass(frozen=True)
@@ -128,6 +191,7 @@ class TuneOptions:
     replace: bool = False  # consent to replace existing files (a backup is kept)
     verify: bool = False
     verify_repeat: int = 3
+    access_logs: tuple[str, ...] = ()  # --access-log: measure the busiest routes first, plan for their mix
 
 
 @dataclass(frozen=True)
@@ -139,6 +203,7 @@ class TuneResult:
     written: tuple[Written, ...]  # gunicorn.conf.py first, then the deployment files
     deploy: DeploySpec | None
     verify: VerifyResult | None
+    traffic: TrafficDefaults | None = None  # what the access logs set in the plan
 
 
 def _write_all(files: list[tuple[Path, str]], consent: bool) -> tuple[Written, ...]:
@@ -174,24 +239,18 @@ def run_tune(options: TuneOptions, host: HostFacts, target: HostFacts, events: T
     `host` is this machine (where the probe measures); `target` is where the app will run (--cpus,
     --memory, or this machine). Every server started is stopped, whatever happens.
     """
-    app_env = read_app_env(options.python, options.app_dir)
-    events.step(
-        f"Starting {options.app} under 1 uvicorn worker ({app_env.python}, uvicorn {app_env.uvicorn or '?'})"
+    served = probe_own_app(
+        options.app, options.python, options.app_dir, options.probe, host, events, options.access_logs
     )
-    with app_server(options.app, app_env, options.app_dir) as running:
-        events.step(f"{options.app} answers on {running.url}; probing it")
-        with events.probing() as progress:
-            outcome = probe_and_classify(
-                replace(options.probe, url=running.url, app_dir=options.app_dir.resolve()),
-                host,
-                progress,
-                restarter(running),
-            )
+    app_env, outcome, traffic = served.app_env, served.outcome, served.traffic
     save_report(outcome.report, options.report_path)
     if outcome.error is not None or outcome.report.interrupted:
-        return TuneResult(app_env, running.url, outcome, None, (), None, None)
+        return TuneResult(app_env, served.url, outcome, None, (), None, None)
     choices = replace(options.choices, app=options.app, gunicorn_version=app_env.gunicorn, stack=app_env)
-    plan = make_plan(target, outcome.report, options.profile, choices)
+    defaults = None if traffic is None else traffic_defaults(choices, traffic, outcome.report)
+    plan = make_plan(target, outcome.report, options.profile, defaults.choices if defaults else choices)
+    if defaults is not None:
+        plan = with_traffic_input(plan, defaults)
     files, spec = tune_files(options, plan, outcome.report, target)
     written = _write_all(files, options.replace)
     verified = None
@@ -206,4 +265,4 @@ def run_tune(options: TuneOptions, host: HostFacts, target: HostFacts, events: T
         )
         with events.verifying() as progress:
             verified = run_verify(verify_options, host, outcome.report, progress)
-    return TuneResult(app_env, running.url, outcome, plan, written, spec, verified)
+    return TuneResult(app_env, served.url, outcome, plan, written, spec, verified, defaults)

@@ -20,10 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from fastapi_tune.judge.case import make_case
 from fastapi_tune.judge.curve import clean_levels
 from fastapi_tune.judge.overload import judge_overload
-from fastapi_tune.judge.thresholds import MIN_CLEAN_LEVELS
-from fastapi_tune.judge.verdicts import BUILDERS, inconclusive, make_case, shape, stalled
+from fastapi_tune.judge.shape import shape_with_stacks
+from fastapi_tune.judge.stack_evidence import seen
+from fastapi_tune.judge.thresholds import MIN_CLEAN_LEVELS, TWO_LEVELS_PER_WORKER
+from fastapi_tune.judge.verdicts import BUILDERS, inconclusive, stalled
 from fastapi_tune.measure.report import (
     Endpoint,
     Level,
@@ -42,20 +45,41 @@ def classify(
     clean = clean_levels(levels)
     if any(lv.stalled for lv in levels):
         return stalled(levels, clean, workers)
-    if len(clean) < MIN_CLEAN_LEVELS:
+    if not enough_levels(clean, workers, server_observed, profile):
         return inconclusive(levels, clean, workers)
     case = make_case(levels, clean, workers, server_observed, profile)
-    return BUILDERS[shape(case)](case)
+    return BUILDERS[shape_with_stacks(case)](case)
+
+
+def enough_levels(
+    clean: Sequence[Level], workers: int | None, server_observed: bool, profile: RouteProfile | None
+) -> bool:
+    """Three clean levels; or two (the triage's serialised routes) when the top one held
+    TWO_LEVELS_PER_WORKER requests per worker and the server's CPU or its stacks were read."""
+    if len(clean) >= MIN_CLEAN_LEVELS:
+        return True
+    p = workers if workers and workers > 0 else 1
+    return (
+        len(clean) == 2
+        and clean[-1].concurrency >= TWO_LEVELS_PER_WORKER * p
+        and (server_observed or seen(profile))
+    )
+
+
+def classify_endpoint(e: Endpoint, workers: int | None, server_observed: bool) -> Verdict:
+    """One endpoint of a report judged; its server's CPU counts unless it died during the endpoint."""
+    seen_cpu = server_observed and e.stop_reason is not StopReason.SERVER_DIED
+    return classify(e.levels, workers, seen_cpu, e.profile)
 
 
 def classify_report(report: ProbeReport) -> ProbeReport:
     """The report with every endpoint judged; the server's CPU counts only where it was observed."""
     observed = report.server.local and report.server.pid is not None
-
-    def judged(e: Endpoint) -> Endpoint:
-        seen = observed and e.stop_reason is not StopReason.SERVER_DIED
-        return replace(e, verdict=classify(e.levels, report.server.workers, seen, e.profile))
-
     return replace(
-        report, endpoints=tuple(judged(e) for e in report.endpoints), overload=judge_overload(report.overload)
+        report,
+        endpoints=tuple(
+            replace(e, verdict=classify_endpoint(e, report.server.workers, observed))
+            for e in report.endpoints
+        ),
+        overload=judge_overload(report.overload),
     )

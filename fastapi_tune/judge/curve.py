@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from fastapi_tune.core.rules import THREAD_TOKENS_PER_WORKER, littles_law_ok
+from fastapi_tune.core.rules import SCALED_SHARE, THREAD_TOKENS_PER_WORKER, littles_law_ok
 from fastapi_tune.judge.thresholds import MAX_ERROR_RATIO, PLATEAU_MARGIN, USL_MIN_POINTS
 from fastapi_tune.measure.demand import LevelDemand
 from fastapi_tune.measure.report import (
@@ -154,6 +154,11 @@ class Curve:
     plateau_rps: float | None
     cpu_per_busy_worker: float | None  # past the knee when there is a plateau, else at the top level
     demand_per_busy_worker: float | None  # on CPU + waiting for one, where the server's demand was read
+    # At c=1 (one request at a time) the share of the time a worker wanted a CPU: ~1 when the whole
+    # request is CPU work (a handler computing, or a cheap route's framework work), near 0 when it
+    # waits (I/O, a thread, a blocking sleep). None without a c=1 level or without the server's CPU.
+    cpu_at_one: float | None
+    cpu_use_at_one: float | None  # the same on a CPU only (a `def` route's threads' waits left out)
     starved_levels: int  # of the levels past the knee, those taken while the host had no idle CPU
     others_cores: float | None  # other processes' CPU over those levels (median)
     top_others: tuple[str, ...]  # the biggest of them, by name
@@ -195,7 +200,10 @@ def fit_curve(levels: tuple[Level, ...], workers: int) -> Curve:
     fit = knee_fit([(lv.concurrency, lv.throughput_rps) for lv in levels])
     base, top = levels[0], levels[-1]
     n_max = top.concurrency
+    efficiency = (top.throughput_rps / n_max) / (base.throughput_rps / base.concurrency)
     plateau = fit.bent and n_max >= PLATEAU_MARGIN * fit.knee
+    if len(levels) == 2:  # two points place no knee: they only tell whether the route scaled
+        plateau = efficiency < SCALED_SHARE
     past = [lv for lv in levels if lv.concurrency >= fit.knee * PLATEAU_MARGIN] if plateau else [top]
     # A cpu-bound app on fewer cores than workers keeps only as many busy as it has cores.
     busy_cap = max(1.0, fit.knee) if plateau else float(workers)
@@ -204,6 +212,10 @@ def fit_curve(levels: tuple[Level, ...], workers: int) -> Curve:
     ]
     demand = [_gil_demand(lv.demand) / _busy(lv, workers, busy_cap) for lv in past if lv.demand is not None]
     starved, others, top_others = _host_contention(past)
+    at_one = use_at_one = None
+    if base.concurrency == 1:
+        use_at_one = base.server_cpu_cores
+        at_one = _gil_demand(base.demand) if base.demand is not None else use_at_one
     littles = [lv.littles_law_ratio for lv in levels if lv.littles_law_ratio is not None]
     return Curve(
         levels=levels,
@@ -211,11 +223,13 @@ def fit_curve(levels: tuple[Level, ...], workers: int) -> Curve:
         plateau=plateau,
         n_max=n_max,
         service_ms=_p50(base),
-        efficiency_at_max=(top.throughput_rps / n_max) / (base.throughput_rps / base.concurrency),
+        efficiency_at_max=efficiency,
         latency_inflation=_p50(top) / _p50(base) if _p50(base) > 0 else 1.0,
         plateau_rps=median([lv.throughput_rps for lv in past]) if plateau else None,
         cpu_per_busy_worker=median(cpu) if cpu else None,
         demand_per_busy_worker=median(demand) if demand else None,
+        cpu_at_one=at_one,
+        cpu_use_at_one=use_at_one,
         starved_levels=starved,
         others_cores=others,
         top_others=top_others,

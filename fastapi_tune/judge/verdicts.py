@@ -4,41 +4,43 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from enum import Enum
+from dataclasses import replace
 from typing import Final
 
 from fastapi_tune.core.rules import THREAD_TOKENS_PER_WORKER, suggested_thread_tokens
-from fastapi_tune.judge.curve import Curve, curve_evidence, exclusion_reason, fit_curve
+from fastapi_tune.judge.case import Case
+from fastapi_tune.judge.curve import curve_evidence, exclusion_reason, fit_curve
+from fastapi_tune.judge.shape import Shape, implied_workers
+from fastapi_tune.judge.stack_evidence import (
+    in_threads,
+    loop_blocked,
+    loop_running,
+    seen,
+    stacks_word,
+)
 from fastapi_tune.judge.thresholds import (
     CHEAP_SERVICE_MS,
     CONFIDENCE_RANGE,
     CPU_AMBIGUOUS_WIDTH,
     CPU_BOUND_SPLIT,
     CPU_SATURATED,
+    CPU_SUPPORT_MAX,
     MAX_ERROR_RATIO,
     MIN_CLEAN_LEVELS,
-    NOISE_BAD,
-    NOISE_OK,
     POOL_WAIT_THREADS,
     SERIAL_MAX_PER_WORKER,
-    SERIAL_MAX_UNKNOWN_WORKERS,
-    STACKS_AGREE,
-    STACKS_CONFIRM_FACTOR,
     STACKS_CONTRADICT_FACTOR,
-    STACKS_IDLE_CONTRADICTS,
-    STARVED_FACTOR,
+    STACKS_LEAN_WEIGHT,
+    STARVED_STACKS_FACTOR,
     THREADPOOL_BAND,
     THREADPOOL_RULE_OUT,
-    UNKNOWN_WORKERS_FACTOR,
+    TWO_LEVELS_PER_WORKER,
 )
 from fastapi_tune.measure.report import (
     EndpointClass,
-    Evidence,
     Level,
     Verdict,
 )
-from fastapi_tune.measure.stack_attribution import RouteProfile, describe, loop_hotspot
 
 
 def _inconclusive_why(levels: Sequence[Level], clean: int) -> tuple[str, tuple[str, ...]]:
@@ -56,7 +58,8 @@ def _inconclusive_why(levels: Sequence[Level], clean: int) -> tuple[str, tuple[s
             ),
         )
     why = (
-        f"only {clean} of {len(levels)} levels are clean (need {MIN_CLEAN_LEVELS}): "
+        f"only {clean} of {len(levels)} levels are clean (need {MIN_CLEAN_LEVELS}, or 2 reaching"
+        f" {TWO_LEVELS_PER_WORKER:g} requests per worker with the server's CPU or stacks): "
         f"{n_client} client-saturated, {len(errored)} with errors above {MAX_ERROR_RATIO:.0%} or no responses"
     )
     if errored and len(errored) >= n_client:
@@ -81,103 +84,57 @@ def inconclusive(levels: Sequence[Level], clean: tuple[Level, ...], workers: int
     )
 
 
-class Shape(Enum):
-    """Where the curve's cap sits, relative to the workers and the thread limiter."""
-
-    SERIAL = "about one request per worker"
-    THREADPOOL = "about 40 requests per worker"
-    BETWEEN = "between one and 40 per worker"
-    UNCAPPED = "no cap, or one far past the thread limiter"
-
-
-@dataclass(frozen=True)
-class _Case:
-    """What every builder reads: the curve, the worker count, the CPU, the shared confidence."""
-
-    curve: Curve
-    workers: int | None  # as observed; None when unknown
-    p: int  # workers, 1 when unknown
-    cpu: float | None  # server CPU demand per busy worker (use where demand was not read); None: unobserved
-    cpu_what: str  # "CPU demand (on CPU + waiting)" or "CPU"
-    confidence: float
-    notes: tuple[str, ...]
-    evidence: Evidence
-    profile: RouteProfile | None = None  # the server's stacks at the most loaded clean level
-
-    def note(self, *extra: str) -> str:
-        parts = [*self.notes, *extra]
-        return f" ({'; '.join(parts)})" if parts else ""
-
-
-def _serial_cap(workers: int | None, p: int) -> float:
-    return SERIAL_MAX_UNKNOWN_WORKERS if workers is None else SERIAL_MAX_PER_WORKER * p
-
-
-def _implied_workers(case: _Case) -> int:
-    """Unknown workers: the knee must sit near 40 x some whole number of workers."""
-    if case.workers is not None:
-        return case.p
-    return max(1, round(case.curve.fit.knee / THREAD_TOKENS_PER_WORKER))
-
-
-def shape(case: _Case) -> Shape:
-    """The curve's kind: a pure decision on the knee, which every builder then explains."""
-    knee, lo, hi = case.curve.fit.knee, THREADPOOL_BAND[0], THREADPOOL_BAND[1]
-    if not case.curve.plateau:
-        return Shape.UNCAPPED
-    if knee <= _serial_cap(case.workers, case.p):
-        return Shape.SERIAL
-    band_knee = THREAD_TOKENS_PER_WORKER * _implied_workers(case)
-    if lo * band_knee <= knee <= hi * band_knee:
-        return Shape.THREADPOOL
-    if knee < lo * THREAD_TOKENS_PER_WORKER * case.p:
-        return Shape.BETWEEN
-    return Shape.UNCAPPED
-
-
 def _clamp(conf: float) -> float:
     lo, hi = CONFIDENCE_RANGE
     return round(min(max(conf, lo), hi), 3)
 
 
-def _stacks_say(case: _Case, cls: EndpointClass) -> tuple[float, str]:
-    """What the sampled stacks add to a verdict: a confidence factor and a sentence (or '')."""
-    prof = case.profile
-    if prof is None or prof.loop.samples == 0:
-        return 1.0, ""
-    where = describe(prof)
-    blocked, idle = prof.loop.app_blocked, prof.loop.idle
-    if cls is EndpointClass.LOOP_BLOCKING and blocked is not None and blocked >= STACKS_AGREE:
-        return STACKS_CONFIRM_FACTOR, f" The stacks agree: {loop_hotspot(prof, blocked=True)}."
-    if cls is EndpointClass.LOOP_BLOCKING and idle >= STACKS_IDLE_CONTRADICTS:
-        return STACKS_CONTRADICT_FACTOR, (
-            f" But the stacks show the event loop idle {idle:.0%} of samples, waiting for I/O, not blocked:"
-            f" the limit may be elsewhere ({where})."
-        )
-    if cls is EndpointClass.CPU_BOUND and blocked is not None and blocked >= STACKS_AGREE:
-        return STACKS_CONTRADICT_FACTOR, (
-            f" But the stacks show the event loop blocked off the CPU {blocked:.0%} of samples ({where}):"
-            " part of the time is a blocking call, not computation."
-        )
-    return 1.0, f" Stacks: {where}."
-
-
-def _verdict(case: _Case, cls: EndpointClass, factor: float, summary: str, advice: Sequence[str]) -> Verdict:
-    stack_factor, said = _stacks_say(case, cls)
+def _verdict(
+    case: Case,
+    cls: EndpointClass,
+    factor: float,
+    summary: str,
+    advice: Sequence[str],
+    cpu_support: float = 0.0,
+) -> Verdict:
+    """The verdict with its confidence: the curve's, the CPU's and the stacks' support combined as
+    independent witnesses (1 - the product of their doubts), a contradiction from the stacks
+    lowering it, and the case's damping (unknown workers) on the whole. A starved host bends the
+    curve and muddles the CPU: it lowers their word, not what the stacks saw."""
+    word = stacks_word(case.profile, cls)
+    doubt = (1 - case.curve_support * factor * case.starved) * (1 - cpu_support * case.starved)
+    # A starved host starves the client too: a loop can idle waiting for requests it was not sent.
+    doubt *= 1 - word.support * (STARVED_STACKS_FACTOR if case.starved < 1 else 1.0)
+    conf = (1 - doubt) * (STACKS_CONTRADICT_FACTOR if word.contradicts else 1.0) * case.damping
     return Verdict(
         cls=cls,
-        confidence=_clamp(case.confidence * factor * stack_factor),
-        summary=summary + said,
+        confidence=_clamp(conf),
+        summary=summary + word.sentence,
         evidence=case.evidence,
         advice=tuple(advice),
     )
 
 
-def _serial(case: _Case) -> Verdict:
+def _cpu_lean(case: Case) -> float:
+    """Which side of the split the CPU puts a serialised route: -1 loop-blocking .. +1 cpu-bound."""
+    assert case.cpu is not None
+    return min(max((case.cpu - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, -1.0), 1.0)
+
+
+def _stack_lean(case: Case) -> float:
+    """Which side the stacks put it: the loop's share computing less its share blocked (0: silent)."""
+    prof = case.profile
+    if prof is None or not seen(prof):
+        return 0.0
+    return loop_running(prof) - loop_blocked(prof)
+
+
+def _serial(case: Case) -> Verdict:
     c, p = case.curve, case.p
     per = f"~{p}/S with {p} worker{'s' if p > 1 else ''}" if case.workers else f"~{c.fit.knee:.0f}/S"
+    plateau = c.plateau_rps if c.plateau_rps is not None else c.levels[-1].throughput_rps
     head = (
-        f"throughput plateaus at {c.plateau_rps or 0:.0f} req/s from c~{c.fit.knee:.0f} ({per}, "
+        f"throughput plateaus at {plateau:.0f} req/s from c~{c.fit.knee:.0f} ({per}, "
         f"S={c.service_ms:.1f} ms), latency x{c.latency_inflation:.1f} at c={c.n_max}"
     )
     if case.cpu is None:
@@ -194,15 +151,21 @@ def _serial(case: _Case) -> Verdict:
                 "If it computes: one worker per effective CPU; move heavy work to a process pool.",
             ),
         )
-    ambiguity = min(abs(case.cpu - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, 1.0)
-    factor = 0.6 + 0.4 * ambiguity
-    if case.cpu >= CPU_BOUND_SPLIT:
+    cpu_lean, stack_lean = _cpu_lean(case), _stack_lean(case)
+    # The CPU splits cpu-bound from loop-blocking, the stacks say it directly (a loop blocked in
+    # time.sleep is not computing): they weigh double, since a starved host inflates the demand of
+    # a loop that wakes from a blocking call as much as it deflates a computing one's.
+    lean = cpu_lean + STACKS_LEAN_WEIGHT * stack_lean
+    factor = 0.6 + 0.4 * min(abs(lean), 1.0)
+    cpu_support = CPU_SUPPORT_MAX * abs(cpu_lean) if cpu_lean * lean > 0 else 0.0
+    if lean >= 0:
         return _verdict(
             case,
             EndpointClass.CPU_BOUND,
             factor,
             f"CPU-bound: {head}, server {case.cpu_what} {case.cpu:.2f} cores per busy worker{case.note()}.",
             _cpu_advice(case),
+            cpu_support,
         )
     return _verdict(
         case,
@@ -217,10 +180,11 @@ def _serial(case: _Case) -> Verdict:
             "or declare the route `def` so it runs in the thread pool.",
             "More workers only multiply the plateau; they do not remove the block.",
         ),
+        cpu_support,
     )
 
 
-def _cpu_advice(case: _Case) -> tuple[str, ...]:
+def _cpu_advice(case: Case) -> tuple[str, ...]:
     """CPU work: one worker per CPU; heavy work to a process pool, unless the route is framework-cheap."""
     if case.curve.service_ms < CHEAP_SERVICE_MS:
         return (
@@ -236,8 +200,8 @@ def _cpu_advice(case: _Case) -> tuple[str, ...]:
     )
 
 
-def _threadpool(case: _Case) -> Verdict:
-    c, implied = case.curve, _implied_workers(case)
+def _threadpool(case: Case) -> Verdict:
+    c, implied = case.curve, implied_workers(case)
     factor, extra = 1.0, []
     if case.workers is None:
         factor *= 0.9
@@ -255,19 +219,28 @@ def _threadpool(case: _Case) -> Verdict:
             f"Server CPU is already {case.cpu:.2f} cores per worker at the plateau: more threads alone may "
             "not help, add workers too."
         )
+    band = THREAD_TOKENS_PER_WORKER * implied
+    matching = f"matching AnyIO's 40 threads x {implied} worker{'s' if implied > 1 else ''}"
+    if c.fit.knee < THREADPOOL_BAND[0] * band:
+        # Reached here from the stacks (pool threads busy, none waiting for a connection): the
+        # threads' hand-offs and the GIL, or a starved host, bent the curve before the limiter.
+        factor *= 0.6
+        matching = (
+            f"before AnyIO's 40 threads x {implied} worker{'s' if implied > 1 else ''}; the stacks show"
+            " pool threads busy in the app (a `def` route), so the threads and their hand-offs bind"
+        )
     case = replace(case, evidence=replace(case.evidence, suggested_thread_tokens=tokens.tokens))
     return _verdict(
         case,
         EndpointClass.THREADPOOL_BOUND,
         factor,
         f"Threadpool-bound: flat latency ({c.service_ms:.1f} ms) until c~{c.fit.knee:.0f}, then throughput "
-        f"plateaus at {c.plateau_rps or 0:.0f} req/s, matching AnyIO's 40 threads x "
-        f"{implied} worker{'s' if implied > 1 else ''}{case.note(*extra)}.",
+        f"plateaus at {c.plateau_rps or 0:.0f} req/s, {matching}{case.note(*extra)}.",
         advice,
     )
 
 
-def _between(case: _Case) -> Verdict:
+def _between(case: Case) -> Verdict:
     """Capped well above one request per worker yet well below the thread limiter."""
     c, p, cpu = case.curve, case.p, case.cpu
     plateau = c.plateau_rps or 0.0
@@ -290,11 +263,12 @@ def _between(case: _Case) -> Verdict:
                 "non-critical work to a "
                 "process pool or a task queue.",
             ),
+            CPU_SUPPORT_MAX * _cpu_lean(case),
         )
     return _pool(case)
 
 
-def _pool(case: _Case) -> Verdict:
+def _pool(case: Case) -> Verdict:
     """Capped at K in flight per worker, 1 < K << 40, with little CPU: something holds K slots each."""
     c, p = case.curve, case.p
     plateau = c.plateau_rps or 0.0
@@ -335,10 +309,11 @@ def _pool(case: _Case) -> Verdict:
             "slots): `fastapi-tune recommend --db-max-connections N --db-pool-size M` does the arithmetic.",
             "The pool may also be held after the response (a reset round trip): the real size can be larger.",
         ),
+        CPU_SUPPORT_MAX * max(0.0, -_cpu_lean(case)),
     )
 
 
-def _io(case: _Case) -> Verdict:
+def _io(case: Case) -> Verdict:
     """No cap within the ladder, or one far past the thread limiter: the async path scaled."""
     c, p = case.curve, case.p
     tp_knee = THREAD_TOKENS_PER_WORKER * p
@@ -347,12 +322,19 @@ def _io(case: _Case) -> Verdict:
         "The async path scales: a few workers suffice (about one per core leaves CPU headroom).",
         "Watch downstream pool sizes (database, HTTP client): they, not the workers, cap concurrency.",
     ]
+    if c.n_max < THREADPOOL_RULE_OUT * tp_knee and case.profile is not None and in_threads(case.profile):
+        return _threadpool_ahead(case)
     if c.plateau:
         factor *= 0.85
         cpu_txt = f", server CPU {case.cpu:.2f} cores per worker" if case.cpu is not None else ""
+        where = (
+            f"far beyond the thread limiter (~{tp_knee})"
+            if c.fit.knee >= tp_knee
+            else "yet no pool thread was busy in the stacks (an async route)"
+        )
         extra.append(
-            f"growth slowed past c~{c.fit.knee:.0f}{cpu_txt}, far beyond the thread limiter (~{tp_knee}): "
-            "the server's own per-request CPU or a downstream limit"
+            f"growth slowed past c~{c.fit.knee:.0f}{cpu_txt}, {where}: the server's own per-request CPU"
+            " or a downstream limit"
         )
     elif c.n_max < THREADPOOL_RULE_OUT * tp_knee:
         factor *= 0.6
@@ -377,56 +359,57 @@ def _io(case: _Case) -> Verdict:
     )
 
 
+def _cpu_work(case: Case) -> Verdict:
+    """At c=1 a worker wanted a CPU most of the time: the request is CPU work, however it scaled."""
+    c, at = case.curve, case.cpu_at_one or 0.0
+    top = c.levels[-1]
+    cap = (
+        f"throughput plateaus at {c.plateau_rps or 0:.0f} req/s from c~{c.fit.knee:.0f}"
+        if c.plateau
+        else f"throughput reaches {top.throughput_rps:.0f} req/s at c={c.n_max}"
+    )
+    cpu = f", server {case.cpu_what} {case.cpu:.2f} cores per busy worker" if case.cpu is not None else ""
+    lean = min(max((at - CPU_BOUND_SPLIT) / CPU_AMBIGUOUS_WIDTH, 0.0), 1.0)
+    return _verdict(
+        case,
+        EndpointClass.CPU_BOUND,
+        0.7,
+        f"CPU-bound: at c=1 a worker wanted a CPU {min(at, 1.0):.0%} of the time (S={c.service_ms:.1f} ms):"
+        f" the whole request is CPU work; {cap}{cpu}{case.note()}.",
+        _cpu_advice(case),
+        CPU_SUPPORT_MAX * lean,
+    )
+
+
+def _threadpool_ahead(case: Case) -> Verdict:
+    """Still scaling below the thread limiter, with pool threads busy in the app: a `def` route that
+    will plateau at 40 threads per worker (the levels stopped before that knee)."""
+    c, p = case.curve, case.p
+    tp_knee = THREAD_TOKENS_PER_WORKER * p
+    tokens = suggested_thread_tokens(max(c.n_max, math.ceil(THREADPOOL_RULE_OUT * tp_knee)), p)
+    case = replace(case, evidence=replace(case.evidence, suggested_thread_tokens=tokens.tokens))
+    return _verdict(
+        case,
+        EndpointClass.THREADPOOL_BOUND,
+        0.6,
+        f"Threadpool-bound: a `def` route (pool threads busy inside the app), still scaling at c={c.n_max}"
+        f" ({c.levels[-1].throughput_rps:.0f} req/s, S={c.service_ms:.1f} ms); it will plateau near"
+        f" AnyIO's 40 threads x {p} worker{'s' if p > 1 else ''}, past the levels measured{case.note()}.",
+        (
+            f"Raise AnyIO's thread limit in the app's lifespan (40 per worker by default; {tokens.why}),"
+            " or make the route `async def` with an async driver.",
+            f"To see the knee, probe up to c>={math.ceil(THREADPOOL_RULE_OUT * tp_knee)}.",
+        ),
+    )
+
+
 BUILDERS: Final = {
     Shape.SERIAL: _serial,
     Shape.THREADPOOL: _threadpool,
     Shape.BETWEEN: _between,
     Shape.UNCAPPED: _io,
+    Shape.CPU_WORK: _cpu_work,
 }
-
-
-def make_case(
-    levels: Sequence[Level],
-    clean: tuple[Level, ...],
-    workers: int | None,
-    observed: bool,
-    profile: RouteProfile | None = None,
-) -> _Case:
-    """The curve and the confidence every class shares: levels, noise, Little's law, known workers."""
-    p = workers if workers and workers > 0 else 1
-    curve = fit_curve(clean, p)
-    conf = 0.95 * min(1.0, 0.55 + 0.15 * (len(clean) - MIN_CLEAN_LEVELS))
-    noise = min(max((curve.fit.rms - NOISE_OK) / (NOISE_BAD - NOISE_OK), 0.0), 1.0)
-    conf *= 1 - 0.5 * noise
-    if not curve.little_ok:
-        conf *= 0.85
-    notes: tuple[str, ...] = ()
-    if workers is None:
-        conf *= UNKNOWN_WORKERS_FACTOR
-        notes = ("worker count unknown, 1 assumed",)
-    cpu, cpu_what = curve.cpu_per_busy_worker, "CPU"
-    if curve.demand_per_busy_worker is not None:
-        # A worker waiting for a CPU wanted it: demand, not use, tells CPU work from a blocked loop.
-        cpu, cpu_what = curve.demand_per_busy_worker, "CPU demand (on CPU + waiting)"
-    if curve.starved_levels:
-        conf *= STARVED_FACTOR
-        names = f": {', '.join(curve.top_others)}" if curve.top_others else ""
-        others = f"{curve.others_cores:.2f} cores" if curve.others_cores is not None else "its CPU"
-        notes = (
-            *notes,
-            f"the host was starved at {curve.starved_levels} level(s), other processes took {others}{names}",
-        )
-    return _Case(
-        curve=curve,
-        workers=workers,
-        p=p,
-        cpu=cpu if observed else None,
-        cpu_what=cpu_what,
-        confidence=conf,
-        notes=notes,
-        evidence=curve_evidence(curve, levels, len(clean), workers),
-        profile=profile,
-    )
 
 
 def stalled(levels: Sequence[Level], clean: tuple[Level, ...], workers: int | None) -> Verdict:

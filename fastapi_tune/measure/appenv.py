@@ -21,7 +21,9 @@ from fastapi_tune.core.errors import ServerFailedError, UsageError
 from fastapi_tune.measure.launch import Running, free_port, run_server
 
 # The distributions whose versions decide which commands and flags work.
-STACK: Final = ("gunicorn", "uvicorn", "uvicorn-worker", "fastapi", "fastapi-cli", "fastapi-cli-slim")
+STACK: Final = (
+    "gunicorn", "uvicorn", "uvicorn-worker", "granian", "fastapi", "fastapi-cli", "fastapi-cli-slim",
+)  # fmt: skip
 _SCRIPT: Final = (
     "import importlib.metadata as m, json, platform\n"
     "def v(d):\n"
@@ -45,6 +47,7 @@ class AppEnv:
     gunicorn: str | None = None
     uvicorn: str | None = None
     uvicorn_worker: str | None = None
+    granian: str | None = None
     fastapi: str | None = None
     fastapi_cli: str | None = None  # fastapi-cli or fastapi-cli-slim: what provides `fastapi run`
 
@@ -76,6 +79,7 @@ def parse_app_env(python: str, text: str) -> AppEnv:
         gunicorn=get("gunicorn"),
         uvicorn=get("uvicorn"),
         uvicorn_worker=get("uvicorn-worker"),
+        granian=get("granian"),
         fastapi=get("fastapi"),
         fastapi_cli=get("fastapi-cli") or get("fastapi-cli-slim"),
     )

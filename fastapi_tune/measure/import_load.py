@@ -1,20 +1,19 @@
 """Read Locust's and k6's results back as a probe report, so classify and the plan can use them.
 
-The load came from elsewhere (often several machines), so nothing is known about the server:
-its CPU, RSS and worker count are None, the report's `source` says which tool ran, and the
-generator's own CPU is unknown (0.0, never marked saturated: check the tool's own warnings).
+The load came from elsewhere (often several machines), so the server was not observed: its CPU
+and RSS are None, the report's `source` says which tool ran. Its worker count is the one the
+script was exported with (the probe's; `import --workers` overrides it). The generator's own CPU
+is known where the exported script measured it (Locust); otherwise 0.0, never marked saturated.
 
-Each result row or sample is mapped back to an endpoint by its route tag ("GET /orders/{oid}",
-see export_load) and to a level by the concurrency in effect: Locust's user count, or the k6
-ladder step's VUs (tags.vus). Files from another tool or version fail with one line naming the
-file and what was expected (BadInputError, exit 3).
+Each result is mapped back to an endpoint by its route tag ("GET /orders/{oid}", see export_load)
+and to a level by the ladder step that sent it (Locust: the step in the request's name, see
+import_locust; k6: tags.vus). Files from another tool or version fail with one line naming the
+file and what was expected (BadInputError, exit 3). This module holds what both share, and k6.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,30 +27,13 @@ from fastapi_tune.core.rules import P99_MIN_SAMPLES
 from fastapi_tune.measure.report import Endpoint, Latency, Level, ProbeReport, ServerInfo, StopReason
 from fastapi_tune.measure.stats import percentile
 
-LOCUST_HISTORY_SUFFIX: Final = "_stats_history.csv"
-# The columns of Locust's stats history (locust.stats.StatsCSVFileWriter, 2.x) this reader uses.
-LOCUST_COLUMNS: Final = (
-    "Timestamp",
-    "User Count",
-    "Type",
-    "Name",
-    "50%",
-    "90%",
-    "99%",
-    "100%",
-    "Total Request Count",
-    "Total Failure Count",
-    "Total Average Response Time",
-)
-LOCUST_TOTAL_ROW: Final = "Aggregated"
-# Rows are written every second while users ramp one by one; a step is a run of at least three
-# rows (two intervals) at one user count, which leaves ramps out.
-MIN_STEP_ROWS: Final = 3
 # k6 samples: the first fifth of each step is left out (connections opening, the previous step's
 # last requests finishing), like the probe's warm-up.
 K6_WARMUP_FRACTION: Final = 0.2
 # k6's own tag of a failed request (status >= 400 or no response), and its "no response" status.
 K6_EXPECTED_TAG: Final = "expected_response"
+# The exported script's test-wide tag: the server's worker processes the probe saw (export_load).
+K6_WORKERS_TAG: Final = "fastapi_tune_server_workers"
 STOP_REASON: Final = StopReason.IMPORTED
 
 
@@ -59,7 +41,7 @@ STOP_REASON: Final = StopReason.IMPORTED
 # Shared
 
 
-def _split_name(name: str, method: str) -> tuple[str, str]:
+def split_name(name: str, method: str) -> tuple[str, str]:
     """("GET", "/x") from a route tag "GET /x"; a bare path takes the tool's own method column."""
     head, _, rest = name.partition(" ")
     if rest.startswith("/") and head.isalpha() and head.isupper():
@@ -67,7 +49,7 @@ def _split_name(name: str, method: str) -> tuple[str, str]:
     return (method or "GET").upper(), name
 
 
-def _kind(status: int) -> str:
+def error_kind(status: int) -> str:
     if status == 429:
         return "429"
     if 400 <= status < 500:
@@ -77,9 +59,17 @@ def _kind(status: int) -> str:
     return "other"
 
 
-def _level(
-    users: int, requests: int, errors: int, kinds: Mapping[str, int], seconds: float, latency: Latency | None
+def imported_level(
+    users: int,
+    requests: int,
+    errors: int,
+    kinds: Mapping[str, int],
+    seconds: float,
+    latency: Latency | None,
+    client_cores: float | None = None,
+    client_saturated: bool = False,
 ) -> Level:
+    """A level as the tool measured it; the generator's CPU when the script measured it."""
     ok_rps = (requests - errors) / seconds
     little = ok_rps * latency.mean / 1000 / users if latency is not None and users > 0 else None
     return Level(
@@ -92,16 +82,21 @@ def _level(
         latency_ms=latency,
         server_cpu_cores=None,
         server_rss_bytes=None,
-        client_cpu_cores=0.0,  # the generator ran elsewhere: unknown
-        client_saturated=False,
+        client_cpu_cores=0.0 if client_cores is None else round(client_cores, 3),  # None: not measured
+        client_saturated=client_saturated,
         littles_law_ratio=None if little is None else round(little, 4),
         p99_supported=requests >= P99_MIN_SAMPLES,
     )
 
 
-def _report(
-    source: str, files: Sequence[Path], target: str, levels: Mapping[tuple[str, str], list[Level]]
+def imported_report(
+    source: str,
+    files: Sequence[Path],
+    target: str,
+    levels: Mapping[tuple[str, str], list[Level]],
+    workers: int | None = None,
 ) -> ProbeReport:
+    """The report of an imported run; `workers`: the server's worker processes, when known."""
     endpoints = tuple(
         Endpoint(
             method=method,
@@ -115,148 +110,13 @@ def _report(
     return ProbeReport(
         target=target,
         host=None,  # the server's host was not observed; recommend takes --cpus/--memory
-        server=ServerInfo(local=False),
+        server=ServerInfo(local=False, workers=workers),
         endpoints=endpoints,
         settings={"imported_from": [str(f) for f in files]},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         tool_version=__version__,
         source=source,
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Locust
-
-
-@dataclass(frozen=True)
-class _Row:
-    time: int
-    users: int
-    method: str
-    name: str
-    pct: tuple[float | None, float | None, float | None, float | None]  # p50, p90, p99, max
-    total: int
-    failures: int
-    mean_ms: float
-
-
-def _history_file(prefix: Path) -> Path:
-    if prefix.name.endswith(LOCUST_HISTORY_SUFFIX):
-        return prefix
-    return prefix.with_name(prefix.name + LOCUST_HISTORY_SUFFIX)
-
-
-def _num(text: str | None, line: int, column: str, path: Path) -> float | None:
-    """A number from a CSV cell; N/A (no sample yet) is None."""
-    if text == "N/A":
-        return None
-    try:
-        value = float(text or "")
-    except ValueError:
-        raise BadInputError(
-            f"{path}: line {line}, column {column!r}: expected a number, got {text!r}"
-        ) from None
-    if not math.isfinite(value):
-        raise BadInputError(f"{path}: line {line}, column {column!r}: expected a finite number, got {text!r}")
-    return value
-
-
-def _req(text: str | None, line: int, column: str, path: Path) -> float:
-    value = _num(text, line, column, path)
-    if value is None:
-        raise BadInputError(f"{path}: line {line}, column {column!r}: expected a number, got 'N/A'")
-    return value
-
-
-def _locust_rows(path: Path) -> list[_Row]:
-    expected = f"Locust's stats history (`--csv PREFIX --csv-full-history`: PREFIX{LOCUST_HISTORY_SUFFIX})"
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in LOCUST_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise BadInputError(f"{path}: expected {expected}; missing columns: {', '.join(missing)}")
-            return [_locust_row(raw, reader.line_num, path) for raw in reader]
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: not found; expected {expected}") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise BadInputError(f"{path}: expected {expected}; not a readable CSV ({e})") from None
-
-
-def _locust_row(raw: Mapping[str, str | None], line: int, path: Path) -> _Row:
-    if any(raw.get(c) is None for c in LOCUST_COLUMNS):
-        raise BadInputError(f"{path}: line {line}: expected {len(LOCUST_COLUMNS)}+ columns, the row is short")
-    pct = tuple(_num(raw[c], line, c, path) for c in ("50%", "90%", "99%", "100%"))
-    return _Row(
-        time=int(_req(raw["Timestamp"], line, "Timestamp", path)),
-        users=int(_req(raw["User Count"], line, "User Count", path)),
-        method=raw["Type"] or "",
-        name=raw["Name"] or "",
-        pct=(pct[0], pct[1], pct[2], pct[3]),
-        total=int(_req(raw["Total Request Count"], line, "Total Request Count", path)),
-        failures=int(_req(raw["Total Failure Count"], line, "Total Failure Count", path)),
-        mean_ms=_req(raw["Total Average Response Time"], line, "Total Average Response Time", path),
-    )
-
-
-def _runs(rows: Sequence[_Row]) -> Iterator[list[_Row]]:
-    """Consecutive rows at one user count (one route's rows, in time order)."""
-    run: list[_Row] = []
-    for row in rows:
-        if run and row.users != run[-1].users:
-            yield run
-            run = []
-        run.append(row)
-    if run:
-        yield run
-
-
-def _locust_level(run: Sequence[_Row]) -> Level | None:
-    """A steady step from its rows, or None (a ramp, an idle route, too short).
-
-    The counts are cumulative: the step's requests are last - first, counted from the first row
-    at the new user count (the interval before it still carried the previous step's reports).
-    """
-    first, last = run[0], run[-1]
-    requests, errors = last.total - first.total, last.failures - first.failures
-    seconds = last.time - first.time
-    if first.users <= 0 or len(run) < MIN_STEP_ROWS or requests <= 0 or seconds <= 0:
-        return None
-    mean = (last.mean_ms * last.total - first.mean_ms * first.total) / requests
-    p50, p90, p99, top = last.pct  # over Locust's sliding window, which the exported file keeps in the step
-    latency = None
-    if p50 is not None and p90 is not None and top is not None:
-        latency = Latency(
-            p50=p50, p90=p90, p99=p99 if requests >= P99_MIN_SAMPLES else None, max=top, mean=mean
-        )
-    return _level(first.users, requests, errors, {"other": errors} if errors else {}, seconds, latency)
-
-
-def import_locust(prefix: Path, target: str = "") -> ProbeReport:
-    """A report from `locust --csv PREFIX --csv-full-history` (PREFIX or the history file itself)."""
-    path = _history_file(prefix)
-    rows = _locust_rows(path)
-    by_name: dict[tuple[str, str], list[_Row]] = {}
-    for row in sorted(rows, key=lambda r: r.time):  # sorted() is stable: per-second order is kept
-        if row.name != LOCUST_TOTAL_ROW:
-            by_name.setdefault(_split_name(row.name, row.method), []).append(row)
-    if not by_name:
-        raise BadInputError(f"{path}: only {LOCUST_TOTAL_ROW!r} rows; run locust with --csv-full-history")
-    levels: dict[tuple[str, str], list[Level]] = {}
-    for key, named in by_name.items():
-        best: dict[int, Level] = {}
-        for run in _runs(named):
-            lv = _locust_level(run)
-            # A user count seen twice (a ladder run again): keep the longer step.
-            if lv is not None and (lv.concurrency not in best or lv.requests > best[lv.concurrency].requests):
-                best[lv.concurrency] = lv
-        if best:
-            levels[key] = list(best.values())
-    if not levels:
-        raise BadInputError(
-            f"{path}: no steady step of {MIN_STEP_ROWS}+ rows at one user count with requests"
-        )
-    return _report("locust", [path], target, levels)
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,9 +160,11 @@ def _k6_lines(paths: Iterable[Path]) -> Iterator[tuple[Path, int, object]]:
             raise BadInputError(f"{path}: expected {expected}; not UTF-8 text") from None
 
 
-def _k6_samples(paths: Sequence[Path]) -> dict[tuple[str, str, int], list[_Sample]]:
-    """http_req_duration samples by (method, path, vus), from points tagged by the exported script."""
+def _k6_samples(paths: Sequence[Path]) -> tuple[dict[tuple[str, str, int], list[_Sample]], int | None]:
+    """http_req_duration samples by (method, path, vus), from points tagged by the exported script,
+    and the server's worker count the script was exported with (None: not said)."""
     groups: dict[tuple[str, str, int], list[_Sample]] = {}
+    workers: int | None = None
     for path, n, obj in _k6_lines(paths):
         if not isinstance(obj, dict) or obj.get("type") not in ("Metric", "Point"):
             raise BadInputError(
@@ -323,9 +185,11 @@ def _k6_samples(paths: Sequence[Path]) -> dict[tuple[str, str, int], list[_Sampl
             continue  # a request the exported ladder did not send (setup, another script's)
         status = int(tags["status"]) if str(tags.get("status", "")).isdigit() else 0
         failed = tags[K6_EXPECTED_TAG] == "false" if K6_EXPECTED_TAG in tags else not 200 <= status < 400
-        key = (*_split_name(name, str(tags.get("method", ""))), int(vus))
+        key = (*split_name(name, str(tags.get("method", ""))), int(vus))
         groups.setdefault(key, []).append(_Sample(when, float(value), failed, status))
-    return groups
+        said = str(tags.get(K6_WORKERS_TAG, ""))
+        workers = int(said) if said.isdigit() and int(said) > 0 else workers
+    return groups, workers
 
 
 def _k6_level(vus: int, samples: list[_Sample]) -> Level | None:
@@ -339,7 +203,7 @@ def _k6_level(vus: int, samples: list[_Sample]) -> Level | None:
     failed = [s for s in counted if s.failed]
     kinds: dict[str, int] = {}
     for s in failed:
-        kinds[_kind(s.status)] = kinds.get(_kind(s.status), 0) + 1
+        kinds[error_kind(s.status)] = kinds.get(error_kind(s.status), 0) + 1
     ms = sorted(s.ms for s in counted)
     latency = Latency(
         p50=percentile(ms, 50),
@@ -348,13 +212,13 @@ def _k6_level(vus: int, samples: list[_Sample]) -> Level | None:
         max=ms[-1],
         mean=sum(ms) / len(ms),
     )
-    return _level(vus, len(counted), len(failed), kinds, seconds, latency)
+    return imported_level(vus, len(counted), len(failed), kinds, seconds, latency)
 
 
 def import_k6(path: Path, *more: Path, target: str = "") -> ProbeReport:
     """A report from `k6 run --out json=FILE` of an exported ladder (several files: one per instance)."""
     paths = [path, *more]
-    groups = _k6_samples(paths)
+    groups, workers = _k6_samples(paths)
     if not groups:
         raise BadInputError(
             f"{path}: no http_req_duration points tagged with name and vus; expected the output of a ladder "
@@ -365,4 +229,4 @@ def import_k6(path: Path, *more: Path, target: str = "") -> ProbeReport:
         lv = _k6_level(vus, samples)
         if lv is not None:
             levels.setdefault((method, route), []).append(lv)
-    return _report("k6", paths, target, levels)
+    return imported_report("k6", paths, target, levels, workers)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi_tune.core.rules import THREAD_TOKENS_PER_WORKER
 from fastapi_tune.discover.openapi import (
     Operation,
 )
+from fastapi_tune.measure.appfiles import AppFiles
 from fastapi_tune.measure.demand import (
     DemandWatcher,
     demand_between,
@@ -85,7 +85,7 @@ class Session:
     port: int
     demand: DemandWatcher | None = None
     worker_pids: tuple[int, ...] = ()  # whose stacks to sample; empty: not local, no profile
-    app_dir: Path | None = None
+    app_files: AppFiles | None = None  # where the app's own code is, as the server found it
 
 
 def _planned_levels(options: ProbeOptions) -> list[int]:
@@ -94,10 +94,43 @@ def _planned_levels(options: ProbeOptions) -> list[int]:
     return default_levels(options.max_concurrency or DEFAULT_MAX_CONCURRENCY)
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How a short level is timed: its warm-up, and a window that ends once it has enough answers.
+
+    The window lasts at least min_s (stacks sampled over it need that long) and at most max_s; in
+    between it ends at the first tick with `completions` answers counted.
+    """
+
+    warmup_s: float
+    min_s: float
+    max_s: float
+    completions: int
+
+
+class _Enough(_StopAt):
+    """A burst's stop flag that is also set once the window holds enough answers (see Pace)."""
+
+    def __init__(
+        self, user: threading.Event, deadline: float, live: LiveCount, pace: Pace, ready: Callable[[], bool]
+    ) -> None:
+        super().__init__(user, deadline)
+        self.live = live
+        self.pace = pace
+        self.ready = ready
+        self.enough = False
+
+    def is_set(self) -> bool:
+        if not self.enough and self.live.counted_s() >= self.pace.min_s:
+            self.enough = self.live.read()[0] >= self.pace.completions and self.ready()
+        return self.enough or super().is_set()
+
+
 class Ladder:
     """One endpoint's climb through concurrency levels until it saturates, errs or runs out of budget.
 
-    `prior` resumes a ladder that an earlier pass left at its time budget.
+    `prior` resumes a ladder that an earlier pass (or the triage) left: its levels count as
+    measured, and the stop rules read every level at or below the one just measured.
     """
 
     def __init__(
@@ -116,58 +149,92 @@ class Ladder:
         self.levels: list[Level] = list(prior)
         self.plan = _planned_levels(session.options)
 
+    def _upto(self, n: int) -> list[Level]:
+        """The levels measured at concurrency n or below, by rising concurrency."""
+        return sorted((lv for lv in self.levels if lv.concurrency <= n), key=lambda lv: lv.concurrency)
+
+    def _previous(self, n: int) -> Level | None:
+        """The level just below n: its latency sizes level n's window."""
+        below = [lv for lv in self._upto(n) if lv.concurrency < n]
+        return below[-1] if below else None
+
     def run(self) -> Endpoint:
         """Measure level after level; the endpoint with its levels and why the climb ended."""
         done = {lv.concurrency for lv in self.levels}
         todo = [n for n in self.plan if n not in done]
-        if self.levels and not todo and not self.fixed and still_scaling(self.levels):
-            todo.append(self.levels[-1].concurrency * 2)  # _extend decides again after it
+        top = max((lv.concurrency for lv in self.levels), default=0)
+        if self.levels and not todo and not self.fixed and still_scaling(self._upto(top)):
+            todo.append(top * 2)  # _extend decides again after it
         reason, detail = StopReason.MAX_LEVEL, ""
         while todo:
             n = todo.pop(0)
-            before = self._cannot_start(n)
+            if any(lv.concurrency == n for lv in self.levels):  # the triage's, reached by extending
+                if not todo and self._extend(n):
+                    todo.append(n * 2)
+                continue
+            before = self.cannot_start(n)
             if before is not None:
                 reason = before
                 break
-            level, result = self._measure(n)
+            level, result = self.measure(n)
             if level is None:
                 reason = StopReason.INTERRUPTED if self.s.budget.stop.is_set() else StopReason.TIME_BUDGET
                 break
-            stop = self._stop_after(level, result)
+            stop = self.stop_after(level, result)
             if stop is not None:
                 reason, detail = stop
                 break
             if not todo and self._extend(n):
                 todo.append(n * 2)
         op = self.op
-        return Endpoint(op.method, op.path, op.url, tuple(self.levels), reason, detail)
+        levels = tuple(sorted(self.levels, key=lambda lv: lv.concurrency))
+        return Endpoint(op.method, op.path, op.url, levels, reason, detail)
 
-    def _cannot_start(self, n: int) -> StopReason | None:
-        """Why level `n` must not start: a stop request, or a budget it would overrun."""
+    def cannot_start(self, n: int, pace: Pace | None = None, until: float | None = None) -> StopReason | None:
+        """Why level `n` must not start: a stop request, or a budget it would overrun.
+
+        `until` (the triage's) replaces the ladder's own deadline, within the probe's budget.
+        """
         budget, options = self.s.budget, self.s.options
         if budget.stop.is_set():
             return StopReason.INTERRUPTED
-        duration = level_duration(options, n, self.levels[-1] if self.levels else None)
+        if pace is None:
+            duration, warmup = level_duration(options, n, self._previous(n)), options.warmup_s
+        else:  # a short level needs its shortest window; it ends early only with enough answers
+            duration, warmup = pace.min_s, pace.warmup_s
         # An endpoint's first level may overrun its share (every endpoint gets one when the time
         # allows), never the whole probe's budget.
-        until = min(self.deadline, budget.deadline) if self.levels else budget.deadline
-        if time.monotonic() + opening_s(n) + options.warmup_s + duration > until:
+        if until is None:
+            until = min(self.deadline, budget.deadline) if self.levels else budget.deadline
+        if time.monotonic() + opening_s(n) + warmup + duration > min(until, budget.deadline):
             return StopReason.TIME_BUDGET
         if budget.requests >= budget.max_requests:
             return StopReason.REQUEST_BUDGET
         return None
 
-    def _measure(self, n: int) -> tuple[Level | None, BurstResult]:
-        """One burst at concurrency `n`, cut out of the server's CPU samples; None when stopped early."""
+    def measure(
+        self, n: int, pace: Pace | None = None, ready: Callable[[], bool] = lambda: True
+    ) -> tuple[Level | None, BurstResult]:
+        """One burst at concurrency `n`, cut out of the server's CPU samples; None when stopped early.
+
+        With a pace (the triage's short levels) the window ends once it holds enough answers and
+        `ready` agrees (the stacks sampled over it have their share), at most at pace.max_s.
+        """
         options, watcher = self.s.options, self.s.watcher
-        duration = level_duration(options, n, self.levels[-1] if self.levels else None)
+        previous = self._previous(n)
+        duration = level_duration(options, n, previous) if pace is None else pace.max_s
+        warmup = options.warmup_s if pace is None else pace.warmup_s
         live = LiveCount()
         self.s.events.level_started(self.op, n, live.read)
         # Demand is read around the whole burst (the warm-up carries the same load): two reads of
         # /proc cost a few ms, where a sampling thread would compete with the load generator.
         before = self.s.demand.snapshot() if self.s.demand is not None else None
-        stop = _StopAt(self.s.budget.stop, self.s.budget.deadline)
-        result = run_burst(self.spec, n, options.warmup_s, duration, stop, live)
+        stop = (
+            _StopAt(self.s.budget.stop, self.s.budget.deadline)
+            if pace is None
+            else _Enough(self.s.budget.stop, self.s.budget.deadline, live, pace, ready)
+        )
+        result = run_burst(self.spec, n, warmup, duration, stop, live)
         if result.stalled and not self.s.budget.stop.is_set():
             # Nothing answered in the short window: a slow route, or a stuck one. Measure once more
             # for longer, so that "slow" is measured and "stuck" is sure.
@@ -176,26 +243,31 @@ class Ladder:
             result = run_burst(self.spec, n, 0.0, longer, stop, live)
         if result.duration_s <= 0:  # stopped during the warm-up: nothing was counted
             return None, result
-        if result.duration_s < 0.5 * duration and not self.s.budget.stop.is_set():
+        enough = isinstance(stop, _Enough) and stop.enough
+        if result.duration_s < 0.5 * duration and not enough and not self.s.budget.stop.is_set():
             return None, result  # cut short by the time budget: too little to be evidence
         demand = None
         if before is not None and self.s.demand is not None:
             demand = demand_between(before, self.s.demand.snapshot())
         server_cpu = by_worker = rss = None
-        if watcher is not None:
+        if pace is not None and demand is not None and demand.workers:
+            # A short level reads the workers' CPU from the same schedstat window as its demand:
+            # the watcher's samples would first have to pass the window's end (up to 0.15 s).
+            server_cpu = demand.on_cpu_cores
+            by_worker = tuple(w.on_cpu_cores for w in demand.workers)
+        elif watcher is not None:
             cut = watcher.cpu_cores_between(result.window_start, result.window_end)
             if cut is not None:
                 server_cpu, by_worker = cut
+        if watcher is not None:
             rss = watcher.worker_rss()
-        level = make_level(
-            result, server_cpu, rss, by_worker, demand, self.levels[-1] if self.levels else None
-        )
+        level = make_level(result, server_cpu, rss, by_worker, demand, previous)
         self.levels.append(level)
         self.s.budget.requests += level.requests
         self.s.events.level_done(self.op, level)
         return level, result
 
-    def _stop_after(self, level: Level, result: BurstResult) -> tuple[StopReason, str] | None:
+    def stop_after(self, level: Level, result: BurstResult) -> tuple[StopReason, str] | None:
         """Whether the level just measured ends the ladder (and why), or raises ServerDied."""
         n = level.concurrency
         if self.s.budget.stop.is_set():
@@ -218,7 +290,7 @@ class Ladder:
         if level.errors > ERROR_STOP_RATIO * max(level.requests, 1):
             top_kind = max(level.errors_by_kind.items(), key=lambda kv: kv[1])[0]
             return StopReason.ERRORS, f"{level.errors}/{level.requests} failed, mostly {top_kind}, at c={n}"
-        if not self.fixed and saturated(self.levels):
+        if not self.fixed and saturated(self._upto(n)):
             return StopReason.SATURATED, ""
         return None
 
@@ -231,7 +303,7 @@ class Ladder:
             and workers is not None
             and n < KNEE_MARGIN * THREAD_TOKENS_PER_WORKER * workers
             and n * 2 <= EXTENSION_CAP
-            and still_scaling(self.levels)
+            and still_scaling(self._upto(n))
         )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Final
 
 import httpx
+import psutil
 
 from fastapi_tune.core.errors import ServerFailedError
 from fastapi_tune.core.signals import STOP_SIGNALS
@@ -40,6 +41,7 @@ class Running:
     pid: int
     # Start the same server again on the same port (after a wedge); None where that is not ours to do.
     restart: Callable[[], Running] | None = field(default=None, compare=False, repr=False)
+    boot_s: float = 0.0  # from the start of the process until it answered with every worker up
 
 
 # What helps after a failed boot, by the root cause's exception: the usual cause is the environment.
@@ -109,8 +111,11 @@ def _wait_ready(
     boot_timeout_s: float,
     name: str,
     log_path: Path,
-) -> None:
-    deadline = time.monotonic() + boot_timeout_s
+) -> float:
+    """Until the server answers with every worker up and settled; the seconds since `proc` started
+    (ServerFailedError when it exits or never answers)."""
+    started = time.monotonic()
+    deadline = started + boot_timeout_s
     while True:
         if proc.poll() is not None:
             raise ServerFailedError(
@@ -122,8 +127,11 @@ def _wait_ready(
             answered = httpx.get(url + ready_path, timeout=1.0, verify=False).status_code < 500
         if answered and (workers <= 1 or len(worker_children(proc.pid)) >= workers):
             if workers > 1:
-                time.sleep(0.5)  # one worker answered; let the others finish importing the app
-            return
+                # One worker answered; the others may still import the app. Load sent now would pin
+                # its keep-alive connections on the ready ones (and Granian's late workers have no
+                # socket yet), measuring fewer workers than the config has.
+                _wait_settled(proc.pid, min(deadline, time.monotonic() + _SETTLE_MAX_S))
+            return time.monotonic() - started
         if time.monotonic() > deadline:
             raise ServerFailedError(
                 f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
@@ -160,12 +168,12 @@ def run_server(
     def restart() -> Running:
         kill_group(procs[-1])
         procs.append(_spawn(argv, cwd, env, log))
-        _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
-        return Running(url=url, port=port, pid=procs[-1].pid, restart=restart)
+        boot_s = _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
+        return Running(url=url, port=port, pid=procs[-1].pid, restart=restart, boot_s=boot_s)
 
     try:
-        _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
-        yield Running(url=url, port=port, pid=procs[-1].pid, restart=restart)
+        boot_s = _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
+        yield Running(url=url, port=port, pid=procs[-1].pid, restart=restart, boot_s=boot_s)
     finally:
         stop_group(procs[-1])
         log.close()
@@ -178,6 +186,26 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+
+
+# A worker whose main thread sleeps (in accept or its event loop's poll) at this many looks in a row,
+# SETTLE_INTERVAL_S apart, has finished starting; an importing one runs or waits for a CPU.
+_SETTLE_LOOKS: Final = 3
+_SETTLE_INTERVAL_S: Final = 0.1
+# An app whose main thread keeps computing at idle never settles: load starts after this long anyway.
+_SETTLE_MAX_S: Final = 20.0
+
+
+def _wait_settled(pid: int, deadline: float) -> None:
+    """Until every worker's main thread has slept for a few looks in a row (or the boot deadline)."""
+    calm = 0
+    while calm < _SETTLE_LOOKS and time.monotonic() < deadline:
+        states = []
+        for w in worker_children(pid):
+            with contextlib.suppress(psutil.Error):
+                states.append(w.status())
+        calm = calm + 1 if states and all(s == psutil.STATUS_SLEEPING for s in states) else 0
+        time.sleep(_SETTLE_INTERVAL_S)
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:

@@ -100,8 +100,13 @@ class BurstResult:
     # counted as timeouts), with their ages from the moment they were sent.
     in_flight_at_end: int = 0
     in_flight_ages_ms: tuple[float, ...] = ()
-    # Of duration_s: the time after the last request was sent, spent waiting for the ones in flight
-    # (run_burst's drain_s). Their completions count, however late: a queue is not a failure.
+    # With run_burst(drain_s=...): how long the requests in flight at the window's end took to be
+    # answered (not counted), and how many were not when the wait ended.
+    drain_s: float | None = None
+    undrained: int = 0
+    # With run_burst(counted_drain_s=...): of duration_s, the time after the last request was sent,
+    # spent waiting for the ones in flight; their completions count, however late (the overload step:
+    # a queue is not a failure).
     drained_s: float = 0.0
 
     @property
@@ -126,6 +131,7 @@ class Counts:
         self.statuses: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.retry_after: float | None = None
+        self.counting_since: float | None = None  # perf_counter() when the counted window opened
 
     def record(self, status: int, latency_ms: float, retry_after_raw: bytes | None) -> None:
         self.latencies.append(latency_ms)
@@ -158,6 +164,12 @@ class LiveCount:
         # a progress display, and free for the hot loop.
         bad = sum(n for st, n in list(c.statuses.items()) if st >= 400)
         return len(c.latencies) + sum(c.errors.values()), bad + sum(c.errors.values())
+
+    def counted_s(self) -> float:
+        """Seconds since the counted window opened (0 before it opens)."""
+        c = self._counts
+        since = c.counting_since if c is not None else None
+        return 0.0 if since is None else time.perf_counter() - since
 
 
 @dataclass(frozen=True)
@@ -548,6 +560,7 @@ async def _measure(
         now = time.perf_counter()
         if not burst.counting and now >= start_at:
             window.start, window.cpu_start = now, time.thread_time()
+            burst.counts.counting_since = now
             burst.counting = True
         if now >= end_at or (stop is not None and stop.is_set()):
             break
@@ -556,7 +569,7 @@ async def _measure(
         await asyncio.sleep(max(0.0, wake - time.perf_counter()))
 
 
-async def _drain(burst: _Burst, drain_s: float, stop: threading.Event | None) -> float:
+async def _drain_counted(burst: _Burst, drain_s: float, stop: threading.Event | None) -> float:
     """Send nothing more; keep counting until no request is in flight, or `drain_s` has passed."""
     burst.running = False  # a connection closes after its answer instead of sending again
     t0 = time.perf_counter()
@@ -579,6 +592,19 @@ def _close_window(burst: _Burst, window: _Window) -> None:
     burst.running = False
 
 
+async def _drain(burst: _Burst, wait_s: float, stop: threading.Event | None) -> tuple[float, int]:
+    """Wait up to `wait_s` for the answers still due (each connection closes on its answer), so the
+    server is left with nothing in flight; (seconds waited, requests still unanswered)."""
+    started = time.perf_counter()
+    while (due := [c for c in burst.live if c.sent_at]) and not (stop is not None and stop.is_set()):
+        now = time.perf_counter()
+        if now - started >= wait_s:
+            break
+        _expire(burst, now)
+        await asyncio.sleep(min(TICK_S / 5, wait_s - (now - started)))
+    return time.perf_counter() - started, len(due)
+
+
 async def _run(
     specs: Sequence[RequestSpec],
     concurrency: int,
@@ -586,7 +612,8 @@ async def _run(
     duration_s: float,
     stop: threading.Event | None,
     live: LiveCount | None,
-    drain_s: float = 0.0,
+    drain_s: float,
+    counted_drain_s: float = 0.0,
 ) -> BurstResult:
     targets = encode_targets(specs)
     burst = _Burst(max(spec.timeout_s for spec in specs))
@@ -594,11 +621,15 @@ async def _run(
         live.watch(burst.counts)
     window = _Window()
     slots: list[asyncio.Future[None]] = []
-    drained = 0.0
+    drained: tuple[float | None, int] = (None, 0)
+    counted = 0.0
     try:
         slots = await _open_slots(burst, targets, concurrency, stop)
         await _measure(burst, window, warmup_s, duration_s, stop)
-        if drain_s > 0 and burst.counting:
+        if counted_drain_s > 0 and burst.counting:
+            counted = await _drain_counted(burst, counted_drain_s, stop)
+        _close_window(burst, window)
+        if drain_s > 0:
             drained = await _drain(burst, drain_s, stop)
     finally:
         _close_window(burst, window)
@@ -616,7 +647,9 @@ async def _run(
         window_end=window.end,
         in_flight_at_end=len(window.in_flight_ages_ms),
         in_flight_ages_ms=window.in_flight_ages_ms,
-        drained_s=drained,
+        drain_s=drained[0],
+        undrained=drained[1],
+        drained_s=counted,
     )
 
 
@@ -628,18 +661,21 @@ def run_burst(
     stop: threading.Event | None = None,
     live: LiveCount | None = None,
     drain_s: float = 0.0,
+    counted_drain_s: float = 0.0,
 ) -> BurstResult:
     """Run one closed-loop burst and block until it is over (or ``stop`` is set).
 
     Several specs make a mix: every connection sends them in turn, starting at spec i mod k.
-    With ``drain_s`` the window goes on after the last send until every request in flight is
-    answered or ``drain_s`` has passed (``BurstResult.drained_s``; the returns-within bound grows
-    by it).
+    With ``counted_drain_s`` the window goes on after the last send until every request in flight
+    is answered or ``counted_drain_s`` has passed (``BurstResult.drained_s``; the returns-within
+    bound grows by it), and their answers count.
 
     The event loop gets a thread of its own so callers may hold a running loop themselves, and so
     ``client_cpu_s`` (that thread's CPU clock over the counted window) excludes the caller's work.
     Returns within the connections' opening (~1 ms each) + warmup_s + duration_s + TEARDOWN_GRACE_S,
-    whatever the server does: requests still unanswered then are counted, not awaited.
+    whatever the server does: requests still unanswered then are counted, not awaited. With
+    `drain_s`, it then waits up to that long for them (uncounted) before letting go, so that the
+    server is not left working through them while the next measurement starts.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -647,5 +683,6 @@ def run_burst(
     if not specs:
         raise ValueError("at least one request spec is needed")
     return run_on_thread(
-        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s), "fastapi-tune-loadgen"
+        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s, counted_drain_s),
+        "fastapi-tune-loadgen",
     )

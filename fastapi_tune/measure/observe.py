@@ -86,20 +86,44 @@ def find_server(port: int) -> ServerInfo:
     roots = [p for p in procs.values() if p.ppid() not in procs]
     if not roots:
         return ServerInfo(local=True)
+    master = _reuseport_master(roots)
+    if master is not None:
+        return _server_info(master, tuple(sorted(p.pid for p in roots)))
     root = min(roots, key=lambda p: p.pid)
     try:
-        cmdline = root.cmdline()
         children = root.children(recursive=False)
     except (psutil.AccessDenied, psutil.NoSuchProcess):
         return ServerInfo(local=True, pid=root.pid)
-    kind = _kind(cmdline)
     # Workers are the root's children that share its socket (gunicorn, uvicorn --workers);
     # a lone listener serves requests itself.
     workers = tuple(sorted(c.pid for c in children if c.pid in procs and _is_worker(c))) or (root.pid,)
+    return _server_info(root, workers)
+
+
+def _reuseport_master(listeners: list[psutil.Process]) -> psutil.Process | None:
+    """The master of listeners that do not share one socket (Granian: each worker binds its own
+    SO_REUSEPORT socket on the port, and the master holds none of them), else None: their one parent,
+    when there are several or when it runs the same command (a worker not yet listening beside it)."""
+    parents = {p.ppid() for p in listeners}
+    if len(parents) != 1:
+        return None
+    try:
+        parent = psutil.Process(parents.pop())
+        same = parent.cmdline() == listeners[0].cmdline()
+    except psutil.Error:
+        return None
+    return parent if len(listeners) > 1 or same else None
+
+
+def _server_info(root: psutil.Process, workers: tuple[int, ...]) -> ServerInfo:
+    try:
+        cmdline = root.cmdline()
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return ServerInfo(local=True, pid=root.pid)
     return ServerInfo(
         local=True,
         pid=root.pid,
-        kind=kind,
+        kind=_kind(cmdline),
         cmdline=redact_text(" ".join(cmdline))[:500],  # -e DB_PASSWORD=... must not reach the report
         workers=len(workers),
         worker_pids=workers,
@@ -235,11 +259,3 @@ class ServerWatcher:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         return tuple(sizes) if sizes else None
-
-
-def server_cwd(pid: int) -> Path | None:
-    """The directory the server runs in: where its app's own files are, for naming their lines."""
-    try:
-        return Path(psutil.Process(pid).cwd())
-    except (psutil.Error, OSError):
-        return None

@@ -5,13 +5,22 @@ the latencies look better than users would see (coordinated omission). Here ever
 INTENDED start time (constant spacing, or exponential gaps for Poisson arrivals from a seeded RNG)
 and its latency is measured from that time: waiting for a free connection counts.
 
-Requests go out on a pool of keep-alive connections, one request at a time each, opened lazily up to
-``max_connections``. With none free a request waits in a backlog (FIFO); one that leaves more than
-LATE_START_S after its intended time is a late start; a start that finds the backlog full is
-dropped and counted. A request's timeout runs from its intended start and covers the wait, the
-connect and the whole response, so every counted request is settled by the end of the window plus
-the timeout: each ends as a response, an error, a dropped start or (only if a stop cut the run
-short) in flight at the end.
+Requests go out on a pool of keep-alive connections, one request at a time each, opened lazily. At
+most ``max_in_flight`` requests are outstanding at once (k6's maxVUs): a start that finds the bound
+reached is dropped and counted, never queued inside the generator. Below the bound a request takes
+an idle connection or waits only for one opened for it; one that leaves more than LATE_START_S
+after its intended time is a late start. A request's timeout runs from its intended start and
+covers the wait, the connect and the whole response, so every counted request is settled by the
+end of the window plus the timeout: each ends as a response, an error, a dropped start or (only if
+a stop cut the run short) in flight at the end.
+
+Two rates come out, and they differ as soon as the server falls behind: the ARRIVAL rate the
+generator held (``arrival_rps``, requests started per second of window) and the rate the server
+SERVED (``served_rps``, responses that ended inside the window per second). A server past its
+capacity answers every request eventually, so counting the window's responses whenever they end
+would report the arrival rate; the backlog at the window's end and the time it took to drain say
+how far behind it was, and the latencies of the window's first and last seconds whether its queue
+grew (verify/judge.py decides from them).
 
 The per-request path reuses the closed loop's connection (loadgen.py) plus one loop timer per start.
 Measured against a trivial route on 2 cores (benchmarks/openloop.py): ~0.08 ms of client CPU per
@@ -28,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -48,7 +57,7 @@ from fastapi_tune.measure.loadgen import (
     teardown,
 )
 
-__all__ = ["LATE_START_S", "Arrival", "OpenLoopResult", "arrival_offsets", "run_open_loop"]
+__all__ = ["LATE_START_S", "SEGMENT_S", "Arrival", "OpenLoopResult", "arrival_offsets", "run_open_loop"]
 
 Arrival = Literal["constant", "poisson"]
 
@@ -56,6 +65,10 @@ Arrival = Literal["constant", "poisson"]
 # timeout, rounded up) and a busy 2-core machine adds a few ms more; 10 ms is well past that, so a
 # late start means no connection was free (or the client was starved), not timer jitter.
 LATE_START_S: Final = 0.010
+
+# The window's first and last seconds (a quarter of a window shorter than 4 s) are timed apart: a
+# queue that grows through the window shows as latency growing from one to the other.
+SEGMENT_S: Final = 1.0
 
 # The shortest timer the scheduler sets after waking early: one millisecond, the resolution of
 # both event loops' timers (epoll's timeout, libuv's clock).
@@ -104,7 +117,7 @@ class OpenLoopResult:
     status_counts: Mapping[int, int]
     errors_by_kind: Mapping[str, int]  # "timeout", "connect", "reset", "other"
     late_starts: int  # sent more than LATE_START_S after the intended start
-    dropped_starts: int  # never sent: the backlog was full
+    dropped_starts: int  # never sent: max_in_flight requests were outstanding
     mean_start_lag_ms: float  # intended start to write, over the requests sent
     max_start_lag_ms: float
     in_flight_at_end: int  # neither answered nor timed out when the run ended (a stop cut it short)
@@ -114,15 +127,27 @@ class OpenLoopResult:
     retry_after_s: float | None
     window_start: float = 0.0  # time.perf_counter() at the window's edges, as in BurstResult
     window_end: float = 0.0
+    served_in_window: int = 0  # responses (any status, warm-up requests too) that ended inside the window
+    backlog_at_end: int = 0  # requests outstanding (on the wire or connecting) when the window closed
+    drain_s: float | None = None  # window end -> the last of its requests settled; None: a stop came
+    # Latencies of the requests intended in the window's first and last SEGMENT_S.
+    first_segment: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(()))
+    last_segment: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(()))
 
     @property
     def completed(self) -> int:
+        """Responses to the window's requests, whenever they ended (after the window too)."""
         return len(self.latencies_ms)
 
     @property
-    def achieved_rps(self) -> float:
-        """Responses per second of window, whatever their status."""
-        return self.completed / self.duration_s if self.duration_s > 0 else 0.0
+    def arrival_rps(self) -> float:
+        """Requests the generator started per second of window (late ones included, dropped not)."""
+        return self.sent / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def served_rps(self) -> float:
+        """Responses that ended inside the window, per second: what the server kept up with."""
+        return self.served_in_window / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
     def oldest_in_flight_ms(self) -> float | None:
@@ -145,8 +170,11 @@ class _PoolConn(HttpConnection):
 
     def done(self, now: float) -> None:
         pool = self.pool
+        pool.ends.append(now)
         if self.counted:
             pool.counts.record(self.status, (now - self.intended) * 1000.0, self.retry_after_raw)
+            pool.intended.append(self.intended)
+            pool.settled_at = now
         self.sent_at = 0.0
         if not self.keep_alive or not pool.running:
             self.close()  # connection_lost takes it out of the pool
@@ -159,25 +187,25 @@ class _PoolConn(HttpConnection):
     def error(self, kind: str) -> None:
         # Not once the run is over: tearing down aborts whatever is left, which is no error.
         if self.counted and self.pool.running:
-            self.pool.counts.error(kind)
+            self.pool.failed(kind)
 
 
 class _Pool:
-    """The connections, the backlog and the counters of one open-loop run (loop thread only)."""
+    """The connections, the requests waiting for one, and the counters of one run (loop thread only)."""
 
-    def __init__(
-        self, targets: Sequence[WireRequest], max_connections: int, max_backlog: int, timeout_s: float
-    ) -> None:
+    def __init__(self, targets: Sequence[WireRequest], max_in_flight: int, timeout_s: float) -> None:
         self.targets = targets
         self.next_target = 0
-        self.max_connections = max_connections
-        self.max_backlog = max_backlog
+        self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self.running = True
         self.counts = Counts()
         self.conns: set[_PoolConn] = set()
         self.idle: deque[_PoolConn] = deque()  # FIFO: every connection takes its turn
-        self.backlog: deque[_Pending] = deque()
+        self.backlog: deque[_Pending] = deque()  # waiting for a connection opened for each
+        self.ends: list[float] = []  # when each response ended (perf_counter), warm-up's too
+        self.intended: list[float] = []  # the intended start of each counted response, in order
+        self.settled_at = 0.0  # when the last counted request was answered or failed
         self.opening = 0
         self.opened = 0
         self.tasks: set[asyncio.Future[None]] = set()
@@ -192,11 +220,20 @@ class _Pool:
         self.scheduled += counted
         if self.idle:
             self.send(self.idle.popleft(), (intended, target, counted))
-        elif len(self.backlog) >= self.max_backlog:
+        elif self.in_flight() >= self.max_in_flight:
             self.dropped += counted
         else:
             self.backlog.append((intended, target, counted))
             self.grow()
+
+    def in_flight(self) -> int:
+        """Requests outstanding: on a busy connection, or waiting for one being opened for them."""
+        return len(self.conns) - len(self.idle) + len(self.backlog)
+
+    def failed(self, kind: str) -> None:
+        """A counted request ended without a response."""
+        self.counts.error(kind)
+        self.settled_at = time.perf_counter()
 
     def send(self, conn: _PoolConn, pending: _Pending) -> None:
         intended, target, counted = pending
@@ -229,10 +266,14 @@ class _Pool:
         self.grow()
 
     def grow(self) -> None:
-        """Open a connection if requests wait and fewer are opening than wait."""
+        """Open a connection if requests wait and fewer are opening than wait.
+
+        Below max_in_flight every waiting request gets a connection of its own: a request starts
+        only while busy + waiting < max_in_flight, and no connection is idle while one waits.
+        """
         if not self.running or self.opening >= len(self.backlog):
             return
-        if len(self.conns) + self.opening >= self.max_connections:
+        if len(self.conns) + self.opening >= self.max_in_flight:
             return
         self.opening += 1
         self.opened += 1
@@ -250,7 +291,7 @@ class _Pool:
                 # The oldest waiting request could not get its connection: that is its outcome.
                 _, _, counted = self.backlog.popleft()
                 if counted:
-                    self.counts.error("connect")
+                    self.failed("connect")
             asyncio.get_running_loop().call_later(CONNECT_BACKOFF_S, self.grow)
             return
         self.opening -= 1
@@ -266,7 +307,7 @@ class _Pool:
         while self.backlog and self.backlog[0][0] < limit:
             _, _, counted = self.backlog.popleft()
             if counted:
-                self.counts.error("timeout")
+                self.failed("timeout")
         for conn in list(self.conns):
             if conn.sent_at and conn.intended < limit:
                 conn.fail("timeout")
@@ -324,6 +365,8 @@ class _Clock:
     cpu_start: float = 0.0
     cpu_end: float = 0.0
     measured_end: float = 0.0  # window_end, or when a stop came first
+    backlog_at_end: int = 0
+    drained: bool = False  # every request of the window settled before a stop
 
 
 async def _tick_until(pool: _Pool, until: float, stop: threading.Event | None, done: bool = False) -> bool:
@@ -346,10 +389,12 @@ async def _drive(pool: _Pool, sched: _Scheduler, clock: _Clock, stop: threading.
         finished = await _tick_until(pool, clock.window_end, stop)
         # The window is the span of intended starts it counts, however late this wake-up is.
         clock.measured_end, clock.cpu_end = min(time.perf_counter(), clock.window_end), time.thread_time()
+        clock.backlog_at_end = pool.in_flight()
         sched.cancel()
         if finished:
             # Settle the window's requests: each has at most timeout_s from its intended start.
-            await _tick_until(pool, clock.window_end + pool.timeout_s + TICK_S, stop, done=True)
+            until = clock.window_end + pool.timeout_s + TICK_S
+            clock.drained = await _tick_until(pool, until, stop, done=True)
     else:
         clock.window_start = clock.measured_end = time.perf_counter()
 
@@ -363,7 +408,7 @@ async def _run(
     stop: threading.Event | None,
     live: LiveCount | None,
 ) -> OpenLoopResult:
-    pool = _Pool(encode_targets(specs), options.max_connections, options.max_backlog, options.timeout_s)
+    pool = _Pool(encode_targets(specs), options.max_in_flight, options.timeout_s)
     if live is not None:
         live.watch(pool.counts)
     t0 = time.perf_counter()
@@ -408,13 +453,25 @@ def _result(
         retry_after_s=counts.retry_after,
         window_start=clock.window_start,
         window_end=clock.measured_end,
+        served_in_window=sum(1 for t in pool.ends if clock.window_start <= t <= clock.measured_end),
+        backlog_at_end=clock.backlog_at_end,
+        drain_s=max(0.0, pool.settled_at - clock.window_end) if clock.drained else None,
+        **_segments(pool, clock),
     )
+
+
+def _segments(pool: _Pool, clock: _Clock) -> dict[str, LatencyHistogram]:
+    """The latencies of the requests intended in the window's first and last SEGMENT_S."""
+    start, end = clock.window_start, clock.measured_end
+    seg = min(SEGMENT_S, (end - start) / 4)
+    first = [lat for lat, t in zip(pool.counts.latencies, pool.intended, strict=True) if t < start + seg]
+    last = [lat for lat, t in zip(pool.counts.latencies, pool.intended, strict=True) if t >= end - seg]
+    return {"first_segment": LatencyHistogram.of(first), "last_segment": LatencyHistogram.of(last)}
 
 
 @dataclass(frozen=True)
 class _Options:
-    max_connections: int
-    max_backlog: int
+    max_in_flight: int
     timeout_s: float
     warmup_s: float
     seed: int
@@ -426,8 +483,7 @@ def run_open_loop(
     duration_s: float,
     *,
     arrival: Arrival = "constant",
-    max_connections: int = 256,
-    max_backlog: int | None = None,
+    max_in_flight: int = 256,
     timeout_s: float | None = None,
     warmup_s: float = 0.5,
     seed: int = 0,
@@ -436,20 +492,20 @@ def run_open_loop(
 ) -> OpenLoopResult:
     """Start requests at `rate_rps` for warmup_s + duration_s and report the window's requests.
 
-    Several specs make a mix, sent in turn. `max_backlog` (default: max_connections) bounds the
-    requests waiting for a connection; `timeout_s` (default: the specs' largest) runs from each
-    request's intended start. Blocks for at most warmup_s + duration_s + timeout_s +
-    TEARDOWN_GRACE_S, on a thread of its own like run_burst.
+    Several specs make a mix, sent in turn. At most `max_in_flight` requests are outstanding (and
+    as many connections open): a start beyond it is dropped and counted, never queued.
+    `timeout_s` (default: the specs' largest) runs from each request's intended start. Blocks
+    for at most warmup_s + duration_s + timeout_s + TEARDOWN_GRACE_S, on a thread of its own like
+    run_burst.
     """
     _check_rate(rate_rps, arrival)
-    if max_connections < 1:
-        raise ValueError("max_connections must be >= 1")
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be >= 1")
     spec_list = [specs] if isinstance(specs, RequestSpec) else list(specs)
     if not spec_list:
         raise ValueError("at least one request spec is needed")
     options = _Options(
-        max_connections=max_connections,
-        max_backlog=max_connections if max_backlog is None else max(0, max_backlog),
+        max_in_flight=max_in_flight,
         timeout_s=max(s.timeout_s for s in spec_list) if timeout_s is None else timeout_s,
         warmup_s=warmup_s,
         seed=seed,

@@ -192,14 +192,14 @@ class _Stacks:
     def __init__(self, session: Session) -> None:
         self.sample: StackSample | Unavailable | None = None
         self.held: HeldConnections | None = None
-        pids, port, app_dir = session.worker_pids, session.port, session.app_dir
+        pids, port, app_files = session.worker_pids, session.port, session.app_files
 
         def run() -> None:
             self.held = held_connections(pids, port)
-            self.sample = sample_workers(pids, _STACKS_S, _STACKS_HZ, app_dir)
+            self.sample = sample_workers(pids, _STACKS_S, _STACKS_HZ, app_files)
 
         self.thread = threading.Thread(target=run, name="overload stacks", daemon=True)
-        self.app_dir = app_dir
+        self.app_files = app_files
         self.thread.start()
 
     def profile(self) -> tuple[RouteProfile | None, str | None]:
@@ -210,7 +210,7 @@ class _Stacks:
             return None, "py-spy did not finish in time"
         if isinstance(sample, Unavailable):
             return None, f"{sample.reason} ({sample.how_to_enable})"
-        return attribute(sample, self.app_dir), None
+        return attribute(sample, self.app_files), None
 
 
 def burst_trial(
@@ -224,7 +224,7 @@ def burst_trial(
 ) -> OverloadTrial | None:
     """One closed-loop burst at `concurrency` counted as the overload step counts it: the window,
     then a drain that waits for the requests in flight (their completions count however late)."""
-    result = run_burst(specs, concurrency, _WARMUP_S, window_s, stop, live, drain_s=drain_s)
+    result = run_burst(specs, concurrency, _WARMUP_S, window_s, stop, live, counted_drain_s=drain_s)
     if (stop is not None and stop.is_set()) or result.duration_s <= 0:
         return None
     b = summarize(result)

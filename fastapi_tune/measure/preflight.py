@@ -18,7 +18,7 @@ from typing import Any, Final
 import httpx
 
 from fastapi_tune.core.errors import TargetUnreachableError
-from fastapi_tune.discover.openapi import Operation, Skipped, build_operation, declared_parameters
+from fastapi_tune.discover.openapi import Operation, SkipCause, Skipped, build_operation, declared_parameters
 from fastapi_tune.discover.samples import Body, Unsatisfiable, deref
 
 # Enough of an error body for FastAPI's first validation message.
@@ -29,6 +29,8 @@ _HINT_CHARS: Final = 200
 # Keys under which APIs wrap a page of rows: {"items": [...], "total": 3}.
 _PAGE_KEYS: Final = ("items", "data", "results", "records", "content", "rows", "values", "list")
 _GENERIC_ID_KEYS: Final = ("id", "pk", "uuid", "slug", "key")
+# A skipped route's reason starts so when its first request failed (compare: a route that now fails).
+FAILED_PREFIX: Final = "preflight "
 NOT_PREFLIGHTED: Final = (
     "time budget: not reached by the preflight within its share of --max-seconds"
     " (raise it, or probe fewer endpoints with -e/--exclude)"
@@ -49,14 +51,26 @@ class PreflightResult:
     op: Operation
     status: int | None  # None: no answer within the deadline
     hint: str  # empty when ok
+    elapsed_ms: float | None = None  # how long the request took (a hang: the whole deadline)
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 400
 
     def skipped(self) -> Skipped:
-        said = f"answered {self.status}" if self.status is not None else "no answer"
-        return Skipped(self.op.method, self.op.path, f"preflight {said}: {self.hint}")
+        if self.status is not None:
+            said = f"answered {self.status}"
+        else:
+            said = "timed out" if self.timed_out else "failed"
+        return Skipped(
+            self.op.method,
+            self.op.path,
+            f"{FAILED_PREFIX}{said}: {self.hint}",
+            SkipCause.PREFLIGHT,
+            self.status,
+            None if self.elapsed_ms is None else round(self.elapsed_ms, 1),
+        )
 
 
 def http_sender(client: httpx.Client, deadline_s: float, max_bytes: int = _PREFLIGHT_READ) -> SendFn:
@@ -95,15 +109,23 @@ def _read_bounded(
 def preflight(send: SendFn | httpx.Client, op: Operation, deadline_s: float = 10.0) -> PreflightResult:
     """One request to `op`: ok on 2xx/3xx, else its status and a hint saying what to pass."""
     sender = http_sender(send, deadline_s) if isinstance(send, httpx.Client) else send
+    start = time.monotonic()
+
+    def took() -> float:
+        return (time.monotonic() - start) * 1000
+
     try:
         answer = sender(op)
     except httpx.ConnectError as e:
         raise TargetUnreachableError(f"cannot connect for {op.method} {op.path}: {e}") from None
     except httpx.TimeoutException:
-        return PreflightResult(op, None, f"no answer within {deadline_s:g} s; raise --timeout if it is slow")
+        hint = (
+            f"no answer within --timeout {deadline_s:g} s: the route hangs, or raise --timeout if it is slow"
+        )
+        return PreflightResult(op, None, hint, took(), timed_out=True)
     except httpx.HTTPError as e:
-        return PreflightResult(op, None, f"{type(e).__name__}: {str(e)[:_HINT_CHARS]}")
-    return PreflightResult(op, answer.status, hint_for(answer.status, op, answer.text))
+        return PreflightResult(op, None, f"{type(e).__name__}: {_clean(str(e))}", took())
+    return PreflightResult(op, answer.status, hint_for(answer.status, op, answer.text), took())
 
 
 def preflight_all(
@@ -120,7 +142,7 @@ def preflight_all(
     skipped: list[Skipped] = []
     for op in ops:
         if until is not None and time.monotonic() >= until:
-            skipped.append(Skipped(op.method, op.path, NOT_PREFLIGHTED))
+            skipped.append(Skipped(op.method, op.path, NOT_PREFLIGHTED, SkipCause.BUDGET))
             continue
         result = preflight(send, op, deadline_s)
         if result.ok:

@@ -17,7 +17,7 @@ from typing import Any, Final
 from fastapi_tune.core.errors import BadInputError
 from fastapi_tune.core.jsonread import JsonReader
 from fastapi_tune.core.redact import redact_text, redact_url
-from fastapi_tune.discover.openapi import Skipped
+from fastapi_tune.discover.openapi import SkipCause, Skipped
 from fastapi_tune.measure.demand import (
     HostBusy,
     LevelDemand,
@@ -29,6 +29,7 @@ from fastapi_tune.measure.demand import (
 from fastapi_tune.measure.host import HostFacts, host_from_json, host_to_json
 from fastapi_tune.measure.overload_report import OverloadRun, overload_from_json, overload_to_json
 from fastapi_tune.measure.stack_attribution import RouteProfile, profile_from_json, profile_to_json
+from fastapi_tune.measure.traffic import TrafficProfile, traffic_from_json, traffic_to_json
 
 # 2: typed evidence (server_cpu_per_busy_worker), levels' server_cpu_by_worker, stop_reason as a
 # fixed word with stop_detail beside it.
@@ -65,6 +66,13 @@ class StopReason(StrEnum):
     SERVER_DIED = "server died"
     STALLED = "stalled"
     IMPORTED = "imported"  # levels read from Locust or k6 results: their run decided the steps
+
+
+class EvidenceDepth(StrEnum):
+    """How far an endpoint was measured: the triage's few short levels, or a full ladder after them."""
+
+    TRIAGE = "triage"
+    LADDER = "ladder"
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,12 @@ class Level:
     stalled: bool = False
 
 
+def report_routes(report: ProbeReport) -> list[tuple[str, str]]:
+    """Every (METHOD, path template) the report knows: measured endpoints and skipped operations."""
+    skipped = [(s.method, s.path) for s in report.skipped if s.method != "*"]
+    return [*((e.method, e.path) for e in report.endpoints), *skipped]
+
+
 def _ev(label: str) -> Any:
     return field(default=None, metadata={"label": label})
 
@@ -122,7 +136,7 @@ class Evidence:
     """The numbers behind a verdict; each field's label is what the terminal shows beside it."""
 
     clean_levels: int = field(default=0, metadata={"label": "levels used as evidence"})
-    workers: int | None = _ev("worker processes (none: unknown, 1 assumed)")
+    workers: int | None = _ev("worker processes serving the app, found on this machine")
     threadpool_knee_expected: int | None = _ev(
         "where AnyIO's thread limiter would bend the curve (40 x workers)"
     )
@@ -194,6 +208,8 @@ class Endpoint:
     body: str | None = None
     content_type: str | None = None
     body_given: bool = False
+    # None: a report from before the triage (every endpoint then had its own ladder).
+    evidence_depth: EvidenceDepth | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +240,7 @@ class ProbeReport:
     elapsed_s: float = 0.0
     host_load: HostBusy | None = None  # other work on the host when the probe started
     source: str = "probe"  # one of SOURCES
+    traffic: TrafficProfile | None = None  # what --access-log said about production traffic
     overload: OverloadRun | None = None  # the overload step past every ladder; None: not run
 
 
@@ -277,7 +294,7 @@ def verdict_to_json(v: Verdict) -> dict[str, Any]:
 
 def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
     """An endpoint with its verdict and levels."""
-    return {
+    out: dict[str, Any] = {
         "method": e.method,
         "path": e.path,
         "url": redact_url(e.url),  # a query such as ?api_key=... from --param or an example
@@ -291,6 +308,21 @@ def endpoint_to_json(e: Endpoint) -> dict[str, Any]:
         "body": e.body,
         "content_type": e.content_type,
         "body_given": e.body_given,
+    }
+    if e.evidence_depth is not None:  # absent from reports written before the triage
+        out["evidence_depth"] = str(e.evidence_depth)
+    return out
+
+
+def skipped_to_json(s: Skipped) -> dict[str, Any]:
+    """An operation not driven: why, as text and as a kind, and its preflight's status and time."""
+    return {
+        "method": s.method,
+        "path": s.path,
+        "reason": redact_text(s.reason),
+        "cause": None if s.cause is None else str(s.cause),
+        "status": s.status,
+        "elapsed_ms": s.elapsed_ms,
     }
 
 
@@ -315,10 +347,9 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
             "worker_pids": list(report.server.worker_pids),
         },
         "endpoints": [endpoint_to_json(e) for e in report.endpoints],
-        "skipped": [
-            {"method": s.method, "path": s.path, "reason": redact_text(s.reason)} for s in report.skipped
-        ],
+        "skipped": [skipped_to_json(s) for s in report.skipped],
         "host_load": None if report.host_load is None else host_busy_to_json(report.host_load),
+        "traffic": None if report.traffic is None else traffic_to_json(report.traffic),
         # Only when the step ran: reports without it stay as they were, byte for byte.
         **({} if report.overload is None else {"overload": overload_to_json(report.overload)}),
     }
@@ -444,6 +475,9 @@ def _endpoint_from_json(r: JsonReader, raw: object, where: str) -> Endpoint:
         body=r.opt_str(e.get("body"), f"{where}.body"),
         content_type=r.opt_str(e.get("content_type"), f"{where}.content_type"),
         body_given=r.bool_(e.get("body_given", False), f"{where}.body_given"),
+        evidence_depth=None
+        if e.get("evidence_depth") is None
+        else _enum(r, EvidenceDepth, e.get("evidence_depth"), f"{where}.evidence_depth"),
     )
 
 
@@ -473,10 +507,17 @@ def _server_from_json(r: JsonReader, raw: object) -> ServerInfo:
 
 def _skipped_from_json(r: JsonReader, raw: object, where: str) -> Skipped:
     x = r.obj(raw, where)
+    cause = r.opt_str(x.get("cause"), f"{where}.cause")
+    causes = [c.value for c in SkipCause]
+    if cause is not None and cause not in causes:
+        raise r.fail(f"{where}.cause", f"one of {', '.join(causes)}")
     return Skipped(
         method=r.str_(x.get("method"), f"{where}.method"),
         path=r.str_(x.get("path"), f"{where}.path"),
         reason=r.str_(x.get("reason"), f"{where}.reason"),
+        cause=None if cause is None else SkipCause(cause),
+        status=r.opt_int(x.get("status"), f"{where}.status", 100, 999),
+        elapsed_ms=r.opt_num(x.get("elapsed_ms"), f"{where}.elapsed_ms", 0),
     )
 
 
@@ -515,6 +556,8 @@ def report_from_json(raw: object, source: str) -> ProbeReport:
         host_load=None
         if d.get("host_load") is None
         else host_busy_from_json(d["host_load"], f"{source}: host_load"),
+        # Added within schema 2 (absent from older reports, which still load).
+        traffic=None if d.get("traffic") is None else traffic_from_json(d["traffic"], source),
         overload=overload_from_json(r, d.get("overload")),
     )
 

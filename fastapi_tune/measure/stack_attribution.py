@@ -1,6 +1,6 @@
 """What sampled stacks say about a route: where the event loop and the thread pool spend their time.
 
-Pure: `attribute(sample, app_dir)` reads a `stacks.StackSample` (py-spy's folded stacks plus each
+Pure: `attribute(sample, app_files)` reads a `stacks.StackSample` (py-spy's folded stacks plus each
 thread's scheduler clock) and returns a `RouteProfile`: the event loop's samples split into idle
 (waiting in its selector), app code on a CPU, app code blocked (the loop-blocking signature: the
 loop thread's stack inside the app while the thread was neither running nor runnable), and
@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final
 
 from fastapi_tune.core.errors import BadInputError
+from fastapi_tune.measure.appfiles import AppFiles
 from fastapi_tune.measure.stacks import Frame, StackSample, ThreadStack, WorkerStacks, is_user_file
 
 __all__ = [
@@ -65,10 +65,11 @@ _DB_POOL_WAITS: Final = (
 
 @dataclass(frozen=True)
 class LoopShares:
-    """Shares of the event loop thread's samples (they add up to 1)."""
+    """Shares of the event loop thread's samples (they add up to 1), those where it had been woken in
+    its selector and was waiting for a CPU left out (`samples` counts the rest)."""
 
     samples: int
-    idle: float  # waiting in its selector: nothing to do
+    idle: float  # waiting in its selector with nothing to do
     app: float  # inside the app's code
     app_blocked: float | None  # of `app`: the thread was off-CPU there (None: its clock unread)
     framework: float  # server, framework or library code outside the app
@@ -92,7 +93,7 @@ class Hotspot:
     """An app line that held a thread, and what it was calling."""
 
     thread: ThreadKind
-    file: str  # relative to app_dir when under it
+    file: str  # relative to the sys.path entry the app's file was imported from
     line: int
     function: str
     share: float  # of the loop's samples (event-loop), or of the busy pool threads' samples
@@ -139,9 +140,9 @@ def _db_pool_frame(stack: ThreadStack) -> Frame | None:
     return None
 
 
-def _innermost_user(stack: ThreadStack, app_dir: Path | None) -> int | None:
+def _innermost_user(stack: ThreadStack, app_files: AppFiles | None) -> int | None:
     for i in range(len(stack.frames) - 1, -1, -1):
-        if is_user_file(stack.frames[i].file, app_dir):
+        if is_user_file(stack.frames[i].file, app_files):
             return i
     return None
 
@@ -190,10 +191,8 @@ def _call_of(stack: ThreadStack, index: int, sources: Mapping[str, str]) -> str 
     return _call_in_source(sources.get(f"{f.file}:{f.line}", ""))
 
 
-def _relative(file: str, app_dir: Path | None) -> str:
-    if app_dir is not None and Path(file).is_relative_to(app_dir):
-        return Path(file).relative_to(app_dir).as_posix()
-    return file
+def _relative(file: str, app_files: AppFiles | None) -> str:
+    return file if app_files is None else app_files.relative(file)
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,6 +221,8 @@ def _blocked_samples(
     """Samples the loop spent off-CPU inside app code: the loop's off-CPU time (from its scheduler
     clock) that its selector wait does not explain. py-spy's raw format drops its own running flag."""
     tids = {s.tid for s in loop}
+    if not tids:
+        return 0.0  # no loop thread in this worker's samples: nothing of it was blocked
     if seconds <= 0 or not tids <= w.thread_active_s.keys():
         return None
     samples = sum(s.count for s in loop)
@@ -229,10 +230,24 @@ def _blocked_samples(
     return min(float(app), max(0.0, (1.0 - active) * samples - idle))
 
 
+def _runnable_in_selector(loop: Sequence[ThreadStack], idle: int, w: WorkerStacks, seconds: float) -> int:
+    """Of the loop's selector samples, those where it was woken and waiting for a CPU, not idle.
+
+    A loop woken by new events is runnable while its stack still shows the selector; on a starved
+    host it waits there for a CPU, and those samples are not idleness. Its scheduler clock's wait,
+    as a share of the window, says how many (at most all the selector samples).
+    """
+    tids = {s.tid for s in loop}
+    if not tids or seconds <= 0 or not tids <= w.thread_wait_s.keys():
+        return 0
+    waiting = min(1.0, sum(w.thread_wait_s[t] for t in tids) / (seconds * len(tids)))
+    return min(idle, round(waiting * sum(s.count for s in loop)))
+
+
 def _tally_worker(
     w: WorkerStacks,
     seconds: float,
-    app_dir: Path | None,
+    app_files: AppFiles | None,
     sources: Mapping[str, str],
     spots: dict[_Key, Counter[str | None]],
 ) -> _Tally:
@@ -241,23 +256,34 @@ def _tally_worker(
     pool = [s for s in w.stacks if not _is_loop_thread(s) and _is_pool_thread(s)]
     for s in loop:
         t.loop += s.count
-        user = _innermost_user(s, app_dir)
+        user = _innermost_user(s, app_files)
         if _loop_idle(s):
             t.idle += s.count
         elif user is not None:
             t.app += s.count
-            _spot(spots, ThreadKind.EVENT_LOOP, s, user, app_dir, sources)
+            _spot(spots, ThreadKind.EVENT_LOOP, s, user, app_files, sources)
+    # Woken and waiting for a CPU: neither idle nor working, so those samples are left out of the
+    # shares (on a starved host each wake-up waits tens of ms; counted as idle they hide a busy
+    # loop, counted as work they invent one).
+    runnable = _runnable_in_selector(loop, t.idle, w, seconds)
+    t.idle -= runnable
+    t.loop -= runnable
     blocked = _blocked_samples(loop, t.idle, t.app, w, seconds)
     t.blocked, t.blocked_known = blocked or 0.0, blocked is not None
     for s in pool:
-        user = _innermost_user(s, app_dir)
+        user = _innermost_user(s, app_files)
         if _db_pool_frame(s) is not None:
             t.pool_wait += s.count
         elif user is None:
             continue  # an idle pool thread waiting for work
         t.pool_busy += s.count
         _spot(
-            spots, ThreadKind.THREADPOOL, s, user if user is not None else len(s.frames) - 1, app_dir, sources
+            spots,
+            ThreadKind.THREADPOOL,
+            s,
+            user if user is not None else len(s.frames) - 1,
+            app_files,
+            sources,
         )
     # Every tick samples every thread, so the most-sampled thread counts the ticks (the loop thread
     # can miss one when a --nonblocking read tears).
@@ -274,11 +300,11 @@ def _spot(
     kind: ThreadKind,
     stack: ThreadStack,
     index: int,
-    app_dir: Path | None,
+    app_files: AppFiles | None,
     sources: Mapping[str, str],
 ) -> None:
     f = stack.frames[index]
-    key = (kind, _relative(f.file, app_dir), f.line, f.function)
+    key = (kind, _relative(f.file, app_files), f.line, f.function)
     spots.setdefault(key, Counter())[_call_of(stack, index, sources)] += stack.count
 
 
@@ -292,10 +318,10 @@ def _hotspots(spots: Mapping[_Key, Counter[str | None]], loop: int, pool: int) -
     return tuple(out)
 
 
-def attribute(sample: StackSample, app_dir: Path | None) -> RouteProfile:
+def attribute(sample: StackSample, app_files: AppFiles | None) -> RouteProfile:
     """Where the loop and the thread pool spent the window, and the app lines that held them."""
     spots: dict[_Key, Counter[str | None]] = {}
-    tallies = [_tally_worker(w, sample.seconds, app_dir, sample.sources, spots) for w in sample.workers]
+    tallies = [_tally_worker(w, sample.seconds, app_files, sample.sources, spots) for w in sample.workers]
     loop = sum(t.loop for t in tallies)
     idle, app = sum(t.idle for t in tallies), sum(t.app for t in tallies)
     ticks = sum(t.ticks for t in tallies)

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +30,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from fastapi_tune.measure.appfiles import AppFiles, is_library_path
+
 __all__ = [
     "Frame",
+    "StackRecorder",
     "StackSample",
     "ThreadStack",
     "Unavailable",
@@ -96,6 +100,9 @@ class WorkerStacks:
     # A thread whose samples sit in app code but that was neither was blocked there.
     thread_active_s: Mapping[str, float]
     raw: str = ""  # py-spy's output verbatim, kept for saving and for tests' fixtures
+    # Per thread id: of thread_active_s, the seconds it was runnable but waiting for a CPU. A thread
+    # woken in its selector on a starved host waits there, its stack still showing the selector.
+    thread_wait_s: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,18 +147,18 @@ def parse_raw(text: str) -> tuple[ThreadStack, ...]:
     return tuple(stacks)
 
 
-_LIBRARY_RE: Final = re.compile(r"[/\\](?:site|dist)-packages[/\\]|[/\\]lib(?:64)?[/\\]python\d+\.\d+[/\\]")
+def is_user_file(file: str, app_files: AppFiles | None) -> bool:
+    """Is this frame's file the app's own code (as the server found it; else not stdlib or installed)?
 
-
-def is_user_file(file: str, app_dir: Path | None) -> bool:
-    """Is this frame's file the app's own code (under app_dir; else not stdlib or installed)?"""
-    if not file or file.startswith("<"):
-        return False  # <frozen runpy>, <string>: the interpreter's own
-    if app_dir is not None:
-        # An app installed as a package (the demo's sample app) lives in site-packages itself.
-        installed_app = _LIBRARY_RE.search(str(app_dir)) is not None
-        return Path(file).is_relative_to(app_dir) and (installed_app or _LIBRARY_RE.search(file) is None)
-    return _LIBRARY_RE.search(file) is None
+    A library directory inside one of the app's roots (a venv in the project) is not the app's;
+    the app's own package is, even when it was installed into site-packages (the demo's sample app).
+    """
+    if not file.endswith(".py"):
+        return False  # <frozen runpy>, <string>, a console script (.venv/bin/uvicorn): not the app's
+    if app_files is None:
+        return not is_library_path(file)
+    root = app_files.root_of(file)
+    return root is not None and (is_library_path(root.path) or not is_library_path(file))
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,15 +215,15 @@ def _failure(pid: int, stderr: str) -> Unavailable:
     return Unavailable(f"py-spy failed on process {pid}: {first}", "run `py-spy dump --pid PID` to see why")
 
 
-def _active_seconds(pid: int) -> dict[str, float]:
-    """Seconds each thread of pid spent on a CPU or waiting for one, from /proc (schedstat)."""
-    out: dict[str, float] = {}
+def _active_seconds(pid: int) -> dict[str, tuple[float, float]]:
+    """Per thread of pid: (seconds on a CPU or waiting for one, seconds waiting), from schedstat."""
+    out: dict[str, tuple[float, float]] = {}
     with contextlib.suppress(OSError):
         for tid in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 # schedstat: ns on CPU, ns runnable on a run queue, timeslices.
                 run_ns, wait_ns, *_ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
-                out[tid] = (int(run_ns) + int(wait_ns)) / 1e9
+                out[tid] = ((int(run_ns) + int(wait_ns)) / 1e9, int(wait_ns) / 1e9)
     return out
 
 
@@ -226,8 +233,8 @@ class _Run:
     proc: subprocess.Popen[bytes]
     out: Path
     started: bool = False
-    active_start: dict[str, float] = field(default_factory=dict)
-    active_end: dict[str, float] = field(default_factory=dict)
+    active_start: dict[str, tuple[float, float]] = field(default_factory=dict)
+    active_end: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _spawn(exe: str, pid: int, rate_hz: int, out: Path, nonblocking: bool) -> subprocess.Popen[bytes]:
@@ -299,36 +306,54 @@ def _spawned(exe: str, pids: Sequence[int], rate_hz: int, nonblocking: bool) -> 
                         stream.close()
 
 
-def _user_sources(workers: Sequence[WorkerStacks], app_dir: Path | None) -> dict[str, str]:
+def _user_sources(workers: Sequence[WorkerStacks], app_files: AppFiles | None) -> dict[str, str]:
     """The text of every app line seen, read here so the attribution stays pure."""
     sources: dict[str, str] = {}
     for w in workers:
         for s in w.stacks:
             for f in s.frames:
                 key = f"{f.file}:{f.line}"
-                if key not in sources and f.line > 0 and is_user_file(f.file, app_dir):
+                if key not in sources and f.line > 0 and is_user_file(f.file, app_files):
                     sources[key] = linecache.getline(f.file, f.line).strip()
     return sources
+
+
+def _cannot_sample(pids: Sequence[int]) -> tuple[str | None, Unavailable | None]:
+    """py-spy's path, or why sampling cannot start (no pid, no py-spy, ptrace forbidden)."""
+    if not pids:
+        return None, Unavailable("no worker process to sample", "sample a local server (its pid is known)")
+    exe = find_py_spy()
+    if exe is None:
+        return None, Unavailable("py-spy is not installed", _ENABLE_INSTALL)
+    return exe, _ptrace_blocked()
+
+
+def _finish(
+    runs: Sequence[_Run], t0: float, rate_hz: int, app_files: AppFiles | None
+) -> StackSample | Unavailable:
+    """Close the window opened at t0: read the threads' clocks, stop every py-spy, read their stacks."""
+    window = time.monotonic() - t0
+    for run in runs:
+        run.active_end = _active_seconds(run.pid)
+        _stop(run)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    return _collect(runs, [_reap(run, deadline) for run in runs], window, rate_hz, app_files)
 
 
 def sample_workers(
     pids: Sequence[int],
     seconds: float,
     rate_hz: int,
-    app_dir: Path | None,
+    app_files: AppFiles | None,
     *,
     nonblocking: bool = NONBLOCKING,
 ) -> StackSample | Unavailable:
     """Sample every worker's stacks for `seconds` at `rate_hz`, all at once; never raises for
     py-spy's or the system's reasons, and leaves no py-spy behind (hard deadline, then SIGKILL)."""
-    if not pids:
-        return Unavailable("no worker process to sample", "sample a local server (its pid is known)")
-    exe = find_py_spy()
-    if exe is None:
-        return Unavailable("py-spy is not installed", _ENABLE_INSTALL)
-    blocked = _ptrace_blocked()
-    if blocked is not None:
-        return blocked
+    exe, why_not = _cannot_sample(pids)
+    if exe is None or why_not is not None:
+        assert why_not is not None
+        return why_not
     with _spawned(exe, pids, rate_hz, nonblocking) as runs:
         _wait_started(runs, time.monotonic() + _ATTACH_TIMEOUT_S)
         for run in runs:
@@ -336,16 +361,68 @@ def sample_workers(
         t0 = time.monotonic()
         if any(run.started for run in runs):
             time.sleep(seconds)
-        window = time.monotonic() - t0
-        for run in runs:
-            run.active_end = _active_seconds(run.pid)
-            _stop(run)
-        deadline = time.monotonic() + _STOP_GRACE_S
-        return _collect(runs, [_reap(run, deadline) for run in runs], window, rate_hz, app_dir)
+        return _finish(runs, t0, rate_hz, app_files)
+
+
+class StackRecorder:
+    """Sample every worker for as long as the caller's own work runs (a level's burst).
+
+    `start()` spawns py-spy and returns at once: py-spy attaches while the burst opens its
+    connections and warms up (~0.1-0.2 s here), and the window opens when every py-spy samples.
+    `stop()` closes it. Like sample_workers it never raises for py-spy's reasons and leaves no
+    py-spy behind; one still attaching when `stop()` comes gives an Unavailable, not a short sample.
+    """
+
+    def __init__(self, pids: Sequence[int], rate_hz: int, app_files: AppFiles | None) -> None:
+        self.pids = tuple(pids)
+        self.rate_hz = rate_hz
+        self.app_files = app_files
+        self._stack = contextlib.ExitStack()
+        self._runs: list[_Run] = []
+        self._t0: float | None = None
+        self._why_not: Unavailable | None = None
+        self._attach: threading.Thread | None = None
+
+    def start(self) -> None:
+        exe, self._why_not = _cannot_sample(self.pids)
+        if exe is None or self._why_not is not None:
+            return
+        self._runs = self._stack.enter_context(_spawned(exe, self.pids, self.rate_hz, NONBLOCKING))
+        self._attach = threading.Thread(target=self._wait_attached, name="py-spy attach", daemon=True)
+        self._attach.start()
+
+    def _wait_attached(self) -> None:
+        _wait_started(self._runs, time.monotonic() + _ATTACH_TIMEOUT_S)
+        if all(run.started for run in self._runs):
+            for run in self._runs:
+                run.active_start = _active_seconds(run.pid)
+            self._t0 = time.monotonic()
+
+    def sampled_s(self) -> float:
+        """Seconds every py-spy has been sampling (0 while they attach)."""
+        return 0.0 if self._t0 is None else time.monotonic() - self._t0
+
+    def stop(self) -> StackSample | Unavailable:
+        """Close the window; every py-spy is gone when this returns."""
+        with self._stack:
+            if self._why_not is not None:
+                return self._why_not
+            if self._attach is not None and self._t0 is None:
+                for run in self._runs:  # still attaching: its stdout closes and the wait ends
+                    if run.proc.poll() is None:
+                        run.proc.kill()
+            if self._attach is not None:
+                self._attach.join(_ATTACH_TIMEOUT_S + 1)
+            if self._t0 is None:
+                return Unavailable(
+                    "py-spy had not attached when the load ended (a busy machine attaches slowly)",
+                    "probe again, or give the probe more time with --max-seconds",
+                )
+            return _finish(self._runs, self._t0, self.rate_hz, self.app_files)
 
 
 def _collect(
-    runs: Sequence[_Run], errors: Sequence[str], window: float, rate_hz: int, app_dir: Path | None
+    runs: Sequence[_Run], errors: Sequence[str], window: float, rate_hz: int, app_files: AppFiles | None
 ) -> StackSample | Unavailable:
     workers: list[WorkerStacks] = []
     skipped: list[tuple[int, str]] = []
@@ -358,12 +435,11 @@ def _collect(
             failures.append(failure)
             skipped.append((run.pid, failure.reason))
             continue
-        active = {
-            tid: end - run.active_start.get(tid, 0.0)  # a thread born in the window started at 0
-            for tid, end in run.active_end.items()
-        }
-        workers.append(WorkerStacks(run.pid, stacks, MappingProxyType(active), text))
+        born = (0.0, 0.0)  # a thread born in the window started at 0
+        active = {tid: end[0] - run.active_start.get(tid, born)[0] for tid, end in run.active_end.items()}
+        wait = {tid: end[1] - run.active_start.get(tid, born)[1] for tid, end in run.active_end.items()}
+        workers.append(WorkerStacks(run.pid, stacks, MappingProxyType(active), text, MappingProxyType(wait)))
     if not workers:
         return failures[0]
-    sources = MappingProxyType(_user_sources(workers, app_dir))
+    sources = MappingProxyType(_user_sources(workers, app_files))
     return StackSample(window, rate_hz, tuple(workers), sources, tuple(skipped))

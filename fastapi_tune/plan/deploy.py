@@ -17,6 +17,8 @@ from fastapi_tune.measure.host import HostFacts
 from fastapi_tune.measure.report import EndpointClass, ProbeReport
 from fastapi_tune.plan.model import MIN_PLAN_CONFIDENCE, MIN_REPLICAS, REPLICA_UTILISATION, Plan
 from fastapi_tune.plan.profiles import Profile
+from fastapi_tune.plan.server_model import Server, ServerPlan, server_argv
+from fastapi_tune.plan.servers import gunicorn_plan
 from fastapi_tune.plan.target import cpu_is_limited, memory_is_limited, runs_in_container
 from fastapi_tune.plan.workers import pod_memory_mib, worker_rss
 
@@ -99,6 +101,10 @@ class DeploySpec:
     memory_mib: int | None
     health: HealthCheck
     kubernetes: KubeDeployment | None
+    server: str = "gunicorn"  # what runs in the container
+    # The server's options with their reasons (uvicorn, Granian): Kubernetes `args`, one group per option;
+    # empty for gunicorn, whose values are in its config file.
+    args: tuple[tuple[tuple[str, ...], str], ...] = ()
 
 
 def k8s_name(text: str) -> str:
@@ -250,7 +256,7 @@ def _autoscaler(plan: Plan) -> tuple[Autoscaler | None, str]:
 
 
 def _kubernetes(
-    plan: Plan, report: ProbeReport | None, profile: Profile, target: HostFacts
+    plan: Plan, report: ProbeReport | None, profile: Profile, target: HostFacts, server: Server
 ) -> KubeDeployment:
     sizing = plan.replicas
     if sizing is not None:
@@ -264,7 +270,7 @@ def _kubernetes(
     grace = PRE_STOP_SLEEP_S + graceful + GRACE_MARGIN_S
     grace_why = (
         f"preStop pause {PRE_STOP_SLEEP_S} s (endpoints stop sending new requests) + graceful_timeout"
-        f" {graceful} s (gunicorn finishes in-flight requests) + {GRACE_MARGIN_S} s margin before the"
+        f" {graceful} s ({server} finishes in-flight requests) + {GRACE_MARGIN_S} s margin before the"
         " kubelet's SIGKILL"
     )
     timeout = int(plan.setting("timeout").value or 0)
@@ -273,6 +279,12 @@ def _kubernetes(
         f"{failures} failures x {LIVENESS_PERIOD_S} s outlast gunicorn's timeout ({timeout} s): gunicorn"
         " restarts a stuck worker itself before the kubelet restarts the pod"
     )
+    if server is not Server.GUNICORN:
+        liveness_why = (
+            f"{server} does not replace a worker whose event loop is stuck: the kubelet restarts the pod"
+            f" after {failures} failures x {LIVENESS_PERIOD_S} s, the plan's worker timeout ({timeout} s)"
+            " and one period more"
+        )
     hpa, note = _autoscaler(plan)
     return KubeDeployment(
         replicas=replicas,
@@ -288,17 +300,6 @@ def _kubernetes(
     )
 
 
-def _pins(plan: Plan) -> tuple[str, ...]:
-    stack = plan.stack
-    if stack is None:
-        return ()
-    uses_uvicorn_worker = str(plan.setting("worker_class").value).startswith("uvicorn_worker")
-    wanted = [("gunicorn", stack.gunicorn), ("uvicorn", stack.uvicorn)]
-    if uses_uvicorn_worker:
-        wanted.append(("uvicorn-worker", stack.uvicorn_worker))
-    return tuple(f"{name}=={version}" for name, version in wanted if version)
-
-
 def decide_deploy(
     plan: Plan,
     report: ProbeReport | None,
@@ -307,23 +308,33 @@ def decide_deploy(
     name: str,
     health_path: str | None = None,
     conf_name: str = "gunicorn.conf.py",
+    server: ServerPlan | None = None,
 ) -> DeploySpec:
     """The deployment files' content: a Dockerfile for every profile, Kubernetes objects for the
-    profiles that fix the processes per pod and scale with replicas."""
+    profiles that fix the processes per pod and scale with replicas. `server`: run uvicorn or Granian
+    with its options instead of gunicorn with its config file."""
     python = plan.stack.python_version if plan.stack is not None else None
     kube = runs_in_container(profile) and profile.workers.fixed is not None
+    sp = server or gunicorn_plan(plan)
+    own_file = sp.server is Server.GUNICORN
     return DeploySpec(
         app=plan.app,
         profile=plan.profile,
         name=k8s_name(name),
         port=_port(plan),
-        command=("gunicorn", "-c", conf_name),
+        command=("gunicorn", "-c", conf_name) if own_file else server_argv(sp),
         python_version=".".join(python.split(".")[:2]) if python else None,
-        pins=_pins(plan),
+        pins=sp.pins,
         graceful_timeout=int(plan.setting("graceful_timeout").value or 0),
         stop_grace_period=profile.stop_grace_period,
         cpus=float(target.cpu.effective) if cpu_is_limited(target) else None,
         memory_mib=target.memory.effective_bytes // _MIB if memory_is_limited(target) else None,
         health=pick_health(report, health_path),
-        kubernetes=_kubernetes(plan, report, profile, target) if kube else None,
+        kubernetes=_kubernetes(plan, report, profile, target, sp.server) if kube else None,
+        server=sp.server.value,
+        args=() if own_file else tuple((_words(o.flag, o.value), o.why) for o in sp.options),
     )
+
+
+def _words(flag: str, value: str | None) -> tuple[str, ...]:
+    return (flag,) if value is None else (flag, value)

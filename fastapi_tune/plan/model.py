@@ -117,6 +117,7 @@ class Advice:
 
     text: str
     code: tuple[str, ...] = ()
+    only_for: str | None = None  # the one server it concerns ("gunicorn"); None: the app, any server
 
 
 # The admission-control module written beside gunicorn.conf.py, and the name it is imported by.

@@ -170,7 +170,9 @@ def app_and_bind(profile: Profile, choices: Choices) -> Decided:
     if choices.bind:
         why = "you chose it."
     elif bind.startswith("127."):
-        why = "loopback: a reverse proxy on the same host forwards to it, and gunicorn stays off the network."
+        why = (
+            "loopback: a reverse proxy on the same host forwards to it, and the server stays off the network."
+        )
     else:
         why = (
             "all interfaces: port publishing and Services forward to the container's interface, not its "
@@ -371,6 +373,7 @@ def uvicorn_worker_note(worker_class: str, graceful: int) -> Decided:
                     "    # add 'limit_concurrency': N to answer 503 at once beyond N connections "
                     "instead of queueing",
                 ),
+                only_for="gunicorn",
             ),
         )
     )

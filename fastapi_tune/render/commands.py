@@ -1,4 +1,4 @@
-"""A plan as command lines: gunicorn (every setting as a flag), uvicorn and `fastapi run`.
+"""A plan as command lines: gunicorn (every setting as a flag), uvicorn, Granian and `fastapi run`.
 
 Rendering only: the values are the plan's settings; the flags are each tool's spelling of them.
 """
@@ -6,106 +6,39 @@ Rendering only: the values are the plan's settings; the flags are each tool's sp
 from __future__ import annotations
 
 import shlex
-from typing import Final
 
-from fastapi_tune.measure.appenv import version_tuple
 from fastapi_tune.plan.model import Plan
+from fastapi_tune.plan.server_model import UVICORN_FLAG_SINCE, dotted, server_argv, uvicorn_accepts
+from fastapi_tune.plan.servers import gunicorn_plan, served_app, uvicorn_plan
 
-# Command-line flags for the settings that have one, in gunicorn's spelling.
-_GUNICORN_FLAGS: Final = {
-    "worker_class": "--worker-class",
-    "workers": "--workers",
-    "bind": "--bind",
-    "timeout": "--timeout",
-    "graceful_timeout": "--graceful-timeout",
-    "keepalive": "--keep-alive",
-    "max_requests": "--max-requests",
-    "max_requests_jitter": "--max-requests-jitter",
-    "backlog": "--backlog",
-    "worker_tmp_dir": "--worker-tmp-dir",
-    "accesslog": "--access-logfile",
-}
-
-
-# Settings that are a flag without a value, given when the setting is true.
-_GUNICORN_SWITCHES: Final = {"preload_app": "--preload", "control_socket_disable": "--no-control-socket"}
-
-
-# uvicorn flags younger than the uvicorns still in use, with the release that added each (uvicorn's
-# changelog: 0.22.0 "Add --timeout-graceful-shutdown", 0.41.0 "Add --limit-max-requests-jitter").
-# An older uvicorn exits with "No such option" on them (measured: 0.18 and 0.40 on the jitter).
-UVICORN_FLAG_SINCE: Final = {
-    "--timeout-graceful-shutdown": (0, 22),
-    "--limit-max-requests-jitter": (0, 41),
-}
-
-
-def uvicorn_accepts(flag: str, version: str | None) -> bool:
-    """Whether that uvicorn knows `flag`; an unknown version is taken as a current one."""
-    since = UVICORN_FLAG_SINCE.get(flag)
-    found = version_tuple(version)
-    return since is None or found is None or found >= since
-
-
-def _value(plan: Plan, name: str) -> str:
-    return str(plan.setting(name).value)
+__all__ = [
+    "command_notes",
+    "fastapi_argv",
+    "flag_per_line",
+    "gunicorn_argv",
+    "one_line",
+    "server_argv",
+    "uvicorn_accepts",
+    "uvicorn_argv",
+    "wrapped",
+]
 
 
 def _host_port(plan: Plan) -> tuple[str, str]:
-    host, _, port = _value(plan, "bind").rpartition(":")
+    host, _, port = str(plan.setting("bind").value).rpartition(":")
     return host, port
 
 
 def gunicorn_argv(plan: Plan) -> tuple[str, ...]:
     """gunicorn APP followed by one flag per setting that has one."""
-    argv = ["gunicorn", plan.app]
-    for s in plan.settings:
-        if s.name in _GUNICORN_SWITCHES:
-            if s.value:
-                argv.append(_GUNICORN_SWITCHES[s.name])
-        elif s.name in _GUNICORN_FLAGS and s.value is not None:
-            argv += [_GUNICORN_FLAGS[s.name], str(s.value)]
-    return tuple(argv)
-
-
-def _served(plan: Plan) -> str:
-    """What uvicorn and Granian serve: the app, or the admission module that wraps it (the cap)."""
-    return plan.app if plan.admission is None else f"{plan.admission.module}:app"
+    return server_argv(gunicorn_plan(plan))
 
 
 def uvicorn_argv(plan: Plan) -> tuple[str, ...]:
-    """uvicorn's own process manager with the same workers, keep-alive, backlog and recycling."""
-    host, port = _host_port(plan)
-    argv = [
-        "uvicorn", _served(plan), "--host", host, "--port", port, "--workers", str(plan.workers),
-        "--timeout-keep-alive", _value(plan, "keepalive"), "--backlog", _value(plan, "backlog"),
-        "--timeout-graceful-shutdown", _value(plan, "graceful_timeout"),
-    ]  # fmt: skip
-    max_requests = plan.setting("max_requests").value
-    if max_requests:
-        argv += ["--limit-max-requests", str(max_requests)]
-        argv += ["--limit-max-requests-jitter", _value(plan, "max_requests_jitter")]
-    if plan.setting("accesslog").value is None:
-        argv.append("--no-access-log")
-    return _only_accepted(tuple(argv), _uvicorn_version(plan))
-
-
-def _uvicorn_version(plan: Plan) -> str | None:
-    return plan.stack.uvicorn if plan.stack is not None else None
-
-
-def _only_accepted(argv: tuple[str, ...], version: str | None) -> tuple[str, ...]:
-    """argv without the flags (and their values) that this uvicorn does not know."""
-    out: list[str] = []
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word.startswith("--") and not uvicorn_accepts(word, version):
-            skip = True  # every gated flag takes a value
-        else:
-            out.append(word)
-    return tuple(out)
+    """uvicorn's own process manager with the plan's workers, keep-alive, backlog, shutdown and recycling,
+    in the flags the app's uvicorn has (the same command as `recommend --server uvicorn`, without the
+    probe's concurrency cap)."""
+    return server_argv(uvicorn_plan(plan))
 
 
 def _admission_notes(plan: Plan) -> list[str]:
@@ -131,11 +64,11 @@ def command_notes(plan: Plan) -> tuple[str, ...]:
     if stack.uvicorn is None:
         notes.append("uvicorn is not installed in the app's environment: pip install uvicorn")
     else:
-        dropped = [f for f in UVICORN_FLAG_SINCE if not uvicorn_accepts(f, stack.uvicorn)]
         notes += [
-            f"uvicorn {stack.uvicorn} has no {flag} (added in"
-            f" {'.'.join(map(str, UVICORN_FLAG_SINCE[flag]))}): left out of the uvicorn command"
-            for flag in dropped
+            f"uvicorn {stack.uvicorn} has no {nf.missing_flag} (added in"
+            f" {dotted(UVICORN_FLAG_SINCE[nf.missing_flag])}): left out of the uvicorn command"
+            for nf in uvicorn_plan(plan).not_flags
+            if nf.missing_flag is not None
         ]
     if stack.fastapi_cli is None:
         notes.append(
@@ -147,7 +80,7 @@ def command_notes(plan: Plan) -> tuple[str, ...]:
 
 def fastapi_argv(plan: Plan) -> tuple[str, ...]:
     """`fastapi run FILE --app ATTR` with the plan's address and workers."""
-    module, _, attr = _served(plan).partition(":")
+    module, _, attr = served_app(plan).partition(":")
     host, port = _host_port(plan)
     path = module.replace(".", "/") + ".py"
     return (

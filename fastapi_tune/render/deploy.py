@@ -53,7 +53,7 @@ def _healthcheck_line(spec: DeploySpec) -> list[str]:
 
 
 def render_dockerfile(spec: DeploySpec) -> str:
-    """A Dockerfile whose CMD starts gunicorn with the generated config, in exec form."""
+    """A Dockerfile whose CMD starts the server (gunicorn with the generated config), in exec form."""
     base = f"python:{spec.python_version}-slim" if spec.python_version else "python:3-slim"
     run = ["docker", "run", "-p", f"{spec.port}:{spec.port}"]
     if spec.cpus is not None:
@@ -82,9 +82,9 @@ def render_dockerfile(spec: DeploySpec) -> str:
         f"EXPOSE {spec.port}",
         *_healthcheck_line(spec),
         *_comment(
-            "Exec form: gunicorn runs as PID 1 and gets SIGTERM itself, so it stops accepting and"
-            f" finishes in-flight requests within graceful_timeout ({spec.graceful_timeout} s){grace}."
-            " The shell form (CMD gunicorn ...) runs it under /bin/sh -c, which does not pass SIGTERM"
+            f"Exec form: {spec.server} runs as PID 1 and gets SIGTERM itself, so it stops accepting and"
+            f" finishes in-flight requests within the graceful timeout ({spec.graceful_timeout} s){grace}."
+            f" The shell form (CMD {spec.server} ...) runs it under /bin/sh -c, which does not pass SIGTERM"
             " on: every stop would end in a SIGKILL and dropped requests."
         ),
         f"CMD {json.dumps(list(spec.command))}",
@@ -159,8 +159,7 @@ def render_deployment(spec: DeploySpec) -> str:
         "      containers:",
         f"        - name: {_q(spec.name)}",
         f"          image: {_q(spec.name + ':latest')}  # your image, e.g. built from the Dockerfile",
-        *_comment("the image's CMD starts gunicorn with the generated config (exec form)", c),
-        f"          command: {json.dumps(list(spec.command))}",
+        *_command(spec, c),
         "          ports:",
         "            - name: http",
         f"              containerPort: {spec.port}",
@@ -182,6 +181,25 @@ def render_deployment(spec: DeploySpec) -> str:
         *_probe(spec.health, LIVENESS_PERIOD_S, LIVENESS_TIMEOUT_S, kube.liveness_failures, c),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _command(spec: DeploySpec, indent: str) -> list[str]:
+    """gunicorn: its command with the config file; another server: its command and one arg per option,
+    each with its reason."""
+    if not spec.args:
+        return [
+            *_comment("the image's CMD starts gunicorn with the generated config (exec form)", indent),
+            f"{indent}command: {json.dumps(list(spec.command))}",
+        ]
+    lines = [
+        *_comment(f"{spec.server} with the plan's values, as in the image's CMD (exec form)", indent),
+        f"{indent}command: {json.dumps(list(spec.command[:2]))}",
+        f"{indent}args:",
+    ]
+    for words, why in spec.args:
+        lines += _comment(why, indent + "  ")
+        lines += [f"{indent}  - {_q(w)}" for w in words]
+    return lines
 
 
 def render_hpa(spec: DeploySpec) -> str:

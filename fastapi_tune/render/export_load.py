@@ -4,8 +4,9 @@
 renderers turn the spec into text. Pure functions, no I/O: the CLI writes the file.
 
 Every request is tagged with its route ("GET /orders/{oid}", Locust `name=`, k6 `tags.name`) and
-every ladder step with its concurrency (k6 `tags.vus`; Locust's history CSV has the user count),
-so `import_load` maps the results back to endpoints and levels.
+every ladder step with its concurrency (k6 `tags.vus`; Locust: the step in the name, see
+render/locustfile.py), so `import_load` and `import_locust` map the results back to endpoints and
+levels. The Locust script is rendered by render/locustfile.py, the k6 script here.
 
 Secrets never reach the file: the spec holds header NAMES only; the script reads each value from
 an environment variable (see `header_env_var`) at run time and refuses to start without it.
@@ -22,34 +23,22 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from fastapi_tune.core.errors import UsageError
+from fastapi_tune.discover.openapi import route_name
+from fastapi_tune.measure.import_load import K6_WORKERS_TAG
 from fastapi_tune.measure.report import ProbeReport
 from fastapi_tune.plan.slo import parse_slo
 
-# Locust's @task weights are integers: floats are scaled so the whole mix sums to ~1000, which
-# keeps a 0.1% share distinguishable while a 1-weight route is never dropped.
-LOCUST_WEIGHT_SCALE: Final = 1000
-# Locust workers report to the master every 3 s by default; a ladder step of a few seconds would
-# then get its neighbour's requests. Every second keeps the steps apart (runners.WORKER_REPORT_INTERVAL).
-LOCUST_REPORT_INTERVAL_S: Final = 1.0
-# Locust's history CSV gives percentiles over a sliding window (10 s by default,
-# stats.CURRENT_RESPONSE_TIME_PERCENTILE_WINDOW); the window is cut to fit inside one step,
-# leaving 2 s for the step's own warm-up.
-LOCUST_MAX_WINDOW_S: Final = 10
-STEP_WARMUP_S: Final = 2
-# Locust warns above 100 users started per second (runners.py), and stops users at the same rate.
-LOCUST_SPAWN_RATE: Final = 100
-# A step shorter than this leaves nothing counted once the warm-up and the report lag are cut.
+# A step shorter than this leaves nothing counted once the warm-up is cut.
 MIN_STEP_SECONDS: Final = 3.0
-# Locust's history has one row a second, and the importer needs three rows at one user count
-# (import_load.MIN_STEP_ROWS); a 3 s step sometimes gets only two once the shape's 1 s tick lags.
-LOCUST_MIN_STEP_SECONDS: Final = 4.0
 # Arrival-rate runs: in-flight requests = rate x latency (Little's law). Users/VUs are sized for
 # the whole objective latency with 2x headroom, so the generator never becomes the limit.
 RATE_HEADROOM: Final = 2.0
-# Between two routes of an isolated ladder: the shape ticks every second, so 2 s is surely seen.
-ROUTE_PAUSE_S: Final = 2.0
-# How long a k6 scenario waits for the last iterations of a step before the next endpoint starts.
-K6_GRACEFUL_STOP: Final = "2s"
+# How long the last requests of a route's top step may take to end before its users stop (Locust
+# drops a request in flight when its user stops; k6 drops one past the scenario's gracefulStop):
+# its top level over the most throughput the probe saw (Little's law), with a margin, clamped.
+DRAIN_MIN_S: Final = 2.0
+DRAIN_MAX_S: Final = 60.0
+DRAIN_MARGIN: Final = 1.5
 HEADER_ENV_PREFIX: Final = "FASTAPI_TUNE_HEADER_"
 
 
@@ -63,6 +52,7 @@ class LoadEndpoint:
     weight: float  # share of the mix (any positive scale)
     body: bytes | None = None
     content_type: str | None = None  # sent with the body, e.g. "application/json"
+    drain_s: float = DRAIN_MIN_S  # after its last step, how long its slowest requests may take to end
 
 
 @dataclass(frozen=True)
@@ -101,16 +91,14 @@ class LoadSpec:
     endpoints: tuple[LoadEndpoint, ...]
     pattern: ScriptLadder | ArrivalRate
     header_names: tuple[str, ...] = ()  # values come from header_env_var(name) at run time
+    # The server's worker processes as the probe saw them: written into the script so that its
+    # results are judged against the same server (import --workers overrides it). None: unknown.
+    server_workers: int | None = None
 
 
 def header_env_var(name: str) -> str:
     """The variable holding a header's value: Authorization -> FASTAPI_TUNE_HEADER_AUTHORIZATION."""
     return HEADER_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-def route_name(method: str, path: str) -> str:
-    """The tag a request carries: "GET /orders/{oid}"."""
-    return f"{method.upper()} {path}"
 
 
 def rate_users(rate: ArrivalRate) -> int:
@@ -177,18 +165,6 @@ def spec_from_report(
     if not report.endpoints:
         raise UsageError("the report has no endpoints to export")
     weights = _weights(report, mix)
-    endpoints = tuple(
-        LoadEndpoint(
-            name=name,
-            method=e.method.upper(),
-            path=_relative(e.url, e.path),
-            weight=weights[name],
-            body=(bodies or {}).get(name, (None, None))[0],
-            content_type=(bodies or {}).get(name, (None, None))[1],
-        )
-        for e in report.endpoints
-        if (name := route_name(e.method, e.path)) in weights
-    )
     pattern: ScriptLadder | ArrivalRate
     if rate is None:
         measured = sorted({lv.concurrency for e in report.endpoints for lv in e.levels})
@@ -199,6 +175,20 @@ def spec_from_report(
         if objective is None:
             raise UsageError("--rate needs an objective (--slo p99<300ms,errors<1%)")
         pattern = ArrivalRate(rps=rate, seconds=seconds, objective=objective)
+    top = max(pattern.levels) if isinstance(pattern, ScriptLadder) else rate_users(pattern)
+    endpoints = tuple(
+        LoadEndpoint(
+            name=name,
+            method=e.method.upper(),
+            path=_relative(e.url, e.path),
+            weight=weights[name],
+            body=(bodies or {}).get(name, (None, None))[0],
+            content_type=(bodies or {}).get(name, (None, None))[1],
+            drain_s=drain_seconds(top, max((lv.throughput_rps for lv in e.levels), default=0.0)),
+        )
+        for e in report.endpoints
+        if (name := route_name(e.method, e.path)) in weights
+    )
     _check_pattern(pattern)
     base = urlsplit(report.target)
     return LoadSpec(
@@ -206,7 +196,15 @@ def spec_from_report(
         endpoints=endpoints,
         pattern=pattern,
         header_names=tuple(header_names),
+        server_workers=report.server.workers,
     )
+
+
+def drain_seconds(users: int, best_rps: float) -> float:
+    """How long `users` requests in flight may take to end, at most `best_rps` completing a second."""
+    if best_rps <= 0:
+        return DRAIN_MAX_S
+    return round(min(DRAIN_MAX_S, max(DRAIN_MIN_S, DRAIN_MARGIN * users / best_rps)), 1)
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -243,7 +241,7 @@ def parse_objective(text: str) -> ScriptObjective:
 # Shared text
 
 
-def _describe(spec: LoadSpec) -> str:
+def describe_spec(spec: LoadSpec) -> str:
     p = spec.pattern
     routes = ", ".join(f"{e.name} (weight {e.weight:g})" for e in spec.endpoints)
     if isinstance(p, ScriptLadder):
@@ -261,192 +259,12 @@ def _describe(spec: LoadSpec) -> str:
     )
 
 
-def _header_lines(spec: LoadSpec, comment: str) -> list[str]:
+def header_lines(spec: LoadSpec, comment: str) -> list[str]:
     if not spec.header_names:
         return []
     lines = [f"{comment} Header values are read from the environment (never stored in this file):"]
     lines += [f"{comment}   export {header_env_var(n)}='...'   # {n}" for n in spec.header_names]
     return lines
-
-
-def _steps(spec: LoadSpec, ladder: ScriptLadder) -> list[tuple[int | None, int, float]]:
-    """(endpoint index or None for the mix, users, seconds) per step, in order.
-
-    Between two routes of an isolated ladder all users stop for a moment: Locust keeps users of
-    the old class when the count drops, so without the pause the next route shares the server.
-    """
-    if not ladder.isolate:
-        return [(None, n, ladder.seconds) for n in ladder.levels]
-    steps: list[tuple[int | None, int, float]] = []
-    for i in range(len(spec.endpoints)):
-        if i:
-            steps.append((i, 0, ROUTE_PAUSE_S))
-        steps += [(i, n, ladder.seconds) for n in ladder.levels]
-    return steps
-
-
-def _int_weights(spec: LoadSpec) -> list[int]:
-    total = sum(e.weight for e in spec.endpoints)
-    return [max(1, round(LOCUST_WEIGHT_SCALE * e.weight / total)) for e in spec.endpoints]
-
-
-# ---------------------------------------------------------------------------------------
-# Locust
-
-
-def _locust_doc(spec: LoadSpec) -> list[str]:
-    rate = isinstance(spec.pattern, ArrivalRate)
-    end = (
-        "exits 1 when the objective is missed."
-        if rate
-        else "then: fastapi-tune import locust out -o report.json"
-    )
-    return [
-        '"""Locust load test exported by fastapi-tune.',
-        "",
-        *_describe(spec).splitlines(),
-        "",
-        "One machine:",
-        "  locust -f THIS_FILE --headless --csv out --csv-full-history",
-        "Distributed (one master, N worker processes on any number of load machines):",
-        "  locust -f THIS_FILE --headless --master --expect-workers N --csv out --csv-full-history",
-        "  locust -f THIS_FILE --worker --master-host MASTER_ADDRESS      # N times",
-        f"The master writes out_stats_history.csv; {end}",
-        f"Another target: --host URL (default {spec.base_url}).",
-        *[line.removeprefix("# ") for line in _header_lines(spec, "#")],
-        '"""',
-    ]
-
-
-def _locust_task(e: LoadEndpoint, i: int, weight: int | None) -> list[str]:
-    deco = "    @task" if weight is None else f"    @task({weight})"
-    args = [repr(e.method), repr(e.path), f"name={e.name!r}"]
-    if e.body is not None:
-        args.append(f"data={e.body!r}")
-    headers = "HEADERS" if e.content_type is None else f"{{**HEADERS, 'Content-Type': {e.content_type!r}}}"
-    args.append(f"headers={headers}")
-    return [deco, f"    def route_{i}(self) -> None:", f"        self.client.request({', '.join(args)})", ""]
-
-
-def _locust_users(spec: LoadSpec) -> list[str]:
-    p = spec.pattern
-    if isinstance(p, ScriptLadder) and p.isolate:
-        out: list[str] = []
-        for i, e in enumerate(spec.endpoints):
-            out += [
-                f"class Route{i}(HttpUser):",
-                f'    """{e.name}: alone at every step of its ladder."""',
-                "",
-            ]
-            out += [
-                "    host = BASE_URL",
-                "    wait_time = constant(0)  # closed loop: users = requests in flight",
-                "",
-            ]
-            out += _locust_task(e, i, None)
-            out.append("")
-        return out
-    wait = (
-        "constant(0)  # closed loop: users = requests in flight"
-        if isinstance(p, ScriptLadder)
-        else "constant_throughput(RATE / USERS)  # open loop: each user paces itself"
-    )
-    out = ["class Mix(HttpUser):", '    """The routes in their weighted mix."""', ""]
-    out += ["    host = BASE_URL", f"    wait_time = {wait}", ""]
-    for i, (e, w) in enumerate(zip(spec.endpoints, _int_weights(spec), strict=True)):
-        out += _locust_task(e, i, w)
-    return [*out, ""]
-
-
-def _locust_shape(spec: LoadSpec) -> list[str]:
-    p = spec.pattern
-    if isinstance(p, ScriptLadder):
-        steps = [f"    ({'Mix' if i is None else f'Route{i}'}, {n}, {t!r})," for i, n, t in _steps(spec, p)]
-        return [
-            "# (user class, users, seconds); 0 users between two routes: all of the last route's stop.",
-            "STEPS = [",
-            *steps,
-            "]",
-            "",
-            "",
-            "class LadderShape(LoadTestShape):",
-            '    """Hold each step of STEPS for its seconds, then stop."""',
-            "",
-            "    def tick(self):",
-            "        left = self.get_run_time()",
-            "        for user_class, users, seconds in STEPS:",
-            "            if left < seconds:",
-            "                return users, SPAWN_RATE, [user_class]",
-            "            left -= seconds",
-            "        return None",
-        ]
-    o = p.objective
-    return [
-        "class RateShape(LoadTestShape):",
-        '    """USERS users for SECONDS, then stop."""',
-        "",
-        "    def tick(self):",
-        "        return (USERS, SPAWN_RATE) if self.get_run_time() < SECONDS else None",
-        "",
-        "",
-        "@events.quitting.add_listener",
-        "def objective(environment, **kwargs):",
-        '    """The exit code says whether the objective was met (1: missed)."""',
-        "    total = environment.stats.total",
-        "    p99 = total.get_response_time_percentile(0.99) or 0",
-        f"    if p99 >= {o.p99_ms!r} or total.fail_ratio >= {o.max_error_ratio!r}:",
-        f'        print(f"objective missed: p99 {{p99}} ms (< {o.p99_ms:g}), errors {{total.fail_ratio:.2%}} '
-        f'(< {o.max_error_ratio:.2%})")',
-        "        environment.process_exit_code = 1",
-    ]
-
-
-def render_locust(spec: LoadSpec) -> str:
-    """A locustfile for the spec (see the file's own docstring for how to run it)."""
-    p = spec.pattern
-    if isinstance(p, ScriptLadder) and p.seconds < LOCUST_MIN_STEP_SECONDS:
-        raise UsageError(
-            f"Locust ladder steps need at least {LOCUST_MIN_STEP_SECONDS:.0f} s (got {p.seconds:g})"
-        )
-    window = max(1, min(LOCUST_MAX_WINDOW_S, int(p.seconds) - STEP_WARMUP_S))
-    headers = ", ".join(f"({n!r}, {header_env_var(n)!r})" for n in spec.header_names)
-    used = ("constant",) if isinstance(p, ScriptLadder) else ("constant_throughput", "events")
-    names = ", ".join(sorted(("HttpUser", "LoadTestShape", "task", *used)))
-    lines = [
-        *_locust_doc(spec),
-        "",
-        "import os",
-        "",
-        "import locust.runners",
-        "import locust.stats",
-        f"from locust import {names}",
-        "",
-        f"BASE_URL = {spec.base_url!r}",
-        f"SECONDS = {p.seconds!r}",
-        "# Users started (and stopped) per second: a step changes at once; above 100 Locust warns.",
-        f"SPAWN_RATE = {LOCUST_SPAWN_RATE}",
-    ]
-    if isinstance(p, ArrivalRate):
-        lines += [f"RATE = {p.rps!r}  # requests/s of the whole mix", f"USERS = {rate_users(p)}"]
-    lines += [
-        "# Workers report every second (default 3 s), so requests land in the step that sent them.",
-        f"locust.runners.WORKER_REPORT_INTERVAL = {LOCUST_REPORT_INTERVAL_S!r}",
-        "# The history CSV's percentiles cover a sliding window: keep it inside one step.",
-        f"locust.stats.CURRENT_RESPONSE_TIME_PERCENTILE_WINDOW = {window}",
-        "",
-        f"HEADER_VARS = [{headers}]",
-        "HEADERS = {}",
-        "for _name, _var in HEADER_VARS:",
-        "    if _var not in os.environ:",
-        '        raise SystemExit(f"set {_var} to the value of the {_name} header")',
-        "    HEADERS[_name] = os.environ[_var]",
-        "",
-        "",
-        *_locust_users(spec),
-        "",
-        *_locust_shape(spec),
-    ]
-    return "\n".join(lines).rstrip() + "\n"
 
 
 # ---------------------------------------------------------------------------------------
@@ -477,7 +295,7 @@ def _k6_doc(spec: LoadSpec) -> list[str]:
     return [
         "// k6 load test exported by fastapi-tune.",
         "//",
-        *[f"// {line}" for line in _describe(spec).splitlines()],
+        *[f"// {line}" for line in describe_spec(spec).splitlines()],
         "//",
         "// One machine:",
         "//   k6 run --no-usage-report --out json=out.json --summary-export summary.json THIS_FILE",
@@ -490,7 +308,7 @@ def _k6_doc(spec: LoadSpec) -> list[str]:
         "// TestRun with `parallelism: N` does the same split.",
         f"// {end}",
         f"// Another target: -e BASE_URL=URL (default {spec.base_url}).",
-        *_header_lines(spec, "//"),
+        *header_lines(spec, "//"),
     ]
 
 
@@ -511,22 +329,24 @@ def _k6_scenarios(spec: LoadSpec) -> list[str]:
     # Instant steps: a 0 s stage jumps to the level, a SECONDS stage holds it.
     stages = "STAGES"
     if not p.isolate:
+        drain = max(e.drain_s for e in spec.endpoints)
         return [
             "    mix: {",
             f"      executor: 'ramping-vus', exec: 'mix', startVUs: 0, stages: {stages},",
-            f"      gracefulRampDown: '0s', gracefulStop: '{K6_GRACEFUL_STOP}',",
+            f"      gracefulRampDown: '0s', gracefulStop: '{drain:g}s',",
             "    },",
         ]
     out: list[str] = []
-    # Each route's ladder starts after the previous one and its graceful stop.
-    span = p.seconds * len(p.levels) + float(K6_GRACEFUL_STOP.rstrip("s"))
-    for i in range(len(spec.endpoints)):
+    # Each route's ladder starts after the previous one and its graceful stop (its drain).
+    start = 0.0
+    for i, e in enumerate(spec.endpoints):
         out += [
             f"    route_{i}: {{",
-            f"      executor: 'ramping-vus', exec: 'route_{i}', startVUs: 0, startTime: '{i * span:g}s',",
-            f"      stages: {stages}, gracefulRampDown: '0s', gracefulStop: '{K6_GRACEFUL_STOP}',",
+            f"      executor: 'ramping-vus', exec: 'route_{i}', startVUs: 0, startTime: '{start:g}s',",
+            f"      stages: {stages}, gracefulRampDown: '0s', gracefulStop: '{e.drain_s:g}s',",
             "    },",
         ]
+        start += p.seconds * len(p.levels) + e.drain_s
     return out
 
 
@@ -598,6 +418,9 @@ def render_k6(spec: LoadSpec) -> str:
             f"const STAGES = [{stages}];",
         ]
     lines += ["", "export const options = {", "  scenarios: {", *_k6_scenarios(spec), "  },"]
+    if isinstance(p, ScriptLadder) and spec.server_workers is not None:
+        # On every sample: the server this ladder was exported for, read back by `import k6`.
+        lines.append(f"  tags: {{ {K6_WORKERS_TAG}: {_js(str(spec.server_workers))} }},")
     if isinstance(p, ArrivalRate):
         o = p.objective
         lines += [

@@ -10,16 +10,23 @@ page from fetching or running anything even if something slipped through. Charts
 
 from __future__ import annotations
 
-import html
-import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from fastapi_tune.judge.curve import exclusion_reason
 from fastapi_tune.measure.report import Latency, Level, evidence_labels
+from fastapi_tune.render.html_read import as_list as _list
+from fastapi_tune.render.html_read import as_map as _map
+from fastapi_tune.render.html_read import as_maps as _maps
+from fastapi_tune.render.html_read import esc as _e
+from fastapi_tune.render.html_read import fmt as _fmt
+from fastapi_tune.render.html_read import num as _num
+from fastapi_tune.render.html_read import prose as _text
+from fastapi_tune.render.html_read import short as _short
+from fastapi_tune.render.html_read import strs as _strs
+from fastapi_tune.render.html_verify import verify_section
 from fastapi_tune.render.overload_html import overload_section, verify_overload_section
-from fastapi_tune.render.probe import CLASS_STYLE
+from fastapi_tune.render.styles import CLASS_STYLE
 from fastapi_tune.render.svgchart import Chart, Mark, Point, Series, render_chart
 
 # Nothing may load: no script, image, font, frame or connection; only the inline stylesheet.
@@ -27,7 +34,7 @@ CSP: Final = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 )
 
-# The terminal's colour per class (render_probe.CLASS_STYLE owns which class gets which) as CSS.
+# The terminal's colour per class (render.styles.CLASS_STYLE owns which class gets which) as CSS.
 _CSS_COLORS: Final[Mapping[str, str]] = {
     "green": "#1a7f37",
     "yellow": "#9a6700",
@@ -41,7 +48,6 @@ _THROUGHPUT_COLOR: Final = "#0969da"
 _LATENCY_COLORS: Final = (("p50", "#0969da"), ("p90", "#bf8700"), ("p99", "#8250df"))
 _GIB: Final = 1024**3
 _MIB: Final = 1024**2
-_BACKTICKS: Final = re.compile(r"`([^`]+)`")
 
 _STYLE: Final = """
 :root { color-scheme: light; --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa; }
@@ -92,58 +98,6 @@ footer { margin-top: 24px; color: var(--muted); font-size: 0.85em; }
   h2, h3 { break-after: avoid; }
 }
 """
-
-
-# ---------------------------------------------------------------------------------------
-# Tolerant reading: JSON from older or newer versions, or edited by hand.
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _maps(value: object) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
-
-
-def _strs(value: object) -> list[str]:
-    return [str(v) for v in value if v is not None] if isinstance(value, list) else []
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _num(value: object) -> float | None:
-    """A finite number, or None (Python's json reads NaN and Infinity, which count as nothing)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _fmt(value: object, digits: int = 1, unit: str = "") -> str:
-    """A number with fixed decimals, text as it is (escaped), a dash for nothing."""
-    n = _num(value)
-    if n is not None:
-        return f"{n:,.{digits}f}{unit}"
-    if value is None or value == "" or isinstance(value, (Mapping, list)):
-        return "–"
-    return _e(value)
-
-
-def _short(value: object) -> str:
-    """A number with up to three decimals, trailing zeros dropped (0.215, 92.3, 8); else as _fmt."""
-    return _fmt(value, 3).rstrip("0").rstrip(".") if _num(value) is not None else _fmt(value)
-
-
-def _text(value: object) -> str:
-    """Prose from the tool: escaped, with `code` spans kept as code."""
-    return _BACKTICKS.sub(r"<code>\1</code>", _e(value))
 
 
 def _level(d: Mapping[str, Any]) -> Level | None:
@@ -488,64 +442,6 @@ def _plan(plan: Mapping[str, Any]) -> str:
     )
 
 
-def _td_num(value: str) -> str:
-    return f'<td class="num">{value}</td>'
-
-
-def _verify_row(run: Mapping[str, Any], top: float, best: object) -> str:
-    label = str(run.get("label") or "?")
-    rps = _num(run.get("throughput_rps"))
-    width = 0.0 if not rps or top <= 0 else min(100.0, rps / top * 100)
-    lat = _map(run.get("latency_ms"))
-    star = " ★" if best is not None and label == best else ""
-    rounds = ", ".join(_fmt(r) for r in _list(run.get("throughput_rps_rounds")) if _num(r) is not None)
-    # The bar is the table's chart: a left-aligned cell of its own after req/s.
-    bar = f'<td><span class="bar" style="width:{width * 0.8:.0f}px"></span></td>'
-    tds = (
-        _td_num(_fmt(run.get("workers"), 0))
-        + _td_num(_fmt(rps))
-        + bar
-        + "".join(
-            _td_num(c)
-            for c in (
-                _fmt(lat.get("p50")),
-                _fmt(lat.get("p99")),
-                _fmt(run.get("errors"), 0),
-                _fmt(run.get("rss_mib"), 0),
-                _fmt(run.get("server_cpu_cores"), 2),
-            )
-        )
-    )
-    cls = ' class="recommended"' if label == "recommended" else ""
-    return f'<tr{cls}><td>{_e(label + star)}</td>{tds}<td class="muted small">{rounds}</td></tr>'
-
-
-def _verify(verify: Mapping[str, Any]) -> str:
-    runs = _maps(verify.get("runs"))
-    top = max((_num(r.get("throughput_rps")) or 0.0 for r in runs), default=0.0)
-    head = "".join(
-        f'<th class="num">{h}</th>'
-        for h in ("workers", "req/s", "", "p50 ms", "p99 ms", "errors", "RSS MiB", "CPU")
-    )
-    rows = "".join(_verify_row(r, top, verify.get("best")) for r in runs)
-    load = (
-        f"Same load on every run: {_e(', '.join(_strs(verify.get('endpoints'))) or '–')}"
-        f" at c={_fmt(verify.get('concurrency'), 0)}, {_fmt(verify.get('duration_s'), 1)} s each,"
-        f" median of {_fmt(verify.get('repeat'), 0)} interleaved round(s)."
-    )
-    banner = (
-        '<p class="banner"><strong>Interrupted:</strong> only the runs finished before Ctrl-C are shown.</p>'
-        if verify.get("interrupted") is True
-        else ""
-    )
-    verdict = f"<p><strong>Verdict:</strong> {_text(verify['verdict'])}</p>" if verify.get("verdict") else ""
-    return (
-        f'<section class="verify"><h2>Verification</h2>{banner}<p class="muted">{load}</p>'
-        f'<table class="runs"><thead><tr><th>run</th>{head}<th>rounds req/s</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table>{verdict}</section>"
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # The page
 
@@ -563,7 +459,7 @@ def render_html(
         overload_section(report),
         _skipped(report),
         _plan(plan) if plan else "",
-        _verify(verify) if verify else "",
+        verify_section(verify) if verify else "",
         verify_overload_section(verify),
         f"<footer>Written by fastapi-tune {_e(report.get('tool_version') or '')}. This page is"
         " self-contained: no script, no external resource; it opens offline.</footer>",

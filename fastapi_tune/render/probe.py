@@ -1,4 +1,9 @@
-"""Showing a probe to people: live progress while it runs, then per-endpoint tables and verdicts."""
+"""Showing a probe to people: one live line while it runs, then the report sized for the app.
+
+The report: panels for the few routes that matter (every one with --verbose), the verdicts table
+(one line per route, render.verdict_table), the skipped routes grouped by reason; render.overview
+holds the order, grouping and panel rules.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
@@ -22,28 +28,41 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from fastapi_tune.core.rules import P99_MIN_SAMPLES, littles_law_ok
+from fastapi_tune.core.redact import redact_text
+from fastapi_tune.core.rules import (
+    P99_MIN_SAMPLES,
+    STUCK_IN_FLIGHT_FACTOR,
+    littles_law_ok,
+    stuck_in_flight,
+)
 from fastapi_tune.discover.openapi import Operation, Skipped
 from fastapi_tune.measure.demand import HostBusy
+from fastapi_tune.measure.probe_options import BudgetPlan
 from fastapi_tune.measure.report import (
     Endpoint,
-    EndpointClass,
+    EvidenceDepth,
     Level,
     ProbeReport,
     ServerInfo,
     evidence_rows,
 )
 from fastapi_tune.render.overload import overload_panel
+from fastapi_tune.render.overview import (
+    PANELS_MAX,
+    SKIP_GROUPS_SHOWN,
+    choose_panels,
+    ordered,
+    panel_candidates,
+    skip_groups,
+    unusual_stop,
+)
+from fastapi_tune.render.styles import CLASS_STYLE
+from fastapi_tune.render.verdict_table import verdict_lines
 
-CLASS_STYLE: Final = {
-    EndpointClass.IO_BOUND: "green",
-    EndpointClass.CPU_BOUND: "yellow",
-    EndpointClass.LOOP_BLOCKING: "red",
-    EndpointClass.THREADPOOL_BOUND: "magenta",
-    EndpointClass.SERIALIZED: "yellow",
-    EndpointClass.POOL_BOUND: "cyan",
-    EndpointClass.STALLED: "bold red",
-    EndpointClass.INCONCLUSIVE: "dim",
+# What the evidence of a verdict rests on, when it is less than a full ladder.
+DEPTH_LABEL: Final = {
+    EvidenceDepth.TRIAGE: "evidence: the triage's short levels only (no full ladder)",
+    EvidenceDepth.LADDER: "evidence: a full ladder",
 }
 _BAR_WIDTH: Final = 16
 _BLOCKS: Final = " ▏▎▍▌▋▊▉█"
@@ -81,6 +100,7 @@ class LiveProgress:
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(bar_width=20),
+            MofNCompleteColumn(),
             _StatusColumn(self),
             TimeElapsedColumn(),
             console=console,
@@ -107,7 +127,8 @@ class LiveProgress:
             if server.local
             else "remote (no server CPU or memory)"
         )
-        self.console.print(f"[bold]Probing {len(ops)} endpoint(s)[/]; server: {where}")
+        head = f"Probing {len(ops)} endpoint(s)" if ops else "No endpoint left to probe"
+        self.console.print(f"[bold]{head}[/]; server: {where}")
         for line in skipped_lines(skipped):
             self.console.print(Text(f"  {line}", style="dim"))
         self._task = self.progress.add_task("starting", total=len(ops))
@@ -118,6 +139,9 @@ class LiveProgress:
         self.console.print(
             f"[yellow]warning:[/] {host_load_line(busy)}; verdicts lean on CPU demand, not use"
         )
+
+    def planned(self, plan: BudgetPlan) -> None:
+        self.console.print(plan_line(plan), highlight=False)
 
     def level_started(self, op: Operation, concurrency: int, live: Callable[[], tuple[int, int]]) -> None:
         self.live, self.concurrency = live, concurrency
@@ -137,6 +161,30 @@ class LiveProgress:
             self.progress.update(self._task, completed=self._done)
 
 
+def plan_line(plan: BudgetPlan) -> str:
+    """What the probe will do with its time: before the triage, and again once it is done."""
+    budget = f"budget {plan.budget_s:.0f} s" + (", grown with the route count" if plan.grown else "")
+    if plan.triage_took_s is None:
+        ladders = (
+            f"then full ladders for about {plan.ladders} of them (~{plan.ladder_s:.0f} s each)"
+            if plan.ladders < plan.routes
+            else "then a full ladder for each"
+        )
+        return (
+            f"{plan.routes} route(s): a triage of each first (~{plan.triage_s:.0f} s), {ladders};"
+            f" about {plan.estimate_s:.0f} s ({budget})"
+        )
+    took = f"Triage done in {plan.triage_took_s:.0f} s"
+    if not plan.picks:
+        return f"{took}; no time left for full ladders: every verdict rests on the triage"
+    why = Counter(p.why for p in plan.picks)
+    reasons = ", ".join(f"{n} {w}" for w, n in why.most_common())
+    return (
+        f"{took}; full ladders next for {len(plan.picks)} of {plan.routes} ({reasons});"
+        f" about {len(plan.picks) * plan.ladder_s:.0f} s more"
+    )
+
+
 def host_load_line(busy: HostBusy) -> str:
     """'the host is busy: other processes use 1.4 cores (postgres 0.8, ...), CPU pressure 35%'."""
     top = ", ".join(f"{c.name} {c.cores:.2f}" for c in busy.top_others)
@@ -151,8 +199,12 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
-    """Per level: throughput and p50 with bars (the chart), p99, errors, CPU, memory; plus notes."""
+def level_table(ep: Endpoint, full: bool = True) -> tuple[Table, list[str]]:
+    """Per level: throughput and p50 with bars (the chart), p99, errors, CPU, memory; plus notes.
+
+    The notes say what is unusual (a stall, a stuck request, a saturated client, uneven workers, a
+    failed Little's law check); `full` adds what is normal but worth a word (thin p99 samples).
+    """
     t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     t.add_column("c", justify="right")
     t.add_column("req/s", justify="right")
@@ -167,41 +219,15 @@ def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
     top_r = max((lv.latency_ms.p50 for lv in ep.levels if lv.latency_ms), default=0.0)
     notes: list[str] = []
     thin = [lv.concurrency for lv in ep.levels if lv.latency_ms is not None and not lv.p99_supported]
-    if thin:
+    if thin and full:
         notes.append(
             f"p99 '-' at c={','.join(map(str, thin))}: fewer than {P99_MIN_SAMPLES} samples cannot support it"
         )
     for lv in ep.levels:
         lat = lv.latency_ms
         errs = ", ".join(f"{k} {v}" for k, v in sorted(lv.errors_by_kind.items())) or "0"
-        mark = ""
-        if lv.stalled:
-            mark = " [bold red]STALL[/]"
-            notes.append(
-                f"c={lv.concurrency}: STALLED: {lv.in_flight_at_end} requests in flight, none completed"
-                + (f" (the oldest waited {lv.oldest_in_flight_ms:.0f} ms)" if lv.oldest_in_flight_ms else "")
-            )
-        elif lv.in_flight_at_end:
-            notes.append(
-                f"c={lv.concurrency}: {lv.in_flight_at_end} requests were still in flight at the end"
-            )
-        if lv.client_saturated:
-            mark = " [red]![/]"
-            notes.append(
-                f"c={lv.concurrency}: the load generator used {lv.client_cpu_cores:.2f} cores and was the"
-                " limit; not used as evidence"
-            )
-        if lv.worker_imbalance and lv.server_cpu_by_worker:
-            split = ", ".join(f"{c:.2f}" for c in lv.server_cpu_by_worker)
-            notes.append(
-                f"c={lv.concurrency}: workers unevenly loaded (cores per worker: {split}): keep-alive"
-                " connections stayed on the worker that accepted them, so this level understates the server"
-            )
-        if lv.littles_law_ratio is not None and not littles_law_ok(lv.littles_law_ratio):
-            notes.append(
-                f"c={lv.concurrency}: Little's law check off (throughput x mean latency / c ="
-                f" {lv.littles_law_ratio:.2f}, ~1 expected): requests stalled or the window was short"
-            )
+        notes += level_notes(lv)
+        mark = " [bold red]STALL[/]" if lv.stalled else " [red]![/]" if lv.client_saturated else ""
         t.add_row(
             f"{lv.concurrency}{mark}",
             f"{lv.throughput_rps:.1f}",
@@ -216,6 +242,44 @@ def level_table(ep: Endpoint) -> tuple[Table, list[str]]:
     return t, notes
 
 
+def level_notes(lv: Level) -> list[str]:
+    """What is news about one level. Requests in flight at its end are not: a closed loop at c=N
+    always has N of them; only a stuck one (core.rules.stuck_in_flight) is."""
+    notes: list[str] = []
+    c = lv.concurrency
+    lat = lv.latency_ms
+    oldest = f" (the oldest waited {lv.oldest_in_flight_ms:.0f} ms)" if lv.oldest_in_flight_ms else ""
+    if lv.stalled:
+        notes.append(f"c={c}: STALLED: {lv.in_flight_at_end} requests in flight, none completed{oldest}")
+    elif lv.in_flight_at_end and stuck_in_flight(
+        lv.oldest_in_flight_ms, lat.p99 if lat else None, lat.max if lat else None
+    ):
+        usual = "p99" if lat is not None and lat.p99 is not None else "slowest answer"
+        usual_ms = (lat.p99 if lat.p99 is not None else lat.max) if lat is not None else 0.0
+        notes.append(
+            f"c={c}: a request was stuck: the oldest of {lv.in_flight_at_end} still in flight at the end"
+            f" had waited {lv.oldest_in_flight_ms or 0:.0f} ms, over {STUCK_IN_FLIGHT_FACTOR:g} x the"
+            f" level's {usual} ({usual_ms:.0f} ms)"
+        )
+    if lv.client_saturated:
+        notes.append(
+            f"c={c}: the load generator used {lv.client_cpu_cores:.2f} cores and was the limit;"
+            " not used as evidence"
+        )
+    if lv.worker_imbalance and lv.server_cpu_by_worker:
+        split = ", ".join(f"{x:.2f}" for x in lv.server_cpu_by_worker)
+        notes.append(
+            f"c={c}: workers unevenly loaded (cores per worker: {split}): keep-alive"
+            " connections stayed on the worker that accepted them, so this level understates the server"
+        )
+    if lv.littles_law_ratio is not None and not littles_law_ok(lv.littles_law_ratio):
+        notes.append(
+            f"c={c}: Little's law check off (throughput x mean latency / c ="
+            f" {lv.littles_law_ratio:.2f}, ~1 expected): requests stalled or the window was short"
+        )
+    return notes
+
+
 def _number(value: float | int) -> str:
     if isinstance(value, int):
         return str(value)
@@ -228,67 +292,129 @@ def _evidence_table(ep: Endpoint) -> Table:
     t.add_column("value", justify="right", style="cyan")
     t.add_column("meaning", style="dim")
     if ep.verdict is not None:
-        for _, label, value in evidence_rows(ep.verdict.evidence):
+        ev = ep.verdict.evidence
+        for _, label, value in evidence_rows(ev):
             t.add_row(_number(value), label)
+        if ev.workers is None:  # evidence_rows leaves out what was not measured; this one was assumed
+            t.add_row("?", "worker processes: not seen (a remote or unreadable server), 1 assumed")
     return t
 
 
-def endpoint_panel(ep: Endpoint) -> Panel:
-    """One endpoint: its levels, its verdict with confidence, the evidence and the advice."""
-    table, notes = level_table(ep)
+def _panel_title(ep: Endpoint) -> Text:
+    title = Text.assemble((f"{ep.method} {ep.path}", "bold"))
+    v = ep.verdict
+    if v is not None:
+        title.append("  ")
+        title.append(v.cls, style=f"bold {CLASS_STYLE[v.cls]}")
+        title.append(f" (confidence {v.confidence:.0%})", style="dim")
+    return title
+
+
+def endpoint_panel(ep: Endpoint, full: bool = True) -> Panel:
+    """One endpoint: its levels, its verdict with confidence, and the advice.
+
+    `full` adds every number of the evidence with its meaning, the normal notes and the ladder's end;
+    without it the panel keeps what is unusual and the summary, whose numbers carry the verdict.
+    """
+    table, notes = level_table(ep, full)
     parts: list[Table | Text] = [table, *(Text(n, style="dim") for n in notes)]
     v = ep.verdict
     if v is not None:
-        style = CLASS_STYLE[v.cls]
-        head = Text.assemble(
-            ("verdict: ", "bold"),
-            (v.cls, f"bold {style}"),
-            (f"  (confidence {v.confidence:.0%})", "dim"),
-        )
-        parts += [Text(""), head, Text(v.summary), _evidence_table(ep)]
+        parts += [Text(""), Text(v.summary)] if full else [Text(v.summary)]
+        if full:
+            parts.append(_evidence_table(ep))
         parts += [Text(f"  → {a}") for a in v.advice]
-    detail = f" ({ep.stop_detail})" if ep.stop_detail else ""
-    parts.append(Text(f"ladder stopped: {ep.stop_reason}{detail}", style="dim"))
-    title = f"[bold]{escape(ep.method)} {escape(ep.path)}[/]"
-    return Panel(Group(*parts), title=title, title_align="left", expand=True)
+    stop = unusual_stop(ep)
+    if full or stop is not None:
+        detail = f" ({redact_text(ep.stop_detail)})" if ep.stop_detail else ""
+        parts.append(Text(f"ladder stopped: {ep.stop_reason}{detail}", style="dim"))
+    if full and ep.evidence_depth is EvidenceDepth.TRIAGE:
+        parts.append(Text(DEPTH_LABEL[ep.evidence_depth], style="dim"))
+    return Panel(Group(*parts), title=_panel_title(ep), title_align="left", expand=True)
 
 
-# Past this many skipped operations (a document of thousands under a short budget) the screen
-# shows a count per reason; the report keeps every one.
-SKIPPED_SHOWN: Final = 20
+def _took(s: Skipped) -> str:
+    """How long its preflight took: a hang shows as the whole --timeout."""
+    if s.elapsed_ms is None:
+        return ""
+    return f" ({s.elapsed_ms:.0f} ms)" if s.elapsed_ms < 1000 else f" ({s.elapsed_ms / 1000:.1f} s)"
 
 
-def skipped_lines(skipped: Sequence[Skipped]) -> list[str]:
-    """'skipped METHOD /path: reason' (plain text: paths come from the document), then counts."""
-    lines = [f"skipped {s.method} {s.path}: {s.reason}" for s in skipped[:SKIPPED_SHOWN]]
-    rest = Counter(s.reason.split(":", 1)[0] for s in skipped[SKIPPED_SHOWN:])
-    lines += [f"skipped {n} more: {reason}" for reason, n in rest.most_common()]
+def skipped_lines(skipped: Sequence[Skipped], every: bool = False) -> list[str]:
+    """The skipped routes grouped by reason, with a count and one example (plain text: paths come
+    from the document; reasons may quote the server, so they are redacted as the JSON is); `every`
+    lists each one instead, with its preflight's time."""
+    if every:
+        return [f"skipped {s.method} {s.path}{_took(s)}: {redact_text(s.reason)}" for s in skipped]
+    groups = skip_groups(skipped)
+    lines = [
+        f"skipped {g.example.method} {g.example.path}{_took(g.example)}: {redact_text(g.example.reason)}"
+        if g.count == 1
+        else f"skipped {g.count}: {redact_text(g.reason)}, e.g. {g.example.method} {g.example.path}"
+        + (f" ({redact_text(g.detail)})" if g.detail else "")
+        for g in groups[:SKIP_GROUPS_SHOWN]
+    ]
+    rest = groups[SKIP_GROUPS_SHOWN:]
+    if rest:
+        lines.append(
+            f"skipped {sum(g.count for g in rest)} more for {len(rest)} other reasons"
+            " (--verbose or the report's skipped[] lists each)"
+        )
     return lines
 
 
-def print_report(console: Console, report: ProbeReport) -> None:
-    """Every endpoint's panel, then a one-line-per-endpoint summary of the verdicts."""
-    for ep in report.endpoints:
-        console.print(endpoint_panel(ep))
-    summary = Table(title="Verdicts", title_justify="left")
-    summary.add_column("endpoint")
-    summary.add_column("class")
-    summary.add_column("confidence", justify="right")
-    summary.add_column("peak req/s", justify="right")
-    for ep in report.endpoints:
-        peak = max((lv.throughput_rps for lv in ep.levels), default=0.0)
-        cls = ep.verdict.cls if ep.verdict else None
-        summary.add_row(
-            Text(f"{ep.method} {ep.path}"),
-            Text(cls or "-", style=CLASS_STYLE[cls] if cls else ""),
-            f"{ep.verdict.confidence:.0%}" if ep.verdict else "-",
-            f"{peak:.1f}",
+def _height(console: Console, panel: Panel) -> int:
+    return len(console.render_lines(panel, console.options, pad=False))
+
+
+def _panels(console: Console, ranked: Sequence[Endpoint], verbose: bool) -> list[Panel]:
+    """Every route's full panel with --verbose; otherwise compact panels of the few that matter."""
+    if verbose:
+        return [endpoint_panel(ep) for ep in ranked]
+    candidates = panel_candidates(ranked)[:PANELS_MAX]
+    drawn = [endpoint_panel(ranked[i], full=False) for i in candidates]
+    chosen = choose_panels(candidates, [_height(console, p) for p in drawn])
+    return [drawn[candidates.index(i)] for i in chosen]
+
+
+def _legend(report: ProbeReport, panels: int) -> list[str]:
+    """What the compact view left out, and where it is."""
+    lines: list[str] = []
+    routes = len(report.endpoints)
+    if panels < routes:
+        shown = (
+            f"Panels for {panels} of {routes} routes (problems, then the routes that size the workers)"
+            if panels
+            else "No panels: no route is a problem or sizes the workers"
         )
-    console.print(summary)
-    if report.overload is not None:
-        console.print(overload_panel(report.overload))
-    for line in skipped_lines(report.skipped):
-        console.print(Text(line, style="dim"))
+        lines.append(f"{shown}; --verbose shows every one in full; the JSON and --html hold every number.")
+    if any(lv.latency_ms and not lv.p99_supported for e in report.endpoints for lv in e.levels):
+        lines.append(f"p99 '-': fewer than {P99_MIN_SAMPLES} samples at that level cannot support it.")
+    return lines
+
+
+def print_report(console: Console, report: ProbeReport, verbose: bool = False) -> None:
+    """The panels of the routes that matter (all with `verbose`), then one line per route, problems
+    first, and the skipped routes grouped by reason (render.overview holds the rules)."""
+    ranked = ordered(report.endpoints)
+    if not ranked:
+        # Nothing was measured: each route's reason is the finding, not a footnote.
+        if report.skipped:
+            console.print("[bold red]No endpoint was measured.[/] Why, route by route:")
+        for line in skipped_lines(report.skipped, every=True):
+            console.print(Text(line))
+    else:
+        panels = _panels(console, ranked, verbose)
+        for panel in panels:
+            console.print(panel)
+        console.print(Group(*verdict_lines(ranked, console.width)))  # a Group keeps each line's no_wrap
+        if report.overload is not None:
+            console.print(overload_panel(report.overload))
+        for line in skipped_lines(report.skipped, every=verbose):
+            console.print(Text(line, style="dim"))
+        if not verbose:
+            for line in _legend(report, len(panels)):
+                console.print(Text(line, style="dim"))
     reasons = {e.profile_unavailable for e in report.endpoints if e.profile_unavailable}
     for reason in sorted(reasons):
         console.print(f"[dim]Stacks not sampled: {escape(reason)}[/]")

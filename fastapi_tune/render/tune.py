@@ -24,8 +24,9 @@ from fastapi_tune.verify.run import VerifyEvents, VerifyResult
 class TuneProgress:
     """TuneEvents on stderr: one line per step, the probe's and verify's own progress displays."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, verbose: bool = False) -> None:
         self.console = console
+        self.verbose = verbose
 
     def step(self, text: str) -> None:
         self.console.print(f"[bold]{escape(text)}[/]", highlight=False)
@@ -37,7 +38,7 @@ class TuneProgress:
 
     @contextmanager
     def verifying(self) -> Iterator[VerifyEvents]:
-        with VerifyProgress(self.console) as progress:
+        with VerifyProgress(self.console, self.verbose) as progress:
             yield progress
 
 
@@ -52,16 +53,18 @@ def print_files(console: Console, written: Sequence[Written]) -> None:
             console.print(f"  {escape(str(w.path))}: written")
 
 
-def print_tune(out: Console, report: ProbeReport, plan: Plan | None, verified: VerifyResult | None) -> None:
-    """The probe report, the plan and, after --verify, the comparison."""
-    print_report(out, report)
+def print_tune(
+    out: Console, report: ProbeReport, plan: Plan | None, verified: VerifyResult | None, verbose: bool = False
+) -> None:
+    """The probe report, the plan and, after --verify, the comparison (`verbose`: every panel in full)."""
+    print_report(out, report, verbose)
     if plan is None:
         return
     out.rule("Recommendation")
     print_plan(out, plan)
     if verified is not None:
         out.rule("Verification")
-        print_verify(out, verified)
+        print_verify(out, verified, verbose)
 
 
 def tune_to_json(  # one argument per part of the run: this renderer sees no flow type

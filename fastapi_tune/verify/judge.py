@@ -29,6 +29,22 @@ CAPACITY_RESOLUTION: Final = 0.05
 CAPACITY_MAX_STEPS: Final = 6
 # Below 1 req/s a 2 s step holds too few requests to judge a percentile.
 CAPACITY_MIN_RPS: Final = 1.0
+# An open loop fell behind its rate (verify --rate, each capacity step) when the server served less
+# than this share of the rate inside the window: at steady state what ends in a window is what
+# started in it, less a request or two on the wire at each edge; 5% short is a queue growing by
+# 5% of the rate every second, which no rate can be sustained with.
+SERVED_SHARE_MIN: Final = 0.95
+# A window's edges each cut one request that a steady server answers either side of them: at low
+# rates (2 req/s over 3 s is 6 requests) that alone would be 17% short.
+SERVED_SLACK_PER_ROUND: Final = 2
+# ... or when the latency of the window's last second (openloop.SEGMENT_S) is at least this many
+# times the first second's p50, and this much more: a queue growing through the window. Past
+# capacity by a share f, the wait grows by f x the window (5% over 6 s: +300 ms), whatever the
+# service time; a machine's hiccup moves a whole second's median far less.
+GROWTH_RATIO: Final = 2.0
+GROWTH_MIN_MS: Final = 50.0
+# Fewer responses than this in either second say nothing about its median.
+GROWTH_MIN_SAMPLES: Final = 10
 
 
 @dataclass(frozen=True)
@@ -45,19 +61,32 @@ class Planned:
 class RateCheck:
     """An open-loop run at a fixed arrival rate (rounds merged): latency from each intended start."""
 
-    rate_rps: float
+    rate_rps: float  # the rate asked for
     duration_s: float
     intended: int  # arrivals scheduled in the counted window
-    completed: int  # responses, any status
+    completed: int  # responses to them, any status, whenever they ended (after the window too)
     failed: int  # error statuses, transport errors and timeouts, dropped starts, unsettled at the end
     late: int  # sent more than openloop.LATE_START_S after the intended start
-    dropped: int  # never sent: the backlog of waiting requests was full
+    dropped: int  # never sent: --max-in-flight requests were outstanding
     histogram: LatencyHistogram
     client_cpu_cores: float
+    sent: int = 0  # started (on time or late): the arrival rate the generator held
+    served: int = 0  # responses that ended inside the window: the rate the server kept up with
+    backlog_at_end: int = 0  # requests outstanding when the window closed (largest over rounds)
+    drain_s: float | None = None  # from the window's end until they settled (longest over rounds)
+    first_second: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(()))
+    last_second: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(()))
+    rounds: int = 1
 
     @property
-    def achieved_rps(self) -> float:
-        return self.completed / self.duration_s if self.duration_s > 0 else 0.0
+    def arrival_rps(self) -> float:
+        """Requests started per second of window (what the generator held)."""
+        return self.sent / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def served_rps(self) -> float:
+        """Responses that ended inside the window, per second (what the server kept up with)."""
+        return self.served / self.duration_s if self.duration_s > 0 else 0.0
 
     def percentiles(self) -> Mapping[float, float]:
         """p50 .. p99.9 (ms) from the merged histogram, NaN when nothing completed."""
@@ -68,7 +97,8 @@ class RateCheck:
 
 
 def merge_checks(a: RateCheck, b: RateCheck) -> RateCheck:
-    """Two rounds at the same rate as one: counts added, histograms merged."""
+    """Two rounds at the same rate as one: counts added, histograms merged, the worst backlog kept."""
+    drains = [d for d in (a.drain_s, b.drain_s) if d is not None]
     return RateCheck(
         rate_rps=a.rate_rps,
         duration_s=a.duration_s + b.duration_s,
@@ -79,7 +109,58 @@ def merge_checks(a: RateCheck, b: RateCheck) -> RateCheck:
         dropped=a.dropped + b.dropped,
         histogram=a.histogram.merge(b.histogram),
         client_cpu_cores=max(a.client_cpu_cores, b.client_cpu_cores),
+        sent=a.sent + b.sent,
+        served=a.served + b.served,
+        backlog_at_end=max(a.backlog_at_end, b.backlog_at_end),
+        drain_s=max(drains) if drains else None,
+        first_second=a.first_second.merge(b.first_second),
+        last_second=a.last_second.merge(b.last_second),
+        rounds=a.rounds + b.rounds,
     )
+
+
+def _p50_growth(check: RateCheck) -> tuple[float, float] | None:
+    """(first second's p50, last second's p50) in ms, None when either holds too few responses."""
+    first, last = check.first_second, check.last_second
+    if first.total < GROWTH_MIN_SAMPLES or last.total < GROWTH_MIN_SAMPLES:
+        return None
+    return first.percentile(50.0), last.percentile(50.0)
+
+
+def _duration(ms: float) -> str:
+    return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+
+def fell_behind(check: RateCheck) -> str | None:
+    """'beyond capacity: served 98 of 143 req/s; p50 grew from 12 ms to 3.4 s; ...' when the server
+    fell behind the rate (SERVED_SHARE_MIN, GROWTH_*), None when it kept up."""
+    growth = _p50_growth(check)
+    slack = SERVED_SLACK_PER_ROUND * check.rounds
+    short = check.served + slack < SERVED_SHARE_MIN * check.rate_rps * check.duration_s
+    grew = growth is not None and growth[1] >= max(GROWTH_RATIO * growth[0], growth[0] + GROWTH_MIN_MS)
+    if not (short or grew):
+        return None
+    parts = [f"served {check.served_rps:.0f} of {check.rate_rps:g} req/s"]
+    if growth is not None and growth[1] > growth[0]:
+        parts.append(f"p50 grew from {_duration(growth[0])} to {_duration(growth[1])}")
+    if check.backlog_at_end:
+        drained = f", drained in {check.drain_s:.1f} s" if check.drain_s is not None else ""
+        parts.append(f"{check.backlog_at_end} requests in flight at the window's end{drained}")
+    if check.dropped:
+        parts.append(f"{check.dropped} starts dropped at --max-in-flight")
+    return "beyond capacity: " + "; ".join(parts)
+
+
+def rate_verdict(objective: Objective, check: RateCheck) -> tuple[bool, str]:
+    """The objective at a rate: a server that fell behind misses it, whatever the percentiles of
+    the requests it did complete say (the rest were still queued when the window closed)."""
+    ok, text = meets(objective, check.measured())
+    behind = fell_behind(check)
+    if behind is None:
+        return ok, text
+    if ok:
+        return False, f"missed: {behind}; the requests it completed alone read {text.removeprefix('met: ')}"
+    return False, f"missed: {behind}; {text.removeprefix('missed: ')}"
 
 
 @dataclass(frozen=True)
@@ -110,6 +191,7 @@ class Run:
     errors_by_kind: Mapping[str, int] = field(default_factory=dict)  # 4xx, 5xx, 429, timeout, reset ...
     at_rate: RateCheck | None = None  # verify --rate: the open loop at that rate
     capacity: Capacity | None = None  # verify --capacity: the highest rate meeting the objective
+    notes: tuple[str, ...] = ()  # measurements that started on a server that had not settled
 
     @property
     def error_ratio(self) -> float:
@@ -208,6 +290,7 @@ def combine(rounds: Sequence[Run]) -> Run:
         errors_by_kind=by_kind,
         at_rate=at_rate,
         capacity=next((r.capacity for r in rounds if r.capacity is not None), None),
+        notes=tuple(dict.fromkeys(n for r in rounds for n in r.notes)),
     )
 
 
@@ -287,6 +370,11 @@ def judge(runs: Sequence[Run]) -> Comparison | None:
     memory = rec.rss_mib / rule.rss_mib if rec and rule and rule.rss_mib else None
     parts = [_recommended_part(rec, best, rule)] if rec is not None and ratio is not None else []
     parts.append(best_text)
+    parts += [
+        f"at {r.at_rate.rate_rps:g} req/s, {r.names} ({r.workers} workers) fell behind: {line}"
+        for r in runs
+        if r.at_rate is not None and (line := fell_behind(r.at_rate)) is not None
+    ]
     if out:
         parts.append("not comparable: " + "; ".join(out))
     return Comparison(
@@ -307,11 +395,12 @@ def objective_verdict(run: Run, objective: Objective) -> tuple[bool, str] | None
     check = run.at_rate
     if check is None:
         return None
-    ok, text = meets(objective, check.measured())
+    ok, text = rate_verdict(objective, check)
     lag = f"; {check.late} late and {check.dropped} dropped starts" if check.late or check.dropped else ""
     return ok, (
-        f"{run.names} ({run.workers} workers) at {check.rate_rps:g} req/s (achieved"
-        f" {check.achieved_rps:.1f}): objective {objective.describe()} {text}{lag}"
+        f"{run.names} ({run.workers} workers) at {check.rate_rps:g} req/s (arrived"
+        f" {check.arrival_rps:.1f}, served {check.served_rps:.1f} inside the window): objective"
+        f" {objective.describe()} {text}{lag}"
     )
 
 

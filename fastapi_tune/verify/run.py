@@ -25,18 +25,19 @@ import psutil
 
 from fastapi_tune.core import checks
 from fastapi_tune.core.errors import ServerFailedError, UsageError
-from fastapi_tune.core.redact import REDACTED
+from fastapi_tune.core.redact import REDACTED, redact_path
 from fastapi_tune.core.rules import OVERLOAD_PER_WORKER, rule_of_thumb_workers
 from fastapi_tune.core.signals import stop_on_signals
 from fastapi_tune.discover.openapi import parse_endpoint, parse_header
 from fastapi_tune.measure.host import HostFacts
-from fastapi_tune.measure.launch import Running, free_port, run_server
+from fastapi_tune.measure.launch import free_port, run_server
 from fastapi_tune.measure.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.measure.observe import cpu_seconds, worker_children
 from fastapi_tune.measure.openloop import run_open_loop
 from fastapi_tune.measure.report import Endpoint, EndpointClass, ProbeReport
+from fastapi_tune.measure.settle import SETTLE_MAX_S, Settler
 from fastapi_tune.measure.stats import errors_by_kind, summarize
-from fastapi_tune.plan.slo import Objective, meets
+from fastapi_tune.plan.slo import Objective
 from fastapi_tune.verify.judge import (
     CAPACITY_START,
     RECOMMENDED,
@@ -52,6 +53,7 @@ from fastapi_tune.verify.judge import (
     judge,
     next_rate,
     objective_verdict,
+    rate_verdict,
     weighted_order,
 )
 from fastapi_tune.verify.judge import plan_runs as plan_configurations
@@ -76,8 +78,10 @@ _OVERRIDES_DROPPED: Final = ("WEB_CONCURRENCY", "BIND", "PORT", "GUNICORN_CMD_AR
 # requests go by in seconds), which shows as socket errors, negative CPU deltas and a worker missing
 # from the RSS sum (FIELD-NOTES). The command line ranks above the config file.
 NO_RECYCLING: Final = ("--max-requests", "0")
-# Open-loop runs: connections enough for a rate x a latency of a second or more.
-_OPEN_CONNECTIONS: Final = 512
+# Open-loop runs: at most this many requests in flight by default (--max-in-flight), k6's maxVUs:
+# enough for a rate x a latency of a second or more, so that a server past its capacity shows as
+# a queue that grows (and is counted) rather than as starts dropped by the generator.
+DEFAULT_MAX_IN_FLIGHT: Final = 512
 # In an open loop with an objective (--rate, a capacity step) a request gets at most this many times
 # the objective's largest bound (at least 1 s) before it counts as a timeout, a failure: it failed
 # the objective long before, and an overloaded run then ends within seconds, not the full --timeout.
@@ -108,6 +112,7 @@ class VerifyOptions:
     rate_rps: float | None = None  # --rate: an open loop at this rate on every configuration
     capacity: bool = False  # --capacity: search the highest rate meeting the objective
     step_s: float = 2.0  # counted seconds per capacity step
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # --max-in-flight: the open loop's bound
     # The overload step: in flight per worker (--overload C); by default it runs when the config
     # carries an admission cap (at OVERLOAD_PER_WORKER), and never with no_overload.
     overload: int | None = None
@@ -223,7 +228,8 @@ def _routes(options: VerifyOptions, report: ProbeReport | None) -> list[_Route]:
     return [routes[i] for i in weighted_order(weights)]
 
 
-def _specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
+def request_specs(options: VerifyOptions, report: ProbeReport | None, base: str) -> list[RequestSpec]:
+    """The load every run gets: the routes in order (by --mix weight), with -H headers, against `base`."""
     headers = tuple(parse_header(h) for h in options.headers)
     return [
         RequestSpec(
@@ -306,6 +312,7 @@ def _open_loop(
     rate: float,
     duration_s: float,
     timeout_s: float,
+    max_in_flight: int,
     stop: threading.Event,
     live: LiveCount | None = None,
 ) -> RateCheck:
@@ -314,7 +321,7 @@ def _open_loop(
         specs,
         rate,
         duration_s,
-        max_connections=_OPEN_CONNECTIONS,
+        max_in_flight=max_in_flight,
         timeout_s=timeout_s,
         warmup_s=0.5,
         stop=stop,
@@ -332,6 +339,12 @@ def _open_loop(
         dropped=r.dropped_starts,
         histogram=r.histogram,
         client_cpu_cores=r.client_cpu_s / r.duration_s if r.duration_s > 0 else 0.0,
+        sent=r.sent,
+        served=r.served_in_window,
+        backlog_at_end=r.backlog_at_end,
+        drain_s=r.drain_s,
+        first_second=r.first_segment,
+        last_second=r.last_segment,
     )
 
 
@@ -349,8 +362,10 @@ def _capacity(
     options: VerifyOptions,
     stop: threading.Event,
     events: VerifyEvents,
+    settle: Callable[[str], None],
 ) -> Capacity:
-    """The highest arrival rate meeting the objective: short open-loop steps (verify_judge.next_rate)."""
+    """The highest arrival rate meeting the objective (met by the percentiles, and served without
+    falling behind): short open-loop steps (judge.next_rate), each on a settled server."""
     objective = options.objective
     assert objective is not None
     timeout = _open_timeout(options)
@@ -365,70 +380,116 @@ def _capacity(
         if rate is None:
             break
         events.step(f"capacity search, step {len(steps) + 1}: {rate:.1f} req/s")
-        check = _open_loop(specs, rate, step_s, timeout, stop)
+        settle(f"capacity step at {rate:.1f} req/s")
+        check = _open_loop(specs, rate, step_s, timeout, options.max_in_flight, stop)
         if stop.is_set():
             break
-        ok, text = meets(objective, check.measured())
+        ok, text = rate_verdict(objective, check)
         steps.append((round(rate, 2), ok, text))
     return capacity_of(steps)
 
 
+@dataclass(frozen=True)
+class Watched:
+    """The processes a run counts: its workers (their number is the run's) and those whose CPU and RSS
+    are summed (gunicorn configs: the workers; verify --servers: the whole tree, master included)."""
+
+    workers: list[psutil.Process]
+    counted: list[psutil.Process]
+
+
+def workers_of(pid: int) -> Watched:
+    """A gunicorn's workers, counted alone (the table compares workers' RSS across worker counts)."""
+    workers = worker_children(pid)
+    return Watched(workers, workers)
+
+
 def _measure(
     planned: Planned,
-    running: Running,
+    watched: Watched,
     specs: Sequence[RequestSpec],
     options: VerifyOptions,
     stop: threading.Event,
     live: LiveCount,
-) -> Run:
-    workers = worker_children(running.pid)
-    cpu_before, started = sum(cpu_seconds(workers).values()), time.perf_counter()
-    result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live)
-    cpu_after, wall = sum(cpu_seconds(workers).values()), time.perf_counter() - started
+) -> tuple[Run, str | None]:
+    """The closed-loop burst, and a note when its last requests were not answered in time."""
+    counted = watched.counted
+    cpu_before, started = sum(cpu_seconds(counted).values()), time.perf_counter()
+    # The requests in flight when the window closes are awaited (uncounted): a server left
+    # working through them would slow whatever is measured next (FIELD-NOTES).
+    drain = min(options.timeout_s, SETTLE_MAX_S)
+    result = run_burst(specs, options.concurrency, options.warmup_s, options.duration_s, stop, live, drain)
+    cpu_after, wall = sum(cpu_seconds(counted).values()), time.perf_counter() - started
     b = summarize(result)
-    # Server CPU is averaged over the whole burst, warm-up included: context for the table,
-    # not part of the verdict.
-    return Run(
+    # Server CPU is averaged over the whole burst, warm-up and drain included: context for the
+    # table, not part of the verdict.
+    run = Run(
         label=planned.label,
-        workers=len(workers),
+        workers=len(watched.workers),
         requests=b.requests,
         errors=b.errors,
         throughput_rps=b.throughput_rps,
         p50_ms=None if b.p50_ms is None else round(b.p50_ms, 2),
         p99_ms=None if b.p99_ms is None else round(b.p99_ms, 2),
-        rss_mib=round(_rss_mib(workers), 1),
+        rss_mib=round(_rss_mib(counted), 1),
         server_cpu_cores=round((cpu_after - cpu_before) / wall, 3),
         client_cpu_cores=round(b.client_cpu_cores, 3),
         aliases=planned.aliases,
         errors_by_status=dict(b.errors_by_status),
         errors_by_kind=dict(b.errors_by_kind),
     )
+    note = None
+    if result.undrained and not stop.is_set():
+        note = (
+            f"the closed loop's last {result.undrained} request(s) were still unanswered {drain:g} s"
+            " after its window: what followed was measured on a server still serving them"
+        )
+    return run, note
 
 
-def _measure_all(
+def measure_all(
     planned: Planned,
     round_no: int,
-    running: Running,
+    watched: Watched,
     specs: Sequence[RequestSpec],
     options: VerifyOptions,
     stop: threading.Event,
     events: VerifyEvents,
     live: LiveCount,
 ) -> Run:
-    """The closed-loop burst, then the open loop at --rate, then (first round) the capacity search."""
-    run = _measure(planned, running, specs, options, stop, live)
+    """The closed-loop burst, then the open loop at --rate, then (first round) the capacity search,
+    each on a settled server (item 4 of issue 23: an open loop right after a burst measured the
+    burst's backlog as its own tail)."""
+    settle = Settler(lambda: watched.counted, stop, events.step)
+    settle("closed loop")
+    run, note = _measure(planned, watched, specs, options, stop, live)
+    settle.notes += [note] if note else []
     if options.rate_rps is not None and not stop.is_set():
+        settle(f"open loop at {options.rate_rps:g} req/s")
         events.step(f"open loop at {options.rate_rps:g} req/s")
-        check = _open_loop(specs, options.rate_rps, options.duration_s, _open_timeout(options), stop, live)
+        check = _open_loop(
+            specs,
+            options.rate_rps,
+            options.duration_s,
+            _open_timeout(options),
+            options.max_in_flight,
+            stop,
+            live,
+        )
         run = replace(run, at_rate=check)
     if options.capacity and round_no == 0 and not stop.is_set() and run.throughput_rps > 0:
-        run = replace(run, capacity=_capacity(specs, run.throughput_rps, options, stop, events))
-    return run
+        run = replace(run, capacity=_capacity(specs, run.throughput_rps, options, stop, events, settle))
+    return replace(run, notes=tuple(settle.notes))
 
 
 def _check_options(options: VerifyOptions) -> None:
     if not options.config.is_file():
         raise UsageError(f"{options.config}: no such config file (make one with `fastapi-tune recommend`)")
+    check_load_options(options)
+
+
+def check_load_options(options: VerifyOptions) -> None:
+    """The load's numbers, the rate and the objective: usage errors before any server starts."""
     check_verify_options(options)
     if options.rate_rps is not None and not (math.isfinite(options.rate_rps) and options.rate_rps > 0):
         raise UsageError("--rate: expected a positive number of requests per second")
@@ -478,21 +539,24 @@ def run_verify(
             if stop.is_set():
                 break
             port = free_port()
-            specs = _specs(options, report, f"http://127.0.0.1:{port}")
-            endpoints = tuple(dict.fromkeys(f"{s.method} {s.url.split(str(port), 1)[1]}" for s in specs))
+            specs = request_specs(options, report, f"http://127.0.0.1:{port}")
+            paths = [(s.method, s.url.split(str(port), 1)[1]) for s in specs]
+            # Shown and saved with sensitive query values hidden; the requests carry them.
+            endpoints = tuple(dict.fromkeys(f"{m} {redact_path(p)}" for m, p in paths))
             live = LiveCount()
             events.run_started(planned.label, planned.workers, round_no + 1, options.repeat, live.read)
             with run_server(
                 _argv(options, port, planned.workers, control),
                 port,
-                ready_path=endpoints[0].split(" ", 1)[1],
+                ready_path=paths[0][1],
                 workers=planned.workers or configured,
                 cwd=app_dir,
                 env=env,
                 name=f"gunicorn ({planned.label})",
             ) as running:
                 time.sleep(0.2)
-                run = _measure_all(planned, round_no, running, specs, options, stop, events, live)
+                watched = workers_of(running.pid)
+                run = measure_all(planned, round_no, watched, specs, options, stop, events, live)
             if stop.is_set():
                 break
             measured.setdefault(planned.label, []).append(run)
@@ -533,7 +597,7 @@ def _overload(
         return ()
 
     def specs(port: int) -> list[RequestSpec]:
-        return _specs(options, report, f"http://127.0.0.1:{port}")
+        return request_specs(options, report, f"http://127.0.0.1:{port}")
 
     def argv(port: int) -> list[str]:
         return _argv(options, port, None, control)
@@ -588,6 +652,9 @@ def check_verify_options(options: VerifyOptions) -> None:
     checks.whole(options.repeat, "--repeat", 1, checks.MAX_REPEAT)
     checks.number(options.timeout_s, "--timeout", checks.MIN_TIMEOUT_S, checks.MAX_TIMEOUT_S, " seconds")
     checks.number(options.warmup_s, "warm-up", 0, 600, " seconds")
+    checks.whole(options.max_in_flight, "--max-in-flight", 1, checks.MAX_CONCURRENCY)
     checks.open_files_allow(options.concurrency, "--concurrency")
+    if options.rate_rps is not None or options.capacity:
+        checks.open_files_allow(options.max_in_flight, "--max-in-flight")
     if options.overload is not None:
         checks.whole(options.overload, "--overload", 1, checks.MAX_CONCURRENCY)

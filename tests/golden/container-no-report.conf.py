@@ -177,6 +177,6 @@ control_socket_disable = True
 #       --access-logfile - \
 #       --no-control-socket
 #   uvicorn main:app --host 0.0.0.0 --port 8000 --workers 2 --timeout-keep-alive 5 \
-#       --backlog 2048 --timeout-graceful-shutdown 8 --limit-max-requests 10000 \
-#       --limit-max-requests-jitter 1000
+#       --backlog 2048 --timeout-graceful-shutdown 8 --timeout-worker-healthcheck 30 \
+#       --limit-max-requests 10000 --limit-max-requests-jitter 1000 --access-log
 #   fastapi run main.py --app app --host 0.0.0.0 --port 8000 --workers 2

@@ -112,5 +112,5 @@ control_socket_disable = True
 #       --access-logfile - \
 #       --no-control-socket
 #   uvicorn main:app --host 0.0.0.0 --port 8000 --workers 1 --timeout-keep-alive 65 \
-#       --backlog 2048 --timeout-graceful-shutdown 25
+#       --backlog 2048 --timeout-graceful-shutdown 25 --access-log
 #   fastapi run main.py --app app --host 0.0.0.0 --port 8000 --workers 1

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from fastapi_tune.measure.appfiles import AppFiles
 from fastapi_tune.measure.loadgen import BurstResult, RequestSpec, run_burst
 from fastapi_tune.measure.observe import worker_children
 from fastapi_tune.measure.stacks import StackSample, sample_workers
@@ -60,7 +61,7 @@ def record(name: str) -> None:
         load = threading.Thread(target=lambda: done.append(run_burst(spec, concurrency, 0.3, 2.5)))
         load.start()
         time.sleep(0.6)
-        sample = sample_workers(pids, 1.5, 50, APP_DIR)
+        sample = sample_workers(pids, 1.5, 50, AppFiles.at(APP_DIR))
         load.join()
     if not isinstance(sample, StackSample):
         raise SystemExit(f"{name}: {sample}")

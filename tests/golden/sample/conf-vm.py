@@ -96,7 +96,7 @@ def workers_for_cpus(planned: int, cpus: float | None, per_cpu: float) -> int:
 # wsgi_app: the application gunicorn loads (so `gunicorn -c FILE` needs no argument).
 wsgi_app = "main:app"
 
-# bind: loopback: a reverse proxy on the same host forwards to it, and gunicorn stays off the
+# bind: loopback: a reverse proxy on the same host forwards to it, and the server stays off the
 #   network.
 bind = os.environ.get("BIND") or "127.0.0.1" + ":" + os.environ.get("PORT", "8000")
 
@@ -193,6 +193,6 @@ preload_app = False
 #       --backlog 2048 \
 #       --worker-tmp-dir /dev/shm
 #   uvicorn main:app --host 127.0.0.1 --port 8000 --workers 6 --timeout-keep-alive 5 \
-#       --backlog 2048 --timeout-graceful-shutdown 30 --limit-max-requests 10000 \
-#       --limit-max-requests-jitter 1000 --no-access-log
+#       --backlog 2048 --timeout-graceful-shutdown 30 --timeout-worker-healthcheck 30 \
+#       --limit-max-requests 10000 --limit-max-requests-jitter 1000 --no-access-log
 #   fastapi run main.py --app app --host 127.0.0.1 --port 8000 --workers 6
