@@ -228,5 +228,3 @@ def _show_server_and_write(
     else:
         print_server_plan(out, plan, sp, brief=brief)
     show_and_write_file(output, render_run_script(sp, plan), consent, ask, executable=True)
-    for path, module in admission_files(plan, output):  # the cap's module, which the script serves
-        show_and_write_file(path, module, consent, ask)

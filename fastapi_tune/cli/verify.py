@@ -169,9 +169,9 @@ def verify(  # long mostly in its signature: one typer parameter per option
         objective=parse_slo(slo) if slo else None,
         rate_rps=rate,
         capacity=capacity,
-        max_in_flight=max_in_flight,
         overload=overload,
         no_overload=no_overload,
+        max_in_flight=max_in_flight,
     )
     for note in note_lines(verify_notes(options, report), every=verbose):
         err.print(f"[yellow]note:[/] {escape(note)}")

@@ -39,9 +39,9 @@ class Running:
     url: str
     port: int
     pid: int
+    boot_s: float = 0.0  # from the start of the process until it answered with every worker up
     # Start the same server again on the same port (after a wedge); None where that is not ours to do.
     restart: Callable[[], Running] | None = field(default=None, compare=False, repr=False)
-    boot_s: float = 0.0  # from the start of the process until it answered with every worker up
 
 
 # What helps after a failed boot, by the root cause's exception: the usual cause is the environment.
@@ -111,11 +111,9 @@ def _wait_ready(
     boot_timeout_s: float,
     name: str,
     log_path: Path,
-) -> float:
-    """Until the server answers with every worker up and settled; the seconds since `proc` started
-    (ServerFailedError when it exits or never answers)."""
-    started = time.monotonic()
-    deadline = started + boot_timeout_s
+) -> None:
+    """Until the server answers with every worker up; ServerFailedError when it exits or never does."""
+    deadline = time.monotonic() + boot_timeout_s
     while True:
         if proc.poll() is not None:
             raise ServerFailedError(
@@ -131,7 +129,7 @@ def _wait_ready(
                 # its keep-alive connections on the ready ones (and Granian's late workers have no
                 # socket yet), measuring fewer workers than the config has.
                 _wait_settled(proc.pid, min(deadline, time.monotonic() + _SETTLE_MAX_S))
-            return time.monotonic() - started
+            return
         if time.monotonic() > deadline:
             raise ServerFailedError(
                 f"{name} did not answer on {url} within {boot_timeout_s:g} s:\n{_tail(log_path)}"
@@ -163,17 +161,22 @@ def run_server(
     log = tempfile.NamedTemporaryFile(prefix="fastapi-tune-", suffix=".log", delete=False)  # noqa: SIM115
     log_path = Path(log.name)
     url = f"{scheme}://127.0.0.1:{port}"
+    started = time.monotonic()
     procs = [_spawn(argv, cwd, env, log)]
 
     def restart() -> Running:
         kill_group(procs[-1])
+        again = time.monotonic()
         procs.append(_spawn(argv, cwd, env, log))
-        boot_s = _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
-        return Running(url=url, port=port, pid=procs[-1].pid, restart=restart, boot_s=boot_s)
+        _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
+        return Running(
+            url=url, port=port, pid=procs[-1].pid, boot_s=time.monotonic() - again, restart=restart
+        )
 
     try:
-        boot_s = _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
-        yield Running(url=url, port=port, pid=procs[-1].pid, restart=restart, boot_s=boot_s)
+        _wait_ready(procs[-1], url, ready_path, workers, boot_timeout_s, name, log_path)
+        boot_s = time.monotonic() - started
+        yield Running(url=url, port=port, pid=procs[-1].pid, boot_s=boot_s, restart=restart)
     finally:
         stop_group(procs[-1])
         log.close()

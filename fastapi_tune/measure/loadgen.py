@@ -104,10 +104,6 @@ class BurstResult:
     # answered (not counted), and how many were not when the wait ended.
     drain_s: float | None = None
     undrained: int = 0
-    # With run_burst(counted_drain_s=...): of duration_s, the time after the last request was sent,
-    # spent waiting for the ones in flight; their completions count, however late (the overload step:
-    # a queue is not a failure).
-    drained_s: float = 0.0
 
     @property
     def oldest_in_flight_ms(self) -> float | None:
@@ -569,19 +565,6 @@ async def _measure(
         await asyncio.sleep(max(0.0, wake - time.perf_counter()))
 
 
-async def _drain_counted(burst: _Burst, drain_s: float, stop: threading.Event | None) -> float:
-    """Send nothing more; keep counting until no request is in flight, or `drain_s` has passed."""
-    burst.running = False  # a connection closes after its answer instead of sending again
-    t0 = time.perf_counter()
-    while True:
-        now = time.perf_counter()
-        _expire(burst, now)
-        busy = any(conn.sent_at for conn in burst.live)
-        if not busy or now - t0 >= drain_s or (stop is not None and stop.is_set()):
-            return now - t0
-        await asyncio.sleep(min(TICK_S, max(0.0, t0 + drain_s - now)))
-
-
 def _close_window(burst: _Burst, window: _Window) -> None:
     """End the counted window: stamp it and account for every request still in flight."""
     if burst.counting:
@@ -613,7 +596,7 @@ async def _run(
     stop: threading.Event | None,
     live: LiveCount | None,
     drain_s: float,
-    counted_drain_s: float = 0.0,
+    count_drain: bool = False,
 ) -> BurstResult:
     targets = encode_targets(specs)
     burst = _Burst(max(spec.timeout_s for spec in specs))
@@ -622,14 +605,16 @@ async def _run(
     window = _Window()
     slots: list[asyncio.Future[None]] = []
     drained: tuple[float | None, int] = (None, 0)
-    counted = 0.0
     try:
         slots = await _open_slots(burst, targets, concurrency, stop)
         await _measure(burst, window, warmup_s, duration_s, stop)
-        if counted_drain_s > 0 and burst.counting:
-            counted = await _drain_counted(burst, counted_drain_s, stop)
+        if count_drain and drain_s > 0 and burst.counting:
+            # The window stays open through the drain: answers count however late (nothing new is
+            # sent), and what is still unanswered at its end is in flight at the window's end.
+            burst.running = False
+            drained = await _drain(burst, drain_s, stop)
         _close_window(burst, window)
-        if drain_s > 0:
+        if drain_s > 0 and not count_drain:
             drained = await _drain(burst, drain_s, stop)
     finally:
         _close_window(burst, window)
@@ -649,7 +634,6 @@ async def _run(
         in_flight_ages_ms=window.in_flight_ages_ms,
         drain_s=drained[0],
         undrained=drained[1],
-        drained_s=counted,
     )
 
 
@@ -661,21 +645,21 @@ def run_burst(
     stop: threading.Event | None = None,
     live: LiveCount | None = None,
     drain_s: float = 0.0,
-    counted_drain_s: float = 0.0,
+    *,
+    count_drain: bool = False,
 ) -> BurstResult:
     """Run one closed-loop burst and block until it is over (or ``stop`` is set).
 
     Several specs make a mix: every connection sends them in turn, starting at spec i mod k.
-    With ``counted_drain_s`` the window goes on after the last send until every request in flight
-    is answered or ``counted_drain_s`` has passed (``BurstResult.drained_s``; the returns-within
-    bound grows by it), and their answers count.
 
     The event loop gets a thread of its own so callers may hold a running loop themselves, and so
     ``client_cpu_s`` (that thread's CPU clock over the counted window) excludes the caller's work.
     Returns within the connections' opening (~1 ms each) + warmup_s + duration_s + TEARDOWN_GRACE_S,
     whatever the server does: requests still unanswered then are counted, not awaited. With
     `drain_s`, it then waits up to that long for them (uncounted) before letting go, so that the
-    server is not left working through them while the next measurement starts.
+    server is not left working through them while the next measurement starts. With `count_drain`
+    the window stays open through that wait instead: the answers count, however late (the overload
+    step's goodput), and `duration_s` includes the wait.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -683,6 +667,6 @@ def run_burst(
     if not specs:
         raise ValueError("at least one request spec is needed")
     return run_on_thread(
-        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s, counted_drain_s),
+        lambda: _run(specs, concurrency, warmup_s, duration_s, stop, live, drain_s, count_drain),
         "fastapi-tune-loadgen",
     )

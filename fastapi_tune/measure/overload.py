@@ -224,7 +224,7 @@ def burst_trial(
 ) -> OverloadTrial | None:
     """One closed-loop burst at `concurrency` counted as the overload step counts it: the window,
     then a drain that waits for the requests in flight (their completions count however late)."""
-    result = run_burst(specs, concurrency, _WARMUP_S, window_s, stop, live, counted_drain_s=drain_s)
+    result = run_burst(specs, concurrency, _WARMUP_S, window_s, stop, live, drain_s, count_drain=True)
     if (stop is not None and stop.is_set()) or result.duration_s <= 0:
         return None
     b = summarize(result)
@@ -232,7 +232,7 @@ def burst_trial(
         concurrency=concurrency,
         per_worker=round(concurrency / max(1, workers), 3),
         seconds=round(result.duration_s, 3),
-        drained_s=round(result.drained_s, 3),
+        drained_s=round(result.drain_s or 0.0, 3),
         completed=b.ok,
         errors=b.errors,
         goodput_rps=round(b.ok / result.duration_s, 3),

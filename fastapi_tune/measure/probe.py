@@ -432,7 +432,7 @@ def run_probe(
             climbed, error, session = _triage_then_deepen(session, ops, headers, server, plan, order, restart)
         budget.deadline += reserve
         overload = None
-        if error is None:
+        if error is None and ops:
             specs = [_spec(op, headers, options) for op in ops]
             overload = overload_step(session, ops, specs, climbed, options.overload, restart)
     endpoints, unreached = not_measured(climbed)

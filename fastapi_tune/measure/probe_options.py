@@ -48,13 +48,13 @@ class ProbeOptions:
     # MODULE:ATTRIBUTE the server serves, when the caller started it (demo, tune): its files are found
     # as the server resolves them, for naming the app's lines (default: read off the server's command line)
     app: str | None = None
+    # The overload step after every ladder: in flight per worker (--overload C); None: --no-overload.
+    overload: int | None = OVERLOAD_PER_WORKER
     # Route name ("GET /orders/{oid}", as the report names it) -> weight, e.g. its share of the
     # traffic in the access logs or --mix. When given, endpoints are preflighted and triaged
     # heaviest first, and the weight moves a route up the order of full ladders after the triage;
     # routes without a weight come last, in the document's order.
     route_weights: Mapping[str, float] | None = None
-    # The overload step after every ladder: in flight per worker (--overload C); None: --no-overload.
-    overload: int | None = OVERLOAD_PER_WORKER
 
 
 @dataclass(frozen=True)

@@ -183,22 +183,6 @@ def _uvicorn_limit(ev: ServerEvidence) -> tuple[list[ServerOption], list[str]]:
     return [ServerOption("--limit-concurrency", str(cap + 1), why)], []
 
 
-def served_app(plan: Plan) -> str:
-    """What uvicorn, Granian and `fastapi run` serve: the app, or the admission module that wraps it
-    (the cap, where the overload step saw the app fall over; written beside the config or script)."""
-    return plan.app if plan.admission is None else f"{plan.admission.module}:app"
-
-
-def _admission_note(plan: Plan) -> tuple[str, ...]:
-    cap = plan.admission
-    if cap is None:
-        return ()
-    return (
-        f"serves {cap.module}:app, the cap of {cap.limit} requests in flight per worker around {plan.app}"
-        f" ({cap.module}.py, written beside this file: run it from that directory)",
-    )
-
-
 _UVICORN_NOT_FLAGS: Final = {
     "worker_class": "uvicorn is the worker: no worker class",
     "worker_tmp_dir": "uvicorn's manager pings workers over a pipe: no heartbeat file to place",
@@ -237,13 +221,13 @@ def uvicorn_plan(plan: Plan, ev: ServerEvidence = NO_EVIDENCE) -> ServerPlan:
     installed, install = install_state(Server.UVICORN, stack)
     return ServerPlan(
         server=Server.UVICORN,
-        app=served_app(plan),
+        app=plan.app,
         version=version,
         installed=installed,
         workers=plan.workers,
         options=kept,
         not_flags=(*dropped, *said),
-        notes=(*install, *_admission_note(plan), *notes),
+        notes=(*install, *notes),
         advice=advice_for(plan, Server.UVICORN),
         pins=(f"uvicorn=={version}",) if version else (),
     )
@@ -484,7 +468,6 @@ def granian_plan(plan: Plan, ev: ServerEvidence = NO_EVIDENCE) -> ServerPlan:
     installed, install = install_state(Server.GRANIAN, stack)
     notes = (
         *install,
-        *_admission_note(plan),
         *memory_notes,
         "Granian runs an ASGI app's sync code on one blocking thread per worker (fixed); FastAPI's `def`"
         " routes run in AnyIO's thread pool inside the app, so the thread-limiter advice applies as under"
@@ -492,7 +475,7 @@ def granian_plan(plan: Plan, ev: ServerEvidence = NO_EVIDENCE) -> ServerPlan:
     )
     return ServerPlan(
         server=Server.GRANIAN,
-        app=served_app(plan),
+        app=plan.app,
         version=version,
         installed=installed,
         workers=plan.workers,

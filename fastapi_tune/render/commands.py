@@ -6,10 +6,11 @@ Rendering only: the values are the plan's settings; the flags are each tool's sp
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 
 from fastapi_tune.plan.model import Plan
 from fastapi_tune.plan.server_model import UVICORN_FLAG_SINCE, dotted, server_argv, uvicorn_accepts
-from fastapi_tune.plan.servers import gunicorn_plan, served_app, uvicorn_plan
+from fastapi_tune.plan.servers import gunicorn_plan, uvicorn_plan
 
 __all__ = [
     "command_notes",
@@ -38,7 +39,13 @@ def uvicorn_argv(plan: Plan) -> tuple[str, ...]:
     """uvicorn's own process manager with the plan's workers, keep-alive, backlog, shutdown and recycling,
     in the flags the app's uvicorn has (the same command as `recommend --server uvicorn`, without the
     probe's concurrency cap)."""
-    return server_argv(uvicorn_plan(plan))
+    sp = uvicorn_plan(plan)
+    return server_argv(sp if plan.admission is None else replace(sp, app=_served(plan)))
+
+
+def _served(plan: Plan) -> str:
+    """What uvicorn and `fastapi run` serve: the app, or the admission module that wraps it (the cap)."""
+    return plan.app if plan.admission is None else f"{plan.admission.module}:app"
 
 
 def _admission_notes(plan: Plan) -> list[str]:
@@ -47,11 +54,12 @@ def _admission_notes(plan: Plan) -> list[str]:
         return []
     return [
         f"uvicorn and `fastapi run` serve {cap.module}:app, the cap of {cap.limit} in flight per worker"
-        f" around {plan.app} (gunicorn wraps it in post_worker_init). uvicorn's own --limit-concurrency does"
-        " not fit: it counts open connections as well as requests and answers 503 at once, so idle"
-        " keep-alive clients turn into 503s (measured: 160 -> 106 req/s at c=64)",
+        f" around {plan.app} (gunicorn wraps it in post_worker_init). uvicorn's own --limit-concurrency"
+        " counts open connections as well as requests and answers 503 at once, so idle keep-alive"
+        " clients turn into 503s (measured: 160 -> 106 req/s at c=64); the module queues instead",
         f"Granian: `granian --interface asgi --workers {plan.workers} {cap.module}:app`; its --backpressure"
-        " caps connections per worker, not requests in flight, so it is no substitute for the cap",
+        " caps connections per worker, not requests in flight (`recommend --server granian` sets it"
+        " from the collapse point too)",
     ]
 
 
@@ -80,7 +88,7 @@ def command_notes(plan: Plan) -> tuple[str, ...]:
 
 def fastapi_argv(plan: Plan) -> tuple[str, ...]:
     """`fastapi run FILE --app ATTR` with the plan's address and workers."""
-    module, _, attr = served_app(plan).partition(":")
+    module, _, attr = _served(plan).partition(":")
     host, port = _host_port(plan)
     path = module.replace(".", "/") + ".py"
     return (

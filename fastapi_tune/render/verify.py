@@ -246,7 +246,7 @@ def print_verify(console: Console, result: VerifyResult, verbose: bool = False) 
             console.print(f"[yellow]note:[/] {escape(r.names)}: {escape(note)}")
     if result.overload:
         console.print(overload_table(result.overload))
-        console.print(f"[bold]Overload:[/] {checks_verdict(result.overload)}")
+        console.print(f"[bold]Overload:[/] {escape(checks_verdict(result.overload) or '')}")
     if result.interrupted:
         console.print("[yellow]Interrupted: the table shows the runs finished before Ctrl-C.[/]")
 

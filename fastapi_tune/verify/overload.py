@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
+from urllib.parse import urlsplit
 
 from fastapi_tune.core.rules import OverloadBehaviour, overload_behaviour
 from fastapi_tune.measure.launch import free_port, run_server
@@ -96,7 +97,6 @@ class Launch:
 
     argv: Callable[[int], list[str]]
     specs: Callable[[int], list[RequestSpec]]
-    ready_path: str
     workers: int
     cwd: Path
     env: Mapping[str, str]
@@ -120,9 +120,11 @@ def _check(
 ) -> OverloadCheck | None:
     port = free_port()
     specs = launch.specs(port)
+    ready = urlsplit(specs[0].url)  # the first route driven: it answers once the app is up
     # PORT too, for a config started without --bind (as a user starts it); a --bind given wins.
     with run_server(
-        launch.argv(port), port, ready_path=launch.ready_path, workers=launch.workers, cwd=launch.cwd,
+        launch.argv(port), port, ready_path=ready.path + (f"?{ready.query}" if ready.query else ""),
+        workers=launch.workers, cwd=launch.cwd,
         env={**env, "PORT": str(port)}, name=f"gunicorn ({label})",
     ) as running:  # fmt: skip
         live = LiveCount()

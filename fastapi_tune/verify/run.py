@@ -590,29 +590,19 @@ def _overload(
     stop: threading.Event,
     events: VerifyEvents,
 ) -> tuple[OverloadCheck, ...]:
-    """The overload step on the config (and, with a cap, on the same config uncapped), when asked for
-    with --overload or when the config carries a cap to prove."""
+    """The overload step on the config (and, with a cap, uncapped) when asked for or a cap is to prove."""
     cap = config_cap(options.config)
     if options.no_overload or stop.is_set() or (cap is None and options.overload is None):
         return ()
-
-    def specs(port: int) -> list[RequestSpec]:
-        return request_specs(options, report, f"http://127.0.0.1:{port}")
-
-    def argv(port: int) -> list[str]:
-        return _argv(options, port, None, control)
-
     launch = Launch(
-        argv=argv,
-        specs=specs,
-        ready_path=specs(1)[0].url.removeprefix("http://127.0.0.1:1") or "/",
+        argv=lambda port: _argv(options, port, None, control),
+        specs=lambda port: request_specs(options, report, f"http://127.0.0.1:{port}"),
         workers=configured,
         cwd=app_dir,
         env=env,
         timeout_s=options.timeout_s,
     )
-    per_worker = options.overload or OVERLOAD_PER_WORKER
-    return run_checks(launch, RECOMMENDED, per_worker, stop, events, cap)
+    return run_checks(launch, RECOMMENDED, options.overload or OVERLOAD_PER_WORKER, stop, events, cap)
 
 
 def control_socket_flags(options: VerifyOptions, env: dict[str, str], cwd: Path) -> list[str]:
