@@ -237,12 +237,12 @@ def _maybe_stuck(ep: Endpoint) -> bool:
 
 def _unstick(session: Session, ep: Endpoint, spec: RequestSpec, restart: Restart | None) -> Session:
     """After a ladder that left the server stuck: a server the tool started is restarted at once
-    (the session then follows its new processes); another is waited for."""
-    if not _maybe_stuck(ep):
-        return session
-    if restart is not None:
+    (the session then follows its new processes); another is waited for after a stall only (a wait
+    on timeouts could spend the budget the overload step needs to say that the server is wedged)."""
+    if restart is not None and _maybe_stuck(ep):
         return follow(session, restart())
-    _await_recovery(session, spec)
+    if ep.stop_reason is StopReason.STALLED:
+        _await_recovery(session, spec)
     return session
 
 
@@ -303,7 +303,7 @@ def _deepen(session: Session, op: Operation, spec: RequestSpec, prior: Endpoint,
     ep = replace(
         ep, profile=prior.profile, profile_unavailable=prior.profile_unavailable, evidence_depth=depth
     )
-    if not _maybe_stuck(ep):  # a stuck server is the caller's to restart or wait for
+    if ep.stop_reason is not StopReason.STALLED:  # a stalled server is the caller's to restart or wait for
         wait_drained(session.worker_pids, ep.levels[-1] if ep.levels else None, session.budget.stop,
                      session.budget.deadline)  # fmt: skip
     return with_body(ep, op)
