@@ -64,11 +64,14 @@ class Collapse:
     # 2 workers for the async-dependency form (N ~16 per worker); #3205 needs ~50 per worker, so 64
     # each (verify's default), 128 in all.
     clients_per_worker: int
+    # The ladder's levels: the async-dependency form's ladder reaches its collapse (c=32) on purpose,
+    # so the restart after a stall in the ladder is exercised too.
+    levels: tuple[int, ...] | None = None
 
 
 COLLAPSES = [
     pytest.param(
-        Collapse("tests.apps.collapse_async_dep_app", 8, 24, "current_user", 32),
+        Collapse("tests.apps.collapse_async_dep_app", 8, 24, "current_user", 32, (1, 2, 4, 32)),
         id="async-dependency",
     ),
     pytest.param(Collapse("tests.apps.collapse_plain_app", 25, 75, "list_items", 64), id="fastapi-3205"),
@@ -103,8 +106,9 @@ def test_a_collapse_is_found_named_and_capped(case: Collapse, tmp_path: Path) ->
         options = ProbeOptions(
             url=running.url,
             endpoints=("GET /items",),
+            levels=case.levels,
             max_seconds=90,
-            timeout_s=3.0,
+            timeout_s=5.0,  # above the ladder's 3 s stall window: a stall is read as one
             app=f"{case.module}:app",
         )
         outcome = probe_and_classify(options, read_host(), Quiet(), restart=restarter(running))
@@ -114,6 +118,9 @@ def test_a_collapse_is_found_named_and_capped(case: Collapse, tmp_path: Path) ->
     verdict = run.verdict
     assert fell_over(verdict.behaviour), verdict.summary
     assert run.restarts >= 1  # the tool started it, so it restarted it and went on
+    if case.levels is not None:
+        (endpoint,) = outcome.report.endpoints
+        assert endpoint.levels[-1].stalled  # the ladder wedged it first: restarted, the step went on
     assert verdict.collapse_per_worker is not None
     assert case.n_low <= verdict.collapse_per_worker <= case.n_high, verdict.summary
     assert verdict.cause is not None

@@ -53,8 +53,8 @@ def probe_and_classify(
 
     With `traffic` (from access logs) the routes that carry the most traffic are measured first
     and get their full ladders sooner, and the report keeps the traffic's summary for `recommend`.
-    `restart` restarts a server the tool started when the overload step wedged it (tune, demo,
-    check), so the probe goes on.
+    `restart` restarts a server the tool started when the probe wedged it (tune, demo, check), so the
+    probe goes on.
     """
     if traffic is not None:
         options = replace(options, route_weights=traffic.shares())

@@ -44,7 +44,7 @@ from fastapi_tune.measure.loadgen import (
 )
 from fastapi_tune.measure.observe import ServerWatcher, find_server
 from fastapi_tune.measure.operations import find_operations, with_body
-from fastapi_tune.measure.overload import Restart, overload_step, reserve_s
+from fastapi_tune.measure.overload import Restart, follow, overload_step, reserve_s
 from fastapi_tune.measure.probe_options import (
     BudgetPlan,
     DeepenOrder,
@@ -182,7 +182,10 @@ def _await_recovery(session: Session, spec: RequestSpec) -> None:
 
 
 def _climb_all(
-    session: Session, ops: Sequence[Operation], headers: tuple[tuple[str, str], ...]
+    session: Session,
+    ops: Sequence[Operation],
+    headers: tuple[tuple[str, str], ...],
+    restart: Restart | None = None,
 ) -> tuple[list[Endpoint], TargetUnreachableError | None]:
     """Every endpoint's ladder, in two passes over the time budget; stops at a dead server."""
     options, budget = session.options, session.budget
@@ -216,9 +219,31 @@ def _climb_all(
             results[i] = with_body(ep, op)
             if first_pass:
                 session.events.endpoint_done(ep)
-            if ep.stop_reason is StopReason.STALLED:
-                _await_recovery(session, spec)
+            session = _unstick(session, ep, spec, restart)
     return [results.get(i) or _unreached(op, budget, error) for i, op in enumerate(ops)], error
+
+
+def _maybe_stuck(ep: Endpoint) -> bool:
+    """The ladder ended on a level that left the server stuck: nothing completed, or only timeouts."""
+    if ep.stop_reason is StopReason.STALLED:
+        return True
+    last = ep.levels[-1] if ep.levels else None
+    return (
+        ep.stop_reason is StopReason.ERRORS
+        and last is not None
+        and last.errors_by_kind.get("timeout", 0) * 2 > last.requests
+    )
+
+
+def _unstick(session: Session, ep: Endpoint, spec: RequestSpec, restart: Restart | None) -> Session:
+    """After a ladder that left the server stuck: a server the tool started is restarted at once
+    (the session then follows its new processes); another is waited for after a stall only (a wait
+    on timeouts could spend the budget the overload step needs to say that the server is wedged)."""
+    if restart is not None and _maybe_stuck(ep):
+        return follow(session, restart())
+    if ep.stop_reason is StopReason.STALLED:
+        _await_recovery(session, spec)
+    return session
 
 
 def _died(op: Operation, died: ServerDied) -> tuple[Endpoint, TargetUnreachableError]:
@@ -227,9 +252,10 @@ def _died(op: Operation, died: ServerDied) -> tuple[Endpoint, TargetUnreachableE
 
 
 def _triage_all(
-    session: Session, ops: Sequence[Operation], headers: tuple[tuple[str, str], ...]
-) -> tuple[dict[int, Endpoint], TargetUnreachableError | None]:
-    """Every route's triage, each within its share of what is left; stops at a dead server."""
+    session: Session, ops: Sequence[Operation], headers: tuple[tuple[str, str], ...], restart: Restart | None
+) -> tuple[dict[int, Endpoint], TargetUnreachableError | None, Session]:
+    """Every route's triage, each within its share of what is left; stops at a dead server. The
+    session returned follows a server restarted after a route left it stuck."""
     budget, clock = session.budget, TriageClock()
     results: dict[int, Endpoint] = {}
     for i, op in enumerate(ops):
@@ -250,12 +276,11 @@ def _triage_all(
         except ServerDied as died:
             ep, error = _died(op, died)
             results[i] = ep
-            return results, error
+            return results, error, session
         results[i] = with_body(ep, op)
         session.events.endpoint_done(ep)
-        if ep.stop_reason is StopReason.STALLED:
-            _await_recovery(session, spec)
-    return results, None
+        session = _unstick(session, ep, spec, restart)
+    return results, None, session
 
 
 # A full ladder ended on its own terms (not cut by the budget or a stop) is "ladder" evidence.
@@ -278,9 +303,7 @@ def _deepen(session: Session, op: Operation, spec: RequestSpec, prior: Endpoint,
     ep = replace(
         ep, profile=prior.profile, profile_unavailable=prior.profile_unavailable, evidence_depth=depth
     )
-    if ep.stop_reason is StopReason.STALLED:
-        _await_recovery(session, spec)
-    else:
+    if ep.stop_reason is not StopReason.STALLED:  # a stalled server is the caller's to restart or wait for
         wait_drained(session.worker_pids, ep.levels[-1] if ep.levels else None, session.budget.stop,
                      session.budget.deadline)  # fmt: skip
     return with_body(ep, op)
@@ -293,12 +316,14 @@ def _triage_then_deepen(
     server: ServerInfo,
     plan: BudgetPlan,
     order: DeepenOrder | None,
-) -> tuple[list[Endpoint], TargetUnreachableError | None]:
-    """Triage every route, then full ladders in the judge's order with what the budget has left."""
+    restart: Restart | None = None,
+) -> tuple[list[Endpoint], TargetUnreachableError | None, Session]:
+    """Triage every route, then full ladders in the judge's order with what the budget has left;
+    the session returned follows the server as it is now (restarted after a stuck ladder)."""
     budget, events = session.budget, session.events
     events.planned(plan)
     t0 = time.monotonic()
-    results, error = _triage_all(session, ops, headers)
+    results, error, session = _triage_all(session, ops, headers, restart)
     if error is None and not budget.stop.is_set() and len(results) == len(ops):
         triaged = [results[i] for i in range(len(ops))]
         picks = picks_for(order, triaged, server, session.options.route_weights or {})
@@ -308,14 +333,14 @@ def _triage_then_deepen(
             until = ladder_deadline(time.monotonic(), budget.deadline, len(picks) - j)
             if until is None or budget.stop.is_set():
                 break
-            op = ops[pick.index]
+            op, spec = ops[pick.index], _spec(ops[pick.index], headers, session.options)
             try:
-                results[pick.index] = _deepen(session, op, _spec(op, headers, session.options),
-                                              results[pick.index], until)  # fmt: skip
+                results[pick.index] = _deepen(session, op, spec, results[pick.index], until)
             except ServerDied as died:
                 results[pick.index], error = _died(op, died)
                 break
-    return [results.get(i) or _unreached(op, budget, error) for i, op in enumerate(ops)], error
+            session = _unstick(session, results[pick.index], spec, restart)
+    return [results.get(i) or _unreached(op, budget, error) for i, op in enumerate(ops)], error, session
 
 
 def _unreached(op: Operation, budget: Budget, error: TargetUnreachableError | None) -> Endpoint:
@@ -369,8 +394,8 @@ def run_probe(
 
     The report's endpoints carry no verdicts: judging them is classify.classify_report's job. With
     the default levels every route is triaged first, then `order` (the judge's) says which get a
-    full ladder first; with --levels every route climbs exactly those. Then the overload step
-    (measure/overload.py); `restart` restarts a server the tool started when that wedged it.
+    full ladder first; with --levels every route climbs exactly those. After all of it, the overload
+    step (which may wedge the server) within the budget; `restart` restarts a server the tool started.
     """
     events = events or Quiet()
     check_options(options)
@@ -399,10 +424,12 @@ def run_probe(
             find_app_files(server.pid, options.app) if ops and server.pid and options.profile else None,
         )  # fmt: skip
         if options.levels is not None or not ops:
-            climbed, error = _climb_all(session, ops, headers)
+            climbed, error = _climb_all(session, ops, headers, restart)
         else:
-            plan = initial_plan(len(ops), total_s, grown, time.monotonic() - started)
-            climbed, error = _triage_then_deepen(session, ops, headers, server, plan, order)
+            # The ladders that fit are counted without the reserve; the budget shown is the whole.
+            plan = initial_plan(len(ops), total_s - reserve, grown, time.monotonic() - started)
+            plan = replace(plan, budget_s=total_s)
+            climbed, error, session = _triage_then_deepen(session, ops, headers, server, plan, order, restart)
         budget.deadline += reserve
         overload = None
         if error is None and ops:
