@@ -11,7 +11,7 @@ import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json
 from fastapi_tune.cli.ci import Junit, raise_for, write_ci_outputs
-from fastapi_tune.cli.options import parse_levels
+from fastapi_tune.cli.options import AppDir, AppPython, Endpoints, Excludes, Headers, Params, parse_levels
 from fastapi_tune.core.errors import Interrupted
 from fastapi_tune.core.fileio import check_writable
 from fastapi_tune.flows.check import THIS_RUN, CheckOptions, CheckResult, run_check
@@ -39,24 +39,12 @@ def check(  # long mostly in its signature: one typer parameter per option
     update: Annotated[
         bool, flag("--update", help="Compare, then replace the baseline with this run (exit 0).")
     ] = False,
-    python: Annotated[
-        str, typer.Option(help="Python of the app's environment (default: this one).")
-    ] = sys.executable,
-    app_dir: Annotated[Path, typer.Option(help="Directory the app imports from (default: here).")] = Path(),
-    endpoint: Annotated[
-        list[str] | None,
-        typer.Option("-e", "--endpoint", help="Probe exactly this 'METHOD /path' (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option(help="Skip paths matching this glob, e.g. '/admin/*' (repeatable).")
-    ] = None,
-    header: Annotated[
-        list[str] | None, typer.Option("-H", "--header", help="'Name: value' sent with every request.")
-    ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", help="NAME=VALUE for a path or query parameter (repeatable)."),
-    ] = None,
+    python: AppPython = sys.executable,
+    app_dir: AppDir = Path(),
+    endpoint: Endpoints = None,
+    exclude: Excludes = None,
+    header: Headers = None,
+    param: Params = None,
     levels: Annotated[
         str | None, typer.Option(help="Fixed concurrency levels, e.g. 1,8,64 (default: the baseline's).")
     ] = None,

@@ -90,3 +90,25 @@ OVERLOAD_HELP = (
 
 
 NO_OVERLOAD_HELP = "Skip the overload step (it may wedge an app that deadlocks: see the README)."
+
+
+# The options `tune` and `check` share: both serve the app themselves and probe it.
+AppPython = Annotated[
+    str, typer.Option("--python", help="Python of the app's environment (default: this one).")
+]
+AppDir = Annotated[Path, typer.Option("--app-dir", help="Directory the app imports from (default: here).")]
+Endpoints = Annotated[
+    list[str] | None,
+    typer.Option("-e", "--endpoint", help="Probe exactly this 'METHOD /path' (repeatable)."),
+]
+Excludes = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", help="Skip paths matching this glob, e.g. '/admin/*' (repeatable)."),
+]
+Headers = Annotated[
+    list[str] | None, typer.Option("-H", "--header", help="'Name: value' sent with every request.")
+]
+Params = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="NAME=VALUE for a path or query parameter (repeatable)."),
+]

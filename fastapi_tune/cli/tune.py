@@ -9,7 +9,19 @@ from typing import Annotated
 import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
-from fastapi_tune.cli.options import DEPLOY_HELP, HEALTH_HELP, NO_OVERLOAD_HELP, OVERLOAD_HELP, Verbose
+from fastapi_tune.cli.options import (
+    DEPLOY_HELP,
+    HEALTH_HELP,
+    NO_OVERLOAD_HELP,
+    OVERLOAD_HELP,
+    AppDir,
+    AppPython,
+    Endpoints,
+    Excludes,
+    Headers,
+    Params,
+    Verbose,
+)
 from fastapi_tune.cli.prompts import ask_profile, interactive, refuse_early, target_facts
 from fastapi_tune.cli.traffic import AccessLog, say_defaults
 from fastapi_tune.core.errors import (
@@ -35,10 +47,8 @@ from fastapi_tune.render.tune import TuneProgress, print_files, print_tune, tune
 @command
 def tune(  # long mostly in its signature: one typer parameter per option
     app_module: Annotated[str, typer.Argument(help="Your app, as module:attribute (e.g. main:app).")],
-    python: Annotated[
-        str, typer.Option(help="Python of the app's environment (default: this one).")
-    ] = sys.executable,
-    app_dir: Annotated[Path, typer.Option(help="Directory the app imports from (default: here).")] = Path(),
+    python: AppPython = sys.executable,
+    app_dir: AppDir = Path(),
     profile: Annotated[
         str | None,
         typer.Option(help="Deployment profile: vm, container, kubernetes, small-memory, or a .yaml path."),
@@ -65,20 +75,10 @@ def tune(  # long mostly in its signature: one typer parameter per option
     ),
     deploy: Annotated[Path | None, typer.Option(help=DEPLOY_HELP)] = None,
     health_path: Annotated[str | None, typer.Option(help=HEALTH_HELP)] = None,
-    endpoint: Annotated[
-        list[str] | None,
-        typer.Option("-e", "--endpoint", help="Probe exactly this 'METHOD /path' (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option(help="Skip paths matching this glob, e.g. '/admin/*' (repeatable).")
-    ] = None,
-    header: Annotated[
-        list[str] | None, typer.Option("-H", "--header", help="'Name: value' sent with every request.")
-    ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", help="NAME=VALUE for a path or query parameter (repeatable)."),
-    ] = None,
+    endpoint: Endpoints = None,
+    exclude: Excludes = None,
+    header: Headers = None,
+    param: Params = None,
     max_seconds: Annotated[
         float | None,
         typer.Option(
