@@ -13,7 +13,7 @@ from fastapi_tune.core.errors import UsageError
 from fastapi_tune.measure.appenv import AppEnv, read_app_env
 from fastapi_tune.measure.histogram import LatencyHistogram
 from fastapi_tune.measure.report import EndpointClass, ProbeReport
-from fastapi_tune.plan.model import Plan
+from fastapi_tune.plan.model import AdmissionCap, Plan
 from fastapi_tune.plan.profiles import load_profile
 from fastapi_tune.plan.server_evidence import ServerEvidence, server_evidence
 from fastapi_tune.plan.server_model import Server, for_measuring, parse_servers
@@ -107,6 +107,27 @@ def test_a_collapse_on_two_probe_workers_is_counted_per_worker() -> None:
     )
     plan, ev = _plans("vm", report)
     assert plan_server(Server.GRANIAN, plan, ev).option("--backpressure").value == "16"
+
+
+def test_the_overload_steps_cap_sizes_granian_and_replaces_uvicorns_refusing_limit() -> None:
+    plan, ev = _plans("vm", cpu_report())
+    cap = AdmissionCap(
+        limit=6,
+        wait_s=10.0,
+        collapse_per_worker=18,
+        held_per_worker=8,
+        why_limit="",
+        why_wait="",
+        cause=None,
+        fixes=(),
+    )
+    plan = dataclasses.replace(plan, admission=cap)
+    granian = plan_server(Server.GRANIAN, plan, ev)
+    assert granian.option("--backpressure").value == "6"
+    assert "fall over at 18" in granian.option("--backpressure").why
+    uvicorn = plan_server(Server.UVICORN, plan, ev)
+    assert "--limit-concurrency" not in server_argv(uvicorn)
+    assert any("asgi_admission.py already caps each worker at 6" in n for n in uvicorn.notes)
 
 
 def test_without_a_collapse_granian_keeps_its_own_default_backpressure() -> None:

@@ -46,10 +46,11 @@ Restart = Callable[[], ServerInfo]
 
 # A trial: its connections open, a short warm-up, then a counted window long enough for ~15
 # completions at the route's plateau (0.4-3 s), then a drain that waits for the requests in flight.
-# The mix's trial is all an app that holds pays for (~0.6 s); the collapse search's steps count
+# The mix's trial is all an app that holds pays for (~0.8 s); the collapse search's steps count
 # longer, since a deadlock near its threshold may take a moment to form.
+# (0.6 s, not 0.4: a 0.4 s window once missed #3205's deadlock on a busy machine.)
 _WARMUP_S: Final = 0.1
-_WINDOW_S: Final = 0.4
+_WINDOW_S: Final = 0.6
 _SEARCH_WINDOW_S: Final = 1.5
 _MAX_WINDOW_S: Final = 3.0
 _MIN_COMPLETIONS: Final = 15
@@ -193,18 +194,25 @@ class _Stacks:
         self.sample: StackSample | Unavailable | None = None
         self.held: HeldConnections | None = None
         pids, port, app_files = session.worker_pids, session.port, session.app_files
+        profile = session.options.profile
 
         def run() -> None:
             self.held = held_connections(pids, port)
-            self.sample = sample_workers(pids, _STACKS_S, _STACKS_HZ, app_files)
+            if profile:
+                self.sample = sample_workers(pids, _STACKS_S, _STACKS_HZ, app_files)
 
         self.thread = threading.Thread(target=run, name="overload stacks", daemon=True)
         self.app_files = app_files
         self.thread.start()
 
-    def profile(self) -> tuple[RouteProfile | None, str | None]:
-        """What the stacks say (or why there are none); waits for the sampler (it bounds py-spy)."""
+    def wait(self) -> None:
+        """Waits for the sampler (it bounds py-spy): whatever the trial's outcome, py-spy must not
+        still be attached to the workers when the next trial or the next step starts."""
         self.thread.join(30)
+
+    def profile(self) -> tuple[RouteProfile | None, str | None]:
+        """What the stacks say (or why there are none)."""
+        self.wait()
         sample = self.sample
         if sample is None:
             return None, "py-spy did not finish in time"
@@ -391,12 +399,15 @@ def _mix(state: _State, targets: Sequence[OverloadTarget], concurrency: int) -> 
         # It answered and went on answering: a fall this short may be the machine's, not the app's
         # (measured: one 0.6 s window at 28% of the plateau, the same app at 111% a minute later).
         # Once more; a second fall stands, with the first trial's stacks.
+        if stacks is not None:
+            stacks.wait()
         again = _trial(state, [t.spec for t in targets], concurrency, expected, shown)
         if again is not None and not fell_over(_behaviour(again, expected)):
             return _MixResult(again, expected)
     if stacks is None:
         return _MixResult(trial, expected, profile_unavailable="the server is not on this machine")
     if not state.session.options.profile:
+        stacks.wait()
         return _MixResult(trial, expected, profile_unavailable="--no-profile", held=stacks.held)
     profile, unavailable = stacks.profile()
     return _MixResult(trial, expected, profile, unavailable, stacks.held)

@@ -166,7 +166,16 @@ def _uvicorn_access_log(plan: Plan) -> tuple[list[ServerOption], list[NotFlag]]:
     return [ServerOption("--access-log", None, log.why, "accesslog")], [NotFlag("accesslog", text)]
 
 
-def _uvicorn_limit(ev: ServerEvidence) -> tuple[list[ServerOption], list[str]]:
+def _uvicorn_limit(plan: Plan, ev: ServerEvidence) -> tuple[list[ServerOption], list[str]]:
+    if plan.admission is not None:
+        # The overload step's cap is already in front of the app (uvicorn serves the admission module),
+        # and it queues; --limit-concurrency at the same level would refuse at once instead.
+        return [], [
+            f"--limit-concurrency: not set; {plan.admission.module}.py already caps each worker at"
+            f" {plan.admission.limit} in flight (the app fell over at {plan.admission.collapse_per_worker:g})"
+            " and queues the rest, where uvicorn's limit would answer 503 at once and count idle"
+            " keep-alive connections too (measured: 160 -> 106 req/s at c=64 with 10k 503s)"
+        ]
     cap, why = concurrency_limit(ev.concurrency)
     if cap is None:
         note = (
@@ -204,7 +213,7 @@ def uvicorn_plan(plan: Plan, ev: ServerEvidence = NO_EVIDENCE) -> ServerPlan:
     for part in (_uvicorn_timeouts(plan, version), _uvicorn_recycling(plan), _uvicorn_access_log(plan)):
         options += part[0]
         said += part[1]
-    limit, limit_notes = _uvicorn_limit(ev)
+    limit, limit_notes = _uvicorn_limit(plan, ev)
     options += limit
     notes += limit_notes
     kept, dropped = gated(options, version, UVICORN_FLAG_SINCE, Server.UVICORN)
@@ -241,6 +250,13 @@ def _granian_backpressure(plan: Plan, ev: ServerEvidence) -> ServerOption:
     """Connections each worker takes at once: the served level below a collapse, else Granian's default."""
     cap, why = concurrency_limit(ev.concurrency)
     held = "each open connection holds a place while it is open, keep-alive ones too"
+    if plan.admission is not None:
+        # The overload step's collapse point is the stronger evidence: the ladder may never reach it.
+        cap = plan.admission.limit
+        why = (
+            f"the overload step saw the app fall over at {plan.admission.collapse_per_worker:g} in flight per"
+            f" worker; the admission cap is {cap} ({plan.admission.module}.py, which Granian serves)"
+        )
     if cap is not None:
         return ServerOption(
             "--backpressure",
