@@ -18,7 +18,7 @@ from fastapi_tune.measure.appenv import AppEnv
 from fastapi_tune.measure.host import HostFacts, MemoryFacts
 from fastapi_tune.measure.report import EndpointClass, ProbeReport, report_to_json
 from fastapi_tune.plan.deploy import PRE_STOP_SLEEP_S, DeploySpec, decide_deploy, k8s_name, pick_health
-from fastapi_tune.plan.model import MIN_REPLICAS, Plan
+from fastapi_tune.plan.model import MIN_REPLICAS, AdmissionCap, Plan
 from fastapi_tune.plan.profiles import load_profile
 from fastapi_tune.render.deploy import deploy_files, render_dockerfile, render_hpa
 from tests.test_plan import (
@@ -190,6 +190,19 @@ def test_dockerfile_cmd_is_exec_form_with_the_measured_stack() -> None:
     assert "--cpus 1 --memory 512m" in text
     assert spec.kubernetes is None  # a container profile gets no Kubernetes objects
     assert render_hpa(spec) == ""
+
+
+def test_dockerfile_says_the_admission_module_ships_beside_the_config() -> None:
+    target = pod_target()
+    plan = plan_for(target, cpu_report(), "container", stack=STACK)
+    text = render_dockerfile(decide_deploy(plan, cpu_report(), load_profile("container"), target, "app"))
+    assert "asgi_admission" not in text
+    cap = AdmissionCap(limit=6, wait_s=10.0, collapse_per_worker=18, held_per_worker=8, why_limit="",
+                       why_wait="", cause=None, fixes=())  # fmt: skip
+    capped = replace(plan, admission=cap)
+    text = render_dockerfile(decide_deploy(capped, cpu_report(), load_profile("container"), target, "app"))
+    assert "asgi_admission.py" in text and "beside gunicorn.conf.py" in text
+    assert text.index("asgi_admission.py") < text.index("COPY . .")
 
 
 def test_unix_socket_bind_cannot_be_deployed() -> None:

@@ -11,9 +11,20 @@ import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json
 from fastapi_tune.cli.ci import Junit, raise_for, write_ci_outputs
-from fastapi_tune.cli.options import AppDir, AppPython, Endpoints, Excludes, Headers, Params, parse_levels
+from fastapi_tune.cli.options import (
+    AppDir,
+    AppPython,
+    Endpoints,
+    Excludes,
+    Headers,
+    NoOverload,
+    Overload,
+    Params,
+    parse_levels,
+)
 from fastapi_tune.core.errors import Interrupted
 from fastapi_tune.core.fileio import check_writable
+from fastapi_tune.core.rules import OVERLOAD_PER_WORKER
 from fastapi_tune.flows.check import THIS_RUN, CheckOptions, CheckResult, run_check
 from fastapi_tune.judge.compare import all_new
 from fastapi_tune.measure.host import read_host
@@ -57,6 +68,8 @@ def check(  # long mostly in its signature: one typer parameter per option
     no_profile: Annotated[
         bool, flag("--no-profile", help="Do not sample stacks (then no file:line in annotations).")
     ] = False,
+    overload: Overload = OVERLOAD_PER_WORKER,
+    no_overload: NoOverload = False,
     out_path: Annotated[
         Path | None, typer.Option("-o", "--out", help="Also save this run's report here (for `compare`).")
     ] = None,
@@ -88,6 +101,7 @@ def check(  # long mostly in its signature: one typer parameter per option
             max_concurrency=max_concurrency,
             max_seconds=max_seconds,
             profile=not no_profile,
+            overload=None if no_overload else overload,
         ),
         python=python,
         app_dir=app_dir,

@@ -91,6 +91,10 @@ OVERLOAD_HELP = (
 
 NO_OVERLOAD_HELP = "Skip the overload step (it may wedge an app that deadlocks: see the README)."
 
+# The overload step's two options, as `probe`, `tune` and `check` declare them.
+Overload = Annotated[int, typer.Option(help=OVERLOAD_HELP)]
+NoOverload = Annotated[bool, flag("--no-overload", help=NO_OVERLOAD_HELP)]
+
 
 # The options `tune` and `check` share: both serve the app themselves and probe it.
 AppPython = Annotated[

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_outcome_error
-from fastapi_tune.cli.options import NO_OVERLOAD_HELP, OVERLOAD_HELP, Verbose, parse_levels
+from fastapi_tune.cli.options import NoOverload, Overload, Verbose, parse_levels
 from fastapi_tune.cli.traffic import AccessLog, read_logs
 from fastapi_tune.core.errors import (
     BadInputError,
@@ -88,8 +88,8 @@ def probe(  # long mostly in its signature: one typer parameter per option
             help="Do not sample the server's stacks with py-spy (the line that limits a route).",
         ),
     ] = False,
-    overload: Annotated[int, typer.Option(help=OVERLOAD_HELP)] = OVERLOAD_PER_WORKER,
-    no_overload: Annotated[bool, flag("--no-overload", help=NO_OVERLOAD_HELP)] = False,
+    overload: Overload = OVERLOAD_PER_WORKER,
+    no_overload: NoOverload = False,
     mix: Annotated[
         str | None,
         typer.Option(

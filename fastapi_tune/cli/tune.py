@@ -12,13 +12,13 @@ from fastapi_tune.cli.base import command, err, flag, out, print_json, raise_out
 from fastapi_tune.cli.options import (
     DEPLOY_HELP,
     HEALTH_HELP,
-    NO_OVERLOAD_HELP,
-    OVERLOAD_HELP,
     AppDir,
     AppPython,
     Endpoints,
     Excludes,
     Headers,
+    NoOverload,
+    Overload,
     Params,
     Verbose,
 )
@@ -87,8 +87,8 @@ def tune(  # long mostly in its signature: one typer parameter per option
             show_default=False,
         ),
     ] = None,
-    overload: Annotated[int, typer.Option(help=OVERLOAD_HELP)] = OVERLOAD_PER_WORKER,
-    no_overload: Annotated[bool, flag("--no-overload", help=NO_OVERLOAD_HELP)] = False,
+    overload: Overload = OVERLOAD_PER_WORKER,
+    no_overload: NoOverload = False,
     verify_it: Annotated[
         bool,
         flag("--verify", help="Then measure the config against the rule of thumb and one worker."),

@@ -105,6 +105,8 @@ class DeploySpec:
     # The server's options with their reasons (uvicorn, Granian): Kubernetes `args`, one group per option;
     # empty for gunicorn, whose values are in its config file.
     args: tuple[tuple[tuple[str, ...], str], ...] = ()
+    # The admission module the command loads (the cap after a collapse), which must ship with it.
+    admission_module: str | None = None
 
 
 def k8s_name(text: str) -> str:
@@ -333,6 +335,7 @@ def decide_deploy(
         kubernetes=_kubernetes(plan, report, profile, target, sp.server) if kube else None,
         server=sp.server.value,
         args=() if own_file else tuple((_words(o.flag, o.value), o.why) for o in sp.options),
+        admission_module=None if plan.admission is None else plan.admission.module,
     )
 
 

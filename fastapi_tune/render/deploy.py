@@ -77,6 +77,11 @@ def render_dockerfile(spec: DeploySpec) -> str:
             "# The server stack the plan was measured with (read from the app's environment):",
             f"RUN pip install --no-cache-dir {' '.join(spec.pins)}",
         ]
+    if spec.admission_module is not None:
+        lines += _comment(
+            f"{spec.admission_module}.py (the cap that keeps the app up past its collapse point) is loaded"
+            f" by the command below: COPY . . must bring it, beside {'gunicorn.conf.py' if spec.server == 'gunicorn' else 'the app'}."
+        )
     lines += [
         "COPY . .",
         f"EXPOSE {spec.port}",
