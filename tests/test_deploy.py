@@ -201,7 +201,8 @@ def test_dockerfile_says_the_admission_module_ships_beside_the_config() -> None:
                        why_wait="", cause=None, fixes=())  # fmt: skip
     capped = replace(plan, admission=cap)
     text = render_dockerfile(decide_deploy(capped, cpu_report(), load_profile("container"), target, "app"))
-    assert "asgi_admission.py" in text and "beside gunicorn.conf.py" in text
+    assert "asgi_admission.py" in text
+    assert "beside gunicorn.conf.py" in text
     assert text.index("asgi_admission.py") < text.index("COPY . .")
 
 

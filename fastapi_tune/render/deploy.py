@@ -78,9 +78,10 @@ def render_dockerfile(spec: DeploySpec) -> str:
             f"RUN pip install --no-cache-dir {' '.join(spec.pins)}",
         ]
     if spec.admission_module is not None:
+        beside = "gunicorn.conf.py" if spec.server == "gunicorn" else "the app"
         lines += _comment(
             f"{spec.admission_module}.py (the cap that keeps the app up past its collapse point) is loaded"
-            f" by the command below: COPY . . must bring it, beside {'gunicorn.conf.py' if spec.server == 'gunicorn' else 'the app'}."
+            f" by the command below: COPY . . must bring it, beside {beside}."
         )
     lines += [
         "COPY . .",
