@@ -166,7 +166,8 @@ def compare(
             runs[name].append(goodput_curve(directory, configs[name], workers, seconds))
     return {
         name: (
-            [statistics.median(rs[i] for rs, _ in got) for i in range(len(CLIENTS))],
+            # every level measured, the stress level (64 per worker) included
+            [statistics.median(rs[i] for rs, _ in got) for i in range(len(CLIENTS) + 1)],
             sum(a for _, a in got),
         )
         for name, got in runs.items()

@@ -1,8 +1,8 @@
 """Service-level objectives: `--slo "p99<200ms,errors<1%"` parsed once, and judged against a measurement.
 
 Pure: no I/O. An objective is a set of latency bounds (percentiles of the latency users see, measured
-from each request's intended start in an open loop) and an error-rate bound. `meets` says whether a
-measurement meets it and, when not, by how much, in words a CI log can show.
+from each request's start in an open loop, a wait for a connection included) and an error-rate
+bound. `meets` says whether a measurement meets it and, when not, by how much, in words a CI log can show.
 """
 
 from __future__ import annotations

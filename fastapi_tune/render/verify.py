@@ -159,7 +159,7 @@ def _open_table(result: VerifyResult) -> Table | None:
     capacity = any(r.capacity is not None for r in result.runs)
     if result.rate_rps is None and not capacity:
         return None
-    title = "At an arrival rate (open loop: latency ms from each request's intended start, rounds merged)"
+    title = "At an arrival rate (open loop: latency ms from each request's start, rounds merged)"
     if result.objective is not None:
         title += f"; objective {result.objective.describe()}"
     if result.rate_rps is not None:

@@ -59,7 +59,7 @@ class Planned:
 
 @dataclass(frozen=True)
 class RateCheck:
-    """An open-loop run at a fixed arrival rate (rounds merged): latency from each intended start."""
+    """An open-loop run at a fixed arrival rate (rounds merged): latency from each request's start."""
 
     rate_rps: float  # the rate asked for
     duration_s: float
