@@ -59,7 +59,7 @@ def deepen_order(
     observed = server.local and server.pid is not None
     # A route the weights leave out carries none of the known traffic (an access log that never
     # saw it): it goes after the others, still in its group's order among its like.
-    shares = [weights.get(f"{e.method} {e.path}", 0.0) if weights else 1.0 for e in triaged]
+    shares = [weights.get(e.route, 0.0) if weights else 1.0 for e in triaged]
     mean = sum(shares) / len(shares) or 1.0
     floor = _UNWEIGHTED * mean
     slow = sorted(range(len(triaged)), key=lambda i: _service_ms(triaged[i]))

@@ -17,7 +17,7 @@ from typing import Any, Final
 from fastapi_tune.core.errors import BadInputError
 from fastapi_tune.core.jsonread import JsonReader
 from fastapi_tune.core.redact import redact_text, redact_url
-from fastapi_tune.discover.openapi import SkipCause, Skipped
+from fastapi_tune.discover.openapi import SkipCause, Skipped, route_name
 from fastapi_tune.measure.demand import (
     HostBusy,
     LevelDemand,
@@ -210,6 +210,11 @@ class Endpoint:
     body_given: bool = False
     # None: a report from before the triage (every endpoint then had its own ladder).
     evidence_depth: EvidenceDepth | None = None
+
+    @property
+    def route(self) -> str:
+        """The route's one name (the report's key, --mix, access logs): "GET /orders/{oid}"."""
+        return route_name(self.method, self.path)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def _fallback_order(
     def key(i: int) -> tuple[float, float]:
         e = triaged[i]
         first = e.levels[0].latency_ms
-        return (-weights.get(f"{e.method} {e.path}", 1.0), -(first.p50 if first else 0.0))
+        return (-weights.get(e.route, 1.0), -(first.p50 if first else 0.0))
 
     return [DeepenPick(i, "slowest") for i in sorted(deepenable(triaged), key=key)]
 

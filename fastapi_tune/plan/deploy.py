@@ -139,7 +139,7 @@ def pick_health(report: ProbeReport | None, health_path: str | None) -> HealthCh
             first = min(clean, key=lambda lv: lv.concurrency)
             assert first.latency_ms is not None
             path = e.url.removeprefix(report.target) or "/"
-            found.append((first.latency_ms.p50, path, f"{e.method} {e.path}"))
+            found.append((first.latency_ms.p50, path, e.route))
     if not found:
         return HealthCheck(
             None,

@@ -19,10 +19,6 @@ def _levels(report: ProbeReport | None) -> Iterable[tuple[Endpoint, Level]]:
                 yield e, lv
 
 
-def route(e: Endpoint) -> str:
-    return f"{e.method} {e.path}"
-
-
 def classes(report: ProbeReport | None) -> dict[EndpointClass, list[Endpoint]]:
     """Routes by class, from verdicts sure enough to size a deployment on."""
     out: dict[EndpointClass, list[Endpoint]] = {}
@@ -54,7 +50,7 @@ def slowest_request(report: ProbeReport | None) -> tuple[float, str] | None:
     best: tuple[float, str] | None = None
     for e, lv in _levels(report):
         if lv.latency_ms is not None and (best is None or lv.latency_ms.max > best[0]):
-            best = (lv.latency_ms.max, f"{route(e)} at concurrency {lv.concurrency}")
+            best = (lv.latency_ms.max, f"{e.route} at concurrency {lv.concurrency}")
     return best
 
 
@@ -83,7 +79,7 @@ def cpus(x: float) -> str:
 
 
 def paths(eps: list[Endpoint]) -> str:
-    names = [route(e) for e in eps[:3]]
+    names = [e.route for e in eps[:3]]
     return ", ".join(names) + (f" and {len(eps) - 3} more" if len(eps) > 3 else "")
 
 

@@ -70,10 +70,6 @@ class ReplicaObjective:
     why: str
 
 
-def _route_name(e: Endpoint) -> str:
-    return f"{e.method} {e.path}"
-
-
 def _route_demand(e: Endpoint, share: float) -> RouteDemand | None:
     """One route's CPU per request, loop time and base latency from its clean levels; None if unmeasured."""
     levels = [lv for lv in e.levels if not lv.client_saturated and lv.throughput_rps > 0 and not lv.errors]
@@ -87,7 +83,7 @@ def _route_demand(e: Endpoint, share: float) -> RouteDemand | None:
     loop_ms = cpu_ms
     if e.verdict is not None and e.verdict.cls in LOOP_HOLDING:
         loop_ms = max(cpu_ms, e.verdict.evidence.service_time_ms or base[0])
-    return RouteDemand(_route_name(e), share, cpu_ms, loop_ms, base[0])
+    return RouteDemand(e.route, share, cpu_ms, loop_ms, base[0])
 
 
 def mix_of_report(
@@ -95,20 +91,18 @@ def mix_of_report(
 ) -> tuple[MixDemand | None, tuple[str, ...]]:
     """The mix: the report's routes with `weights` ("GET /a" -> weight; None: equal shares, as
     verify drives them), and what could not be modelled."""
-    names = {_route_name(e) for e in report.endpoints}
+    names = {e.route for e in report.endpoints}
     unknowns = [
         f"--mix names {n}, which the probe report does not have" for n in sorted(set(weights or {}) - names)
     ]
     routes: list[RouteDemand] = []
     for e in report.endpoints:
-        share = 1.0 if weights is None else float(weights.get(_route_name(e), 0.0))
+        share = 1.0 if weights is None else float(weights.get(e.route, 0.0))
         if share <= 0:
             continue
         demand = _route_demand(e, share)
         if demand is None:
-            unknowns.append(
-                f"{_route_name(e)}: no server CPU or clean level measured, left out of the mix model"
-            )
+            unknowns.append(f"{e.route}: no server CPU or clean level measured, left out of the mix model")
         else:
             routes.append(demand)
     others = [

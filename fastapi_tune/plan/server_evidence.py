@@ -62,7 +62,7 @@ def concurrency_seen(report: ProbeReport | None) -> Concurrency:
             for lv in e.levels
             if _clean(lv.requests, lv.errors, lv.stalled, lv.client_saturated)
         ]
-        route = f"{e.method} {e.path}"
+        route = e.route
         if clean and (served is None or max(clean) > served[0]):
             served = (max(clean), route)
         stalls = [lv.concurrency for lv in e.levels if lv.stalled]
@@ -87,7 +87,7 @@ def _slowest_peak(report: ProbeReport | None) -> tuple[float | None, str]:
         return None, ""
     per = report.server.workers or 1
     peaks = [
-        (max(lv.throughput_rps for lv in clean) / per, f"{e.method} {e.path}")
+        (max(lv.throughput_rps for lv in clean) / per, e.route)
         for e in report.endpoints
         if (
             clean := [

@@ -16,7 +16,6 @@ from fastapi_tune.plan.evidence import (
     max_rss,
     paths,
     probe_workers,
-    route,
     set_aside,
     size,
     slowest_request,
@@ -154,7 +153,7 @@ def plan_inputs(
     for e in set_aside(report):
         assert e.verdict is not None
         unknowns.append(
-            f"{route(e)}: set aside, {e.verdict.cls} at {e.verdict.confidence:.0%} confidence is below the"
+            f"{e.route}: set aside, {e.verdict.cls} at {e.verdict.confidence:.0%} confidence is below the"
             f" {MIN_PLAN_CONFIDENCE:.0%} a worker count needs; probe again on a quieter host or "
             "with longer levels"
         )
@@ -349,7 +348,7 @@ def route_advice(by_cls: dict[EndpointClass, list[Endpoint]]) -> Decided:
     ):
         for e in by_cls.get(cls, []):
             assert e.verdict is not None
-            text = f"{route(e)} {verb}: {e.verdict.summary}"
+            text = f"{e.route} {verb}: {e.verdict.summary}"
             if cls == EndpointClass.LOOP_BLOCKING:
                 text += " Fix the route (make it `def`, or await an async client); more workers only hide it."
             advice.append(Advice(" ".join([text, *e.verdict.advice])))
@@ -456,7 +455,7 @@ def connections(by_cls: dict[EndpointClass, list[Endpoint]], choices: Choices, w
     if not pooled:
         return Decided()
     sizes = ", ".join(
-        f"{route(e)} ~{e.verdict.evidence.pool_size_per_worker:g}"
+        f"{e.route} ~{e.verdict.evidence.pool_size_per_worker:g}"
         for e in pooled
         if e.verdict and e.verdict.evidence.pool_size_per_worker is not None
     )

@@ -17,7 +17,6 @@ from fastapi_tune.plan.evidence import (
     mib,
     paths,
     probe_workers,
-    route,
     size,
 )
 from fastapi_tune.plan.mix import MixSizing, mix_of_report, replicas_for_objective, size_for_mix
@@ -240,7 +239,7 @@ def replicas_for_rate(
         )
     mem_mib = pod_memory_mib(rss, workers, profile)
     why = (
-        f"slowest route's peak: {route(e)} at {lv.throughput_rps:.1f} req/s with {pw} worker(s) "
+        f"slowest route's peak: {e.route} at {lv.throughput_rps:.1f} req/s with {pw} worker(s) "
         f"= {per_worker:.1f} req/s per worker; {target:g} / ({per_pod:.1f} x {REPLICA_UTILISATION:g}) "
         f"-> {replicas} replicas (at least {MIN_REPLICAS}); {cpu_text}; memory request: "
         f"({mib(rss)} x {workers} + {MASTER_RSS_MIB} MiB master, assumed) / (1 - "
@@ -250,7 +249,7 @@ def replicas_for_rate(
     sizing = ReplicaSizing(
         target_rps=target,
         per_worker_rps=round(per_worker, 3),
-        basis=f"{route(e)} at concurrency {lv.concurrency}",
+        basis=f"{e.route} at concurrency {lv.concurrency}",
         replicas=replicas,
         cpu_request_milli=cpu_milli,
         memory_request_mib=mem_mib,

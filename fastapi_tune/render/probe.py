@@ -301,7 +301,7 @@ def _evidence_table(ep: Endpoint) -> Table:
 
 
 def _panel_title(ep: Endpoint) -> Text:
-    title = Text.assemble((f"{ep.method} {ep.path}", "bold"))
+    title = Text.assemble((ep.route, "bold"))
     v = ep.verdict
     if v is not None:
         title.append("  ")

@@ -70,7 +70,7 @@ def _row(ep: Endpoint, route: str, route_width: int) -> Text:
 def verdict_lines(ranked: Sequence[Endpoint], width: int) -> list[Text]:
     """The routes in the given order, one line each, or two: a note that does not fit beside its
     route goes under it, and a route longer than its column continues on the next line."""
-    routes = [f"{ep.method} {ep.path}" for ep in ranked]
+    routes = [ep.route for ep in ranked]
     longest = max(map(len, routes), default=_ROUTE_MIN)
     fixed = _CLASS_WIDTH + _CONF_WIDTH + _PEAK_WIDTH + 3 * _GAP
     inline = width - fixed - _GAP - longest >= _NOTE_MIN

@@ -183,7 +183,7 @@ def _report_routes(report: ProbeReport) -> list[_Route]:
         raise UsageError(
             "nothing to drive: no endpoint of the report was clean in the probe; use -e 'GET /path'"
         )
-    hidden = [f"{e.method} {e.path}" for e in kept if REDACTED in e.url]
+    hidden = [e.route for e in kept if REDACTED in e.url]
     if hidden:
         raise UsageError(
             f"{hidden[0]}: its URL held a secret that the report does not keep; drive it with"
@@ -193,7 +193,7 @@ def _report_routes(report: ProbeReport) -> list[_Route]:
     origin = _origin(report.target)
     return [
         _Route(
-            f"{e.method} {e.path}",
+            e.route,
             e.method,
             e.url.removeprefix(origin) or "/",
             e.body.encode() if e.body is not None else None,
