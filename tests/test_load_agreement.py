@@ -102,20 +102,40 @@ def test_locust_and_k6_agree_with_the_probe_on_the_same_app(
         for kind, script in (("locust", locustfile), ("k6", k6_script)):
             cli("export", kind, "--report", str(probe_path), "--seconds", STEP_S, "-o", str(script))
         run_locust_distributed(locustfile, tmp_path / "run")
+        summary = tmp_path / "summary.json"
         done = subprocess.run(
-            [K6, "run", "-q", "--no-usage-report", "--out", f"json={tmp_path / 'k6.json'}", str(k6_script)],
+            [K6, "run", "-q", "--no-usage-report", "--out", f"json={tmp_path / 'k6.json'}",
+             "--summary-export", str(summary), str(k6_script)],
             capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False,
             env={**os.environ, "K6_NO_USAGE_REPORT": "true"},
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
 
+    ladder = {int(c) for c in levels.split(",")}
     for kind, results in (("locust", tmp_path / "run"), ("k6", tmp_path / "k6.json")):
         report = json.loads(
             cli("import", kind, str(results), "--out", str(tmp_path / f"{kind}.json"), "--json")
         )
         assert report["source"] == kind
         assert report["server"]["workers"] == probe["server"]["workers"] == 1  # carried by the script
+        assert report["server"]["local"] is False
+        for e in report["endpoints"]:
+            # A busy machine may cost the first step a row; the rest of the ladder is there.
+            assert {lv["concurrency"] for lv in e["levels"]} <= ladder, curves(report)
+            assert len(e["levels"]) >= len(ladder) - 1, curves(report)
+            assert all(lv["throughput_rps"] > 0 and lv["server_cpu_cores"] is None for lv in e["levels"])
         assert classes(report) == expected(probe), (kind, curves(report), curves(probe))
+        if kind == "locust":
+            # Closed loop with no think time: users ~ requests in flight (Little's law within 30%) on
+            # the slowest route, where the users never wait for the client.
+            io = next(e["levels"] for e in report["endpoints"] if e["path"].startswith("/io"))
+            assert all(0.7 < (lv["littles_law_ratio"] or 0) < 1.3 for lv in io), curves(report)
+        else:
+            # Every request k6 counted is in some level, but for each step's warm-up (its first
+            # third: 2 of STEP_S's 6 s).
+            sent = json.loads(summary.read_text())["metrics"]["http_reqs"]["count"]
+            counted = sum(lv["requests"] for e in report["endpoints"] for lv in e["levels"])
+            assert 0.5 * sent < counted <= sent
 
 
 def _one_route_report(base: str, path: str, rps: float) -> ProbeReport:

@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 
 from fastapi_tune.core.errors import BadInputError, ExitCode, UsageError
-from fastapi_tune.judge.classify import classify
 from fastapi_tune.measure.import_load import K6_WORKERS_TAG, import_k6
 from fastapi_tune.measure.import_locust import import_locust
 from fastapi_tune.measure.report import (
     Endpoint,
-    EndpointClass,
     Latency,
     Level,
     ProbeReport,
@@ -42,7 +40,7 @@ from fastapi_tune.render.export_load import (
     spec_from_report,
 )
 from fastapi_tune.render.locustfile import ROUTE_PAUSE_S, ladder_steps, render_locust
-from tests.servers import free_port, serve
+from tests.servers import free_port
 
 APP = "tests.apps.kinds_app:app"
 # The two routes: asyncio.sleep, and Python CPU inside `async def`. Slow enough that Locust
@@ -446,57 +444,3 @@ def run_locust_distributed(locustfile: Path, prefix: Path) -> None:
         assert m.wait(timeout=RUN_TIMEOUT_S) == 0, (prefix.parent / "0.log").read_text()[-2000:]
         for w in workers:
             w.wait(timeout=30)
-
-
-def _check_classes(report: ProbeReport, source: str) -> dict[str, str]:
-    assert report.source == source
-    assert report.server.local is False
-    got: dict[str, str] = {}
-    for e in report.endpoints:
-        concurrencies = [lv.concurrency for lv in e.levels]
-        # A busy machine may cost the first step a row; the rest of the ladder is there.
-        assert set(concurrencies) <= set(LEVELS), concurrencies
-        assert len(concurrencies) >= 3, concurrencies
-        assert all(lv.throughput_rps > 0 and lv.server_cpu_cores is None for lv in e.levels)
-        got[f"{e.method} {e.path}"] = classify(e.levels, workers=1, server_observed=False).cls
-    assert got == {"GET /io": EndpointClass.IO_BOUND, "GET /cpu": EndpointClass.SERIALIZED}, [
-        (e.path, [(lv.concurrency, round(lv.throughput_rps)) for lv in e.levels]) for e in report.endpoints
-    ]
-    return got
-
-
-@pytest.mark.slow
-def test_locust_master_and_two_workers_run_the_exported_ladder_and_classify(tmp_path: Path) -> None:
-    locustfile = tmp_path / "locustfile.py"
-    with serve(APP) as server:
-        locustfile.write_text(render_locust(ladder_spec(server.url)))
-        run_locust_distributed(locustfile, tmp_path / "run")
-    report = import_locust(tmp_path / "run", target=server.url)
-    _check_classes(report, "locust")
-    io = next(e for e in report.endpoints if e.path == "/io")
-    # Closed loop with no think time: users ~ requests in flight (Little's law within 30%).
-    assert all(lv.littles_law_ratio is not None and 0.7 < lv.littles_law_ratio < 1.3 for lv in io.levels)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(K6 is None, reason="the k6 wheel is not installed")
-def test_k6_runs_the_exported_stages_and_classifies(tmp_path: Path) -> None:
-    assert K6 is not None
-    script, out = tmp_path / "load.js", tmp_path / "out.json"
-    with serve(APP) as server:
-        script.write_text(render_k6(ladder_spec(server.url, STEP_S)))
-        done = subprocess.run(
-            [K6, "run", "-q", "--no-usage-report", "--out", f"json={out}",
-             "--summary-export", str(tmp_path / "summary.json"), str(script)],
-            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False,
-            env={**os.environ, "K6_NO_USAGE_REPORT": "true"},
-        )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = import_k6(out)
-    _check_classes(report, "k6")
-    # Every request k6 counted is in some level (minus each step's warm-up fifth).
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    counted = sum(lv.requests for e in report.endpoints for lv in e.levels)
-    assert (
-        0.6 * summary["metrics"]["http_reqs"]["count"] < counted <= summary["metrics"]["http_reqs"]["count"]
-    )

@@ -390,7 +390,15 @@ def _mix(state: _State, targets: Sequence[OverloadTarget], concurrency: int) -> 
     plateaus = [p[0] for t in targets if (p := plateau(t.endpoint.levels)) is not None]
     expected = mix_plateau(plateaus) if len(plateaus) == len(targets) else None
     shown = Operation("overload", f"mix of {len(targets)} route(s)", "")
-    trial = _trial(state, [t.spec for t in targets], concurrency, expected, shown)
+    specs = [t.spec for t in targets]
+    trial = _trial(state, specs, concurrency, expected, shown)
+    if trial is not None and _behaviour(trial, expected) is OverloadBehaviour.DEGRADES:
+        # A fall in goodput may be a deadlock still forming: #3205's app (N ~50 per worker) served
+        # 77% through one 0.6 s window at 64 per worker, and fell over in the next run's. Measured
+        # once more over the search's longer window; only apps that degrade pay for it.
+        longer = _trial(state, specs, concurrency, expected, shown, _SEARCH_WINDOW_S)
+        if longer is not None and fell_over(_behaviour(longer, expected)):
+            trial = longer
     if trial is None or not fell_over(_behaviour(trial, expected)):
         return _MixResult(trial, expected)
     stacks = _Stacks(state.session) if state.session.worker_pids else None
@@ -401,7 +409,7 @@ def _mix(state: _State, targets: Sequence[OverloadTarget], concurrency: int) -> 
         # Once more; a second fall stands, with the first trial's stacks.
         if stacks is not None:
             stacks.wait()
-        again = _trial(state, [t.spec for t in targets], concurrency, expected, shown)
+        again = _trial(state, specs, concurrency, expected, shown)
         if again is not None and not fell_over(_behaviour(again, expected)):
             return _MixResult(again, expected)
     if stacks is None:
