@@ -181,19 +181,25 @@ def test_probe_exits_11_when_it_wedges_a_server_it_did_not_start(
 
 
 GRACEFUL = [
-    pytest.param("tests.apps.graceful_lock_app", "GET /items", id="one-lock-on-sqlite"),
-    pytest.param("tests.apps.pg_async_app", "GET /sleep", id="asyncpg-pool-on-postgres"),
+    pytest.param("tests.apps.graceful_lock_app", ("GET /items",), id="one-lock-on-sqlite"),
+    pytest.param("tests.apps.pg_async_app", ("GET /sleep",), id="asyncpg-pool-on-postgres"),
+    # TechEmpower's FastAPI shape: every test type's queries through one asyncpg pool of 10.
+    pytest.param(
+        "tests.apps.techempower_app",
+        ("GET /db", "GET /queries?queries=5", "GET /fortunes", "GET /updates?queries=5"),
+        id="techempower-style-on-postgres",
+    ),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("module", "route"), GRACEFUL)
+@pytest.mark.parametrize(("module", "routes"), GRACEFUL)
 def test_a_graceful_app_holds_and_gets_no_cap(
-    module: str, route: str, tmp_path: Path, postgres: Postgres
+    module: str, routes: tuple[str, ...], tmp_path: Path, postgres: Postgres
 ) -> None:
     env = {"DB_FILE": str(tmp_path / "app.sqlite"), "PG_DSN": postgres.dsn}
     with uvicorn(module, env) as running:
-        options = ProbeOptions(url=running.url, endpoints=(route,), max_seconds=30, app=f"{module}:app")
+        options = ProbeOptions(url=running.url, endpoints=routes, max_seconds=30, app=f"{module}:app")
         outcome = probe_and_classify(options, read_host(), Quiet(), restart=restarter(running))
     run = outcome.report.overload
     assert run is not None
