@@ -33,31 +33,25 @@ from fastapi_tune.measure.host import HostFacts
 from fastapi_tune.measure.launch import free_port, run_server
 from fastapi_tune.measure.loadgen import LiveCount, RequestSpec, run_burst
 from fastapi_tune.measure.observe import cpu_seconds, worker_children
-from fastapi_tune.measure.openloop import run_open_loop
 from fastapi_tune.measure.report import Endpoint, EndpointClass, ProbeReport
 from fastapi_tune.measure.settle import SETTLE_MAX_S, Settler
-from fastapi_tune.measure.stats import errors_by_kind, summarize
+from fastapi_tune.measure.stats import summarize
 from fastapi_tune.plan.slo import Objective
 from fastapi_tune.verify.judge import (
-    CAPACITY_START,
     RECOMMENDED,
     RULE_OF_THUMB,
     SINGLE_WORKER,
-    Capacity,
     Comparison,
     Planned,
-    RateCheck,
     Run,
-    capacity_of,
     combine,
     judge,
-    next_rate,
     objective_verdict,
-    rate_verdict,
     weighted_order,
 )
 from fastapi_tune.verify.judge import plan_runs as plan_configurations
 from fastapi_tune.verify.overload import ADMISSION_ENV, Launch, OverloadCheck, config_cap, run_checks
+from fastapi_tune.verify.rate import CapacitySearch, open_loop_check, open_timeout
 
 __all__ = [
     "RECOMMENDED",
@@ -82,15 +76,6 @@ NO_RECYCLING: Final = ("--max-requests", "0")
 # enough for a rate x a latency of a second or more, so that a server past its capacity shows as
 # a queue that grows (and is counted) rather than as starts dropped by the generator.
 DEFAULT_MAX_IN_FLIGHT: Final = 512
-# In an open loop with an objective (--rate, a capacity step) a request gets at most this many times
-# the objective's largest bound (at least 1 s) before it counts as a timeout, a failure: it failed
-# the objective long before, and an overloaded run then ends within seconds, not the full --timeout.
-_STEP_TIMEOUT_FACTOR: Final = 3.0
-
-# Capacity steps last at least this many times the objective's largest bound (see _capacity), at
-# most _MAX_STEP_S: a p99 < 300 ms objective gets 3 s steps, about 20 s per configuration.
-_STEP_BOUNDS: Final = 10.0
-_MAX_STEP_S: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -307,88 +292,6 @@ def _run_gunicorn(
         raise ServerFailedError(f"cannot run gunicorn with {options.python}: {e}") from None
 
 
-def _open_loop(
-    specs: Sequence[RequestSpec],
-    rate: float,
-    duration_s: float,
-    timeout_s: float,
-    max_in_flight: int,
-    stop: threading.Event,
-    live: LiveCount | None = None,
-) -> RateCheck:
-    """One open-loop run at `rate`, counted as the objective counts it."""
-    r = run_open_loop(
-        specs,
-        rate,
-        duration_s,
-        max_in_flight=max_in_flight,
-        timeout_s=timeout_s,
-        warmup_s=0.5,
-        stop=stop,
-        live=live,
-    )
-    failed = sum(errors_by_kind(r.status_counts, r.errors_by_kind).values()) + r.dropped_starts
-    failed += r.in_flight_at_end
-    return RateCheck(
-        rate_rps=rate,
-        duration_s=r.duration_s,
-        intended=r.intended_starts,
-        completed=r.completed,
-        failed=failed,
-        late=r.late_starts,
-        dropped=r.dropped_starts,
-        histogram=r.histogram,
-        client_cpu_cores=r.client_cpu_s / r.duration_s if r.duration_s > 0 else 0.0,
-        sent=r.sent,
-        served=r.served_in_window,
-        backlog_at_end=r.backlog_at_end,
-        drain_s=r.drain_s,
-        first_second=r.first_segment,
-        last_second=r.last_segment,
-    )
-
-
-def _open_timeout(options: VerifyOptions) -> float:
-    """An open-loop request's timeout: with an objective, _STEP_TIMEOUT_FACTOR x its largest bound."""
-    if options.objective is None:
-        return options.timeout_s
-    worst = max(b.limit_ms for b in options.objective.latency) / 1000.0
-    return min(options.timeout_s, max(1.0, _STEP_TIMEOUT_FACTOR * worst))
-
-
-def _capacity(
-    specs: Sequence[RequestSpec],
-    throughput_rps: float,
-    options: VerifyOptions,
-    stop: threading.Event,
-    events: VerifyEvents,
-    settle: Callable[[str], None],
-) -> Capacity:
-    """The highest arrival rate meeting the objective (met by the percentiles, and served without
-    falling behind): short open-loop steps (judge.next_rate), each on a settled server."""
-    objective = options.objective
-    assert objective is not None
-    timeout = _open_timeout(options)
-    worst_s = max(b.limit_ms for b in objective.latency) / 1000.0
-    # A rate above capacity builds its queue at (rate - capacity) per second: within a step of T
-    # seconds the wait reaches the bound L only beyond capacity x (1 + L / T). Steps of at least
-    # 10 L keep that overstatement within 10%.
-    step_s = min(_MAX_STEP_S, max(options.step_s, _STEP_BOUNDS * worst_s))
-    steps: list[tuple[float, bool, str]] = []
-    while not stop.is_set():
-        rate = next_rate(throughput_rps * CAPACITY_START, [(r, ok) for r, ok, _ in steps])
-        if rate is None:
-            break
-        events.step(f"capacity search, step {len(steps) + 1}: {rate:.1f} req/s")
-        settle(f"capacity step at {rate:.1f} req/s")
-        check = _open_loop(specs, rate, step_s, timeout, options.max_in_flight, stop)
-        if stop.is_set():
-            break
-        ok, text = rate_verdict(objective, check)
-        steps.append((round(rate, 2), ok, text))
-    return capacity_of(steps)
-
-
 @dataclass(frozen=True)
 class Watched:
     """The processes a run counts: its workers (their number is the run's) and those whose CPU and RSS
@@ -467,18 +370,20 @@ def measure_all(
     if options.rate_rps is not None and not stop.is_set():
         settle(f"open loop at {options.rate_rps:g} req/s")
         events.step(f"open loop at {options.rate_rps:g} req/s")
-        check = _open_loop(
+        check = open_loop_check(
             specs,
             options.rate_rps,
             options.duration_s,
-            _open_timeout(options),
+            open_timeout(options.objective, options.timeout_s),
             options.max_in_flight,
             stop,
             live,
         )
         run = replace(run, at_rate=check)
     if options.capacity and round_no == 0 and not stop.is_set() and run.throughput_rps > 0:
-        run = replace(run, capacity=_capacity(specs, run.throughput_rps, options, stop, events, settle))
+        assert options.objective is not None  # check_load_options: --capacity needs --slo
+        search = CapacitySearch(options.objective, options.step_s, options.timeout_s, options.max_in_flight)
+        run = replace(run, capacity=search.run(specs, run.throughput_rps, stop, events.step, settle))
     return replace(run, notes=tuple(settle.notes))
 
 
