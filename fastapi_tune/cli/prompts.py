@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +35,41 @@ from fastapi_tune.plan.target import (
 T = TypeVar("T")
 
 
+# How often a prompt waiting for its answer lets Python run a pending signal handler.
+_PROMPT_WAKE_S = 0.1
+
+
+def _answer(prompt: str) -> str:
+    """Show `prompt` on stderr and read one line from the terminal; Ctrl-C ends it at once.
+
+    Not input() (typer.prompt): a Ctrl-C that lands between the prompt's write and input()'s read
+    is only noticed at the next key (CPython runs the handler when the read is interrupted, and this
+    one had not started): measured, 1 run in 6 hung on a busy machine. Waiting for the line in short
+    selects lets the handler run within _PROMPT_WAKE_S.
+    """
+    typer.echo(prompt, nl=False, err=True)
+    while not select.select([sys.stdin], [], [], _PROMPT_WAKE_S)[0]:
+        pass
+    line = sys.stdin.readline()
+    if not line:
+        raise typer.Abort  # end of input: as click does, and exit 130 like a Ctrl-C (cli/base.py)
+    return line.rstrip("\r\n")
+
+
+def prompt(question: str, default: str) -> str:
+    """The answer to `question`, `default` when it is left empty."""
+    return _answer(f"{question} [{default}]: ") or default
+
+
+def confirm(question: str) -> bool:
+    """Yes or no (no by default)."""
+    return _answer(f"{question} [y/N]: ").strip().lower() in ("y", "yes")
+
+
 def ask_value(question: str, default: str, accept: Callable[[str], T]) -> T:
     """Ask until `accept` takes the answer: a bad answer is said at once and asked again."""
     while True:
-        answer = typer.prompt(question, default=default, err=True)
+        answer = prompt(question, default)
         try:
             return accept(answer)
         except FastapiTuneError as e:
@@ -67,7 +99,7 @@ def ask_profile() -> Profile:
 def _ask_limit(question: str, parse: Callable[[str], object]) -> str | None:
     """A limit typed at the prompt, checked; 'none' keeps this machine's figure."""
     while True:
-        answer = str(typer.prompt(question, default="none", err=True)).strip()
+        answer = prompt(question, "none").strip()
         if answer.lower() == "none":
             return None
         try:
@@ -110,9 +142,7 @@ def show_and_write_file(output: Path, text: str, consent: bool, ask: bool, execu
     """Write one generated file, asking before replacing a different one (a backup is kept)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     if existing_state(output, text) is Overwrite.ASK and ask:
-        consent = typer.confirm(
-            f"{output} exists and differs. Replace it (the old one is kept as a backup)?", err=True
-        )
+        consent = confirm(f"{output} exists and differs. Replace it (the old one is kept as a backup)?")
         if not consent:
             err.print(f"Left {output} as it was; the new config was not written.")
             return
@@ -139,6 +169,6 @@ def refuse_early(paths: list[Path], yes: bool, ask: bool) -> bool:
             f"{names} already exist(s); not replacing without consent: pass --yes (old files are kept as"
             " backups) or write elsewhere (--output, --deploy)"
         )
-    if not typer.confirm(f"{names} exist(s). Replace when done (old files are kept as backups)?", err=True):
+    if not confirm(f"{names} exist(s). Replace when done (old files are kept as backups)?"):
         raise RefusedError(f"left {names} as they were; pass --output or --deploy to write elsewhere")
     return True
