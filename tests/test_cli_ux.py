@@ -83,9 +83,13 @@ class Terminal:
         os.write(self.master, text.encode())
 
     def wait(self) -> int:
-        code = self.proc.wait(timeout=30)
-        os.close(self.master)
-        return code
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:  # a hang fails this test, not a later one (a leaked process)
+                self.proc.kill()
+                self.proc.wait()
+            os.close(self.master)
 
 
 @pytest.mark.slow
