@@ -403,19 +403,18 @@ def _mix(state: _State, targets: Sequence[OverloadTarget], concurrency: int) -> 
         return _MixResult(trial, expected)
     stacks = _Stacks(state.session) if state.session.worker_pids else None
     trial = _check_wedge(state, trial, targets[0].spec)
+    if stacks is not None:
+        stacks.wait()  # py-spy detached before anything else loads the workers (a trial, the next step)
     if trial.wedged is False and trial.completed:
         # It answered and went on answering: a fall this short may be the machine's, not the app's
         # (measured: one 0.6 s window at 28% of the plateau, the same app at 111% a minute later).
         # Once more; a second fall stands, with the first trial's stacks.
-        if stacks is not None:
-            stacks.wait()
         again = _trial(state, specs, concurrency, expected, shown)
         if again is not None and not fell_over(_behaviour(again, expected)):
             return _MixResult(again, expected)
     if stacks is None:
         return _MixResult(trial, expected, profile_unavailable="the server is not on this machine")
     if not state.session.options.profile:
-        stacks.wait()
         return _MixResult(trial, expected, profile_unavailable="--no-profile", held=stacks.held)
     profile, unavailable = stacks.profile()
     return _MixResult(trial, expected, profile, unavailable, stacks.held)

@@ -60,6 +60,11 @@ class Objective:
     errors_stated: bool  # False: DEFAULT_MAX_ERROR_RATIO applies because the user named none
     text: str
 
+    @property
+    def largest_bound_s(self) -> float:
+        """The loosest latency bound, in seconds: what open-loop timeouts and step lengths scale with."""
+        return max(b.limit_ms for b in self.latency) / 1000.0
+
     def describe(self) -> str:
         """The objective as it is judged, the default error bound made visible."""
         parts = [f"{b.name}<{b.limit_ms:g}ms" for b in self.latency]

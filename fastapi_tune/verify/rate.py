@@ -85,8 +85,7 @@ def open_timeout(objective: Objective | None, timeout_s: float) -> float:
     """An open-loop request's timeout: with an objective, _STEP_TIMEOUT_FACTOR x its largest bound."""
     if objective is None:
         return timeout_s
-    worst = max(b.limit_ms for b in objective.latency) / 1000.0
-    return min(timeout_s, max(1.0, _STEP_TIMEOUT_FACTOR * worst))
+    return min(timeout_s, max(1.0, _STEP_TIMEOUT_FACTOR * objective.largest_bound_s))
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,7 @@ class CapacitySearch:
         # A rate above capacity builds its queue at (rate - capacity) per second: within a step of T
         # seconds the wait reaches the bound L only beyond capacity x (1 + L / T). Steps of at least
         # 10 L keep that overstatement within 10%.
-        worst_s = max(b.limit_ms for b in self.objective.latency) / 1000.0
-        return min(_MAX_STEP_S, max(self.step_s, _STEP_BOUNDS * worst_s))
+        return min(_MAX_STEP_S, max(self.step_s, _STEP_BOUNDS * self.objective.largest_bound_s))
 
     def run(
         self,
